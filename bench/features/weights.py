@@ -1,0 +1,123 @@
+"""One manifest of every pretrained file ganbench may use, and offline-safe resolution of each.
+
+Lookup order for a manifest entry: an explicit path from the protocol, then $BENCH_WEIGHTS_DIR, then
+torch's hub cache (where torch-fidelity and lpips put downloads), then a download, only when online
+and not BENCH_OFFLINE. A missing file is one line naming the file, its digest and how to get it.
+
+The full sha256 of torch-fidelity's Inception file is not published with it; torch.hub's convention
+embeds the first 8 hex digits of the sha256 in the file name, and that prefix is what is checked
+until a full digest is pinned here. Files given by explicit path are checked against the sha256 the
+protocol states, and the actual sha256 always enters the protocol fingerprint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from bench.errors import BenchError
+from bench.io import offline, sha256_file
+from bench.registry import Registry
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    name: str
+    file: str
+    used_by: str
+    source: str  # where the file comes from (taken from the library that defines it)
+    sha256: Optional[str] = None
+    sha256_prefix: Optional[str] = None
+
+    def digest_text(self) -> str:
+        return self.sha256 or f"{self.sha256_prefix}... (prefix)"
+
+    def matches(self, digest: str) -> bool:
+        if self.sha256:
+            return digest == self.sha256
+        return bool(self.sha256_prefix) and digest.startswith(self.sha256_prefix)
+
+
+def _inception_url() -> str:
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    return URL_INCEPTION_V3
+
+
+def _manifest() -> dict[str, WeightsEntry]:
+    url = _inception_url()
+    return {
+        "inception-v3-compat": WeightsEntry(
+            name="inception-v3-compat",
+            file=url.rsplit("/", 1)[-1],
+            used_by="IS, FID, KID (torch-fidelity's port of the 2015-12-05 TF Inception graph)",
+            source=url,
+            sha256_prefix="6726825d",
+        ),
+    }
+
+
+def manifest() -> Registry[WeightsEntry]:
+    return Registry("weights", _manifest())
+
+
+def weights_dir() -> Optional[Path]:
+    env = os.environ.get("BENCH_WEIGHTS_DIR")
+    return Path(env) if env else None
+
+
+def _hub_dir() -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def candidates(entry: WeightsEntry) -> list[Path]:
+    out = []
+    if weights_dir():
+        out.append(weights_dir() / entry.file)
+    out.append(_hub_dir() / entry.file)
+    return out
+
+
+def missing_message(entry: WeightsEntry) -> str:
+    where = " or ".join(str(p.parent) for p in candidates(entry))
+    return (f"{entry.name} weights missing: {entry.file} (sha256 {entry.digest_text()}) not found in {where}; "
+            f"get it with `bench weights fetch {entry.name}` when online, or set evaluation.weights.path")
+
+
+def resolve(name: str, path: Optional[str] = None, sha256: Optional[str] = None,
+            allow_download: bool = True) -> tuple[Path, str]:
+    """Return (file, its sha256) for a manifest entry, checking its digest; one-line BenchError otherwise."""
+    entry = manifest().get(name)
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise BenchError(f"{name} weights file {p} not found (expected sha256 {sha256 or entry.digest_text()})")
+        digest = sha256_file(p)
+        expected_ok = (digest == sha256) if sha256 else entry.matches(digest)
+        if not expected_ok:
+            raise BenchError(f"{name} weights file {p} has sha256 {digest}, expected "
+                             f"{sha256 or entry.digest_text()}")
+        return p, digest
+    for p in candidates(entry):
+        if p.is_file():
+            digest = sha256_file(p)
+            if not entry.matches(digest):
+                raise BenchError(f"{name} weights file {p} has sha256 {digest}, expected {entry.digest_text()}; "
+                                 "delete it and fetch again")
+            return p, digest
+    if allow_download and not offline():
+        target = candidates(entry)[0]
+        try:
+            import torch
+
+            target.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(entry.source, str(target), hash_prefix=entry.sha256_prefix,
+                                           progress=True)
+        except Exception:
+            raise BenchError(missing_message(entry) + " (download failed)") from None
+        return target, sha256_file(target)
+    raise BenchError(missing_message(entry))

@@ -1,0 +1,189 @@
+"""`bench run`: protocol -> data -> extractor -> (train | load) each entry -> seeded samples -> metrics
+-> results.jsonl + MLflow. One direction, no back edges (DESIGN.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.data import load_dataset
+from bench.errors import BenchError
+from bench.features.cache import DiskCache, cache_key
+from bench.features.extractors import PREPROCESSING_VERSION, make_extractor
+from bench.io import sha256_tensor
+from bench.metrics import METRICS, MetricContext
+from bench.protocol import LoadedProtocol
+from bench.protocol.load import fingerprint as protocol_fingerprint
+from bench.reporting import table
+from bench.runner import checkpoint
+from bench.runner.sampling import fake_batches, real_batches, stream_features
+from bench.runner.seeding import derive, pick_device
+from bench.runner.train import EntryFailed, train_entry
+from bench.tracking import results as results_mod
+from bench.tracking.mlflow_tracker import Tracker, resolve_uri
+from zoo import ZOO
+
+log = logging.getLogger("bench")
+
+
+@dataclass
+class RunSummary:
+    fingerprint: str
+    parent_run_id: str
+    results: list[dict[str, Any]]
+    real_cache: str  # "hit" or "miss": whether the real side's features came from the cache
+    table: str
+
+
+def real_features(extractor, data, batch_size: int) -> tuple[dict, dict, str]:
+    """Features and float64 statistics of the held-out real images, from a content-addressed cache."""
+    cache = DiskCache("features")
+    key = cache_key(kind="real-features", images=sha256_tensor(data.eval_images), extractor=extractor.name,
+                    weights=extractor.sha256, preprocessing=PREPROCESSING_VERSION)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit["features"], hit["stats"], "hit"
+    feats, stats = stream_features(real_batches(data.eval_images, batch_size), extractor, "real features",
+                                   len(data.eval_images))
+    fid_stats = stats.as_fid_stats()
+    cache.put(key, {"features": feats, "stats": fid_stats})
+    return feats, fid_stats, "miss"
+
+
+def evaluate(model, extractor, real_feats, real_stats, protocol) -> dict[str, dict[str, Any]]:
+    """Every metric for every eval seed, then mean ± std over seeds."""
+    ev = protocol.evaluation
+    per_seed: dict[str, list[float]] = {}
+    for seed in ev.seeds:
+        batches = fake_batches(model, ev.n_samples, seed, ev.batch_size, protocol.dataset.resolution,
+                               protocol.dataset.channels)
+        fake, stats = stream_features(batches, extractor, f"eval seed {seed}", ev.n_samples)
+        ctx = MetricContext(fake, real_feats, stats.as_fid_stats(), real_stats, seed, ev)
+        for name in ev.metrics:
+            for k, v in METRICS.get(name).compute(ctx).items():
+                per_seed.setdefault(k, []).append(float(v))
+    return {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_seed": v} for k, v in per_seed.items()}
+
+
+def _resolve_checkpoint(path: str, protocol_path: Path) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists():
+        p = protocol_path.parent / p
+    return p
+
+
+def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) -> RunSummary:
+    protocol = loaded.protocol
+    device = pick_device(protocol.device)
+    # The store is opened first so that an unreachable MLflow fails before any training.
+    tracker = Tracker(resolve_uri(protocol.tracking.uri), protocol.tracking.experiment or protocol.name)
+    data = load_dataset(protocol.dataset, protocol.seed)
+    t0 = time.perf_counter()
+    extractor = make_extractor(protocol.evaluation.extractor, data, derive(protocol.seed, "judge"), device,
+                               protocol.evaluation.weights)
+    t_extractor = time.perf_counter() - t0
+    fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256)
+    env = results_mod.environment(device)
+    run_root = workdir / f"{protocol.name}-{fp[:12]}"
+    results_path = workdir / "results.jsonl"
+
+    parent = tracker.start_run(protocol.name, {
+        "bench.protocol": protocol.name, "bench.fingerprint": fp, "bench.git_sha": env["git_sha"],
+        "bench.device": env["device"], "bench.extractor": extractor.name,
+        "bench.extractor_sha256": extractor.sha256,
+        **{f"bench.version.{k}": v for k, v in env["packages"].items()},
+    })
+    summary_results: list[dict[str, Any]] = []
+    status = "FAILED"
+    try:
+        tracker.log_text(parent, loaded.text, "protocol.yaml")
+        tracker.log_params(parent, {"seed": protocol.seed, "eval.n_samples": protocol.evaluation.n_samples,
+                                    "eval.seeds": protocol.evaluation.seeds, "dataset": protocol.dataset.name,
+                                    "dataset.train_size": protocol.dataset.train_size,
+                                    "dataset.eval_size": protocol.dataset.eval_size})
+        info = {k: v for k, v in extractor.info.items() if isinstance(v, (int, float))}
+        if info:
+            tracker.log_metrics(parent, {f"extractor/{k}": v for k, v in info.items()})
+        t0 = time.perf_counter()
+        real_feats, real_stats, real_cache = real_features(extractor, data, protocol.evaluation.batch_size)
+        t_real = time.perf_counter() - t0
+        for entry in protocol.entries:
+            result = _run_entry(entry, protocol, loaded.path, data, extractor, real_feats, real_stats, fp,
+                                run_root, tracker, parent, device, resume, env)
+            result.timings.update({"extractor_s": t_extractor, "real_features_s": t_real})
+            result.info.update({"real_cache": real_cache, "extractor": extractor.name,
+                                "extractor_sha256": extractor.sha256, **extractor.info,
+                                "data_source": data.source})
+            row = dataclasses.asdict(result)
+            results_mod.append(results_path, result)
+            summary_results.append(row)
+        md = table.markdown(summary_results, f"{protocol.name} ({fp[:12]})")
+        tracker.log_text(parent, md, "comparison.md")
+        tracker.log_text(parent, table.to_csv(summary_results), "comparison.csv")
+        status = "FINISHED"
+    finally:
+        tracker.end(parent, status if status == "FINISHED" else "FAILED")
+    return RunSummary(fp, parent, summary_results, real_cache, table.terminal(summary_results))
+
+
+def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real_stats, fp, run_root, tracker,
+               parent, device, resume, env) -> results_mod.EvalResult:
+    family = ZOO.get(entry.zoo)
+    seed = derive(protocol.seed, "entry", entry.name)
+    # Initial weights come from a seed of their own, without touching the caller's global RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive(seed, "init"))
+        model = family.build(entry.config, data.spec, device, where=f"entries[{entry.name}].config")
+    card = model.card()
+    child = tracker.start_run(entry.name, {"bench.entry": entry.name, "bench.zoo": entry.zoo,
+                                           "bench.fingerprint": fp, "bench.protocol": protocol.name}, parent=parent)
+    result = results_mod.EvalResult(protocol.name, fp, entry.name, entry.zoo, "FAILED", env=env)
+    params = {f"config.{k}": v for k, v in card["config"].items()}
+    params.update({f"params.{k}": v for k, v in card["params"].items()})
+    if entry.train:
+        params.update({f"train.{k}": v for k, v in entry.train.model_dump().items()})
+    else:
+        params["checkpoint"] = entry.checkpoint
+    tracker.log_params(child, params)
+    try:
+        t0 = time.perf_counter()
+        if entry.train:
+            outcome = train_entry(model, data.train_images, entry.train, run_root / entry.name, seed, fp,
+                                  entry.name, lambda losses, step: tracker.log_metrics(
+                                      child, {f"loss/{k}": v for k, v in losses.items()}, step), resume)
+            result.checkpoint, result.checkpoint_sha256 = str(outcome.checkpoint), outcome.checkpoint_sha256
+            tracker.log_artifact(child, outcome.grid)
+            result.info["resumed_from_step"] = outcome.resumed_from
+        else:
+            path = _resolve_checkpoint(entry.checkpoint, protocol_path)
+            checkpoint.load_into(checkpoint.read(path), model, path, weights_only=True)
+            result.checkpoint = str(path)
+        result.timings["train_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        result.metrics = evaluate(model, extractor, real_feats, real_stats, protocol)
+        result.timings["eval_s"] = time.perf_counter() - t0
+        flat = {}
+        for k, v in result.metrics.items():
+            flat[k] = v["mean"]
+            flat[f"{k}/seed_std"] = v["std"]
+        tracker.log_metrics(child, flat)
+        tracker.set_tags(child, {"bench.checkpoint": result.checkpoint,
+                                 "bench.checkpoint_sha256": result.checkpoint_sha256})
+        result.status = "FINISHED"
+        tracker.end(child, "FINISHED")
+    except EntryFailed as exc:
+        result.reason = str(exc)
+        tracker.set_tags(child, {"bench.failure": result.reason})
+        tracker.end(child, "FAILED")
+        log.warning("entry %s failed: %s", entry.name, exc)
+    except BaseException:
+        tracker.end(child, "FAILED")
+        raise
+    return result

@@ -1,0 +1,126 @@
+"""YAML -> validated Protocol, with one-line errors that name the key, where it is, and what is allowed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from bench.errors import BenchError
+from bench.protocol.schema import Protocol
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LoadedProtocol:
+    protocol: Protocol
+    path: Path
+    text: str
+
+
+def load_protocol(path: str | Path) -> LoadedProtocol:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BenchError(f"{path}: protocol file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{path}: cannot read protocol ({exc})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise BenchError(f"{path}: malformed YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise BenchError(f"{path}: a protocol is a YAML mapping with keys {', '.join(Protocol.model_fields)}")
+    try:
+        protocol = Protocol.model_validate(raw)
+    except ValidationError as exc:
+        raise BenchError(f"{path}: {describe_validation_error(exc)}") from None
+    check_references(protocol, str(path))
+    return LoadedProtocol(protocol, path, text)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first pydantic error as one sentence a person can act on."""
+    err = exc.errors()[0]
+    loc = [p for p in err["loc"]]
+    where = _format_loc(loc[:-1] if err["type"] == "extra_forbidden" else loc) or "top level"
+    if err["type"] == "extra_forbidden":
+        valid = sorted(_model_at(Protocol, loc[:-1]).model_fields)
+        return f"unknown key '{loc[-1]}' in {where}; valid keys: {', '.join(valid)}"
+    if err["type"] == "missing":
+        return f"missing required key '{loc[-1]}' in {_format_loc(loc[:-1]) or 'top level'}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg} (got {err.get('input')!r})" if "input" in err and not isinstance(
+        err.get("input"), dict) else f"{where}: {msg}"
+
+
+def _format_loc(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _model_at(model: type[BaseModel], loc: list[Any]) -> type[BaseModel]:
+    """Walk field annotations along a pydantic error location to the model that owns the bad key."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        ann = current.model_fields[part].annotation
+        # Unwrap Optional[...] and list[...] down to the nested model class.
+        while not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            args = [a for a in typing.get_args(ann) if a is not type(None)]
+            if not args:
+                break
+            ann = args[0]
+        current = ann
+    return current
+
+
+def check_references(protocol: Protocol, where: str) -> None:
+    """Names that pydantic cannot know: zoo entries, their config keys, metrics and extractors."""
+    # Imported here so `bench validate` on a broken file fails fast without importing torch models.
+    from bench.features.extractors import check_extractor_name
+    from bench.metrics import METRICS
+    from zoo import ZOO
+    from zoo.base import parse_config
+
+    for i, entry in enumerate(protocol.entries):
+        family = ZOO.get(entry.zoo)
+        parse_config(family.Config, entry.config, f"{where}: entries[{i}].config")
+    for name in protocol.evaluation.metrics:
+        METRICS.get(name)
+    check_extractor_name(protocol.evaluation.extractor, protocol.dataset.name)
+
+
+def canonical(protocol: Protocol) -> dict[str, Any]:
+    """The resolved protocol minus what cannot change a score.
+
+    `tracking` (where results are logged) and `dataset.root` (where files happen to live) are left
+    out: the data's content hash stands in for the folder, so the same data in another folder gives
+    the same fingerprint, and a changed file gives a different one.
+    """
+    d = protocol.model_dump(mode="json")
+    d.pop("tracking", None)
+    d["dataset"].pop("root", None)
+    d["evaluation"].pop("weights", None)  # the weights' sha256 enters the fingerprint instead
+    d["protocol_version"] = PROTOCOL_VERSION
+    return d
+
+
+def fingerprint(protocol: Protocol, data_fingerprint: str, extractor_sha256: str) -> str:
+    blob = json.dumps({"protocol": canonical(protocol), "data": data_fingerprint,
+                       "extractor": extractor_sha256}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()

@@ -1,0 +1,114 @@
+"""Protocol v1: the YAML a user writes, validated by pydantic with unknown keys rejected.
+
+A protocol fixes everything a score depends on: data and its split, the zoo entries and how they are
+trained (or which checkpoint is loaded), the evaluation seeds and sample sizes, and the feature
+extractor. Two scores are only ever compared inside one protocol fingerprint.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Entry names become directory names and MLflow run names: keep them boring.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    name: str = Field(description="data set name, e.g. 'mnist'")
+    root: Optional[str] = Field(None, description="folder holding the files; default $BENCH_DATA/<name>")
+    resolution: int = Field(gt=0, le=4096)
+    channels: Literal[1, 3] = 1
+    train_size: int = Field(gt=0, description="images in the training part")
+    eval_size: int = Field(gt=0, description="held-out images: never trained on, the FID/KID reference")
+
+
+class TrainSpec(_Strict):
+    steps: int = Field(ge=0, description="optimisation steps; 0 = evaluate the untrained architecture")
+    batch_size: int = Field(64, gt=0)
+    checkpoint_every: int = Field(500, gt=0)
+    log_every: int = Field(50, gt=0)
+    sample_every: int = Field(0, ge=0, description="save a fixed-noise grid every N steps; 0 = only at the end")
+
+
+class EntrySpec(_Strict):
+    name: str
+    zoo: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    train: Optional[TrainSpec] = None
+    checkpoint: Optional[str] = Field(None, description="load this checkpoint instead of training")
+
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        if not _SAFE_NAME.match(v):
+            raise ValueError("entry names use letters, digits, '_', '-', '.', start with a letter or digit, "
+                             "at most 64 characters")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.train is None) == (self.checkpoint is None):
+            raise ValueError("give exactly one of 'train' or 'checkpoint'")
+        return self
+
+
+class WeightsSpec(_Strict):
+    path: str
+    sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+
+class EvaluationSpec(_Strict):
+    n_samples: int = Field(gt=1, description="generated images per eval seed")
+    seeds: list[int] = Field(min_length=1, description="one full evaluation per seed; scores are mean ± std")
+    batch_size: int = Field(100, gt=0)
+    extractor: str = "judge"
+    weights: Optional[WeightsSpec] = Field(None, description="explicit weights file for the extractor")
+    metrics: list[str] = Field(default_factory=lambda: ["is", "fid", "kid"], min_length=1)
+    is_splits: int = Field(10, gt=0)
+    kid_subsets: int = Field(100, gt=0)
+    kid_subset_size: int = Field(1000, gt=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("eval seeds must be distinct")
+        return v
+
+
+class TrackingSpec(_Strict):
+    uri: Optional[str] = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    experiment: Optional[str] = Field(None, description="MLflow experiment; default the protocol name")
+
+
+class Protocol(_Strict):
+    name: str
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dataset: DatasetSpec
+    entries: list[EntrySpec] = Field(min_length=1)
+    evaluation: EvaluationSpec
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        if not _SAFE_NAME.match(v):
+            raise ValueError("protocol names use letters, digits, '_', '-', '.'")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_entries(self):
+        seen = set()
+        for e in self.entries:
+            if e.name in seen:
+                raise ValueError(f"entry name '{e.name}' is used twice")
+            seen.add(e.name)
+        return self

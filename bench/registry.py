@@ -1,0 +1,39 @@
+"""Name -> object tables with errors that list the valid names.
+
+Registries are filled explicitly (a literal mapping in each package's __init__), never by import
+side effects, so a forgotten import cannot silently shrink the zoo or the metric list.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Generic, Iterator, Mapping, TypeVar
+
+from bench.errors import BenchError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str, items: Mapping[str, T]):
+        self.kind = kind
+        self._items = dict(items)
+
+    def get(self, name: str) -> T:
+        if name in self._items:
+            return self._items[name]
+        close = difflib.get_close_matches(name, list(self._items), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise BenchError(f"unknown {self.kind} '{name}'{hint}; valid: {', '.join(sorted(self._items))}")
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def items(self):
+        return [(n, self._items[n]) for n in self.names()]

@@ -1,0 +1,61 @@
+"""The comparison table: entries x metrics, mean ± std over evaluation seeds."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Any
+
+from bench.metrics import KEY_DIRECTION
+
+# Keys shown in the table, in order; other keys stay in results.jsonl and MLflow.
+TABLE_KEYS = ("is", "fid", "kid/mean")
+LABELS = {"is": "IS", "fid": "FID", "kid/mean": "KID"}
+
+
+def _fmt(mean: float, std: float) -> str:
+    if not math.isfinite(mean):
+        return str(mean)
+    mag = max(abs(mean), 1e-12)
+    digits = 4 if mag < 0.01 else (3 if mag < 10 else 2)
+    fmt = f"{{:.{digits}{'e' if mag < 1e-3 else 'f'}}}"
+    return f"{fmt.format(mean)} ± {fmt.format(std)}"
+
+
+def rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    keys = [k for k in TABLE_KEYS if any(k in r.get("metrics", {}) for r in results)]
+    header = ["entry"] + [f"{LABELS[k]} {'↑' if KEY_DIRECTION[k] else '↓'}" for k in keys] + ["status"]
+    body = []
+    for r in results:
+        m = r.get("metrics", {})
+        cells = [_fmt(m[k]["mean"], m[k]["std"]) if k in m else "—" for k in keys]
+        body.append([r["entry"], *cells, r["status"] if r["status"] != "FAILED" else f"FAILED: {r['reason']}"])
+    return header, body
+
+
+def markdown(results: list[dict[str, Any]], title: str = "") -> str:
+    header, body = rows(results)
+    out = [f"### {title}", ""] if title else []
+    out.append("| " + " | ".join(header) + " |")
+    out.append("|" + "|".join("---" for _ in header) + "|")
+    out += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(out) + "\n"
+
+
+def to_csv(results: list[dict[str, Any]]) -> str:
+    keys = sorted({k for r in results for k in r.get("metrics", {})})
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["entry", "status"] + [f"{k}/{s}" for k in keys for s in ("mean", "std")])
+    for r in results:
+        m = r.get("metrics", {})
+        w.writerow([r["entry"], r["status"]] + [m[k][s] if k in m else "" for k in keys for s in ("mean", "std")])
+    return buf.getvalue()
+
+
+def terminal(results: list[dict[str, Any]]) -> str:
+    header, body = rows(results)
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body)])

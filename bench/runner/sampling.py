@@ -1,0 +1,45 @@
+"""Seeded generation streamed straight into a feature extractor.
+
+All latents for one evaluation seed are drawn up front (they are small), then images are generated
+and featurised one batch at a time, so N images are never held at once and the scores do not depend
+on the evaluation batch size.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm import tqdm
+
+from bench.data.transforms import resize_float, to_channels, to_uint8
+from bench.features.stats import RunningStats
+from bench.runner.train import EntryFailed
+
+
+def stream_features(batches, extractor, desc: str, total: int):
+    """Run uint8 batches through the extractor, keeping pool features, logits and float64 pool stats."""
+    pools, logits, stats = [], [], None
+    with tqdm(total=total, desc=desc, unit="img", leave=False, disable=None, dynamic_ncols=True) as bar:
+        for images in batches:
+            out = extractor(images)
+            if stats is None:
+                stats = RunningStats(out["pool"].shape[1])
+            stats.update(out["pool"])
+            pools.append(out["pool"])
+            logits.append(out["logits"])
+            bar.update(len(images))
+    return {"pool": torch.cat(pools), "logits": torch.cat(logits)}, stats
+
+
+def fake_batches(model, n: int, seed: int, batch_size: int, resolution: int, channels: int):
+    z = model.sample_latent(n, torch.Generator().manual_seed(seed))
+    for i in range(0, n, batch_size):
+        imgs = model.generate(z[i:i + batch_size]).float().cpu()
+        if not torch.isfinite(imgs).all():
+            raise EntryFailed(f"generated images contain NaN/inf (eval seed {seed}, batch at {i})")
+        # Generated images are resized to the protocol's resolution, then quantised exactly as real data.
+        yield to_uint8(to_channels(resize_float(imgs, resolution), channels))
+
+
+def real_batches(images: torch.Tensor, batch_size: int):
+    for i in range(0, len(images), batch_size):
+        yield images[i:i + batch_size]

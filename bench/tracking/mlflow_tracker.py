@@ -1,0 +1,93 @@
+"""Mirror of every protocol run into MLflow: one parent run per `bench run`, one child per entry.
+
+The default store is an embedded SQLite file in the working directory, so `mlflow ui
+--backend-store-uri sqlite:///mlflow.db` shows it with no server. $MLFLOW_TRACKING_URI or the
+protocol's `tracking.uri` point it elsewhere (an `mlflow server`, a team PostgreSQL backend).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from bench.errors import BenchError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+_BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+def resolve_uri(protocol_uri: Optional[str]) -> str:
+    return protocol_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def _key(k: str) -> str:
+    return _BAD_KEY.sub("_", k)
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str):
+        for name in ("mlflow", "alembic", "urllib3"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        artifact_location = None
+        if uri.startswith("sqlite:///"):
+            # Artifacts of an embedded store live beside its database file, not in whatever folder
+            # the command happened to be started from.
+            db_dir = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent
+            db_dir.mkdir(parents=True, exist_ok=True)
+            artifact_location = (db_dir / "mlruns").as_uri()
+        # Failing here, before any training, is the point: an unreachable store is reported up front.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = (exp.experiment_id if exp else
+                                  self.client.create_experiment(experiment, artifact_location=artifact_location))
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise BenchError(f"MLflow tracking store {uri} is not usable: {first}") from None
+        self._mlflow = mlflow
+
+    def start_run(self, name: str, tags: dict[str, str], parent: Optional[str] = None) -> str:
+        tags = {k: str(v) for k, v in tags.items()}
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(_key(k), str(v)[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: Optional[int] = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(_key(k), float(v), now, step or 0) for k, v in metrics.items()]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i:i + 500])
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, str(v))
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: Optional[str] = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)

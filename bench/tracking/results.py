@@ -1,0 +1,82 @@
+"""The result envelope and the append-only JSONL that is the offline source of truth.
+
+MLflow mirrors it; if the two ever disagree, results.jsonl wins. Lines are only appended (one
+`write` of one line with O_APPEND), never rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_PACKAGES = ("torch", "torchvision", "torch-fidelity", "mlflow", "numpy", "scipy", "pydantic", "ganbench")
+
+
+@dataclass
+class EvalResult:
+    protocol: str
+    fingerprint: str
+    entry: str
+    zoo: str
+    status: str  # FINISHED or FAILED
+    checkpoint: str = ""
+    checkpoint_sha256: str = ""
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> {mean, std, per_seed}
+    timings: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+def append(path: Path, result: EvalResult) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(asdict(result), sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def git_sha() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        sha = out.stdout.strip()
+        if out.returncode == 0 and sha:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return "unknown"
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    versions = {}
+    for pkg in _PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "absent"
+    return {
+        "git_sha": git_sha(),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "packages": versions,
+    }

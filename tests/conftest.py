@@ -1,0 +1,78 @@
+"""Shared test setup: real data from ../shared/data, a per-session cache, nothing online."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _data_root() -> Path | None:
+    env = os.environ.get("BENCH_DATA")
+    if env and Path(env).is_dir():
+        return Path(env)
+    shared = REPO.parent / "shared" / "data"
+    return shared if shared.is_dir() else None
+
+
+DATA = _data_root()
+needs_data = pytest.mark.skipif(DATA is None, reason="real data folder ../shared/data (or $BENCH_DATA) not found")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_session(tmp_path_factory):
+    """Tests never touch the network and never write outside their temp folders."""
+    cache = tmp_path_factory.mktemp("bench-cache")
+    saved = {k: os.environ.get(k) for k in ("BENCH_CACHE_DIR", "BENCH_OFFLINE", "BENCH_DATA", "TORCH_HOME",
+                                             "BENCH_WEIGHTS_DIR", "MLFLOW_TRACKING_URI")}
+    os.environ["BENCH_CACHE_DIR"] = str(cache)
+    os.environ["BENCH_OFFLINE"] = "1"
+    os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch-home"))
+    os.environ.pop("BENCH_WEIGHTS_DIR", None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if DATA is not None:
+        os.environ["BENCH_DATA"] = str(DATA)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def write_protocol(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+TINY = """
+name: {name}
+seed: {seed}
+dataset: {{name: mnist, resolution: 28, channels: 1, train_size: 2000, eval_size: 500}}
+entries:
+{entries}
+evaluation:
+  n_samples: {n_samples}
+  seeds: [0, 1]
+  batch_size: {batch_size}
+  extractor: {extractor}
+  metrics: [is, fid, kid]
+  kid_subset_size: 200
+  kid_subsets: 20
+tracking: {{uri: "sqlite:///{store}/mlflow.db"}}
+"""
+
+
+def tiny_protocol(tmp: Path, name: str = "tiny", seed: int = 0, entries: str | None = None, n_samples: int = 500,
+                  batch_size: int = 100, extractor: str = "judge", store: Path | None = None) -> Path:
+    entries = entries or """  - name: mnist_gan
+    zoo: mnist_gan
+    train: {steps: 300, batch_size: 32, checkpoint_every: 100, log_every: 50}
+"""
+    store = store or tmp
+    return write_protocol(tmp / f"{name}.yaml", TINY.format(name=name, seed=seed, entries=entries,
+                                                            n_samples=n_samples, batch_size=batch_size,
+                                                            extractor=extractor, store=store.as_posix()))

@@ -1,0 +1,54 @@
+"""Seeded random-init `inception-v3-compat` weights for tests (pretrained ones cannot be had offline).
+
+A random-init Inception has vanishing activations (features ~1e-7, every FID ~0), so agreement
+between two implementations on it would prove nothing. The BatchNorm running statistics are
+therefore calibrated on random images (train mode, momentum None = cumulative average, a few
+batches) before saving, which gives unit-scale, non-degenerate features through the real code path.
+These weights are NOT pretrained: no number computed with them means anything about image quality.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+from bench.io import atomic_torch_save
+
+
+class _Untrained(FeatureExtractorInceptionV3):
+    """torch-fidelity's exact architecture; an empty state dict leaves the random init in place."""
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        if state_dict:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        return None
+
+
+def build_test_inception_weights(path: str | Path, seed: int = 0, batches: int = 3, batch_size: int = 8,
+                                 side: int = 64) -> tuple[str, str]:
+    """Write calibrated random-init weights to `path`; returns (path, sha256 of the file)."""
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty.pth"
+        torch.save({}, empty)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = _Untrained("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration batches
+        bn.train()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for _ in range(batches):
+            net((torch.rand(batch_size, 3, side, side, generator=gen) * 255).to(torch.uint8))
+    for bn in bns:
+        bn.momentum = 0.1
+        bn.eval()
+    sha = atomic_torch_save(net.state_dict(), path)
+    return str(path), sha

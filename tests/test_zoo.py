@@ -1,0 +1,101 @@
+import pytest
+import torch
+from torch import nn
+
+from bench.cli import main
+from bench.errors import BenchError
+from zoo import ZOO
+from zoo.base import DataSpec, buffer_count, count_params
+
+MNIST = DataSpec("mnist", 28, 1, 10)
+
+
+def test_mnist_gan_parameter_counts_match_the_seed():
+    m = ZOO.get("mnist_gan").build({}, MNIST)
+    assert count_params(m.G) == 840_065
+    assert count_params(m.D) == 213_121
+    # Keras counts BN moving mean/var as non-trainable: 128 in G, 256 in D.
+    assert buffer_count(m.G) == 128 and buffer_count(m.D) == 256
+
+
+def test_mnist_gan_shapes_follow_the_seed_table():
+    m = ZOO.get("mnist_gan").build({}, MNIST)
+    shapes = {path: shape for path, _, shape, _ in m.inspect()["G"]}
+    assert shapes["project"] == (6272,)
+    assert shapes["up1"] == (64, 14, 14)
+    assert shapes["up2"] == (1, 28, 28)
+    d = {path: shape for path, _, shape, _ in m.inspect()["D"]}
+    assert d["conv1"] == (64, 14, 14) and d["conv2"] == (128, 7, 7) and d["fc"] == (1,)
+    z = torch.randn(5, 100)
+    x = m.generate(z)
+    assert x.shape == (5, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
+    assert m.D(x).shape == (5, 1)
+
+
+def test_mnist_gan_bn_placement_and_no_activation_after_dense():
+    m = ZOO.get("mnist_gan").build({}, MNIST)
+    g_types = [type(l).__name__ for l in m.G.children()]
+    assert g_types == ["Linear", "ConvTranspose2d", "BatchNorm2d", "ConvTranspose2d"]
+    d_types = [type(l).__name__ for l in m.D.children()]
+    assert d_types == ["Conv2d", "Conv2d", "BatchNorm2d", "Linear"]  # no BN on D's first layer
+
+
+def test_mnist_gan_train_step_uses_smoothed_real_target_and_updates_both_nets():
+    torch.manual_seed(0)
+    m = ZOO.get("mnist_gan").build({}, MNIST)
+    assert m.cfg.real_target == 0.9
+    g0 = [p.clone() for p in m.G.parameters()]
+    d0 = [p.clone() for p in m.D.parameters()]
+    m.noise_rng.manual_seed(0)
+    losses = m.train_step(torch.rand(8, 1, 28, 28) * 2 - 1, 0)
+    assert set(losses) >= {"D", "D/real", "D/fake", "G"}
+    assert any(not torch.equal(a, b) for a, b in zip(g0, m.G.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(d0, m.D.parameters()))
+
+
+@pytest.mark.parametrize("res,channels,g_widths", [(32, 3, [256, 128]), (64, 1, [256, 128, 64]),
+                                                   (64, 3, [256, 128, 64])])
+def test_dcgan_shapes(res, channels, g_widths):
+    m = ZOO.get("dcgan").build({"resolution": res}, DataSpec("x", res, channels, 0))
+    x = m.generate(torch.randn(2, 100))
+    assert x.shape == (2, channels, res, res)
+    convs = [l for l in m.G.body if isinstance(l, nn.ConvTranspose2d)]
+    assert [c.out_channels for c in convs] == g_widths + [channels]
+    assert m.G.start == 512
+    dconvs = [l for l in m.D.body if isinstance(l, nn.Conv2d)]
+    expect_d = [64, 128, 256] if res == 32 else [64, 128, 256, 512]
+    assert [c.out_channels for c in dconvs] == expect_d
+    assert m.D.fc.in_features == 4 * 4 * expect_d[-1]  # 8192 at 64 px, as the seed table says
+    # no BN right after D's input conv, none after G's output conv
+    assert isinstance(m.D.body[1], nn.LeakyReLU)
+    assert isinstance(m.G.body[-1], nn.Tanh) and isinstance(m.G.body[-2], nn.ConvTranspose2d)
+
+
+def test_dcgan_init_is_normal_0_02():
+    torch.manual_seed(0)
+    m = ZOO.get("dcgan").build({}, DataSpec("x", 32, 3, 0))
+    w = torch.cat([l.weight.flatten() for l in m.G.body if isinstance(l, nn.ConvTranspose2d)])
+    assert abs(w.std().item() - 0.02) < 0.001 and abs(w.mean().item()) < 0.001
+
+
+def test_unknown_config_key_lists_valid_ones():
+    with pytest.raises(BenchError, match="unknown config key 'ngff'.*ngf"):
+        ZOO.get("dcgan").build({"ngff": 3}, MNIST)
+    with pytest.raises(BenchError, match="not one of 32, 64"):
+        ZOO.get("dcgan").build({"resolution": 48}, MNIST)
+
+
+def test_unknown_zoo_name_suggests():
+    with pytest.raises(BenchError, match="did you mean 'dcgan'.*valid: dcgan, mnist_gan"):
+        ZOO.get("dcgann")
+
+
+def test_zoo_cli_list_and_inspect(capsys):
+    assert main(["zoo", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "mnist_gan" in out and "840,065" in out and "213,121" in out
+    assert main(["zoo", "inspect", "dcgan", "resolution=64", "--channels", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "3x64x64" in out and "8192" in out
+    assert main(["zoo", "inspect", "dcgan", "resolution=63"]) == 2
+    assert "not one of" in capsys.readouterr().err
