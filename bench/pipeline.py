@@ -16,8 +16,8 @@ import torch
 from bench.data import load_dataset
 from bench.errors import BenchError
 from bench.features.cache import DiskCache, cache_key
-from bench.features.extractors import PREPROCESSING_VERSION, make_extractor
-from bench.io import sha256_tensor
+from bench.features.extractors import PREPROCESSING_VERSION, make_extractor, preflight_extractor
+from bench.io import sha256_file, sha256_tensor
 from bench.metrics import METRICS, MetricContext
 from bench.protocol import LoadedProtocol
 from bench.protocol.load import fingerprint as protocol_fingerprint
@@ -25,7 +25,7 @@ from bench.reporting import table
 from bench.runner import checkpoint
 from bench.runner.sampling import fake_batches, real_batches, stream_features
 from bench.runner.seeding import derive, pick_device
-from bench.runner.train import EntryFailed, train_entry
+from bench.runner.train import GRID, EntryFailed, save_grid, train_entry
 from bench.tracking import results as results_mod
 from bench.tracking.mlflow_tracker import Tracker, resolve_uri
 from zoo import ZOO
@@ -82,14 +82,24 @@ def _resolve_checkpoint(path: str, protocol_path: Path) -> Path:
 def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) -> RunSummary:
     protocol = loaded.protocol
     device = pick_device(protocol.device)
-    # The store is opened first so that an unreachable MLflow fails before any training.
-    tracker = Tracker(resolve_uri(protocol.tracking.uri), protocol.tracking.experiment or protocol.name)
+    # Cheap checks of everything the user supplied come first (data, weights), then the store is
+    # opened (an unreachable MLflow fails here), and only then does expensive work start. A bad input
+    # therefore writes nothing anywhere.
     data = load_dataset(protocol.dataset, protocol.seed)
+    preflight_extractor(protocol.evaluation.extractor, protocol.evaluation.weights)
+    loaded_ckpts = {}
+    for entry in protocol.entries:
+        if entry.checkpoint:
+            path = _resolve_checkpoint(entry.checkpoint, loaded.path)
+            if not path.is_file():
+                raise BenchError(f"entries[{entry.name}].checkpoint: {path} not found")
+            loaded_ckpts[entry.name] = sha256_file(path)
+    tracker = Tracker(resolve_uri(protocol.tracking.uri), protocol.tracking.experiment or protocol.name)
     t0 = time.perf_counter()
     extractor = make_extractor(protocol.evaluation.extractor, data, derive(protocol.seed, "judge"), device,
                                protocol.evaluation.weights)
     t_extractor = time.perf_counter() - t0
-    fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256)
+    fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts)
     env = results_mod.environment(device)
     run_root = workdir / f"{protocol.name}-{fp[:12]}"
     results_path = workdir / "results.jsonl"
@@ -164,7 +174,10 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
         else:
             path = _resolve_checkpoint(entry.checkpoint, protocol_path)
             checkpoint.load_into(checkpoint.read(path), model, path, weights_only=True)
-            result.checkpoint = str(path)
+            result.checkpoint, result.checkpoint_sha256 = str(path), sha256_file(path)
+            grid = run_root / entry.name / "samples.png"
+            fixed_z = model.sample_latent(GRID, torch.Generator().manual_seed(derive(seed, "fixed-noise")))
+            tracker.log_artifact(child, save_grid(model, fixed_z, grid))
         result.timings["train_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         result.metrics = evaluate(model, extractor, real_feats, real_stats, protocol)

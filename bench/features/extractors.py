@@ -44,6 +44,14 @@ def check_extractor_name(name: str, dataset: str) -> None:
     raise BenchError(f"unknown extractor '{name}'; valid: judge, judge:{dataset}, {INCEPTION}")
 
 
+def preflight_extractor(name: str, weights=None) -> None:
+    """Resolve and verify pretrained weights before anything is written (one-line error if missing)."""
+    if name == INCEPTION:
+        from bench.features.weights import resolve
+
+        resolve(INCEPTION, weights.path if weights else None, weights.sha256 if weights else None)
+
+
 def make_extractor(name: str, data, seed: int, device: torch.device, weights=None) -> Extractor:
     check_extractor_name(name, data.spec.name)
     if name == INCEPTION:

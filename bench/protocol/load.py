@@ -52,7 +52,9 @@ def load_protocol(path: str | Path) -> LoadedProtocol:
 
 def describe_validation_error(exc: ValidationError) -> str:
     """The first pydantic error as one sentence a person can act on."""
-    err = exc.errors()[0]
+    # A misspelt key shows up twice: as an unknown key and as the real key missing. Name the typo.
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    err = errors[0]
     loc = [p for p in err["loc"]]
     where = _format_loc(loc[:-1] if err["type"] == "extra_forbidden" else loc) or "top level"
     if err["type"] == "extra_forbidden":
@@ -120,7 +122,12 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
     return d
 
 
-def fingerprint(protocol: Protocol, data_fingerprint: str, extractor_sha256: str) -> str:
-    blob = json.dumps({"protocol": canonical(protocol), "data": data_fingerprint,
-                       "extractor": extractor_sha256}, sort_keys=True, separators=(",", ":"))
+def fingerprint(protocol: Protocol, data_fingerprint: str, extractor_sha256: str,
+                checkpoints: dict[str, str] | None = None) -> str:
+    """sha256 of the canonical protocol + data content + extractor weights (+ loaded checkpoints' sha256)."""
+    parts = {"protocol": canonical(protocol), "data": data_fingerprint, "extractor": extractor_sha256}
+    if checkpoints:
+        # An entry that loads a checkpoint is scored on that file's content, not on its path.
+        parts["checkpoints"] = checkpoints
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -7,6 +7,7 @@ generator's state, which the checkpoint stores.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from bench.data.transforms import resize_float, to_float
 from bench.protocol.schema import TrainSpec
 from bench.runner import checkpoint
 from bench.runner.seeding import derive
+
+log = logging.getLogger("bench")
 
 
 class EntryFailed(Exception):
@@ -63,6 +66,8 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
         if payload["fingerprint"] == fingerprint and payload["entry"] == entry:
             checkpoint.load_into(payload, model, latest)
             start = checkpoint.restore_training_state(payload, generators)
+        else:
+            log.warning("%s: %s belongs to another protocol fingerprint; training from scratch", entry, latest)
     sha = ""
     n = len(train_images)
     with tqdm(total=spec.steps, initial=start, desc=f"train {entry}", unit="step", leave=False, disable=None,

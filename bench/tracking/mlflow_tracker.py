@@ -30,11 +30,13 @@ def _key(k: str) -> str:
 
 class Tracker:
     def __init__(self, uri: str, experiment: str):
-        for name in ("mlflow", "alembic", "urllib3"):
-            logging.getLogger(name).setLevel(logging.WARNING)
         os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
         import mlflow
         from mlflow.tracking import MlflowClient
+
+        # MLflow installs its own INFO handler on import; its schema-migration chatter is not for users.
+        for name in ("mlflow", "alembic", "urllib3"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         self.uri = uri
         artifact_location = None

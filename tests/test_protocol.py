@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.errors import BenchError
+from bench.protocol import load_protocol
+from bench.protocol.load import canonical, fingerprint
+from tests.conftest import REPO, tiny_protocol
+
+
+def _err(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err  # one line, no traceback
+    return err
+
+
+def test_every_shipped_protocol_validates(capsys):
+    files = sorted(str(p) for p in (REPO / "protocols").rglob("*.yaml"))
+    assert files
+    assert main(["validate", *files]) == 0
+
+
+def test_misspelt_key_exits_2_naming_key_location_and_valid_keys(tmp_path, capsys):
+    p = tiny_protocol(tmp_path)
+    p.write_text(p.read_text().replace("n_samples:", "n_sampels:"))
+    assert main(["validate", str(p)]) == 2
+    err = _err(capsys)
+    assert "unknown key 'n_sampels' in evaluation" in err
+    assert "valid keys:" in err and "n_samples" in err and "kid_subset_size" in err
+
+
+def test_misspelt_key_in_an_entry_names_the_entry_position(tmp_path, capsys):
+    p = tiny_protocol(tmp_path)
+    p.write_text(p.read_text().replace("checkpoint_every:", "checkpont_every:"))
+    assert main(["run", str(p), "--workdir", str(tmp_path / "w")]) == 2
+    err = _err(capsys)
+    assert "unknown key 'checkpont_every' in entries[0].train" in err and "checkpoint_every" in err
+    assert not (tmp_path / "w").exists() and not (tmp_path / "mlflow.db").exists()  # nothing written
+
+
+@pytest.mark.parametrize("old,new,expect", [
+    ("zoo: mnist_gan", "zoo: mnist_gann", "unknown zoo entry 'mnist_gann'"),
+    ("metrics: [is, fid, kid]", "metrics: [is, fidd]", "unknown metric 'fidd'"),
+    ("extractor: judge", "extractor: resnet", "unknown extractor 'resnet'"),
+    ("steps: 300", "steps: -1", "entries[0].train.steps"),
+    ("n_samples: 500", "n_samples: 0", "evaluation.n_samples"),
+    ("seeds: [0, 1]", "seeds: [0, 0]", "eval seeds must be distinct"),
+    ("name: mnist_gan", "name: ../evil", "entries[0].name"),
+    ("train_size: 2000", "train_size: two", "dataset.train_size"),
+])
+def test_bad_values_exit_2_with_one_line(tmp_path, capsys, old, new, expect):
+    p = tiny_protocol(tmp_path)
+    text = p.read_text()
+    assert old in text
+    p.write_text(text.replace(old, new, 1))
+    assert main(["validate", str(p)]) == 2
+    assert expect in _err(capsys)
+
+
+def test_malformed_yaml_and_missing_file(tmp_path, capsys):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\nentries: [\n")
+    assert main(["validate", str(p)]) == 2
+    assert "malformed YAML at line" in _err(capsys)
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
+    assert "protocol file not found" in _err(capsys)
+    p.write_text("- just\n- a list\n")
+    assert main(["validate", str(p)]) == 2
+    assert "a protocol is a YAML mapping" in _err(capsys)
+
+
+def test_fingerprint_depends_on_what_changes_scores_only(tmp_path):
+    a = load_protocol(tiny_protocol(tmp_path, name="a")).protocol
+    fp = fingerprint(a, "data", "weights")
+    assert fp == fingerprint(a, "data", "weights")
+    assert fp != fingerprint(a, "data2", "weights")
+    assert fp != fingerprint(a, "data", "weights2")
+    (tmp_path / "x").mkdir()
+    other_store = load_protocol(tiny_protocol(tmp_path / "x", name="a", store=tmp_path / "x")).protocol
+    assert other_store.tracking != a.tracking
+    assert fingerprint(other_store, "data", "weights") == fp  # where results are logged does not matter
+    seed1 = load_protocol(tiny_protocol(tmp_path, name="a", seed=1)).protocol
+    assert fingerprint(seed1, "data", "weights") != fp
+    assert "tracking" not in canonical(a) and "root" not in canonical(a)["dataset"]
+
+
+def test_entry_needs_exactly_one_of_train_or_checkpoint(tmp_path):
+    p = tiny_protocol(tmp_path, entries="  - {name: a, zoo: dcgan}\n")
+    with pytest.raises(BenchError, match="exactly one of 'train' or 'checkpoint'"):
+        load_protocol(p)
