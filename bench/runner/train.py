@@ -22,7 +22,7 @@ from bench.protocol.schema import TrainSpec
 from bench.runner import checkpoint
 from bench.runner.seeding import derive
 
-log = logging.getLogger("bench")
+logger = logging.getLogger("bench")
 
 
 class EntryFailed(Exception):
@@ -67,7 +67,7 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
             checkpoint.load_into(payload, model, latest)
             start = checkpoint.restore_training_state(payload, generators)
         else:
-            log.warning("%s: %s belongs to another protocol fingerprint; training from scratch", entry, latest)
+            logger.warning("%s: %s belongs to another protocol fingerprint; training from scratch", entry, latest)
     sha = ""
     n = len(train_images)
     with tqdm(total=spec.steps, initial=start, desc=f"train {entry}", unit="step", leave=False, disable=None,
