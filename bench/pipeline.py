@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,11 @@ from zoo import ZOO
 log = logging.getLogger("bench")
 
 
+def say(msg: str) -> None:
+    """Phase lines on stderr: progress bars only show on a terminal, these show in CI logs too."""
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
 @dataclass
 class RunSummary:
     fingerprint: str
@@ -57,13 +63,13 @@ def real_features(extractor, data, batch_size: int) -> tuple[dict, dict, str]:
     return feats, fid_stats, "miss"
 
 
-def evaluate(model, extractor, real_feats, real_stats, protocol) -> dict[str, dict[str, Any]]:
+def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "resize") -> dict[str, dict[str, Any]]:
     """Every metric for every eval seed, then mean ± std over seeds."""
     ev = protocol.evaluation
     per_seed: dict[str, list[float]] = {}
     for seed in ev.seeds:
         batches = fake_batches(model, ev.n_samples, seed, ev.batch_size, protocol.dataset.resolution,
-                               protocol.dataset.channels)
+                               protocol.dataset.channels, fit)
         fake, stats = stream_features(batches, extractor, f"eval seed {seed}", ev.n_samples)
         ctx = MetricContext(fake, real_feats, stats.as_fid_stats(), real_stats, seed, ev)
         for name in ev.metrics:
@@ -89,16 +95,26 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
     preflight_extractor(protocol.evaluation.extractor, protocol.evaluation.weights)
     loaded_ckpts = {}
     for entry in protocol.entries:
+        if entry.fit == "pad":
+            res = ZOO.get(entry.zoo).build(entry.config, data.spec).resolution
+            if (res - protocol.dataset.resolution) % 2:
+                raise BenchError(f"entries[{entry.name}].fit: pad needs an even size difference, "
+                                 f"got data {protocol.dataset.resolution} px vs model {res} px")
         if entry.checkpoint:
             path = _resolve_checkpoint(entry.checkpoint, loaded.path)
             if not path.is_file():
                 raise BenchError(f"entries[{entry.name}].checkpoint: {path} not found")
             loaded_ckpts[entry.name] = sha256_file(path)
     tracker = Tracker(resolve_uri(protocol.tracking.uri), protocol.tracking.experiment or protocol.name)
+    say(f"{protocol.name}: {len(data.train_images)} training / {len(data.eval_images)} held-out images from "
+        f"{data.source}")
     t0 = time.perf_counter()
     extractor = make_extractor(protocol.evaluation.extractor, data, derive(protocol.seed, "judge"), device,
                                protocol.evaluation.weights)
     t_extractor = time.perf_counter() - t0
+    acc = extractor.info.get("heldout_accuracy")
+    say(f"extractor {extractor.name} ready" + (f" (held-out accuracy {acc:.4f}, cache {extractor.info['cache']})"
+                                                if acc is not None else ""))
     fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts)
     env = results_mod.environment(device)
     run_root = workdir / f"{protocol.name}-{fp[:12]}"
@@ -125,6 +141,8 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
         real_feats, real_stats, real_cache = real_features(extractor, data, protocol.evaluation.batch_size)
         t_real = time.perf_counter() - t0
         for entry in protocol.entries:
+            say(f"entry {entry.name} ({entry.zoo}): " + (f"training {entry.train.steps} steps" if entry.train
+                                                         else f"loading {entry.checkpoint}"))
             result = _run_entry(entry, protocol, loaded.path, data, extractor, real_feats, real_stats, fp,
                                 run_root, tracker, parent, device, resume, env)
             result.timings.update({"extractor_s": t_extractor, "real_features_s": t_real})
@@ -167,7 +185,7 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
         if entry.train:
             outcome = train_entry(model, data.train_images, entry.train, run_root / entry.name, seed, fp,
                                   entry.name, lambda losses, step: tracker.log_metrics(
-                                      child, {f"loss/{k}": v for k, v in losses.items()}, step), resume)
+                                      child, {f"loss/{k}": v for k, v in losses.items()}, step), resume, entry.fit)
             result.checkpoint, result.checkpoint_sha256 = str(outcome.checkpoint), outcome.checkpoint_sha256
             tracker.log_artifact(child, outcome.grid)
             result.info["resumed_from_step"] = outcome.resumed_from
@@ -180,7 +198,7 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
             tracker.log_artifact(child, save_grid(model, fixed_z, grid))
         result.timings["train_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        result.metrics = evaluate(model, extractor, real_feats, real_stats, protocol)
+        result.metrics = evaluate(model, extractor, real_feats, real_stats, protocol, entry.fit)
         result.timings["eval_s"] = time.perf_counter() - t0
         flat = {}
         for k, v in result.metrics.items():

@@ -43,6 +43,8 @@ class EntrySpec(_Strict):
     config: dict[str, Any] = Field(default_factory=dict)
     train: Optional[TrainSpec] = None
     checkpoint: Optional[str] = Field(None, description="load this checkpoint instead of training")
+    fit: Literal["resize", "pad"] = Field("resize", description="how data meets a model of another resolution: "
+                                          "bilinear resize, or black border (train) / centre crop (scoring)")
 
     @field_validator("name")
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from bench.data.transforms import resize_float, to_channels, to_uint8
+from bench.data.transforms import fit_float, to_channels, to_uint8
 from bench.features.stats import RunningStats
 from bench.runner.train import EntryFailed
 
@@ -30,14 +30,14 @@ def stream_features(batches, extractor, desc: str, total: int):
     return {"pool": torch.cat(pools), "logits": torch.cat(logits)}, stats
 
 
-def fake_batches(model, n: int, seed: int, batch_size: int, resolution: int, channels: int):
+def fake_batches(model, n: int, seed: int, batch_size: int, resolution: int, channels: int, fit: str = "resize"):
     z = model.sample_latent(n, torch.Generator().manual_seed(seed))
     for i in range(0, n, batch_size):
         imgs = model.generate(z[i:i + batch_size]).float().cpu()
         if not torch.isfinite(imgs).all():
             raise EntryFailed(f"generated images contain NaN/inf (eval seed {seed}, batch at {i})")
-        # Generated images are resized to the protocol's resolution, then quantised exactly as real data.
-        yield to_uint8(to_channels(resize_float(imgs, resolution), channels))
+        # Generated images are brought to the protocol's resolution, then quantised exactly as real data.
+        yield to_uint8(to_channels(fit_float(imgs, resolution, fit), channels))
 
 
 def real_batches(images: torch.Tensor, batch_size: int):

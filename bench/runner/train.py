@@ -17,7 +17,7 @@ import torch
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from bench.data.transforms import resize_float, to_float
+from bench.data.transforms import fit_float, to_float
 from bench.protocol.schema import TrainSpec
 from bench.runner import checkpoint
 from bench.runner.seeding import derive
@@ -51,7 +51,7 @@ def save_grid(model, z: torch.Tensor, path: Path) -> Path:
 
 def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Path, seed: int,
                 fingerprint: str, entry: str, log: Callable[[dict[str, float], int], None],
-                resume: bool = False) -> TrainOutcome:
+                resume: bool = False, fit: str = "resize") -> TrainOutcome:
     run_dir.mkdir(parents=True, exist_ok=True)
     latest = run_dir / "latest.pt"
     data_rng = torch.Generator().manual_seed(derive(seed, "data"))
@@ -74,7 +74,7 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
               dynamic_ncols=True) as bar:
         for step in range(start, spec.steps):
             idx = torch.randint(0, n, (spec.batch_size,), generator=data_rng)
-            real = resize_float(to_float(train_images[idx]), model.resolution).to(model.device)
+            real = fit_float(to_float(train_images[idx]), model.resolution, fit).to(model.device)
             losses = model.train_step(real, step)
             bad = [k for k, v in losses.items() if not math.isfinite(v)]
             if bad:
