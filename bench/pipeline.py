@@ -71,7 +71,7 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
         batches = fake_batches(model, ev.n_samples, seed, ev.batch_size, protocol.dataset.resolution,
                                protocol.dataset.channels, fit)
         fake, stats = stream_features(batches, extractor, f"eval seed {seed}", ev.n_samples)
-        ctx = MetricContext(fake, real_feats, stats.as_fid_stats(), real_stats, seed, ev)
+        ctx = MetricContext(seed, ev, fake, real_feats, stats.as_fid_stats(), real_stats)
         for name in ev.metrics:
             for k, v in METRICS.get(name).compute(ctx).items():
                 per_seed.setdefault(k, []).append(float(v))

@@ -24,8 +24,8 @@ def _ctx(fake, real, seed=0, **settings):
         s.update(f)
         return s.as_fid_stats()
     spec = EvaluationSpec(n_samples=len(fake), seeds=[seed], **settings)
-    return MetricContext({"pool": fake, "logits": fake}, {"pool": real, "logits": real}, stats(fake), stats(real),
-                         seed, spec)
+    return MetricContext(seed, spec, {"pool": fake, "logits": fake}, {"pool": real, "logits": real}, stats(fake),
+                         stats(real))
 
 
 def test_fid_matches_an_independent_scipy_sqrtm_computation():

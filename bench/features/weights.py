@@ -46,17 +46,31 @@ def _inception_url() -> str:
     return URL_INCEPTION_V3
 
 
+def _torchvision_entry(name: str, weights_enum: str, used_by: str) -> WeightsEntry:
+    """An ImageNet backbone from torchvision; its file name carries the sha256 prefix (torch.hub convention)."""
+    import torchvision.models as tvm
+
+    url = getattr(tvm, weights_enum).IMAGENET1K_V1.url
+    file = url.rsplit("/", 1)[-1]
+    return WeightsEntry(name=name, file=file, used_by=used_by, source=url,
+                        sha256_prefix=file.rsplit("-", 1)[-1].split(".")[0])
+
+
 def _manifest() -> dict[str, WeightsEntry]:
     url = _inception_url()
-    return {
-        "inception-v3-compat": WeightsEntry(
+    entries = [
+        WeightsEntry(
             name="inception-v3-compat",
             file=url.rsplit("/", 1)[-1],
-            used_by="IS, FID, KID (torch-fidelity's port of the 2015-12-05 TF Inception graph)",
+            used_by="IS, FID, KID, precision/recall (torch-fidelity's port of the 2015-12-05 TF Inception graph)",
             source=url,
             sha256_prefix="6726825d",
         ),
-    }
+        _torchvision_entry("alexnet", "AlexNet_Weights", "LPIPS backbone (default, net='alex')"),
+        _torchvision_entry("vgg16", "VGG16_Weights", "LPIPS backbone (net='vgg')"),
+        _torchvision_entry("vgg19", "VGG19_Weights", "VGG19 perceptual loss (pix2pixHD)"),
+    ]
+    return {e.name: e for e in entries}
 
 
 def manifest() -> Registry[WeightsEntry]:

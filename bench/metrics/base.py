@@ -1,25 +1,51 @@
-"""The metric contract: a named object that turns one evaluation's features into scores."""
+"""The metric contract: a named object that turns one evaluation's inputs into scores.
+
+A metric declares what it `needs`:
+- "fake": features of generated images (IS);
+- "real+fake": features of both sides (FID, KID, precision/recall);
+- "paired": (output, target) image pairs of a translation model (SSIM, PSNR, LPIPS);
+- "cycle": the two generators of an unpaired model applied to held-out images (cycle/identity error).
+The context carries whatever the evaluation could provide; a metric whose inputs or pretrained
+weights are missing raises `MetricUnavailable` with the reason, and the run reports it as such
+instead of a number.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Literal, Optional
 
 import numpy as np
 import torch
 
 Needs = Literal["fake", "real+fake", "paired", "cycle"]
 
+# Image batches are float tensors in [-1, 1], shape (B, C, H, W), streamed one batch at a time.
+Batches = Callable[[], Iterator[torch.Tensor]]
+PairBatches = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+
+
+class MetricUnavailable(Exception):
+    """The metric cannot be computed here (missing pretrained weights, wrong kind of model)."""
+
 
 @dataclass
 class MetricContext:
-    fake: dict[str, torch.Tensor]  # 'pool' (N, d) and 'logits' (N, K) of the generated images
-    real: dict[str, torch.Tensor]  # the same for the held-out real images
-    fake_stats: dict[str, np.ndarray]  # streaming float64 mean ('mu') and covariance ('sigma')
-    real_stats: dict[str, np.ndarray]
-    seed: int  # the evaluation seed; subset draws derive their own seeds from it
-    settings: Any  # the protocol's EvaluationSpec
+    seed: int  # the evaluation seed; subset draws and pairings derive their own seeds from it
+    settings: Any  # the protocol's EvaluationSpec (or any object with the same attributes)
+    fake: dict[str, torch.Tensor] = field(default_factory=dict)  # 'pool' (N, d), 'logits' (N, K)
+    real: dict[str, torch.Tensor] = field(default_factory=dict)
+    fake_stats: dict[str, np.ndarray] = field(default_factory=dict)  # float64 'mu' and 'sigma'
+    real_stats: dict[str, np.ndarray] = field(default_factory=dict)
+    # Streams for image-space metrics; each call starts a fresh pass.
+    fake_images: Optional[Batches] = None  # generated images of this seed (diversity metrics)
+    pairs: Optional[PairBatches] = None  # (output, target) for paired translation
+    cycle: Optional[Callable[[], Iterator[dict[str, torch.Tensor]]]] = None
+    # ^ dicts with 'a', 'b' (real held-out batches) and 'G(a)', 'F(b)', 'F(G(a))', 'G(F(b))', 'G(b)', 'F(a)'
+    classify: Optional[Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]] = None
+    # ^ (class logits, labels) on held-out labelled images, for classifier-style discriminators
+    device: torch.device = torch.device("cpu")
 
 
 @dataclass(frozen=True)
