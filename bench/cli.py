@@ -33,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("overrides", nargs="*", metavar="key=value")
     ins.add_argument("--channels", type=int, default=None, help="image channels (default: the family's natural one)")
 
+    ex = sub.add_parser("export-samples", help="write an entry's seeded samples and the real eval split as PNGs")
+    ex.add_argument("protocol")
+    ex.add_argument("--entry", required=True)
+    ex.add_argument("--out", required=True, help="new folder; gets fake/, real/ and export.json")
+    ex.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the protocol's first)")
+    ex.add_argument("--workdir", default="runs", help="where `bench run` put its checkpoints")
+    ex.add_argument("--checkpoint", default=None, help="export from this checkpoint instead")
+
     w = sub.add_parser("weights", help="pretrained files used by metrics (manifest)")
     wsub = w.add_subparsers(dest="weights_command", required=True)
     wsub.add_parser("list", help="the manifest, and whether each file is present")
@@ -70,6 +78,15 @@ def _dispatch(args) -> int:
         return _zoo(args)
     if args.command == "weights":
         return _weights(args)
+    if args.command == "export-samples":
+        from bench.export import export_samples
+        from bench.protocol import load_protocol
+
+        info = export_samples(load_protocol(args.protocol), args.entry, Path(args.out), args.seed,
+                              Path(args.workdir), args.checkpoint)
+        print(f"wrote {info['fake']} generated and {info['real']} real images to {args.out} "
+              f"(eval seed {info['eval_seed']}, fingerprint {info['fingerprint'][:12]})")
+        return 0
     raise AssertionError(args.command)
 
 

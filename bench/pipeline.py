@@ -78,19 +78,21 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
     return {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_seed": v} for k, v in per_seed.items()}
 
 
-def _resolve_checkpoint(path: str, protocol_path: Path) -> Path:
+def resolve_checkpoint(path: str, protocol_path: Path) -> Path:
     p = Path(path).expanduser()
     if not p.is_absolute() and not p.exists():
         p = protocol_path.parent / p
     return p
 
 
-def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) -> RunSummary:
+def preflight(loaded: LoadedProtocol) -> tuple[torch.device, Any, dict[str, str]]:
+    """Cheap checks of everything the user supplied (data, weights, checkpoints, fit modes).
+
+    They run before the store is opened and before any expensive work, so a bad input writes
+    nothing anywhere. Returns the device, the data and the sha256 of every checkpoint entries load.
+    """
     protocol = loaded.protocol
     device = pick_device(protocol.device)
-    # Cheap checks of everything the user supplied come first (data, weights), then the store is
-    # opened (an unreachable MLflow fails here), and only then does expensive work start. A bad input
-    # therefore writes nothing anywhere.
     data = load_dataset(protocol.dataset, protocol.seed)
     preflight_extractor(protocol.evaluation.extractor, protocol.evaluation.weights)
     loaded_ckpts = {}
@@ -101,10 +103,17 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
                 raise BenchError(f"entries[{entry.name}].fit: pad needs an even size difference, "
                                  f"got data {protocol.dataset.resolution} px vs model {res} px")
         if entry.checkpoint:
-            path = _resolve_checkpoint(entry.checkpoint, loaded.path)
+            path = resolve_checkpoint(entry.checkpoint, loaded.path)
             if not path.is_file():
                 raise BenchError(f"entries[{entry.name}].checkpoint: {path} not found")
             loaded_ckpts[entry.name] = sha256_file(path)
+    return device, data, loaded_ckpts
+
+
+def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) -> RunSummary:
+    protocol = loaded.protocol
+    device, data, loaded_ckpts = preflight(loaded)
+    # The store is opened next (an unreachable MLflow fails here), before the expensive work.
     tracker = Tracker(resolve_uri(protocol.tracking.uri), protocol.tracking.experiment or protocol.name)
     say(f"{protocol.name}: {len(data.train_images)} training / {len(data.eval_images)} held-out images from "
         f"{data.source}")
@@ -190,7 +199,7 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
             tracker.log_artifact(child, outcome.grid)
             result.info["resumed_from_step"] = outcome.resumed_from
         else:
-            path = _resolve_checkpoint(entry.checkpoint, protocol_path)
+            path = resolve_checkpoint(entry.checkpoint, protocol_path)
             checkpoint.load_into(checkpoint.read(path), model, path, weights_only=True)
             result.checkpoint, result.checkpoint_sha256 = str(path), sha256_file(path)
             grid = run_root / entry.name / "samples.png"

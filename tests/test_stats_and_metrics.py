@@ -64,3 +64,75 @@ def test_inception_score_known_answers():
     onehot = torch.full((100, 10), -1e4)
     onehot[torch.arange(100), torch.arange(100) % 10] = 0.0
     assert abs(is_.compute(_ctx(onehot, onehot, is_splits=1))["is"] - 10.0) < 1e-6
+
+
+def test_fid_closed_form_for_known_gaussians_and_symmetry():
+    from bench.metrics.fid import frechet
+
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 0.0])
+    v1, v2 = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 1.0])
+    a = {"mu": mu1, "sigma": np.diag(v1)}
+    b = {"mu": mu2, "sigma": np.diag(v2)}
+    closed = ((mu1 - mu2) ** 2).sum() + (v1 + v2 - 2 * np.sqrt(v1 * v2)).sum()
+    assert abs(frechet(a, b) - closed) < 1e-9
+    assert abs(frechet(a, b) - frechet(b, a)) < 1e-9
+
+
+def test_fid_symmetric_form_used_by_replicates_equals_torch_fidelity():
+    from bench.metrics.fid import _fid_sym, _sqrtm_psd, frechet
+
+    g = torch.Generator().manual_seed(4)
+    a = (torch.randn(500, 8, generator=g) @ torch.randn(8, 8, generator=g)).double().numpy()
+    b = (torch.randn(500, 8, generator=g) @ torch.randn(8, 8, generator=g)).double().numpy()
+    ra = {"mu": a.mean(0), "sigma": np.cov(a, rowvar=False)}
+    rb = {"mu": b.mean(0), "sigma": np.cov(b, rowvar=False)}
+    sym = _fid_sym(ra["mu"], ra["sigma"], _sqrtm_psd(ra["sigma"]), np.trace(ra["sigma"]), b)
+    assert abs(sym - frechet(ra, rb)) / frechet(ra, rb) < 1e-6
+
+
+def test_fid_bootstrap_interval_and_fid_inf():
+    g = torch.Generator().manual_seed(5)
+    real = torch.randn(2000, 4, generator=g)
+    fake = torch.randn(400, 4, generator=g) * 1.3 + 0.2
+    m = METRICS.get("fid")
+    out = m.compute(_ctx(fake, real, seed=0, fid_bootstrap=200, fid_inf_points=5))
+    assert out["fid/ci95_low"] < out["fid"] < out["fid/ci95_high"]
+    assert out == m.compute(_ctx(fake, real, seed=0, fid_bootstrap=200, fid_inf_points=5))
+    assert out["fid/ci95_low"] != m.compute(_ctx(fake, real, seed=1, fid_bootstrap=200))["fid/ci95_low"]
+    # Same distribution on both sides: finite-N FID is biased upward, FID_inf removes most of it.
+    same = torch.randn(400, 4, generator=g)
+    o2 = m.compute(_ctx(same, real, fid_inf_points=8, fid_bootstrap=0))
+    assert o2["fid"] > 0 and abs(o2["fid_inf"]) < o2["fid"]
+
+
+def test_kid_near_zero_for_one_distribution_and_bootstrap_brackets_the_mean():
+    g = torch.Generator().manual_seed(6)
+    a, b = torch.randn(600, 16, generator=g), torch.randn(600, 16, generator=g)
+    out = METRICS.get("kid").compute(_ctx(a, b, kid_subset_size=200, kid_subsets=50))
+    assert out["kid/ci95_low"] <= out["kid/mean"] <= out["kid/ci95_high"]
+    far = METRICS.get("kid").compute(_ctx(a + 1.0, b, kid_subset_size=200, kid_subsets=50))
+    assert abs(out["kid/mean"]) < 0.02 * far["kid/mean"]  # ~0 on the scale of a real difference
+
+
+def test_kid_equals_torch_fidelity_for_the_same_seed():
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    from bench.metrics.base import derive_seed
+
+    g = torch.Generator().manual_seed(7)
+    real, fake = torch.randn(300, 6, generator=g), torch.randn(300, 6, generator=g) + 0.2
+    ours = METRICS.get("kid").compute(_ctx(fake, real, seed=3, kid_subset_size=100, kid_subsets=20))
+    ref = kid_features_to_metric(real, fake, kid_subsets=20, kid_subset_size=100,
+                                 rng_seed=derive_seed(3, "kid"), verbose=False)
+    assert ours["kid/mean"] == ref["kernel_inception_distance_mean"]
+    assert ours["kid/std"] == ref["kernel_inception_distance_std"]
+
+
+def test_precision_recall_is_one_for_identical_sets():
+    from bench.metrics.precision_recall import PRECISION_RECALL
+
+    x = torch.randn(200, 5, generator=torch.Generator().manual_seed(8))
+    out = PRECISION_RECALL.compute(_ctx(x, x))
+    assert out == {"precision": 1.0, "recall": 1.0}
+    far = PRECISION_RECALL.compute(_ctx(x + 100, x))
+    assert far["precision"] == 0.0 and far["recall"] == 0.0

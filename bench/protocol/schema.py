@@ -75,7 +75,11 @@ class EvaluationSpec(_Strict):
     metrics: list[str] = Field(default_factory=lambda: ["is", "fid", "kid"], min_length=1)
     is_splits: int = Field(10, gt=0)
     kid_subsets: int = Field(100, gt=0)
-    kid_subset_size: int = Field(1000, gt=1)
+    kid_subset_size: int = Field(1000, gt=1, description="shrunk to min(this, n_fake, n_real)")
+    kid_bootstrap: int = Field(1000, ge=0, description="bootstrap replicates of the KID mean (0 = off)")
+    fid_bootstrap: int = Field(50, ge=0, description="bootstrap replicates for the FID 95% interval (0 = off)")
+    fid_inf_points: int = Field(5, ge=0, description="subset sizes for the FID_inf extrapolation (0 = off)")
+    prc_neighborhood: int = Field(3, gt=0, description="k of the k-NN manifolds for precision/recall")
 
     @field_validator("seeds")
     @classmethod

@@ -1,0 +1,79 @@
+"""`bench export-samples`: a protocol entry's seeded samples and the real held-out split as PNG folders.
+
+The images are written exactly as they enter the feature extractor (uint8, the protocol's
+resolution and channels, generated ones after the same fit and quantisation), so any external tool
+(torch-fidelity's `fidelity` command, clean-fid, ...) scores the same pixels that `bench` scored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from bench.errors import BenchError
+from bench.features.extractors import make_extractor
+from bench.pipeline import preflight, resolve_checkpoint
+from bench.protocol import LoadedProtocol
+from bench.protocol.load import fingerprint as protocol_fingerprint
+from bench.runner import checkpoint
+from bench.runner.sampling import fake_batches
+from bench.runner.seeding import derive
+from zoo import ZOO
+
+
+def _write_png(img: torch.Tensor, path: Path) -> None:
+    arr = img.permute(1, 2, 0).numpy()
+    Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr, mode="L" if arr.shape[2] == 1 else "RGB").save(path)
+
+
+def _write_folder(batches, folder: Path, total: int, desc: str) -> int:
+    folder.mkdir(parents=True, exist_ok=True)
+    i = 0
+    with tqdm(total=total, desc=desc, unit="img", leave=False, disable=None) as bar:
+        for batch in batches:
+            for img in batch:
+                _write_png(img, folder / f"{i:06d}.png")
+                i += 1
+            bar.update(len(batch))
+    return i
+
+
+def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int | None, workdir: Path,
+                   ckpt: str | None = None) -> dict:
+    protocol = loaded.protocol
+    entries = {e.name: e for e in protocol.entries}
+    if entry_name not in entries:
+        raise BenchError(f"unknown entry '{entry_name}' in {loaded.path}; valid: {', '.join(entries)}")
+    entry = entries[entry_name]
+    ev = protocol.evaluation
+    seed = ev.seeds[0] if seed is None else seed
+    if out.exists() and any(out.iterdir()):
+        raise BenchError(f"{out} is not empty; export into a new folder")
+    device, data, loaded_ckpts = preflight(loaded)
+    extractor = make_extractor(ev.extractor, data, derive(protocol.seed, "judge"), device, ev.weights)
+    fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts)
+    if ckpt:
+        path = Path(ckpt)
+    elif entry.checkpoint:
+        path = resolve_checkpoint(entry.checkpoint, loaded.path)
+    else:
+        path = workdir / f"{protocol.name}-{fp[:12]}" / entry.name / "latest.pt"
+        if not path.is_file():
+            raise BenchError(f"{path} not found: run `bench run {loaded.path}` first (same --workdir), "
+                             "or pass --checkpoint")
+    with torch.random.fork_rng(devices=[]):
+        model = ZOO.get(entry.zoo).build(entry.config, data.spec, device, where=f"entries[{entry.name}].config")
+    checkpoint.load_into(checkpoint.read(path), model, path, weights_only=True)
+    n_fake = _write_folder(fake_batches(model, ev.n_samples, seed, ev.batch_size, protocol.dataset.resolution,
+                                        protocol.dataset.channels, entry.fit), out / "fake", ev.n_samples, "fake")
+    reals = (data.eval_images[i:i + ev.batch_size] for i in range(0, len(data.eval_images), ev.batch_size))
+    n_real = _write_folder(reals, out / "real", len(data.eval_images), "real")
+    info = {"protocol": protocol.name, "fingerprint": fp, "entry": entry.name, "eval_seed": seed,
+            "checkpoint": str(path), "fake": n_fake, "real": n_real, "extractor": extractor.name,
+            "note": "fake/ and real/ hold the exact uint8 pixels bench feeds its feature extractor"}
+    (out / "export.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
