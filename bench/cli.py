@@ -41,9 +41,21 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--workdir", default="runs", help="where `bench run` put its checkpoints")
     ex.add_argument("--checkpoint", default=None, help="export from this checkpoint instead")
 
+    perf = sub.add_parser("perf", help="benchmark commands that print ratios")
+    psub = perf.add_subparsers(dest="perf_command", required=True)
+    pm = psub.add_parser("metrics", help="P1 metric overhead, P2 cache speed-up vs torch-fidelity, P4 memory")
+    pm.add_argument("--extractor", action="append", default=None,
+                    help="judge and/or inception-v3-compat (default: both)")
+    pm.add_argument("--n", type=int, default=2000, help="fakes for P1/P2 with the judge")
+    pm.add_argument("--inception-n", type=int, default=200, help="fakes for P1/P2 with Inception (slow on CPU)")
+    pm.add_argument("--rss-n", type=int, nargs=2, default=[1000, 20000], metavar=("SMALL", "LARGE"))
+    pm.add_argument("--inception-rss-n", type=int, nargs=2, default=[100, 400], metavar=("SMALL", "LARGE"))
+    pm.add_argument("--inception-weights", default=None, help="pretrained file; default: stand-in weights")
+
     w = sub.add_parser("weights", help="pretrained files used by metrics (manifest)")
     wsub = w.add_subparsers(dest="weights_command", required=True)
     wsub.add_parser("list", help="the manifest, and whether each file is present")
+    wsub.add_parser("verify", help="check the sha256 of every manifest file present locally")
     f = wsub.add_parser("fetch", help="download a manifest file (online only) into $BENCH_WEIGHTS_DIR or torch's cache")
     f.add_argument("name")
     return p
@@ -78,6 +90,16 @@ def _dispatch(args) -> int:
         return _zoo(args)
     if args.command == "weights":
         return _weights(args)
+    if args.command == "perf":
+        from bench.perf import format_report, perf_metrics
+
+        for name in args.extractor or ["judge", "inception-v3-compat"]:
+            if name == "inception-v3-compat":
+                r = perf_metrics(name, args.inception_n, *args.inception_rss_n, weights=args.inception_weights)
+            else:
+                r = perf_metrics(name, args.n, *args.rss_n)
+            print(format_report(r), flush=True)
+        return 0
     if args.command == "export-samples":
         from bench.export import export_samples
         from bench.protocol import load_protocol
@@ -149,6 +171,22 @@ def _weights(args) -> int:
             print(f"{name}: {entry.file}  sha256 {entry.digest_text()}\n  used by: {entry.used_by}\n"
                   f"  source: {entry.source}\n  local: {present}")
         return 0
+    if args.weights_command == "verify":
+        bad = 0
+        for name, entry in weights.manifest().items():
+            present = [p for p in weights.candidates(entry) if p.is_file()]
+            if not present:
+                print(f"{name}: missing ({entry.file})")
+                continue
+            for p in present:
+                from bench.io import sha256_file
+
+                digest = sha256_file(p)
+                ok = entry.matches(digest)
+                bad += not ok
+                print(f"{name}: {'ok' if ok else 'MISMATCH'} {p} sha256 {digest}"
+                      + ("" if ok else f" (expected {entry.digest_text()})"))
+        return 1 if bad else 0
     path, digest = weights.resolve(args.name, allow_download=True)
     print(f"{args.name}: {path} (sha256 {digest})")
     return 0

@@ -19,7 +19,9 @@ from bench.errors import BenchError
 from bench.features.cache import DiskCache, cache_key
 from bench.features.extractors import PREPROCESSING_VERSION, make_extractor, preflight_extractor
 from bench.io import sha256_file, sha256_tensor
+from bench.data.transforms import to_float
 from bench.metrics import METRICS, MetricContext
+from bench.metrics.base import MetricUnavailable
 from bench.protocol import LoadedProtocol
 from bench.protocol.load import fingerprint as protocol_fingerprint
 from bench.reporting import table
@@ -63,17 +65,38 @@ def real_features(extractor, data, batch_size: int) -> tuple[dict, dict, str]:
     return feats, fid_stats, "miss"
 
 
-def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "resize") -> dict[str, dict[str, Any]]:
-    """Every metric for every eval seed, then mean ± std over seeds."""
+def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "resize",
+             unavailable: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Every metric for every eval seed, then mean ± std over seeds.
+
+    A metric that cannot be computed here (missing pretrained weights, a stream this kind of model
+    does not have) is recorded in `unavailable` with its reason and skipped; it never becomes a number.
+    """
     ev = protocol.evaluation
     per_seed: dict[str, list[float]] = {}
+    unavailable = {} if unavailable is None else unavailable
     for seed in ev.seeds:
         batches = fake_batches(model, ev.n_samples, seed, ev.batch_size, protocol.dataset.resolution,
                                protocol.dataset.channels, fit)
         fake, stats = stream_features(batches, extractor, f"eval seed {seed}", ev.n_samples)
-        ctx = MetricContext(seed, ev, fake, real_feats, stats.as_fid_stats(), real_stats)
+
+        def fake_images(seed=seed):  # float [-1, 1] at the protocol's resolution, for image-space metrics
+            for b in fake_batches(model, ev.n_samples, seed, ev.batch_size, protocol.dataset.resolution,
+                                  protocol.dataset.channels, fit):
+                yield to_float(b)
+
+        ctx = MetricContext(seed, ev, fake, real_feats, stats.as_fid_stats(), real_stats,
+                            fake_images=fake_images, device=model.device)
         for name in ev.metrics:
-            for k, v in METRICS.get(name).compute(ctx).items():
+            if name in unavailable:
+                continue
+            try:
+                values = METRICS.get(name).compute(ctx)
+            except MetricUnavailable as exc:
+                unavailable[name] = str(exc)
+                log.warning("metric %s unavailable: %s", name, exc)
+                continue
+            for k, v in values.items():
                 per_seed.setdefault(k, []).append(float(v))
     return {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_seed": v} for k, v in per_seed.items()}
 
@@ -94,7 +117,8 @@ def preflight(loaded: LoadedProtocol) -> tuple[torch.device, Any, dict[str, str]
     protocol = loaded.protocol
     device = pick_device(protocol.device)
     data = load_dataset(protocol.dataset, protocol.seed)
-    preflight_extractor(protocol.evaluation.extractor, protocol.evaluation.weights)
+    preflight_extractor(protocol.evaluation.extractor, protocol.evaluation.weights, protocol.dataset.name,
+                        protocol.dataset.channels)
     loaded_ckpts = {}
     for entry in protocol.entries:
         if entry.fit == "pad":
@@ -207,7 +231,11 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
             tracker.log_artifact(child, save_grid(model, fixed_z, grid))
         result.timings["train_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        result.metrics = evaluate(model, extractor, real_feats, real_stats, protocol, entry.fit)
+        unavailable: dict[str, str] = {}
+        result.metrics = evaluate(model, extractor, real_feats, real_stats, protocol, entry.fit, unavailable)
+        if unavailable:
+            result.info["unavailable"] = unavailable
+            tracker.set_tags(child, {f"bench.unavailable.{k}": v[:500] for k, v in unavailable.items()})
         result.timings["eval_s"] = time.perf_counter() - t0
         flat = {}
         for k, v in result.metrics.items():

@@ -11,7 +11,7 @@ import pytest
 from bench.cli import main
 from bench.metrics.base import derive_seed
 from tests.conftest import needs_data, write_protocol
-from tests.inception_weights import build_test_inception_weights
+from bench.features.standin import build_test_inception_weights
 
 pytestmark = needs_data
 

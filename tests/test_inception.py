@@ -13,7 +13,7 @@ import torch
 from bench.cli import main
 from bench.features import weights
 from tests.conftest import needs_data, write_protocol
-from tests.inception_weights import build_test_inception_weights
+from bench.features.standin import build_test_inception_weights
 
 PROTO = """
 name: inception-tiny

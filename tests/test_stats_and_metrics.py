@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import scipy.linalg
 import torch
 
@@ -136,3 +137,15 @@ def test_precision_recall_is_one_for_identical_sets():
     assert out == {"precision": 1.0, "recall": 1.0}
     far = PRECISION_RECALL.compute(_ctx(x + 100, x))
     assert far["precision"] == 0.0 and far["recall"] == 0.0
+
+
+def test_precision_recall_equals_torch_fidelity():
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    from bench.metrics.precision_recall import precision_recall
+
+    g = torch.Generator().manual_seed(9)
+    fake, real = torch.randn(700, 12, generator=g) * 1.2 + 0.3, torch.randn(600, 12, generator=g)
+    ref = prc_features_to_metric(fake, real, prc_neighborhood=3, verbose=False)
+    p, r = precision_recall(fake, real, 3)
+    assert p == pytest.approx(ref["precision"], abs=2e-3) and r == pytest.approx(ref["recall"], abs=2e-3)

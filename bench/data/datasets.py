@@ -3,13 +3,21 @@
 The evaluation part is never trained on; it is the reference for FID/KID (SEEDS.md §4.4, "dataset
 leakage"). Images are kept as uint8 (N, C, H, W): that is how the feature extractors read both the
 real and the generated side, so both go through identical preprocessing.
+
+Data sets: mnist (IDX files) and cifar10 (a zip of class folders, the folders, or torchvision's python
+batches). A data set with only its test split (as in ../shared/data) is carved into train/eval parts
+with the protocol seed; with a train split present, the protocol trains on it and evaluates on test.
+`load_judge_data` gives a data set at its native size for a `judge:<name>` extractor.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
+import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -19,7 +27,7 @@ import torch
 
 from bench.data.transforms import resize_uint8, to_channels
 from bench.errors import BenchError
-from bench.io import cache_dir, offline
+from bench.io import cache_dir, offline, sha256_file
 from bench.protocol.schema import DatasetSpec
 from bench.registry import Registry
 from zoo.base import DataSpec
@@ -102,7 +110,18 @@ def _locate_mnist(spec: DatasetSpec) -> Path:
                      "set dataset.root or $BENCH_DATA, or run online once so torchvision can download them")
 
 
-def load_mnist(spec: DatasetSpec, seed: int) -> RealData:
+@dataclass
+class _Pools:
+    """A data set as read from disk, before any protocol split: its test split and, if present, its train split."""
+    name: str
+    num_classes: int
+    test: tuple[np.ndarray, np.ndarray]  # images uint8 (N, H, W) or (N, C, H, W), labels (N,)
+    train: Optional[tuple[np.ndarray, np.ndarray]]
+    fingerprint: str
+    root: Path
+
+
+def _read_mnist(spec: DatasetSpec) -> _Pools:
     root = _locate_mnist(spec)
     test_x = read_idx(_find_idx(root, _MNIST_FILES["test_images"]))
     test_y = read_idx(_find_idx(root, _MNIST_FILES["test_labels"]))
@@ -113,22 +132,33 @@ def load_mnist(spec: DatasetSpec, seed: int) -> RealData:
         h.update(arr.tobytes())
     train_path = _find_idx(root, _MNIST_FILES["train_images"])
     train_lpath = _find_idx(root, _MNIST_FILES["train_labels"])
+    train = None
     if train_path and train_lpath:
-        # The full set is here: train on the train split, evaluate on the official test split.
-        train_x, train_y = read_idx(train_path), read_idx(train_lpath)
-        for arr in (train_x, train_y):
+        train = (read_idx(train_path), read_idx(train_lpath))
+        for arr in train:
             h.update(arr.tobytes())
-        pools = (train_x, train_y, test_x, test_y)
+    return _Pools("mnist", 10, (test_x, test_y), train, h.hexdigest(), root)
+
+
+def load_mnist(spec: DatasetSpec, seed: int) -> RealData:
+    return _split_pools(spec, seed, _read_mnist(spec))
+
+
+def _split_pools(spec: DatasetSpec, seed: int, p: _Pools) -> RealData:
+    test_x, test_y = p.test
+    if p.train is not None:
+        # The full set is here: train on the train split, evaluate on the official test split.
+        pools = (*p.train, test_x, test_y)
     else:
-        # Only the test split (as in ../shared/data/mnist): carve a held-out part with the protocol seed.
+        # Only the test split (as in ../shared/data): carve a held-out part with the protocol seed.
         need = spec.train_size + spec.eval_size
         if need > len(test_x):
-            raise BenchError(f"mnist: train_size + eval_size = {need} but only {len(test_x)} test images exist "
-                             f"in {root} (no train split there)")
+            raise BenchError(f"{p.name}: train_size + eval_size = {need} but only {len(test_x)} test images exist "
+                             f"in {p.root} (no train split there)")
         perm = torch.randperm(len(test_x), generator=torch.Generator().manual_seed(seed)).numpy()
         ev, tr = perm[:spec.eval_size], perm[spec.eval_size:need]
         pools = (test_x[tr], test_y[tr], test_x[ev], test_y[ev])
-    return _finish(spec, seed, "mnist", 10, pools, h.hexdigest(), root)
+    return _finish(spec, seed, p.name, p.num_classes, pools, p.fingerprint, p.root)
 
 
 def _finish(spec: DatasetSpec, seed: int, name: str, num_classes: int, pools, fingerprint: str,
@@ -157,10 +187,300 @@ def _finish(spec: DatasetSpec, seed: int, name: str, num_classes: int, pools, fi
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10 from a zip of class folders, the class folders themselves, or torchvision's python batches.
+#
+# Layouts, looked for in this order in each search root (the first match wins for that root):
+#   cifar10-test-jpg.zip      entries test/<class>/<name>.jpg (and train/<class>/... if the zip has them)
+#   test/<class>/*.jpg|png    and train/<class>/... when present
+#   cifar-10-batches-py/      what torchvision.datasets.CIFAR10 downloads (data_batch_1..5, test_batch)
+# The zip comes first: in ../shared/data it is the complete test split, the loose folders a subset.
+
+# The official label order, which is alphabetical: labels are the sorted class folder names.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_ZIP = "cifar10-test-jpg.zip"
+CIFAR10_BATCHES = "cifar-10-batches-py"
+CIFAR10_SIZE = 32
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Part of the decoded-array cache key together with Pillow's version: another libjpeg may decode the
+# same bytes to slightly different pixels, and those pixels (not the bytes) are the data fingerprint.
+_DECODE_VERSION = 1
+_SPLITS = ("test", "train")
+
+
+def _cifar10_layout(root: Path) -> Optional[tuple[str, Path]]:
+    if (root / CIFAR10_ZIP).is_file():
+        return "zip", root / CIFAR10_ZIP
+    if any((root / "test" / c).is_dir() for c in CIFAR10_CLASSES):
+        return "folders", root
+    if (root / CIFAR10_BATCHES / "test_batch").is_file():
+        return "batches", root / CIFAR10_BATCHES
+    return None
+
+
+def _locate_cifar10(spec: DatasetSpec) -> tuple[str, Path]:
+    roots = _search_roots(spec, ["cifar10"])
+    for root in roots:
+        found = _cifar10_layout(root)
+        if found:
+            return found
+    if not spec.root and not offline():
+        target = cache_dir() / "data" / "cifar10"
+        try:
+            import torchvision
+
+            # One archive holds both splits; torchvision checks its md5 before extracting.
+            torchvision.datasets.CIFAR10(str(target), train=True, download=True)
+            return "batches", target / CIFAR10_BATCHES
+        except Exception:  # no network: fall through to the one-line error below
+            pass
+    looked = ", ".join(str(r) for r in roots)
+    raise BenchError(f"cifar10: no {CIFAR10_ZIP}, test/<class>/ image folders or {CIFAR10_BATCHES}/ found in "
+                     f"{looked}; set dataset.root or $BENCH_DATA, or run online once so torchvision can download it")
+
+
+def _skipped(name: str) -> bool:
+    """Hidden files and macOS zip debris are not data."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in name.split("/"))
+
+
+def _member_label(name: str, where: str) -> tuple[str, int]:
+    """'test/cat/0001.jpg' -> ('test', 3), checking the layout; `where` names the file in errors."""
+    parts = name.split("/")
+    if len(parts) != 3 or parts[0] not in _SPLITS:
+        raise BenchError(f"{where}: unexpected file; cifar10 reads test/<class>/<image> and train/<class>/<image>")
+    split, cls, fname = parts
+    if cls not in CIFAR10_CLASSES:
+        raise BenchError(f"{where}: unknown cifar10 class folder '{cls}'; valid: {', '.join(CIFAR10_CLASSES)}")
+    if not fname.lower().endswith(IMAGE_SUFFIXES):
+        raise BenchError(f"{where}: not an image file (cifar10 reads {', '.join(IMAGE_SUFFIXES)})")
+    return split, CIFAR10_CLASSES.index(cls)
+
+
+def decode_rgb(data: bytes, where: str, size: Optional[int] = None) -> np.ndarray:
+    """Image bytes -> uint8 (3, H, W) via Pillow; a non-image, truncated or wrongly sized file is a BenchError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if size is not None and im.size != (size, size):
+                # Checked before decoding; resizing here would silently change the reference pixels.
+                raise BenchError(f"{where}: image is {im.size[0]}x{im.size[1]}, expected {size}x{size}")
+            im.load()  # decode now, so a truncated file fails here and not later
+            rgb = im.convert("RGB")
+    except UnidentifiedImageError:
+        raise BenchError(f"{where}: not a decodable image (Pillow cannot identify it)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        msg = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise BenchError(f"{where}: not a decodable image ({msg})") from None
+    return np.asarray(rgb).transpose(2, 0, 1).copy()
+
+
+def _folder_members(root: Path) -> list[tuple[str, Path]]:
+    out = []
+    for split in _SPLITS:
+        top = root / split
+        if top.is_dir():
+            for path in top.rglob("*"):
+                name = path.relative_to(root).as_posix()
+                if path.is_file() and not _skipped(name):
+                    out.append((name, path))
+    return sorted(out)
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            # torchvision's own reader does the same; these files come from its checked download.
+            return pickle.load(f, encoding="latin1")
+    except Exception as exc:
+        raise BenchError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__})") from None
+
+
+def _batch_files(folder: Path) -> dict[str, list[Path]]:
+    files = {"test": [folder / "test_batch"]}
+    train = [folder / f"data_batch_{i}" for i in range(1, 6)]
+    if all(p.is_file() for p in train):
+        files["train"] = train
+    return files
+
+
+def _decode_cifar10(kind: str, path: Path, members) -> dict[str, dict]:
+    """-> {split: {'images': uint8 (N, 3, 32, 32), 'labels': int64 (N,), 'names': [...]}}, sorted by name."""
+    found: dict[str, tuple[list, list, list]] = {}
+    if kind == "batches":
+        meta = path / "batches.meta"
+        if meta.is_file():
+            names = tuple(_unpickle(meta).get("label_names", CIFAR10_CLASSES))
+            if names != CIFAR10_CLASSES:
+                raise BenchError(f"{meta}: label names {names} are not the CIFAR-10 classes")
+        for split, files in members.items():
+            xs, ys, ns = found.setdefault(split, ([], [], []))
+            for f in files:
+                batch = _unpickle(f)
+                try:
+                    x = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, CIFAR10_SIZE, CIFAR10_SIZE)
+                    y = np.asarray(batch["labels"], dtype=np.int64)
+                except (KeyError, ValueError) as exc:
+                    raise BenchError(f"{f}: not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
+                if len(x) != len(y) or (len(y) and (y.min() < 0 or y.max() >= len(CIFAR10_CLASSES))):
+                    raise BenchError(f"{f}: images and labels do not match")
+                xs.extend(x)
+                ys.extend(y.tolist())
+                ns.extend(f"{f.name}/{i:05d}" for i in range(len(y)))
+    else:
+        try:
+            zf = zipfile.ZipFile(path) if kind == "zip" else None
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise BenchError(f"{path}: not a readable zip file ({exc})") from None
+        try:
+            for name, src in members:
+                where = f"{path} entry {name}" if zf else str(src)
+                split, label = _member_label(name, where)
+                try:
+                    data = zf.read(src) if zf else src.read_bytes()
+                except (zipfile.BadZipFile, OSError) as exc:  # e.g. a CRC mismatch inside the zip
+                    raise BenchError(f"{where}: cannot read ({exc})") from None
+                xs, ys, ns = found.setdefault(split, ([], [], []))
+                xs.append(decode_rgb(data, where, CIFAR10_SIZE))
+                ys.append(label)
+                ns.append(name)
+        finally:
+            if zf:
+                zf.close()
+    out = {}
+    for split, (xs, ys, ns) in found.items():
+        labels = np.asarray(ys, dtype=np.int64)
+        missing = [c for i, c in enumerate(CIFAR10_CLASSES) if not (labels == i).any()]
+        if missing:
+            raise BenchError(f"{path}: the {split} split has no images of class {', '.join(missing)}")
+        out[split] = {"images": torch.from_numpy(np.stack(xs)), "labels": torch.from_numpy(labels), "names": ns}
+    if "test" not in out:
+        raise BenchError(f"{path}: no test/<class>/ images (cifar10 needs at least the test split)")
+    return out
+
+
+def _cifar10_members(kind: str, path: Path):
+    """What will be decoded, and a sha256 of its bytes: the key of the decoded-array cache."""
+    h = hashlib.sha256(kind.encode())
+    if kind == "zip":
+        h.update(sha256_file(path).encode())
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = sorted(i.filename for i in zf.infolist() if not i.is_dir() and not _skipped(i.filename))
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise BenchError(f"{path}: not a readable zip file ({exc})") from None
+        return [(n, n) for n in names], h.hexdigest()
+    if kind == "folders":
+        members = _folder_members(path)
+        for name, p in members:
+            h.update(f"{name}\0{sha256_file(p)}\0".encode())
+        return members, h.hexdigest()
+    members = _batch_files(path)
+    for split, files in sorted(members.items()):
+        for f in files:
+            h.update(f"{split}/{f.name}\0{sha256_file(f)}\0".encode())
+    return members, h.hexdigest()
+
+
+def read_cifar10(kind: str, path: Path) -> tuple[dict[str, dict], str]:
+    """Decoded splits of one CIFAR-10 source, and its fingerprint (sha256 of decoded pixels and labels).
+
+    Decoding 10,000 JPEGs takes seconds, so the arrays are cached by the content of the files; the
+    cache writes atomically, so concurrent first loads each leave a complete entry.
+    """
+    import PIL
+
+    from bench.features.cache import DiskCache, cache_key
+
+    members, content = _cifar10_members(kind, path)
+    cache = DiskCache("datasets")
+    key = cache_key(kind="cifar10-decoded", content=content, pillow=PIL.__version__, decoder=_DECODE_VERSION)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit["splits"], hit["fingerprint"]
+    splits = _decode_cifar10(kind, path, members)
+    h = hashlib.sha256()
+    for split in _SPLITS:
+        if split in splits:
+            h.update(split.encode())
+            h.update(splits[split]["images"].numpy().tobytes())
+            h.update(splits[split]["labels"].numpy().tobytes())
+    fingerprint = h.hexdigest()
+    cache.put(key, {"splits": splits, "fingerprint": fingerprint})
+    return splits, fingerprint
+
+
+def _read_cifar10(spec: DatasetSpec) -> _Pools:
+    kind, path = _locate_cifar10(spec)
+    splits, fingerprint = read_cifar10(kind, path)
+
+    def arrays(split):
+        return splits[split]["images"].numpy(), splits[split]["labels"].numpy()
+
+    return _Pools("cifar10", len(CIFAR10_CLASSES), arrays("test"), arrays("train") if "train" in splits else None,
+                  fingerprint, path)
+
+
+def load_cifar10(spec: DatasetSpec, seed: int) -> RealData:
+    if spec.channels != 3:
+        raise BenchError("cifar10: the images are RGB; set dataset.channels: 3")
+    return _split_pools(spec, seed, _read_cifar10(spec))
+
+
 DATASETS: Registry[Callable[[DatasetSpec, int], RealData]] = Registry("dataset", {
     "mnist": load_mnist,
+    "cifar10": load_cifar10,
 })
 
 
 def load_dataset(spec: DatasetSpec, seed: int) -> RealData:
     return DATASETS.get(spec.name)(spec, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data for a judge trained on another data set than the protocol's (extractor `judge:<name>`).
+
+@dataclass(frozen=True)
+class JudgeSource:
+    read: Callable[[DatasetSpec], _Pools]
+    locate: Callable[[DatasetSpec], object]
+    resolution: int  # the data set's native size: the judge is trained on it
+    channels: int
+
+
+JUDGE_SOURCES: dict[str, JudgeSource] = {
+    "mnist": JudgeSource(_read_mnist, _locate_mnist, 28, 1),
+    "cifar10": JudgeSource(_read_cifar10, _locate_cifar10, CIFAR10_SIZE, 3),
+}
+# Held-out images for the accuracy of a judge on another data set; every other image trains it.
+JUDGE_EVAL_SIZE = 2000
+
+
+def _native_spec(name: str, train_size: int = 1, eval_size: int = 1) -> DatasetSpec:
+    src = JUDGE_SOURCES[name]
+    return DatasetSpec(name=name, resolution=src.resolution, channels=src.channels, train_size=train_size,
+                       eval_size=eval_size)
+
+
+def locate_judge_data(name: str) -> None:
+    """Cheap check that a judge's data can be found, before anything is written."""
+    JUDGE_SOURCES[name].locate(_native_spec(name))
+
+
+def load_judge_data(name: str, seed: int) -> RealData:
+    """`name` at its native resolution and channels, split the fixed way a `judge:<name>` is trained.
+
+    With a train split present the judge trains on all of it and JUDGE_EVAL_SIZE test images measure
+    its accuracy; with only the test split, JUDGE_EVAL_SIZE images are held out (seeded) and the rest
+    train it (8,000 of the 10,000 for the CIFAR-10 test split in ../shared/data).
+    """
+    pools = JUDGE_SOURCES[name].read(_native_spec(name))
+    n_test = len(pools.test[0])
+    if pools.train is not None:
+        sizes = len(pools.train[0]), min(JUDGE_EVAL_SIZE, n_test)
+    elif n_test > JUDGE_EVAL_SIZE:
+        sizes = n_test - JUDGE_EVAL_SIZE, JUDGE_EVAL_SIZE
+    else:
+        raise BenchError(f"{name}: only {n_test} images in {pools.root}; a judge needs more than {JUDGE_EVAL_SIZE}")
+    return _split_pools(_native_spec(name, *sizes), seed, pools)

@@ -99,7 +99,7 @@ def candidates(entry: WeightsEntry) -> list[Path]:
 def missing_message(entry: WeightsEntry) -> str:
     where = " or ".join(str(p.parent) for p in candidates(entry))
     return (f"{entry.name} weights missing: {entry.file} (sha256 {entry.digest_text()}) not found in {where}; "
-            f"get it with `bench weights fetch {entry.name}` when online, or set evaluation.weights.path")
+            f"get it with `bench weights fetch {entry.name}` when online, or copy it into $BENCH_WEIGHTS_DIR")
 
 
 def resolve(name: str, path: Optional[str] = None, sha256: Optional[str] = None,

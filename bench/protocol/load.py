@@ -104,7 +104,7 @@ def check_references(protocol: Protocol, where: str) -> None:
         parse_config(family.Config, entry.config, f"{where}: entries[{i}].config")
     for name in protocol.evaluation.metrics:
         METRICS.get(name)
-    check_extractor_name(protocol.evaluation.extractor, protocol.dataset.name)
+    check_extractor_name(protocol.evaluation.extractor, protocol.dataset.name, protocol.dataset.channels)
 
 
 def canonical(protocol: Protocol) -> dict[str, Any]:
@@ -118,6 +118,7 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
     d.pop("tracking", None)
     d["dataset"].pop("root", None)
     d["evaluation"].pop("weights", None)  # the weights' sha256 enters the fingerprint instead
+    d["evaluation"].pop("batch_size", None)  # scores do not depend on it (tested), only speed and memory
     d["protocol_version"] = PROTOCOL_VERSION
     return d
 

@@ -80,6 +80,8 @@ class EvaluationSpec(_Strict):
     fid_bootstrap: int = Field(50, ge=0, description="bootstrap replicates for the FID 95% interval (0 = off)")
     fid_inf_points: int = Field(5, ge=0, description="subset sizes for the FID_inf extrapolation (0 = off)")
     prc_neighborhood: int = Field(3, gt=0, description="k of the k-NN manifolds for precision/recall")
+    lpips_net: Literal["alex", "vgg"] = Field("alex", description="LPIPS backbone (AlexNet needs >= 31 px)")
+    diversity_pairs: int = Field(100, gt=0, description="seeded image pairs for lpips_diversity")
 
     @field_validator("seeds")
     @classmethod

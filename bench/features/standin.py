@@ -1,4 +1,8 @@
-"""Seeded random-init `inception-v3-compat` weights for tests (pretrained ones cannot be had offline).
+"""Seeded random-init `inception-v3-compat` weights: for tests and timing, never for scores.
+
+Pretrained weights cannot be had offline. Tests use these to run the real Inception code path, and
+`bench perf metrics` uses them to time Inception when the pretrained file is absent (speed does not
+depend on the weight values).
 
 A random-init Inception has vanishing activations (features ~1e-7, every FID ~0), so agreement
 between two implementations on it would prove nothing. The BatchNorm running statistics are

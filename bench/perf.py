@@ -1,0 +1,189 @@
+"""`bench perf metrics`: how much the metric suite costs on top of feature extraction, how much the
+real-side cache saves against a fresh torch-fidelity call, and whether memory stays flat in N.
+
+Printed ratios, not timed tests (timings on a shared 2-core machine are noisy):
+  P1 = time(generate + extract + all metrics on N fakes, real side cached) / time(generate + extract)
+  P2 = time(fresh torch-fidelity calculate_metrics on the same fakes and reals, same extractor)
+       / time(bench's evaluation with cached real statistics)
+  P4 = peak RSS of an evaluation at the large N / at the small N (each in a fresh process)
+The generator is a seeded, untrained mnist_gan: its speed, not its quality, matters here. Without
+the pretrained Inception file, Inception is timed with same-architecture stand-in weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from bench.data.transforms import to_channels
+from bench.features.extractors import INCEPTION, make_extractor
+from bench.metrics import METRICS, MetricContext
+from bench.protocol.schema import DatasetSpec, EvaluationSpec, WeightsSpec
+from bench.runner.sampling import fake_batches, stream_features
+
+METRIC_NAMES = ["is", "fid", "kid", "precision_recall"]
+
+
+def _setup(extractor_name: str, weights: str | None):
+    from bench.data import load_dataset
+    from zoo import ZOO
+
+    data = load_dataset(DatasetSpec(name="mnist", resolution=28, channels=1, train_size=8000, eval_size=2000), 0)
+    spec = WeightsSpec(path=weights, sha256=None) if weights else None
+    if extractor_name == INCEPTION and weights is None:
+        from bench.features.standin import build_test_inception_weights
+        from bench.io import cache_dir
+
+        path, sha = build_test_inception_weights(cache_dir() / "perf" / "inception-standin.pth")
+        spec = WeightsSpec(path=path, sha256=sha)
+    extractor = make_extractor(extractor_name, data, 0, torch.device("cpu"), spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = ZOO.get("mnist_gan").build({}, data.spec)
+    return data, extractor, model, spec
+
+
+def _eval_spec(n: int) -> EvaluationSpec:
+    return EvaluationSpec(n_samples=n, seeds=[0], batch_size=100, metrics=METRIC_NAMES)
+
+
+def _real(extractor, data, n_real: int):
+    feats, stats = stream_features((data.eval_images[i:i + 100] for i in range(0, n_real, 100)), extractor,
+                                   "real", n_real)
+    return feats, stats.as_fid_stats()
+
+
+def _full_eval(model, extractor, real_feats, real_stats, n: int) -> dict:
+    ev = _eval_spec(n)
+    fake, stats = stream_features(fake_batches(model, n, 0, ev.batch_size, 28, 1), extractor, "fake", n)
+    ctx = MetricContext(0, ev, fake, real_feats, stats.as_fid_stats(), real_stats)
+    out = {}
+    for name in METRIC_NAMES:
+        out.update(METRICS.get(name).compute(ctx))
+    return out
+
+
+def _fidelity_time(extractor, model, data, n: int, n_real: int, spec) -> float:
+    import torch_fidelity
+    from torch.utils.data import Dataset
+
+    class Images(Dataset):
+        def __init__(self, x, channels):
+            self.x, self.c = x, channels
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return to_channels(self.x[i:i + 1], self.c)[0]
+
+    fakes = torch.cat(list(fake_batches(model, n, 0, 100, 28, 1)))
+    kwargs = dict(isc=True, fid=True, kid=True, prc=True, cuda=False, cache=False, verbose=False,
+                  batch_size=100, kid_subset_size=min(1000, n, n_real), save_cpu_ram=True, prc_batch_size=250)
+    if extractor.name == INCEPTION:
+        channels = 3
+        kwargs.update(feature_extractor=INCEPTION, feature_extractor_weights_path=spec.path)
+    else:
+        channels = 1
+        _register_judge(extractor)
+        kwargs.update(feature_extractor="bench-judge")
+    t0 = time.perf_counter()
+    torch_fidelity.calculate_metrics(input1=Images(fakes, channels), input2=Images(data.eval_images[:n_real], channels),
+                                     **kwargs)
+    return time.perf_counter() - t0
+
+
+def _register_judge(extractor) -> None:
+    """Expose the judge to torch-fidelity so P2 compares the same features both ways."""
+    from torch_fidelity import register_feature_extractor
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    class JudgeFE(FeatureExtractorBase):
+        def __init__(self, name, features_list, **kwargs):
+            super().__init__(name, features_list)
+
+        def forward(self, x):
+            out = extractor(x)
+            return tuple(out[k] for k in self.features_list)
+
+        @staticmethod
+        def get_provided_features_list():
+            return "pool", "logits"
+
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric):
+            return "logits" if metric == "isc" else "pool"
+
+        @staticmethod
+        def can_be_compiled():
+            return False
+
+        @staticmethod
+        def get_dummy_input_for_compile():
+            return None
+
+    if "bench-judge" not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor("bench-judge", JudgeFE)
+    else:
+        FEATURE_EXTRACTORS_REGISTRY["bench-judge"] = JudgeFE
+
+
+def _peak_rss_child(extractor_name: str, weights: str | None, n: int) -> int:
+    """Run one evaluation at N in a fresh process; return its peak RSS in KiB."""
+    code = ("import json,sys; from bench.perf import _child; print(json.dumps(_child(sys.argv[1], "
+            "None if sys.argv[2] == '-' else sys.argv[2], int(sys.argv[3]))))")
+    out = subprocess.run([sys.executable, "-c", code, extractor_name, weights or "-", str(n)],
+                         capture_output=True, text=True, check=True, env=os.environ.copy())
+    return json.loads(out.stdout.strip().splitlines()[-1])["max_rss_kib"]
+
+
+def _child(extractor_name: str, weights: str | None, n: int) -> dict:
+    data, extractor, model, _ = _setup(extractor_name, weights)
+    real_feats, real_stats = _real(extractor, data, min(n, len(data.eval_images)))
+    _full_eval(model, extractor, real_feats, real_stats, n)
+    return {"max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
+def perf_metrics(extractor_name: str, n: int, n_small: int, n_large: int, weights: str | None = None) -> dict:
+    data, extractor, model, spec = _setup(extractor_name, weights)
+    n_real = min(n, len(data.eval_images))
+    real_feats, real_stats = _real(extractor, data, n_real)  # the cached real side of a second run
+    _full_eval(model, extractor, real_feats, real_stats, min(n, 200))  # warm-up (allocators, BLAS)
+
+    t0 = time.perf_counter()
+    for _ in stream_features(fake_batches(model, n, 0, 100, 28, 1), extractor, "bare", n)[:1]:
+        pass
+    t_bare = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _full_eval(model, extractor, real_feats, real_stats, n)
+    t_full = time.perf_counter() - t0
+    t_fid = _fidelity_time(extractor, model, data, n, n_real, spec)
+    rss_small = _peak_rss_child(extractor_name, spec.path if spec else None, n_small)
+    rss_large = _peak_rss_child(extractor_name, spec.path if spec else None, n_large)
+    return {
+        "extractor": extractor.name, "n": n, "n_real": n_real,
+        "bare_s": t_bare, "all_metrics_s": t_full, "torch_fidelity_s": t_fid,
+        "P1": t_full / t_bare, "P2": t_fid / t_full,
+        "n_small": n_small, "n_large": n_large, "rss_small_mib": rss_small / 1024, "rss_large_mib": rss_large / 1024,
+        "P4": rss_large / rss_small,
+    }
+
+
+def format_report(r: dict) -> str:
+    return (f"{r['extractor']}: N={r['n']} fakes vs {r['n_real']} cached reals\n"
+            f"  P1 all metrics / bare extraction = {r['all_metrics_s']:.2f}s / {r['bare_s']:.2f}s = {r['P1']:.2f}  "
+            f"(target <= 1.10)\n"
+            f"  P2 fresh torch-fidelity / bench with cached reals = {r['torch_fidelity_s']:.2f}s / "
+            f"{r['all_metrics_s']:.2f}s = {r['P2']:.2f}x  (target >= 1.8)\n"
+            f"  P4 peak RSS N={r['n_large']} / N={r['n_small']} = {r['rss_large_mib']:.0f} MiB / "
+            f"{r['rss_small_mib']:.0f} MiB = {r['P4']:.3f}  (target <= 1.10)")
