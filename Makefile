@@ -10,7 +10,7 @@ endif
 # Quiet MLflow's chatter about git and env managers; it still records everything.
 export GIT_PYTHON_REFRESH ?= quiet
 
-.PHONY: setup run test clean
+.PHONY: setup run test clean quickstart-report
 
 setup: $(STAMP)
 
@@ -27,6 +27,13 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# Re-run the quickstart and copy its table and sample grids into reports/quickstart/ (committed).
+quickstart-report: run
+	mkdir -p reports/quickstart
+	dir=$$(ls -td runs/quickstart-*/ | head -n 1); \
+	cp "$$dir/comparison.md" "$$dir/comparison.csv" reports/quickstart/ && \
+	for e in mnist_gan dcgan; do cp "$$dir/$$e/samples.png" "reports/quickstart/$$e-samples.png"; done
 
 clean:
 	rm -rf runs mlflow.db mlruns .pytest_cache

@@ -18,7 +18,7 @@ from bench.data import load_dataset
 from bench.errors import BenchError
 from bench.features.cache import DiskCache, cache_key
 from bench.features.extractors import PREPROCESSING_VERSION, make_extractor, preflight_extractor
-from bench.io import sha256_file, sha256_tensor
+from bench.io import atomic_write_bytes, sha256_file, sha256_tensor
 from bench.data.transforms import to_float
 from bench.metrics import METRICS, MetricContext
 from bench.metrics.base import MetricUnavailable
@@ -186,8 +186,12 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
             results_mod.append(results_path, result)
             summary_results.append(row)
         md = table.markdown(summary_results, f"{protocol.name} ({fp[:12]})")
+        csv_text = table.to_csv(summary_results)
         tracker.log_text(parent, md, "comparison.md")
-        tracker.log_text(parent, table.to_csv(summary_results), "comparison.csv")
+        tracker.log_text(parent, csv_text, "comparison.csv")
+        # Also beside the checkpoints, so the latest table of this fingerprint is readable without MLflow.
+        atomic_write_bytes(run_root / "comparison.md", md.encode())
+        atomic_write_bytes(run_root / "comparison.csv", csv_text.encode())
         status = "FINISHED"
     finally:
         tracker.end(parent, status if status == "FINISHED" else "FAILED")

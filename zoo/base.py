@@ -202,3 +202,45 @@ class GANModel(abc.ABC):
     def inspect(self) -> dict[str, list[tuple[str, str, tuple[int, ...], int]]]:
         """Layer-by-layer output shapes of each network for a batch of one."""
         raise NotImplementedError
+
+
+class TwoPlayerGAN(GANModel):
+    """One generator `G`, one discriminator `D`, one Adam each, alternating D then G steps.
+
+    Subclasses build `G`, `D`, `opt_G`, `opt_D` and write `backward_D`; the generator step is the
+    non-saturating loss with D frozen, as in every two-player family of the seeds.
+    """
+
+    G: nn.Module
+    D: nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+
+    def modules(self):
+        return {"G": self.G, "D": self.D}
+
+    def optimizers(self):
+        return {"G": self.opt_G, "D": self.opt_D}
+
+    @abc.abstractmethod
+    def backward_D(self, real: torch.Tensor) -> dict[str, float]: ...
+
+    def backward_G(self, batch_size: int) -> dict[str, float]:
+        from zoo import losses
+
+        self.D.requires_grad_(False)  # D frozen in the G step, as the seed's combined model
+        loss = losses.g_loss_nonsaturating(self.D(self.G(self.noise(batch_size))))
+        self.opt_G.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_G.step()
+        self.D.requires_grad_(True)
+        return {"G": loss.item()}
+
+    def train_step(self, real, step):
+        self.train(True)
+        return {**self.backward_D(real), **self.backward_G(real.shape[0])}
+
+    @torch.no_grad()
+    def generate(self, z):
+        self.G.eval()
+        return self.G(z.to(self.device))

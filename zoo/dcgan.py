@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from zoo import losses
-from zoo.base import GANModel, trace_shapes
+from zoo.base import TwoPlayerGAN, trace_shapes
 from zoo.layers import dcgan_init, down_conv, up_conv
 
 
@@ -72,7 +72,7 @@ class Discriminator(nn.Module):
         return self.fc(self.body(x).flatten(1))
 
 
-class DCGAN(GANModel):
+class DCGAN(TwoPlayerGAN):
     family = "dcgan"
     seed_section = "SEEDS.md §2.3-2.4 (002:L522-556, L1670-1891)"
     summary = "DCGAN 32/64 px: strided (transposed) convs, BN, ReLU/LeakyReLU, N(0,0.02) init, NS-BCE"
@@ -93,12 +93,6 @@ class DCGAN(GANModel):
     latent_dim = property(lambda self: self.cfg.latent_dim)
     resolution = property(lambda self: self.cfg.resolution)
 
-    def modules(self):
-        return {"G": self.G, "D": self.D}
-
-    def optimizers(self):
-        return {"G": self.opt_G, "D": self.opt_D}
-
     def backward_D(self, real: torch.Tensor) -> dict[str, float]:
         with torch.no_grad():
             fake = self.G(self.noise(real.shape[0]))
@@ -109,24 +103,6 @@ class DCGAN(GANModel):
         self.opt_D.step()
         return {"D": loss.item(), "D/p_real": torch.sigmoid(real_logits).mean().item(),
                 "D/p_fake": torch.sigmoid(fake_logits).mean().item()}
-
-    def backward_G(self, batch_size: int) -> dict[str, float]:
-        self.D.requires_grad_(False)
-        loss = losses.g_loss_nonsaturating(self.D(self.G(self.noise(batch_size))))
-        self.opt_G.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_G.step()
-        self.D.requires_grad_(True)
-        return {"G": loss.item()}
-
-    def train_step(self, real, step):
-        self.train(True)
-        return {**self.backward_D(real), **self.backward_G(real.shape[0])}
-
-    @torch.no_grad()
-    def generate(self, z):
-        self.G.eval()
-        return self.G(z.to(self.device))
 
     def inspect(self):
         r, c = self.cfg.resolution, self.data.channels

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from zoo import losses
-from zoo.base import GANModel, trace_shapes
+from zoo.base import TwoPlayerGAN, trace_shapes
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Discriminator(nn.Module):
         return self.fc(x.flatten(1))
 
 
-class MnistGAN(GANModel):
+class MnistGAN(TwoPlayerGAN):
     family = "mnist_gan"
     seed_section = "SEEDS.md §2.2 (002:L1171-1480)"
     summary = "Seed MNIST conv GAN: Dense->7x7x128->ConvT k5 x2, BCE with one-sided smoothing 0.9"
@@ -79,12 +79,6 @@ class MnistGAN(GANModel):
     latent_dim = property(lambda self: self.cfg.latent_dim)
     resolution = property(lambda self: 28)
 
-    def modules(self):
-        return {"G": self.G, "D": self.D}
-
-    def optimizers(self):
-        return {"G": self.opt_G, "D": self.opt_D}
-
     def backward_D(self, real: torch.Tensor) -> dict[str, float]:
         # Two separate passes (real-only, then fake-only) as the seed's two train_on_batch calls:
         # BatchNorm sees each half on its own.
@@ -97,24 +91,6 @@ class MnistGAN(GANModel):
         loss.backward()
         self.opt_D.step()
         return {"D/real": loss_real.item(), "D/fake": loss_fake.item(), "D": loss.item()}
-
-    def backward_G(self, batch_size: int) -> dict[str, float]:
-        self.D.requires_grad_(False)  # D frozen in the G step, as the seed's combined model
-        loss = losses.g_loss_nonsaturating(self.D(self.G(self.noise(batch_size))))
-        self.opt_G.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_G.step()
-        self.D.requires_grad_(True)
-        return {"G": loss.item()}
-
-    def train_step(self, real, step):
-        self.train(True)
-        return {**self.backward_D(real), **self.backward_G(real.shape[0])}
-
-    @torch.no_grad()
-    def generate(self, z):
-        self.G.eval()
-        return self.G(z.to(self.device))
 
     def inspect(self):
         return {

@@ -4,7 +4,8 @@ A metric declares what it `needs`:
 - "fake": features of generated images (IS);
 - "real+fake": features of both sides (FID, KID, precision/recall);
 - "paired": (output, target) image pairs of a translation model (SSIM, PSNR, LPIPS);
-- "cycle": the two generators of an unpaired model applied to held-out images (cycle/identity error).
+- "cycle": the two generators of an unpaired model applied to held-out images (cycle/identity error);
+- "labels": class logits of a classifier-style discriminator on held-out labelled images.
 The context carries whatever the evaluation could provide; a metric whose inputs or pretrained
 weights are missing raises `MetricUnavailable` with the reason, and the run reports it as such
 instead of a number.
@@ -19,7 +20,7 @@ from typing import Any, Callable, Iterator, Literal, Optional
 import numpy as np
 import torch
 
-Needs = Literal["fake", "real+fake", "paired", "cycle"]
+Needs = Literal["fake", "real+fake", "paired", "cycle", "labels"]
 
 # Image batches are float tensors in [-1, 1], shape (B, C, H, W), streamed one batch at a time.
 Batches = Callable[[], Iterator[torch.Tensor]]

@@ -11,9 +11,8 @@ above, so K = number of logits − 1. A plain K-way classifier (no fake column) 
 A label ≥ K is an error rather than a silent miss, which also catches a K-way classifier run without
 num_classes whenever its last class appears among the labels.
 
-`needs` is "real+fake" because the Metric contract has no literal for a labelled-classification
-stream. The real input is the labelled held-out split and the model is a GAN's discriminator; the
-value comes only from `ctx.classify`, and without that stream the metric is unavailable.
+`needs` is "labels": the value comes only from `ctx.classify`, and without that stream the metric is
+unavailable.
 
 Keys: `classifier_accuracy` in [0, 1] (higher is better) and `classifier_accuracy/n` (images scored).
 """
@@ -62,6 +61,6 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return {"classifier_accuracy": acc, "classifier_accuracy/n": float(n)}
 
 
-CLASSIFIER_ACCURACY = Metric("classifier_accuracy", higher_is_better=True, needs="real+fake", compute=compute,
+CLASSIFIER_ACCURACY = Metric("classifier_accuracy", higher_is_better=True, needs="labels", compute=compute,
                              description="accuracy of a K+1-class discriminator on held-out labelled real images "
                                          "(argmax over the K real classes)")
