@@ -107,7 +107,7 @@ def _dispatch(args) -> int:
         info = export_samples(load_protocol(args.protocol), args.entry, Path(args.out), args.seed,
                               Path(args.workdir), args.checkpoint)
         print(f"wrote {info['fake']} generated and {info['real']} real images to {args.out} "
-              f"(eval seed {info['eval_seed']}, fingerprint {info['fingerprint'][:12]})")
+              f"(eval seed {info['eval_seed']}, fingerprint {(info['fingerprint'] or 'none: --checkpoint')[:12]})")
         return 0
     raise AssertionError(args.command)
 
@@ -149,7 +149,7 @@ def _zoo(args) -> int:
             raise BenchError(f"override '{item}' is not key=value")
         k, v = item.split("=", 1)
         overrides[k] = v
-    channels = args.channels or 1
+    channels = 1 if args.channels is None else args.channels
     model = family.build(overrides, DataSpec("inspect", 28, channels, 10), where=f"{args.entry} overrides")
     card = model.card()
     print(f"{args.entry}: {family.summary}\nseed section: {family.seed_section}\nconfig: {card['config']}")

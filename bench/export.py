@@ -8,6 +8,8 @@ resolution and channels, generated ones after the same fit and quantisation), so
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -51,8 +53,8 @@ def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int
     entry = entries[entry_name]
     ev = protocol.evaluation
     seed = ev.seeds[0] if seed is None else seed
-    if out.exists() and any(out.iterdir()):
-        raise BenchError(f"{out} is not empty; export into a new folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BenchError(f"{out} exists and is not an empty folder; export into a new folder")
     device, data, loaded_ckpts = preflight(loaded)
     extractor = make_extractor(ev.extractor, data, derive(protocol.seed, "judge"), device, ev.weights)
     fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts)
@@ -67,13 +69,32 @@ def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int
                              "or pass --checkpoint")
     with torch.random.fork_rng(devices=[]):
         model = ZOO.get(entry.zoo).build(entry.config, data.spec, device, where=f"entries[{entry.name}].config")
-    checkpoint.load_into(checkpoint.read(path), model, path, weights_only=True)
+    payload = checkpoint.read(path)
+    scored = True
+    if ckpt is None and entry.train is not None:
+        # Only a finished checkpoint of this very protocol is what `bench run` scored.
+        if payload.get("fingerprint") != fp or payload.get("entry") != entry.name:
+            raise BenchError(f"{path} belongs to another protocol fingerprint or entry")
+        if payload.get("step") != entry.train.steps:
+            raise BenchError(f"{path} is at step {payload.get('step')} of {entry.train.steps}: the run did not "
+                             f"finish; run `bench run --resume {loaded.path}` first")
+    elif ckpt is not None:
+        scored = False  # a checkpoint named on the command line is not part of the protocol's fingerprint
+        checkpoint.check_config(payload, model, path)
+    checkpoint.load_into(payload, model, path, weights_only=True)
+    # Written into a temporary sibling and renamed at the end: a failed export leaves no half folder.
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
     n_fake = _write_folder(fake_batches(model, ev.n_samples, seed, ev.batch_size, protocol.dataset.resolution,
-                                        protocol.dataset.channels, entry.fit), out / "fake", ev.n_samples, "fake")
+                                        protocol.dataset.channels, entry.fit), tmp / "fake", ev.n_samples, "fake")
     reals = (data.eval_images[i:i + ev.batch_size] for i in range(0, len(data.eval_images), ev.batch_size))
-    n_real = _write_folder(reals, out / "real", len(data.eval_images), "real")
-    info = {"protocol": protocol.name, "fingerprint": fp, "entry": entry.name, "eval_seed": seed,
-            "checkpoint": str(path), "fake": n_fake, "real": n_real, "extractor": extractor.name,
+    n_real = _write_folder(reals, tmp / "real", len(data.eval_images), "real")
+    info = {"protocol": protocol.name, "fingerprint": fp if scored else None, "entry": entry.name,
+            "eval_seed": seed, "checkpoint": str(path), "fake": n_fake, "real": n_real, "extractor": extractor.name,
             "note": "fake/ and real/ hold the exact uint8 pixels bench feeds its feature extractor"}
-    (out / "export.json").write_text(json.dumps(info, indent=2) + "\n")
+    (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
+    if out.exists():
+        out.rmdir()  # checked empty above
+    os.replace(tmp, out)
     return info

@@ -33,12 +33,12 @@ from bench.runner.sampling import fake_batches, stream_features
 METRIC_NAMES = ["is", "fid", "kid", "precision_recall"]
 
 
-def _setup(extractor_name: str, weights: str | None):
+def _setup(extractor_name: str, weights: str | None, sha256: str | None = None):
     from bench.data import load_dataset
     from zoo import ZOO
 
     data = load_dataset(DatasetSpec(name="mnist", resolution=28, channels=1, train_size=8000, eval_size=2000), 0)
-    spec = WeightsSpec(path=weights, sha256=None) if weights else None
+    spec = WeightsSpec(path=weights, sha256=sha256) if weights else None
     if extractor_name == INCEPTION and weights is None:
         from bench.features.standin import build_test_inception_weights
         from bench.io import cache_dir
@@ -138,17 +138,18 @@ def _register_judge(extractor) -> None:
         FEATURE_EXTRACTORS_REGISTRY["bench-judge"] = JudgeFE
 
 
-def _peak_rss_child(extractor_name: str, weights: str | None, n: int) -> int:
+def _peak_rss_child(extractor_name: str, spec, n: int) -> int:
     """Run one evaluation at N in a fresh process; return its peak RSS in KiB."""
-    code = ("import json,sys; from bench.perf import _child; print(json.dumps(_child(sys.argv[1], "
-            "None if sys.argv[2] == '-' else sys.argv[2], int(sys.argv[3]))))")
-    out = subprocess.run([sys.executable, "-c", code, extractor_name, weights or "-", str(n)],
+    code = ("import json,sys; from bench.perf import _child; a = [None if x == '-' else x for x in sys.argv[2:4]]; "
+            "print(json.dumps(_child(sys.argv[1], a[0], a[1], int(sys.argv[4]))))")
+    out = subprocess.run([sys.executable, "-c", code, extractor_name, spec.path if spec else "-",
+                          (spec.sha256 or "-") if spec else "-", str(n)],
                          capture_output=True, text=True, check=True, env=os.environ.copy())
     return json.loads(out.stdout.strip().splitlines()[-1])["max_rss_kib"]
 
 
-def _child(extractor_name: str, weights: str | None, n: int) -> dict:
-    data, extractor, model, _ = _setup(extractor_name, weights)
+def _child(extractor_name: str, weights: str | None, sha256: str | None, n: int) -> dict:
+    data, extractor, model, _ = _setup(extractor_name, weights, sha256)
     real_feats, real_stats = _real(extractor, data, min(n, len(data.eval_images)))
     _full_eval(model, extractor, real_feats, real_stats, n)
     return {"max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
@@ -168,8 +169,8 @@ def perf_metrics(extractor_name: str, n: int, n_small: int, n_large: int, weight
     _full_eval(model, extractor, real_feats, real_stats, n)
     t_full = time.perf_counter() - t0
     t_fid = _fidelity_time(extractor, model, data, n, n_real, spec)
-    rss_small = _peak_rss_child(extractor_name, spec.path if spec else None, n_small)
-    rss_large = _peak_rss_child(extractor_name, spec.path if spec else None, n_large)
+    rss_small = _peak_rss_child(extractor_name, spec, n_small)
+    rss_large = _peak_rss_child(extractor_name, spec, n_large)
     return {
         "extractor": extractor.name, "n": n, "n_real": n_real,
         "bare_s": t_bare, "all_metrics_s": t_full, "torch_fidelity_s": t_fid,

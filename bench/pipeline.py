@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -50,11 +51,11 @@ class RunSummary:
     table: str
 
 
-def real_features(extractor, data, batch_size: int) -> tuple[dict, dict, str]:
+def real_features(extractor, data, batch_size: int, device_type: str = "cpu") -> tuple[dict, dict, str]:
     """Features and float64 statistics of the held-out real images, from a content-addressed cache."""
     cache = DiskCache("features")
     key = cache_key(kind="real-features", images=sha256_tensor(data.eval_images), extractor=extractor.name,
-                    weights=extractor.sha256, preprocessing=PREPROCESSING_VERSION)
+                    weights=extractor.sha256, preprocessing=PREPROCESSING_VERSION, device=device_type)
     hit = cache.get(key)
     if hit is not None:
         return hit["features"], hit["stats"], "hit"
@@ -108,7 +109,7 @@ def resolve_checkpoint(path: str, protocol_path: Path) -> Path:
     return p
 
 
-def preflight(loaded: LoadedProtocol) -> tuple[torch.device, Any, dict[str, str]]:
+def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torch.device, Any, dict[str, str]]:
     """Cheap checks of everything the user supplied (data, weights, checkpoints, fit modes).
 
     They run before the store is opened and before any expensive work, so a bad input writes
@@ -121,22 +122,42 @@ def preflight(loaded: LoadedProtocol) -> tuple[torch.device, Any, dict[str, str]
                         protocol.dataset.channels)
     loaded_ckpts = {}
     for entry in protocol.entries:
+        # Every entry is built once here (on the CPU, cheap), so a config that cannot work with this
+        # data fails now, not after the judge and earlier entries have trained.
+        with torch.random.fork_rng(devices=[]):
+            res = ZOO.get(entry.zoo).build(entry.config, data.spec, where=f"entries[{entry.name}].config").resolution
         if entry.fit == "pad":
-            res = ZOO.get(entry.zoo).build(entry.config, data.spec).resolution
-            if (res - protocol.dataset.resolution) % 2:
-                raise BenchError(f"entries[{entry.name}].fit: pad needs an even size difference, "
-                                 f"got data {protocol.dataset.resolution} px vs model {res} px")
+            diff = res - protocol.dataset.resolution
+            if diff < 0 or diff % 2:
+                raise BenchError(f"entries[{entry.name}].fit: pad needs a model at least as large as the data "
+                                 f"and an even size difference, got data {protocol.dataset.resolution} px vs "
+                                 f"model {res} px")
         if entry.checkpoint:
             path = resolve_checkpoint(entry.checkpoint, loaded.path)
             if not path.is_file():
                 raise BenchError(f"entries[{entry.name}].checkpoint: {path} not found")
-            loaded_ckpts[entry.name] = sha256_file(path)
+            try:
+                loaded_ckpts[entry.name] = sha256_file(path)
+            except OSError as exc:
+                raise BenchError(f"entries[{entry.name}].checkpoint: cannot read {path} ({exc.strerror})") from None
+    if workdir is not None:
+        _check_writable(workdir)
     return device, data, loaded_ckpts
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".bench-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise BenchError(f"work folder {folder} is not writable ({exc.strerror or exc})") from None
 
 
 def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) -> RunSummary:
     protocol = loaded.protocol
-    device, data, loaded_ckpts = preflight(loaded)
+    device, data, loaded_ckpts = preflight(loaded, workdir)
     # The store is opened next (an unreachable MLflow fails here), before the expensive work.
     tracker = Tracker(resolve_uri(protocol.tracking.uri), protocol.tracking.experiment or protocol.name)
     say(f"{protocol.name}: {len(data.train_images)} training / {len(data.eval_images)} held-out images from "
@@ -148,7 +169,7 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
     acc = extractor.info.get("heldout_accuracy")
     say(f"extractor {extractor.name} ready" + (f" (held-out accuracy {acc:.4f}, cache {extractor.info['cache']})"
                                                 if acc is not None else ""))
-    fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts)
+    fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts, device.type)
     env = results_mod.environment(device)
     run_root = workdir / f"{protocol.name}-{fp[:12]}"
     results_path = workdir / "results.jsonl"
@@ -171,7 +192,8 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
         if info:
             tracker.log_metrics(parent, {f"extractor/{k}": v for k, v in info.items()})
         t0 = time.perf_counter()
-        real_feats, real_stats, real_cache = real_features(extractor, data, protocol.evaluation.batch_size)
+        real_feats, real_stats, real_cache = real_features(extractor, data, protocol.evaluation.batch_size,
+                                                           device.type)
         t_real = time.perf_counter() - t0
         for entry in protocol.entries:
             say(f"entry {entry.name} ({entry.zoo}): " + (f"training {entry.train.steps} steps" if entry.train
@@ -193,8 +215,11 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
         atomic_write_bytes(run_root / "comparison.md", md.encode())
         atomic_write_bytes(run_root / "comparison.csv", csv_text.encode())
         status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
-        tracker.end(parent, status if status == "FINISHED" else "FAILED")
+        _end_quietly(tracker, parent, status)
     return RunSummary(fp, parent, summary_results, real_cache, table.terminal(summary_results))
 
 
@@ -216,19 +241,24 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
         params.update({f"train.{k}": v for k, v in entry.train.model_dump().items()})
     else:
         params["checkpoint"] = entry.checkpoint
-    tracker.log_params(child, params)
     try:
+        tracker.log_params(child, params)
         t0 = time.perf_counter()
         if entry.train:
-            outcome = train_entry(model, data.train_images, entry.train, run_root / entry.name, seed, fp,
-                                  entry.name, lambda losses, step: tracker.log_metrics(
-                                      child, {f"loss/{k}": v for k, v in losses.items()}, step), resume, entry.fit)
+            # Training seeds the global RNG (dropout and friends use it); keep that inside this entry.
+            with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+                outcome = train_entry(model, data.train_images, entry.train, run_root / entry.name, seed, fp,
+                                      entry.name, lambda losses, step: tracker.log_metrics(
+                                          child, {f"loss/{k}": v for k, v in losses.items()}, step), resume,
+                                      entry.fit)
             result.checkpoint, result.checkpoint_sha256 = str(outcome.checkpoint), outcome.checkpoint_sha256
             tracker.log_artifact(child, outcome.grid)
             result.info["resumed_from_step"] = outcome.resumed_from
         else:
             path = resolve_checkpoint(entry.checkpoint, protocol_path)
-            checkpoint.load_into(checkpoint.read(path), model, path, weights_only=True)
+            payload = checkpoint.read(path)
+            checkpoint.check_config(payload, model, path)
+            checkpoint.load_into(payload, model, path, weights_only=True)
             result.checkpoint, result.checkpoint_sha256 = str(path), sha256_file(path)
             grid = run_root / entry.name / "samples.png"
             fixed_z = model.sample_latent(GRID, torch.Generator().manual_seed(derive(seed, "fixed-noise")))
@@ -255,7 +285,18 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
         tracker.set_tags(child, {"bench.failure": result.reason})
         tracker.end(child, "FAILED")
         log.warning("entry %s failed: %s", entry.name, exc)
+    except KeyboardInterrupt:
+        _end_quietly(tracker, child, "KILLED")
+        raise
     except BaseException:
-        tracker.end(child, "FAILED")
+        _end_quietly(tracker, child, "FAILED")
         raise
     return result
+
+
+def _end_quietly(tracker, run_id: str, status: str) -> None:
+    """End an MLflow run without letting a tracking error hide the error that got us here."""
+    try:
+        tracker.end(run_id, status)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not mark MLflow run %s %s: %s", run_id, status, exc)

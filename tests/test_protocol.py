@@ -89,3 +89,41 @@ def test_entry_needs_exactly_one_of_train_or_checkpoint(tmp_path):
     p = tiny_protocol(tmp_path, entries="  - {name: a, zoo: dcgan}\n")
     with pytest.raises(BenchError, match="exactly one of 'train' or 'checkpoint'"):
         load_protocol(p)
+
+
+@pytest.mark.parametrize("old,new,expect", [
+    ("name: mnist,", "name: mnsit,", "unknown dataset 'mnsit'"),
+    ("eval_size: 500", "eval_size: 1", "dataset.eval_size"),
+    ("seeds: [0, 1]", "seeds: [0, -1]", "eval seeds must be in"),
+])
+def test_more_bad_values_caught_by_validate(tmp_path, capsys, old, new, expect):
+    p = tiny_protocol(tmp_path)
+    p.write_text(p.read_text().replace(old, new, 1))
+    assert main(["validate", str(p)]) == 2
+    assert expect in _err(capsys)
+
+
+@pytest.mark.parametrize("entries,expect", [
+    ("  - {name: a, zoo: mnist_gan, config: {latent_dim: -1}, train: {steps: 1}}\n", "latent_dim >= 1"),
+    ("  - {name: a, zoo: dcgan, fit: pad, config: {resolution: 32}, train: {steps: 1}}\n"
+     "  - {name: b, zoo: mnist_gan, fit: pad, train: {steps: 1}}\n", None),
+])
+def test_entries_are_built_before_anything_is_written(tmp_path, capsys, entries, expect):
+    p = tiny_protocol(tmp_path, entries=entries)
+    if expect is None:  # a valid pair: validate passes
+        assert main(["validate", str(p)]) == 0
+        return
+    assert main(["run", str(p), "--workdir", str(tmp_path / "w")]) == 2
+    assert expect in _err(capsys)
+    assert not (tmp_path / "w").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_fingerprint_fills_in_config_defaults_and_ignores_bookkeeping(tmp_path):
+    d1, d2 = tmp_path / "a", tmp_path / "b"
+    d1.mkdir(), d2.mkdir()
+    a = load_protocol(tiny_protocol(d1, entries="  - {name: g, zoo: dcgan, train: {steps: 3, log_every: 1}}\n",
+                                    store=tmp_path)).protocol
+    b = load_protocol(tiny_protocol(d2, entries="  - {name: g, zoo: dcgan, config: {ngf: 64, ndf: 64}, "
+                                                "train: {steps: 3, log_every: 2}}\n", store=tmp_path)).protocol
+    assert fingerprint(a, "d", "w") == fingerprint(b, "d", "w")
+    assert fingerprint(a, "d", "w") != fingerprint(a, "d", "w", device_type="cuda")

@@ -89,6 +89,11 @@ def test_fid_symmetric_form_used_by_replicates_equals_torch_fidelity():
     rb = {"mu": b.mean(0), "sigma": np.cov(b, rowvar=False)}
     sym = _fid_sym(ra["mu"], ra["sigma"], _sqrtm_psd(ra["sigma"]), np.trace(ra["sigma"]), b)
     assert abs(sym - frechet(ra, rb)) / frechet(ra, rb) < 1e-6
+    # fewer samples than dimensions: the n x n Gram path must agree too
+    few = b[:6]
+    rf = {"mu": few.mean(0), "sigma": np.cov(few, rowvar=False)}
+    sym_few = _fid_sym(ra["mu"], ra["sigma"], _sqrtm_psd(ra["sigma"]), np.trace(ra["sigma"]), few)
+    assert abs(sym_few - frechet(ra, rf)) / frechet(ra, rf) < 1e-6
 
 
 def test_fid_bootstrap_interval_and_fid_inf():

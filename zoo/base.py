@@ -144,7 +144,7 @@ class GANModel(abc.ABC):
         cfg = parse_config(cls.Config, overrides, where)
         try:
             model = cls(cfg, data, device)
-        except ValueError as exc:  # a config that cannot be built for this data, e.g. wrong channels
+        except (ValueError, RuntimeError) as exc:  # a config that cannot be built for this data
             raise BenchError(f"{where}: {exc}") from None
         for m in model.modules().values():
             m.to(model.device)

@@ -34,8 +34,8 @@ class Config:
     beta2: float = 0.999
 
     def __post_init__(self):
-        if self.ngf < 1 or self.ndf < 1 or self.latent_dim < 1:
-            raise ValueError("ngf, ndf and latent_dim must be positive")
+        if self.ngf < 1 or self.ndf < 1 or self.latent_dim < 1 or self.lr <= 0:
+            raise ValueError("ngf, ndf, latent_dim and lr must be positive")
 
 
 class Generator(nn.Module):

@@ -30,6 +30,10 @@ class Config:
     bn_momentum: float = 0.01
     bn_eps: float = 1e-3
 
+    def __post_init__(self):
+        if self.latent_dim < 1 or self.bn_eps <= 0 or not 0 <= self.bn_momentum <= 1 or self.lr <= 0:
+            raise ValueError("latent_dim >= 1, lr > 0, bn_eps > 0 and 0 <= bn_momentum <= 1 are required")
+
 
 class Generator(nn.Module):
     def __init__(self, cfg: Config):

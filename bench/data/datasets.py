@@ -13,6 +13,7 @@ with the protocol seed; with a train split present, the protocol trains on it an
 from __future__ import annotations
 
 import gzip
+import zlib
 import hashlib
 import io
 import os
@@ -77,7 +78,7 @@ def read_idx(path: Path) -> np.ndarray:
     """Parse an IDX file (magic 0x0801 labels / 0x0803 images, big-endian sizes), checking its length."""
     try:
         raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise BenchError(f"{path}: cannot read IDX file ({exc})") from None
     if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] not in (1, 3):
         raise BenchError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
@@ -135,6 +136,9 @@ def _read_mnist(spec: DatasetSpec) -> _Pools:
     train = None
     if train_path and train_lpath:
         train = (read_idx(train_path), read_idx(train_lpath))
+        if train[0].ndim != 3 or train[1].ndim != 1 or len(train[0]) != len(train[1]):
+            raise BenchError(f"{root}: MNIST train images and labels do not match "
+                             f"({train[0].shape} vs {train[1].shape})")
         for arr in train:
             h.update(arr.tobytes())
     return _Pools("mnist", 10, (test_x, test_y), train, h.hexdigest(), root)
@@ -457,7 +461,7 @@ JUDGE_SOURCES: dict[str, JudgeSource] = {
 JUDGE_EVAL_SIZE = 2000
 
 
-def _native_spec(name: str, train_size: int = 1, eval_size: int = 1) -> DatasetSpec:
+def _native_spec(name: str, train_size: int = 1, eval_size: int = 2) -> DatasetSpec:
     src = JUDGE_SOURCES[name]
     return DatasetSpec(name=name, resolution=src.resolution, channels=src.channels, train_size=train_size,
                        eval_size=eval_size)

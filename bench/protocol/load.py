@@ -99,6 +99,9 @@ def check_references(protocol: Protocol, where: str) -> None:
     from zoo import ZOO
     from zoo.base import parse_config
 
+    from bench.data import DATASETS
+
+    DATASETS.get(protocol.dataset.name)
     for i, entry in enumerate(protocol.entries):
         family = ZOO.get(entry.zoo)
         parse_config(family.Config, entry.config, f"{where}: entries[{i}].config")
@@ -114,19 +117,38 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
     out: the data's content hash stands in for the folder, so the same data in another folder gives
     the same fingerprint, and a changed file gives a different one.
     """
+    import dataclasses
+
+    from zoo import ZOO
+    from zoo.base import parse_config
+
     d = protocol.model_dump(mode="json")
     d.pop("tracking", None)
     d["dataset"].pop("root", None)
     d["evaluation"].pop("weights", None)  # the weights' sha256 enters the fingerprint instead
     d["evaluation"].pop("batch_size", None)  # scores do not depend on it (tested), only speed and memory
+    ex = d["evaluation"]["extractor"]
+    if ex == f"judge:{protocol.dataset.name}":
+        d["evaluation"]["extractor"] = "judge"  # the same extractor under two spellings
+    for raw, entry in zip(protocol.entries, d["entries"]):
+        # Every config value, defaults included: a changed family default must change the fingerprint,
+        # and `{}` vs the defaults written out must not.
+        entry["config"] = dataclasses.asdict(parse_config(ZOO.get(raw.zoo).Config, raw.config, "config"))
+        if entry.get("checkpoint"):
+            entry["checkpoint"] = True  # the file's sha256 enters the fingerprint, not its path
+        for key in ("log_every", "checkpoint_every", "sample_every"):  # bookkeeping, not scores
+            (entry.get("train") or {}).pop(key, None)
     d["protocol_version"] = PROTOCOL_VERSION
     return d
 
 
 def fingerprint(protocol: Protocol, data_fingerprint: str, extractor_sha256: str,
-                checkpoints: dict[str, str] | None = None) -> str:
-    """sha256 of the canonical protocol + data content + extractor weights (+ loaded checkpoints' sha256)."""
-    parts = {"protocol": canonical(protocol), "data": data_fingerprint, "extractor": extractor_sha256}
+                checkpoints: dict[str, str] | None = None, device_type: str = "cpu") -> str:
+    """sha256 of the canonical protocol + data content + extractor weights + device type
+    (+ loaded checkpoints' sha256). CPU and CUDA kernels differ numerically, so scores from the two
+    are never pooled."""
+    parts = {"protocol": canonical(protocol), "data": data_fingerprint, "extractor": extractor_sha256,
+             "device": device_type}
     if checkpoints:
         # An entry that loads a checkpoint is scored on that file's content, not on its path.
         parts["checkpoints"] = checkpoints

@@ -26,7 +26,7 @@ class DatasetSpec(_Strict):
     resolution: int = Field(gt=0, le=4096)
     channels: Literal[1, 3] = 1
     train_size: int = Field(gt=0, description="images in the training part")
-    eval_size: int = Field(gt=0, description="held-out images: never trained on, the FID/KID reference")
+    eval_size: int = Field(gt=1, description="held-out images: never trained on, the FID/KID reference")
 
 
 class TrainSpec(_Strict):
@@ -88,7 +88,15 @@ class EvaluationSpec(_Strict):
     def _distinct(cls, v: list[int]) -> list[int]:
         if len(set(v)) != len(v):
             raise ValueError("eval seeds must be distinct")
+        if any(s < 0 or s >= 2**62 for s in v):
+            raise ValueError("eval seeds must be in [0, 2**62)")
         return v
+
+    @model_validator(mode="after")
+    def _enough_for_neighbours(self):
+        if "precision_recall" in self.metrics and self.n_samples <= self.prc_neighborhood:
+            raise ValueError(f"precision_recall needs n_samples > prc_neighborhood ({self.prc_neighborhood})")
+        return self
 
 
 class TrackingSpec(_Strict):
@@ -98,7 +106,7 @@ class TrackingSpec(_Strict):
 
 class Protocol(_Strict):
     name: str
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**62)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dataset: DatasetSpec
     entries: list[EntrySpec] = Field(min_length=1)
@@ -111,6 +119,13 @@ class Protocol(_Strict):
         if not _SAFE_NAME.match(v):
             raise ValueError("protocol names use letters, digits, '_', '-', '.'")
         return v
+
+    @model_validator(mode="after")
+    def _eval_part_large_enough(self):
+        ev = self.evaluation
+        if "precision_recall" in ev.metrics and self.dataset.eval_size <= ev.prc_neighborhood:
+            raise ValueError(f"precision_recall needs dataset.eval_size > prc_neighborhood ({ev.prc_neighborhood})")
+        return self
 
     @model_validator(mode="after")
     def _unique_entries(self):

@@ -65,6 +65,16 @@ def load_into(payload: dict[str, Any], model, path: Path, weights_only: bool = F
             opt.load_state_dict(payload["optimizers"][name])
 
 
+def check_config(payload: dict[str, Any], model, path: Path) -> None:
+    """A checkpoint is only scored under the config it was trained with (else the card would lie)."""
+    stored, current = payload.get("config", {}), model.card()["config"]
+    diff = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+    if diff:
+        k = diff[0]
+        raise BenchError(f"{path}: checkpoint was trained with {k}={stored.get(k)!r}, the entry says "
+                         f"{k}={current.get(k)!r}; make the entry's config match")
+
+
 def restore_training_state(payload: dict[str, Any], generators: dict[str, torch.Generator]) -> int:
     for name, g in generators.items():
         g.set_state(payload["generators"][name])

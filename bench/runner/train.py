@@ -7,6 +7,7 @@ generator's state, which the checkpoint stores.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from bench.data.transforms import fit_float, to_float
+from bench.io import atomic_write_bytes
 from bench.protocol.schema import TrainSpec
 from bench.runner import checkpoint
 from bench.runner.seeding import derive
@@ -45,7 +47,9 @@ def save_grid(model, z: torch.Tensor, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         imgs = model.generate(z).float().cpu()
-    save_image(imgs.add(1).div(2).clamp(0, 1), path, nrow=int(math.sqrt(len(z))))
+    buf = io.BytesIO()
+    save_image(imgs.add(1).div(2).clamp(0, 1), buf, format="png", nrow=int(math.sqrt(len(z))))
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

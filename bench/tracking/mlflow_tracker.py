@@ -44,7 +44,10 @@ class Tracker:
             # Artifacts of an embedded store live beside its database file, not in whatever folder
             # the command happened to be started from.
             db_dir = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent
-            db_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                db_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BenchError(f"MLflow tracking store {uri}: cannot create {db_dir} ({exc.strerror})") from None
             artifact_location = (db_dir / "mlruns").as_uri()
         # Failing here, before any training, is the point: an unreachable store is reported up front.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -52,8 +55,13 @@ class Tracker:
         try:
             self.client = MlflowClient(tracking_uri=uri)
             exp = self.client.get_experiment_by_name(experiment)
+            if exp is not None and exp.lifecycle_stage != "active":
+                raise BenchError(f"MLflow experiment '{experiment}' in {uri} is deleted; restore it in the UI "
+                                 "or set tracking.experiment to another name")
             self.experiment_id = (exp.experiment_id if exp else
                                   self.client.create_experiment(experiment, artifact_location=artifact_location))
+        except BenchError:
+            raise
         except Exception as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise BenchError(f"MLflow tracking store {uri} is not usable: {first}") from None

@@ -41,7 +41,9 @@ def append(path: Path, result: EvalResult) -> None:
     line = (json.dumps(asdict(result), sort_keys=True) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        os.write(fd, line)
+        written = os.write(fd, line)
+        if written != len(line):  # a short write (disk full) must not pass silently
+            raise OSError(f"short write to {path}: {written} of {len(line)} bytes")
     finally:
         os.close(fd)
 
