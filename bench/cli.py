@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("protocol")
     run.add_argument("--workdir", default="runs", help="checkpoints, sample grids and results.jsonl (default: runs)")
     run.add_argument("--resume", action="store_true", help="continue from each entry's latest.pt")
+    run.add_argument("--nproc", type=int, default=1,
+                     help="data-parallel processes on this machine (re-launches itself under torchrun)")
 
     val = sub.add_parser("validate", help="check protocol files without running them")
     val.add_argument("protocols", nargs="+")
@@ -115,9 +117,20 @@ def _dispatch(args) -> int:
 def _run(args) -> int:
     from bench.pipeline import run_protocol
     from bench.protocol import load_protocol
+    from bench.runner import distributed
 
-    loaded = load_protocol(args.protocol)
-    summary = run_protocol(loaded, Path(args.workdir), resume=args.resume)
+    loaded = load_protocol(args.protocol)  # checked once here, before any process is started
+    if args.nproc > 1 and not distributed.launched_by_torchrun():
+        return _torchrun(args)
+    if args.nproc < 1:
+        raise BenchError(f"--nproc must be at least 1, got {args.nproc}")
+    try:
+        summary = run_protocol(loaded, Path(args.workdir), resume=args.resume)
+    finally:
+        world = distributed.current()
+        distributed.shutdown()
+    if not world.is_main:
+        return 0
     print(f"\n{loaded.protocol.name}  fingerprint {summary.fingerprint[:12]}  "
           f"(real features: cache {summary.real_cache})")
     print(summary.table)
@@ -128,6 +141,17 @@ def _run(args) -> int:
     if uri.startswith("sqlite:"):
         print(f"browse: mlflow ui --backend-store-uri {uri}")
     return 0 if all(r["status"] == "FINISHED" for r in summary.results) else 1
+
+
+def _torchrun(args) -> int:
+    """`bench run --nproc N` = `torchrun --standalone --nproc_per_node N -m bench run ...` (one node)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+           "-m", "bench"] + (["--debug"] if args.debug else []) + ["run", args.protocol, "--workdir", args.workdir]
+    if args.resume:
+        cmd.append("--resume")
+    return subprocess.call(cmd)
 
 
 def _zoo(args) -> int:

@@ -20,13 +20,16 @@ from bench.errors import BenchError
 from bench.features.cache import DiskCache, cache_key
 from bench.features.extractors import PREPROCESSING_VERSION, make_extractor, preflight_extractor
 from bench.io import atomic_write_bytes, sha256_file, sha256_tensor
-from bench.data.transforms import to_float
+from bench.data.transforms import fit_float, to_float
 from bench.metrics import METRICS, MetricContext
 from bench.metrics.base import MetricUnavailable
+from bench.metrics.fid import frechet
+from bench.runner.precision import Precision
 from bench.protocol import LoadedProtocol
 from bench.protocol.load import fingerprint as protocol_fingerprint
 from bench.reporting import table
 from bench.runner import checkpoint
+from bench.runner import distributed as dist
 from bench.runner.sampling import fake_batches, real_batches, stream_features
 from bench.runner.seeding import derive, pick_device
 from bench.runner.train import GRID, EntryFailed, save_grid, train_entry
@@ -67,7 +70,7 @@ def real_features(extractor, data, batch_size: int, device_type: str = "cpu") ->
 
 
 def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "resize",
-             unavailable: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+             unavailable: dict[str, str] | None = None, data=None) -> dict[str, dict[str, Any]]:
     """Every metric for every eval seed, then mean ± std over seeds.
 
     A metric that cannot be computed here (missing pretrained weights, a stream this kind of model
@@ -76,6 +79,12 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
     ev = protocol.evaluation
     per_seed: dict[str, list[float]] = {}
     unavailable = {} if unavailable is None else unavailable
+    classify = None
+    if hasattr(model, "classify") and data is not None and data.eval_labels is not None:
+        def classify():  # the K+1 logits of a classifier-style D on the held-out labelled images
+            for i in range(0, len(data.eval_images), ev.batch_size):
+                x = fit_float(to_float(data.eval_images[i:i + ev.batch_size]), model.resolution, fit)
+                yield model.classify(x), data.eval_labels[i:i + ev.batch_size]
     for seed in ev.seeds:
         batches = fake_batches(model, ev.n_samples, seed, ev.batch_size, protocol.dataset.resolution,
                                protocol.dataset.channels, fit)
@@ -87,7 +96,7 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
                 yield to_float(b)
 
         ctx = MetricContext(seed, ev, fake, real_feats, stats.as_fid_stats(), real_stats,
-                            fake_images=fake_images, device=model.device)
+                            fake_images=fake_images, device=model.device, classify=classify)
         for name in ev.metrics:
             if name in unavailable:
                 continue
@@ -100,6 +109,20 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
             for k, v in values.items():
                 per_seed.setdefault(k, []).append(float(v))
     return {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_seed": v} for k, v in per_seed.items()}
+
+
+def fid_monitor(extractor, real_stats, protocol, fit: str, n: int, seed: int):
+    """FID of n samples from one fixed latent draw: the in-training curve and the best-checkpoint
+    criterion (`train.eval_every`). Cheaper than the full evaluation and never mixed with its scores."""
+    ev = protocol.evaluation
+
+    def score(model) -> float:
+        batches = fake_batches(model, n, seed, ev.batch_size, protocol.dataset.resolution,
+                               protocol.dataset.channels, fit)
+        _, stats = stream_features(batches, extractor, "in-training FID", n)
+        return frechet(real_stats, stats.as_fid_stats())
+
+    return score
 
 
 def resolve_checkpoint(path: str, protocol_path: Path) -> Path:
@@ -117,6 +140,8 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
     """
     protocol = loaded.protocol
     device = pick_device(protocol.device)
+    if device.type == "cuda" and dist.current().active:
+        device = torch.device("cuda", dist.current().local_rank)  # one GPU per torchrun process
     data = load_dataset(protocol.dataset, protocol.seed)
     preflight_extractor(protocol.evaluation.extractor, protocol.evaluation.weights, protocol.dataset.name,
                         protocol.dataset.channels)
@@ -126,6 +151,15 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
         # data fails now, not after the judge and earlier entries have trained.
         with torch.random.fork_rng(devices=[]):
             res = ZOO.get(entry.zoo).build(entry.config, data.spec, where=f"entries[{entry.name}].config").resolution
+        if entry.train:
+            try:
+                Precision(entry.train.precision, device.type)
+            except ValueError as exc:
+                raise BenchError(f"entries[{entry.name}].train.precision: {exc}") from None
+            world = dist.current()
+            if entry.train.batch_size % world.size:
+                raise BenchError(f"entries[{entry.name}].train.batch_size {entry.train.batch_size} does not "
+                                 f"split evenly over {world.size} torchrun processes")
         if entry.fit == "pad":
             diff = res - protocol.dataset.resolution
             if diff < 0 or diff % 2:
@@ -157,6 +191,9 @@ def _check_writable(folder: Path) -> None:
 
 def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) -> RunSummary:
     protocol = loaded.protocol
+    world = dist.init_from_env(pick_device(protocol.device).type)
+    if not world.is_main:
+        return _follow(loaded, workdir, resume, world)
     device, data, loaded_ckpts = preflight(loaded, workdir)
     # The store is opened next (an unreachable MLflow fails here), before the expensive work.
     tracker = Tracker(resolve_uri(protocol.tracking.uri), protocol.tracking.experiment or protocol.name)
@@ -170,7 +207,9 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
     say(f"extractor {extractor.name} ready" + (f" (held-out accuracy {acc:.4f}, cache {extractor.info['cache']})"
                                                 if acc is not None else ""))
     fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts, device.type)
+    dist.broadcast_object(fp, world)  # the other ranks train under the same fingerprint
     env = results_mod.environment(device)
+    env["world_size"] = world.size
     run_root = workdir / f"{protocol.name}-{fp[:12]}"
     results_path = workdir / "results.jsonl"
 
@@ -223,14 +262,39 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
     return RunSummary(fp, parent, summary_results, real_cache, table.terminal(summary_results))
 
 
-def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real_stats, fp, run_root, tracker,
-               parent, device, resume, env) -> results_mod.EvalResult:
+def _follow(loaded: LoadedProtocol, workdir: Path, resume: bool, world: dist.World) -> RunSummary:
+    """A torchrun rank other than 0: train every `train:` entry in step with rank 0 (gradients are
+    averaged at every optimiser step); rank 0 alone evaluates, logs and writes results."""
+    protocol = loaded.protocol
+    device, data, _ = preflight(loaded, None)
+    fp = dist.broadcast_object(None, world)
+    run_root = workdir / f"{protocol.name}-{fp[:12]}"
+    for entry in protocol.entries:
+        if not entry.train:
+            continue
+        model, seed = _build_entry(entry, protocol, data, device)
+        try:
+            with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+                train_entry(model, data.train_images, entry.train, run_root / entry.name, seed, fp, entry.name,
+                            lambda losses, step: None, resume, entry.fit, data.train_labels, None, world)
+        except EntryFailed:
+            continue  # every rank agrees on a failure (bench/runner/train.py), rank 0 reports it
+    return RunSummary(fp, "", [], "", "")
+
+
+def _build_entry(entry, protocol, data, device):
     family = ZOO.get(entry.zoo)
     seed = derive(protocol.seed, "entry", entry.name)
     # Initial weights come from a seed of their own, without touching the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive(seed, "init"))
         model = family.build(entry.config, data.spec, device, where=f"entries[{entry.name}].config")
+    return model, seed
+
+
+def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real_stats, fp, run_root, tracker,
+               parent, device, resume, env) -> results_mod.EvalResult:
+    model, seed = _build_entry(entry, protocol, data, device)
     card = model.card()
     child = tracker.start_run(entry.name, {"bench.entry": entry.name, "bench.zoo": entry.zoo,
                                            "bench.fingerprint": fp, "bench.protocol": protocol.name}, parent=parent)
@@ -247,13 +311,18 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
         if entry.train:
             # Training seeds the global RNG (dropout and friends use it); keep that inside this entry.
             with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+                monitor = fid_monitor(extractor, real_stats, protocol, entry.fit, entry.train.eval_n,
+                                      derive(seed, "monitor")) if entry.train.eval_every else None
                 outcome = train_entry(model, data.train_images, entry.train, run_root / entry.name, seed, fp,
                                       entry.name, lambda losses, step: tracker.log_metrics(
-                                          child, {f"loss/{k}": v for k, v in losses.items()}, step), resume,
-                                      entry.fit)
+                                          child, {k if k.startswith("train/") else f"loss/{k}": v
+                                                  for k, v in losses.items()}, step), resume,
+                                      entry.fit, data.train_labels, monitor, dist.current())
             result.checkpoint, result.checkpoint_sha256 = str(outcome.checkpoint), outcome.checkpoint_sha256
             tracker.log_artifact(child, outcome.grid)
             result.info["resumed_from_step"] = outcome.resumed_from
+            if outcome.best:
+                result.info["best"] = outcome.best
         else:
             path = resolve_checkpoint(entry.checkpoint, protocol_path)
             payload = checkpoint.read(path)
@@ -266,7 +335,7 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
         result.timings["train_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         unavailable: dict[str, str] = {}
-        result.metrics = evaluate(model, extractor, real_feats, real_stats, protocol, entry.fit, unavailable)
+        result.metrics = evaluate(model, extractor, real_feats, real_stats, protocol, entry.fit, unavailable, data)
         if unavailable:
             result.info["unavailable"] = unavailable
             tracker.set_tags(child, {f"bench.unavailable.{k}": v[:500] for k, v in unavailable.items()})

@@ -29,28 +29,55 @@ def _images(n=64):
     return (torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
 
 
-def _train(model, tmp, steps, resume=False):
-    spec = TrainSpec(steps=steps, batch_size=8, checkpoint_every=3, log_every=1)
+class Killed(Exception):
+    pass
+
+
+def _train(model, tmp, steps, resume=False, kill_at=None, **spec):
+    """Train `steps`; with kill_at, die as a SIGKILL would right after logging step `kill_at`."""
+    spec = TrainSpec(**{"steps": steps, "batch_size": 8, "checkpoint_every": 3, "log_every": 1, **spec})
+    fit = "pad" if model.resolution == 32 else "resize"
+
+    def log(losses, step):
+        if step == kill_at:
+            raise Killed
+
     return train_entry(model, _images(), spec, tmp, seed=5, fingerprint="fp", entry="e",
-                       log=lambda losses, step: None, resume=resume)
+                       log=log, resume=resume, fit=fit, train_labels=torch.arange(64) % 10)
 
 
-@pytest.mark.parametrize("family", ["mnist_gan", "dcgan"])
+RESUME_CASES = {
+    "mnist_gan": ({}, {}),
+    "dcgan": ({"ngf": 8, "ndf": 8, "instance_noise": 0.1, "instance_noise_steps": 5}, {}),
+    "mlp_gan": ({}, {"ema": 0.9, "lr_schedule": {"kind": "linear"}}),
+    "wgan": ({"ngf": 8, "ndf": 8}, {"lr_schedule": {"kind": "step", "every": 2, "gamma": 0.5}}),
+    "wgan_gp": ({"ngf": 8, "ndf": 8}, {"grad_clip": 1.0}),
+    "sgan": ({"labelled_per_class": 2}, {"ema": 0.5}),
+}
+
+
+@pytest.mark.parametrize("family", list(RESUME_CASES))
 def test_k_steps_then_resume_is_bit_identical_to_one_go(tmp_path, family):
-    cfg = {"ngf": 8, "ndf": 8} if family == "dcgan" else {}
+    cfg, spec = RESUME_CASES[family]
     straight = _model(family, **cfg)
-    _train(straight, tmp_path / "a", 7)
+    _train(straight, tmp_path / "a", 7, **spec)
     interrupted = _model(family, **cfg)
-    _train(interrupted, tmp_path / "b", 3)  # as if killed right after the step-3 checkpoint
+    with pytest.raises(Killed):  # killed during step 5, after the step-3 checkpoint
+        _train(interrupted, tmp_path / "b", 7, kill_at=5, **spec)
     resumed = _model(family, **cfg)  # a fresh process: nothing carried over but the file
-    out = _train(resumed, tmp_path / "b", 7, resume=True)
+    out = _train(resumed, tmp_path / "b", 7, resume=True, **spec)
     assert out.resumed_from == 3
     for name, module in straight.modules().items():
         for (k, a), b in zip(module.state_dict().items(), resumed.modules()[name].state_dict().values()):
             assert torch.equal(a, b), (name, k)
     for name, opt in straight.optimizers().items():
         sa, sb = opt.state_dict()["state"], resumed.optimizers()[name].state_dict()["state"]
-        assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+        key = "exp_avg" if "exp_avg" in next(iter(sa.values())) else "square_avg"
+        assert all(torch.equal(sa[i][key], sb[i][key]) for i in sa)
+        assert opt.param_groups[0]["lr"] == resumed.optimizers()[name].param_groups[0]["lr"]
+    if straight.ema is not None:
+        for a, b in zip(straight.ema.shadow.state_dict().values(), resumed.ema.shadow.state_dict().values()):
+            assert torch.equal(a, b)
 
 
 def test_checkpoint_holds_the_full_training_state(tmp_path):
@@ -58,7 +85,8 @@ def test_checkpoint_holds_the_full_training_state(tmp_path):
     payload = checkpoint.read(tmp_path / "latest.pt")
     assert payload["step"] == 3 and payload["fingerprint"] == "fp" and payload["entry"] == "e"
     assert set(payload["modules"]) == {"G", "D"} and set(payload["optimizers"]) == {"G", "D"}
-    assert set(payload["generators"]) == {"data", "noise"}
+    assert set(payload["generators"]) == {"data", "labelled", "noise"}
+    assert set(payload["schedulers"]) == {"G", "D"} and payload["precision"]["kind"] == "fp32"
     assert {"torch", "python", "numpy"} <= set(payload["global_rng"])
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temp files left behind
 

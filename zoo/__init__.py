@@ -2,9 +2,16 @@
 
 from bench.registry import Registry
 from zoo.dcgan import DCGAN
+from zoo.mlp_gan import MlpGAN
 from zoo.mnist_gan import MnistGAN
+from zoo.sgan import SGAN
+from zoo.wgan import WGAN, WGANGP
 
 ZOO = Registry("zoo entry", {
     "mnist_gan": MnistGAN,
+    "mlp_gan": MlpGAN,
     "dcgan": DCGAN,
+    "wgan": WGAN,
+    "wgan_gp": WGANGP,
+    "sgan": SGAN,
 })

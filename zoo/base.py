@@ -11,7 +11,7 @@ import abc
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -122,6 +122,55 @@ def trace_shapes(module: nn.Module, *inputs: torch.Tensor) -> list[tuple[str, st
     return rows
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """The adversarial training knobs every two-player family shares (SEEDS.md §1, §3, §7).
+
+    A family's `Config` inherits these and restates the defaults its paper uses. All of them are
+    plain protocol config keys, checked like any other.
+    """
+
+    loss: Literal["minimax", "nonsaturating", "lsgan", "hinge", "wasserstein"] = "nonsaturating"
+    lr_G: float = 2e-4  # separate learning rates: TTUR (Heusel et al. 2017) is lr_D != lr_G
+    lr_D: float = 2e-4
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    beta1: float = 0.5
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    n_d: int = 1  # D (critic) steps per G step
+    fresh_batches: bool = True  # new real batch + noise per D step (ref); false = the seed's reuse (§6.5)
+    real_target: float = 1.0  # 0.9 = one-sided smoothing
+    fake_target: float = 0.0  # 0.1 with real 0.9 = two-sided smoothing
+    clip_weights: float = 0.0  # WGAN: clamp every D parameter to ±c after each D step (0 = off)
+    gp_lambda: float = 0.0  # WGAN-GP gradient penalty weight (0 = off)
+    r1_gamma: float = 0.0  # R1 penalty (γ/2)·E‖∇D(x_real)‖² (0 = off)
+    instance_noise: float = 0.0  # σ of Gaussian noise added to every D input at step 0
+    instance_noise_steps: int = 0  # σ falls linearly to 0 over this many steps (0 = constant σ)
+
+    def __post_init__(self):
+        if self.lr_G <= 0 or self.lr_D <= 0 or self.n_d < 1 or self.weight_decay < 0:
+            raise ValueError("lr_G and lr_D must be > 0, n_d >= 1, weight_decay >= 0")
+        if not (0 <= self.real_target <= 1 and 0 <= self.fake_target <= 1):
+            raise ValueError("real_target and fake_target must lie in [0, 1]")
+        if min(self.clip_weights, self.gp_lambda, self.r1_gamma, self.instance_noise) < 0 or self.instance_noise_steps < 0:
+            raise ValueError("clip_weights, gp_lambda, r1_gamma, instance_noise(_steps) must be >= 0")
+        if self.loss in ("hinge", "wasserstein") and (self.real_target, self.fake_target) != (1.0, 0.0):
+            raise ValueError(f"label smoothing (real_target/fake_target) has no meaning for the {self.loss} loss")
+
+
+class Training:
+    """What the runner decides for a training run and every family obeys in `update`: precision
+    (autocast + scaler), gradient-norm clipping and the data-parallel world."""
+
+    def __init__(self, precision: Any = None, grad_clip: float = 0.0, world: Any = None):
+        from bench.runner.distributed import SINGLE
+        from bench.runner.precision import Precision
+
+        self.precision = precision or Precision()
+        self.grad_clip = grad_clip
+        self.world = world or SINGLE
+
+
 class GANModel(abc.ABC):
     """One zoo family. Subclasses set the class attributes and implement the abstract methods."""
 
@@ -130,6 +179,7 @@ class GANModel(abc.ABC):
     seed_section: ClassVar[str]
     summary: ClassVar[str]
     Config: ClassVar[type]
+    labelled_per_class: ClassVar[int] = 0  # > 0: the runner also serves a labelled stream (semi-supervised)
 
     def __init__(self, cfg: Any, data: DataSpec, device: torch.device | str = "cpu"):
         self.cfg = cfg
@@ -137,6 +187,8 @@ class GANModel(abc.ABC):
         self.device = torch.device(device)
         # Training noise comes from this generator; the runner seeds it and checkpoints its state.
         self.noise_rng = torch.Generator()
+        self.trainer = Training()
+        self.ema = None  # an EMA of G, set by the runner when the protocol asks for one
 
     @classmethod
     def build(cls, overrides: dict[str, Any] | None, data: DataSpec, device: torch.device | str = "cpu",
@@ -153,15 +205,16 @@ class GANModel(abc.ABC):
     # -- what the runner calls -------------------------------------------------------------
     @abc.abstractmethod
     def modules(self) -> dict[str, nn.Module]:
-        """Every network by name (checkpointing, DDP and EMA iterate over this)."""
+        """Every network by name (checkpointing, data parallelism and EMA iterate over this)."""
 
     @abc.abstractmethod
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Every optimiser by name (checkpointed with the modules)."""
 
     @abc.abstractmethod
-    def train_step(self, real: torch.Tensor, step: int) -> dict[str, float]:
-        """One training iteration on a batch of real images in [-1, 1]; returns losses to log."""
+    def train_step(self, draw: "Draw", step: int) -> dict[str, float]:
+        """One training iteration; `draw()` returns a fresh real batch in [-1, 1] on the model's device
+        (call it again for a new batch). Returns the losses to log."""
 
     @property
     @abc.abstractmethod
@@ -182,11 +235,50 @@ class GANModel(abc.ABC):
         return torch.randn(n, self.latent_dim, generator=generator)
 
     def noise(self, n: int) -> torch.Tensor:
-        return self.sample_latent(n, self.noise_rng).to(self.device)
+        """Training latents for this rank's n images: every rank draws the global batch and keeps its
+        slice, so N ranks see the noise one process would (bench/runner/distributed.py)."""
+        world = self.trainer.world
+        z = self.sample_latent(n * world.size, self.noise_rng)
+        return z[world.rank * n:(world.rank + 1) * n].to(self.device)
+
+    def local_rand(self, n: int, *shape: int, normal: bool = False) -> torch.Tensor:
+        """Uniform (or normal) training randomness for n images from the noise generator, rank-sliced."""
+        world = self.trainer.world
+        draw = torch.randn if normal else torch.rand
+        x = draw(n * world.size, *shape, generator=self.noise_rng)
+        return x[world.rank * n:(world.rank + 1) * n].to(self.device)
+
+    def autocast(self):
+        return self.trainer.precision.autocast()
+
+    def update(self, name: str, loss: torch.Tensor) -> None:
+        """zero_grad -> backward -> average gradients over ranks -> clip -> step, for optimiser `name`."""
+        opt = self.optimizers()[name]
+        prec, t = self.trainer.precision, self.trainer
+        opt.zero_grad(set_to_none=True)
+        with prec.off():
+            (prec.scaler.scale(loss) if prec.scaler else loss).backward()
+        params = [p for g in opt.param_groups for p in g["params"]]
+        from bench.runner.distributed import average_gradients
+
+        average_gradients(params, t.world)
+        if t.grad_clip:
+            if prec.scaler:
+                prec.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        if prec.scaler:
+            prec.scaler.step(opt)
+            prec.scaler.update()
+        else:
+            opt.step()
 
     def train(self, mode: bool = True) -> None:
         for m in self.modules().values():
             m.train(mode)
+
+    def sampling_net(self, name: str = "G") -> nn.Module:
+        """The network sampling uses: the EMA copy when the run keeps one, else the live one."""
+        return self.ema.shadow if self.ema is not None and name == "G" else self.modules()[name]
 
     def card(self) -> dict[str, Any]:
         """Model card: what this entry is, where it comes from, and how big it is."""
@@ -204,11 +296,24 @@ class GANModel(abc.ABC):
         raise NotImplementedError
 
 
-class TwoPlayerGAN(GANModel):
-    """One generator `G`, one discriminator `D`, one Adam each, alternating D then G steps.
+class Draw(typing.Protocol):
+    def __call__(self) -> torch.Tensor: ...
 
-    Subclasses build `G`, `D`, `opt_G`, `opt_D` and write `backward_D`; the generator step is the
-    non-saturating loss with D frozen, as in every two-player family of the seeds.
+
+def make_optimizer(params, cfg: Recipe, lr: float) -> torch.optim.Optimizer:
+    if cfg.optimizer == "rmsprop":  # WGAN (Arjovsky et al.): momentum-free RMSProp
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+
+
+class TwoPlayerGAN(GANModel):
+    """One generator `G`, one discriminator `D` and the shared adversarial loop of SEEDS.md §7.
+
+    Each iteration: `n_d` D steps (a fresh real batch and fresh noise each, unless `fresh_batches` is
+    off), each followed by weight clipping when set, then one G step with D frozen. The D loss is the
+    recipe's loss on separate real and fake passes (BatchNorm sees each half on its own, as the seed's
+    two `train_on_batch` calls), plus the gradient penalty and R1 when set; instance noise is added to
+    every D input. Subclasses build `G` and `D` and call `build_optimizers()`.
     """
 
     G: nn.Module
@@ -216,31 +321,87 @@ class TwoPlayerGAN(GANModel):
     opt_G: torch.optim.Optimizer
     opt_D: torch.optim.Optimizer
 
+    def build_optimizers(self) -> None:
+        self.opt_G = make_optimizer(self.G.parameters(), self.cfg, self.cfg.lr_G)
+        self.opt_D = make_optimizer(self.D.parameters(), self.cfg, self.cfg.lr_D)
+
     def modules(self):
         return {"G": self.G, "D": self.D}
 
     def optimizers(self):
         return {"G": self.opt_G, "D": self.opt_D}
 
-    @abc.abstractmethod
-    def backward_D(self, real: torch.Tensor) -> dict[str, float]: ...
+    def noise_sigma(self, step: int) -> float:
+        cfg = self.cfg
+        if not cfg.instance_noise:
+            return 0.0
+        if not cfg.instance_noise_steps:
+            return cfg.instance_noise
+        return cfg.instance_noise * max(0.0, 1.0 - step / cfg.instance_noise_steps)
 
-    def backward_G(self, batch_size: int) -> dict[str, float]:
+    def with_instance_noise(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        sigma = self.noise_sigma(step)
+        if not sigma:
+            return x
+        return x + sigma * self.local_rand(x.shape[0], *x.shape[1:], normal=True)
+
+    def backward_D(self, real: torch.Tensor, fake: torch.Tensor, step: int) -> dict[str, float]:
+        from zoo import losses
+
+        cfg = self.cfg
+        real_in, fake_in = self.with_instance_noise(real, step), self.with_instance_noise(fake, step)
+        with self.autocast():
+            real_out, fake_out = self.D(real_in).float(), self.D(fake_in).float()
+        loss = losses.d_loss(cfg.loss, real_out, fake_out, cfg.real_target, cfg.fake_target)
+        logs = {"D": loss.item()}
+        if cfg.loss in ("minimax", "nonsaturating"):
+            logs["D/real"] = losses.bce_to_target(real_out, cfg.real_target).item()
+            logs["D/fake"] = losses.bce_to_target(fake_out, cfg.fake_target).item()
+        else:
+            logs["D/real"], logs["D/fake"] = real_out.mean().item(), fake_out.mean().item()
+        with self.trainer.precision.off():
+            if cfg.gp_lambda:
+                alpha = self.local_rand(real.shape[0], *([1] * (real.dim() - 1)))
+                gp = losses.gradient_penalty(self.D, real_in.float(), fake_in.float(), alpha)
+                loss = loss + cfg.gp_lambda * gp
+                logs["D/gp"] = gp.item()
+            if cfg.r1_gamma:
+                r1 = losses.r1_penalty(self.D, real_in.float(), cfg.r1_gamma)
+                loss = loss + r1
+                logs["D/r1"] = r1.item()
+        self.update("D", loss)
+        if cfg.clip_weights:
+            with torch.no_grad():
+                for p in self.D.parameters():
+                    p.clamp_(-cfg.clip_weights, cfg.clip_weights)
+        return logs
+
+    def backward_G(self, batch_size: int, step: int) -> dict[str, float]:
         from zoo import losses
 
         self.D.requires_grad_(False)  # D frozen in the G step, as the seed's combined model
-        loss = losses.g_loss_nonsaturating(self.D(self.G(self.noise(batch_size))))
-        self.opt_G.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_G.step()
+        with self.autocast():
+            fake = self.with_instance_noise(self.G(self.noise(batch_size)), step)
+            out = self.D(fake).float()
+        loss = losses.G_LOSSES[self.cfg.loss](out)
+        self.update("G", loss)
         self.D.requires_grad_(True)
         return {"G": loss.item()}
 
-    def train_step(self, real, step):
+    def train_step(self, draw, step):
         self.train(True)
-        return {**self.backward_D(real), **self.backward_G(real.shape[0])}
+        logs: dict[str, float] = {}
+        real = fake = None
+        for i in range(self.cfg.n_d):
+            if real is None or self.cfg.fresh_batches:
+                real = draw()
+                with torch.no_grad(), self.autocast():
+                    fake = self.G(self.noise(real.shape[0])).float()
+            logs = self.backward_D(real, fake, step)
+        return {**logs, **self.backward_G(real.shape[0], step)}
 
     @torch.no_grad()
     def generate(self, z):
-        self.G.eval()
-        return self.G(z.to(self.device))
+        G = self.sampling_net("G")
+        G.eval()
+        return G(z.to(self.device)).float()

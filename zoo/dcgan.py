@@ -5,7 +5,8 @@ G: z(100) -> Dense -> 4x4x(8*ngf) + BN + ReLU, then stride-2 transposed convs ha
 D: stride-2 convs (32 px: C-64-128-256; 64 px: C-64-128-256-512), LeakyReLU 0.2, BN except the first,
    flatten -> Dense 1 (a logit). No pooling, no hidden FC layers.
 The seeds give shapes but no kernel (FLAG §2.3): kernel 4 (p1) is the default, kernel 5 (p2) is
-selectable. Init N(0, 0.02); Adam 2e-4, beta1 0.5; non-saturating BCE.
+selectable. Init N(0, 0.02); Adam 2e-4, beta1 0.5; non-saturating BCE by default, and every loss
+variant of the shared recipe (`loss: minimax | nonsaturating | lsgan | hinge | wasserstein`).
 """
 
 from __future__ import annotations
@@ -17,25 +18,28 @@ from typing import Literal
 import torch
 from torch import nn
 
-from zoo import losses
-from zoo.base import TwoPlayerGAN, trace_shapes
+from zoo.base import Recipe, TwoPlayerGAN, trace_shapes
 from zoo.layers import dcgan_init, down_conv, up_conv
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Recipe):
     resolution: Literal[32, 64] = 32
     latent_dim: int = 100
     ngf: int = 64  # G widths are 8*ngf, 4*ngf, ... (ngf 64 gives the seeds' 512-256-128-64)
     ndf: int = 64  # D widths are ndf, 2*ndf, ...
     kernel: Literal[4, 5] = 4
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
+    # D normalisation after every conv but the first: BatchNorm (DCGAN), or none / layer / instance
+    # for critics trained with a gradient penalty, where BN would couple the samples of a batch.
+    d_norm: Literal["batch", "none", "layer", "instance"] = "batch"
 
     def __post_init__(self):
-        if self.ngf < 1 or self.ndf < 1 or self.latent_dim < 1 or self.lr <= 0:
-            raise ValueError("ngf, ndf, latent_dim and lr must be positive")
+        super().__post_init__()
+        if self.ngf < 1 or self.ndf < 1 or self.latent_dim < 1:
+            raise ValueError("ngf, ndf and latent_dim must be positive")
+        if self.gp_lambda and self.d_norm == "batch":
+            # SEEDS.md FLAG §6.6: BN couples the samples whose per-sample gradient norms the penalty targets.
+            raise ValueError("a gradient penalty needs a critic without BatchNorm: set d_norm to none, layer or instance")
 
 
 class Generator(nn.Module):
@@ -57,14 +61,28 @@ class Generator(nn.Module):
         return self.body(x)
 
 
+def d_norm_layer(kind: str, channels: int, size: int) -> nn.Module | None:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":  # normalises each sample over (C, H, W): no coupling across the batch
+        return nn.LayerNorm([channels, size, size])
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    return None
+
+
 class Discriminator(nn.Module):
     def __init__(self, cfg: Config, channels: int):
         super().__init__()
         n_down = int(math.log2(cfg.resolution // 4))
         widths = [cfg.ndf * 2**i for i in range(n_down)]
         layers: list[nn.Module] = [down_conv(channels, widths[0], cfg.kernel), nn.LeakyReLU(0.2)]
+        size = cfg.resolution // 2
         for c_in, c_out in zip(widths, widths[1:]):
-            layers += [down_conv(c_in, c_out, cfg.kernel, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
+            size //= 2
+            norm = d_norm_layer(cfg.d_norm, c_out, size)
+            layers += [down_conv(c_in, c_out, cfg.kernel, bias=norm is None), *([norm] if norm else []),
+                       nn.LeakyReLU(0.2)]
         self.body = nn.Sequential(*layers)
         self.fc = nn.Linear(4 * 4 * widths[-1], 1)
 
@@ -86,23 +104,10 @@ class DCGAN(TwoPlayerGAN):
         self.D = Discriminator(cfg, data.channels)
         dcgan_init(self.G)
         dcgan_init(self.D)
-        betas = (cfg.beta1, cfg.beta2)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
+        self.build_optimizers()
 
     latent_dim = property(lambda self: self.cfg.latent_dim)
     resolution = property(lambda self: self.cfg.resolution)
-
-    def backward_D(self, real: torch.Tensor) -> dict[str, float]:
-        with torch.no_grad():
-            fake = self.G(self.noise(real.shape[0]))
-        real_logits, fake_logits = self.D(real), self.D(fake)
-        loss = losses.d_loss_bce(real_logits, fake_logits)
-        self.opt_D.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_D.step()
-        return {"D": loss.item(), "D/p_real": torch.sigmoid(real_logits).mean().item(),
-                "D/p_fake": torch.sigmoid(fake_logits).mean().item()}
 
     def inspect(self):
         r, c = self.cfg.resolution, self.data.channels

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from zoo import losses
-from zoo.base import TwoPlayerGAN, trace_shapes
+from zoo.base import Recipe, TwoPlayerGAN, trace_shapes
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(Recipe):
     latent_dim: int = 100
-    lr: float = 2e-4
+    lr_G: float = 2e-4
+    lr_D: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999  # Keras default; the seed only sets beta_1
     real_target: float = 0.9  # one-sided label smoothing, fake target stays 0
@@ -31,8 +31,9 @@ class Config:
     bn_eps: float = 1e-3
 
     def __post_init__(self):
-        if self.latent_dim < 1 or self.bn_eps <= 0 or not 0 <= self.bn_momentum <= 1 or self.lr <= 0:
-            raise ValueError("latent_dim >= 1, lr > 0, bn_eps > 0 and 0 <= bn_momentum <= 1 are required")
+        super().__post_init__()
+        if self.latent_dim < 1 or self.bn_eps <= 0 or not 0 <= self.bn_momentum <= 1:
+            raise ValueError("latent_dim >= 1, bn_eps > 0 and 0 <= bn_momentum <= 1 are required")
 
 
 class Generator(nn.Module):
@@ -76,25 +77,10 @@ class MnistGAN(TwoPlayerGAN):
             raise ValueError(f"mnist_gan generates 1-channel images, the data has {data.channels}")
         self.G = Generator(cfg)
         self.D = Discriminator(cfg)
-        betas = (cfg.beta1, cfg.beta2)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
+        self.build_optimizers()
 
     latent_dim = property(lambda self: self.cfg.latent_dim)
     resolution = property(lambda self: 28)
-
-    def backward_D(self, real: torch.Tensor) -> dict[str, float]:
-        # Two separate passes (real-only, then fake-only) as the seed's two train_on_batch calls:
-        # BatchNorm sees each half on its own.
-        with torch.no_grad():
-            fake = self.G(self.noise(real.shape[0]))
-        loss_real = losses.bce_to_target(self.D(real), self.cfg.real_target)
-        loss_fake = losses.bce_to_target(self.D(fake), 0.0)
-        loss = 0.5 * (loss_real + loss_fake)
-        self.opt_D.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_D.step()
-        return {"D/real": loss_real.item(), "D/fake": loss_fake.item(), "D": loss.item()}
 
     def inspect(self):
         return {

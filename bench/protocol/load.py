@@ -136,7 +136,8 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
         entry["config"] = dataclasses.asdict(parse_config(ZOO.get(raw.zoo).Config, raw.config, "config"))
         if entry.get("checkpoint"):
             entry["checkpoint"] = True  # the file's sha256 enters the fingerprint, not its path
-        for key in ("log_every", "checkpoint_every", "sample_every"):  # bookkeeping, not scores
+        for key in ("log_every", "checkpoint_every", "sample_every", "keep_last", "eval_every", "eval_n"):
+            # bookkeeping, not scores
             (entry.get("train") or {}).pop(key, None)
     d["protocol_version"] = PROTOCOL_VERSION
     return d

@@ -29,12 +29,29 @@ class DatasetSpec(_Strict):
     eval_size: int = Field(gt=1, description="held-out images: never trained on, the FID/KID reference")
 
 
+class LRSchedule(_Strict):
+    kind: Literal["constant", "linear", "step"] = "constant"
+    start: float = Field(0.5, ge=0, lt=1, description="linear: fraction of the steps after which the rate "
+                         "falls linearly to 0 (0.5 = the second half, as pix2pix and CycleGAN)")
+    every: int = Field(100, gt=0, description="step: multiply the rate by gamma every N steps (StepLR)")
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
 class TrainSpec(_Strict):
     steps: int = Field(ge=0, description="optimisation steps; 0 = evaluate the untrained architecture")
-    batch_size: int = Field(64, gt=0)
+    batch_size: int = Field(64, gt=0, description="global real batch (split evenly over torchrun ranks)")
     checkpoint_every: int = Field(500, gt=0)
     log_every: int = Field(50, gt=0)
     sample_every: int = Field(0, ge=0, description="save a fixed-noise grid every N steps; 0 = only at the end")
+    lr_schedule: LRSchedule = Field(default_factory=LRSchedule)
+    grad_clip: float = Field(0.0, ge=0, description="clip each network's global gradient norm to this (0 = off)")
+    ema: float = Field(0.0, ge=0, lt=1, description="EMA decay of G's weights, used for sampling (0 = off)")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype (fp16 needs CUDA)")
+    channels_last: bool = Field(False, description="NHWC memory format for conv nets (helps on CUDA)")
+    keep_last: int = Field(1, ge=1, description="also keep the last K periodic checkpoints as step-*.pt")
+    eval_every: int = Field(0, ge=0, description="score FID on eval_n samples every N steps, log train/fid "
+                            "and keep the best as best.pt (0 = off)")
+    eval_n: int = Field(500, gt=1, description="samples per in-training FID")
 
 
 class EntrySpec(_Strict):

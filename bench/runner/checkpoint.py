@@ -1,7 +1,8 @@
 """Full-state checkpoints: everything needed to continue training exactly where it stopped.
 
-A checkpoint holds every network, every optimiser, the step counter, the data-sampler and noise
-generators, the global RNG states and the protocol fingerprint. The step lives inside the file,
+A checkpoint holds every network, every optimiser and LR scheduler, the EMA of G, the AMP grad
+scaler, the step counter, the data-sampler and noise generators, the global RNG states of every
+data-parallel rank, the kept snapshots and best score, and the protocol fingerprint. The step lives inside the file,
 never in its name. Writes are atomic, so `latest.pt` is always a complete checkpoint.
 """
 
@@ -19,9 +20,16 @@ from bench.runner.seeding import capture_global_rng, restore_global_rng
 FORMAT = "ganbench-checkpoint-1"
 
 
-def save(path: Path, model, step: int, generators: dict[str, torch.Generator], fingerprint: str,
-         entry: str) -> str:
-    payload = {
+def capture_rank_rng() -> dict[str, Any]:
+    return capture_global_rng()
+
+
+def payload(model, step: int, generators: dict[str, torch.Generator], fingerprint: str, entry: str,
+            schedulers: dict[str, Any] | None = None, rank_rng: list[dict[str, Any]] | None = None,
+            runner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The whole training state as one dict (what `latest.pt` holds)."""
+    rank_rng = rank_rng or [capture_global_rng()]
+    return {
         "format": FORMAT,
         "entry": entry,
         "family": model.family,
@@ -30,10 +38,23 @@ def save(path: Path, model, step: int, generators: dict[str, torch.Generator], f
         "fingerprint": fingerprint,
         "modules": {n: m.state_dict() for n, m in model.modules().items()},
         "optimizers": {n: o.state_dict() for n, o in model.optimizers().items()},
+        "schedulers": {n: s.state_dict() for n, s in (schedulers or {}).items()},
+        "ema": model.ema.state_dict() if model.ema is not None else None,
+        "precision": model.trainer.precision.state_dict(),
         "generators": {n: g.get_state() for n, g in generators.items()},
-        "global_rng": capture_global_rng(),
+        "global_rng": rank_rng[0],
+        "global_rng_ranks": rank_rng,  # one entry per data-parallel rank
+        "runner": dict(runner or {}),  # kept snapshots, best FID so far
     }
-    return atomic_torch_save(payload, path)
+
+
+def write(path: Path, data: dict[str, Any]) -> str:
+    return atomic_torch_save(data, path)
+
+
+def save(path: Path, model, step: int, generators: dict[str, torch.Generator], fingerprint: str,
+         entry: str) -> str:
+    return write(path, payload(model, step, generators, fingerprint, entry))
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -60,9 +81,17 @@ def load_into(payload: dict[str, Any], model, path: Path, weights_only: bool = F
         except RuntimeError as exc:
             first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
             raise BenchError(f"{path}: checkpoint does not fit this architecture ({name}: {first})") from None
+    if payload.get("ema") is not None:
+        # Sampling uses the weight average whenever the run kept one, for training and for scoring alike.
+        from zoo.ema import EMA
+
+        if model.ema is None:
+            model.ema = EMA(model.modules()["G"], payload["ema"]["decay"])
+        model.ema.load_state_dict(payload["ema"])
     if not weights_only:
         for name, opt in model.optimizers().items():
             opt.load_state_dict(payload["optimizers"][name])
+        model.trainer.precision.load_state_dict(payload.get("precision") or {})
 
 
 def check_config(payload: dict[str, Any], model, path: Path) -> None:
@@ -75,8 +104,14 @@ def check_config(payload: dict[str, Any], model, path: Path) -> None:
                          f"{k}={current.get(k)!r}; make the entry's config match")
 
 
-def restore_training_state(payload: dict[str, Any], generators: dict[str, torch.Generator]) -> int:
+def restore_training_state(payload: dict[str, Any], generators: dict[str, torch.Generator], model=None,
+                           schedulers: dict[str, Any] | None = None, rank: int = 0) -> int:
     for name, g in generators.items():
-        g.set_state(payload["generators"][name])
-    restore_global_rng(payload["global_rng"])
+        if name in payload["generators"]:
+            g.set_state(payload["generators"][name])
+    for name, s in (schedulers or {}).items():
+        if name in payload.get("schedulers", {}):
+            s.load_state_dict(payload["schedulers"][name])
+    ranks = payload.get("global_rng_ranks") or [payload["global_rng"]]
+    restore_global_rng(ranks[rank] if rank < len(ranks) else payload["global_rng"])
     return int(payload["step"])

@@ -2,7 +2,13 @@
 
 Real batches are drawn with replacement from the training part by a seeded generator (iterations,
 not epochs, are the unit, as in the seed case study), so the data-sampler position is just that
-generator's state, which the checkpoint stores.
+generator's state, which the checkpoint stores. The family pulls batches itself (`draw()`), so a
+critic loop can take a fresh batch per critic step and a semi-supervised family can also pull
+labelled ones (`draw.labelled()`).
+
+Around `train_step` the runner owns what is the same for every family: learning-rate schedules,
+mixed precision, gradient clipping, the EMA of G, data-parallel ranks, the divergence guard,
+periodic and best checkpoints and the in-training FID monitor.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torchvision.utils import save_image
@@ -20,9 +26,13 @@ from tqdm import tqdm
 
 from bench.data.transforms import fit_float, to_float
 from bench.io import atomic_write_bytes
-from bench.protocol.schema import TrainSpec
+from bench.protocol.schema import LRSchedule, TrainSpec
 from bench.runner import checkpoint
+from bench.runner import distributed as dist
+from bench.runner.precision import Precision
 from bench.runner.seeding import derive
+from zoo.base import Training
+from zoo.ema import EMA
 
 logger = logging.getLogger("bench")
 
@@ -38,6 +48,7 @@ class TrainOutcome:
     checkpoint: Path
     checkpoint_sha256: str
     grid: Path
+    best: Optional[dict] = None  # {"step", "fid"} of best.pt when the run monitored FID
 
 
 GRID = 64  # images in the fixed-noise grid (8 x 8)
@@ -53,47 +64,171 @@ def save_grid(model, z: torch.Tensor, path: Path) -> Path:
     return path
 
 
+class Draw:
+    """The batch source a family pulls from: `draw()` -> a real batch in [-1, 1] at the family's
+    resolution, `draw.labelled()` -> (images, labels) from the small labelled subset."""
+
+    def __init__(self, images: torch.Tensor, labels: Optional[torch.Tensor], batch_size: int, seed: int,
+                 model, fit: str, world: dist.World, channels_last: bool = False):
+        if batch_size % world.size:
+            raise ValueError(f"batch_size {batch_size} does not split evenly over {world.size} ranks")
+        self.images, self.labels, self.global_batch = images, labels, batch_size
+        self.local_batch = batch_size // world.size
+        self.model, self.fit, self.world, self.channels_last = model, fit, world, channels_last
+        self.rng = torch.Generator().manual_seed(derive(seed, "data"))
+        self.labelled_rng = torch.Generator().manual_seed(derive(seed, "labelled-batches"))
+        self.labelled_idx = None
+        if model.labelled_per_class:
+            self.labelled_idx = labelled_subset(labels, model.labelled_per_class, derive(seed, "labelled-subset"),
+                                                model.data.num_classes)
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"data": self.rng, "labelled": self.labelled_rng}
+
+    def _prepare(self, idx: torch.Tensor) -> torch.Tensor:
+        x = fit_float(to_float(self.images[idx]), self.model.resolution, self.fit).to(self.model.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def __call__(self) -> torch.Tensor:
+        # Every rank draws the global batch and keeps its slice (see bench/runner/distributed.py).
+        idx = torch.randint(0, len(self.images), (self.global_batch,), generator=self.rng)
+        return self._prepare(idx[dist.local_slice(self.local_batch, self.world)])
+
+    def labelled(self, n: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.labelled_idx is None:
+            raise RuntimeError("this family declared no labelled stream (labelled_per_class = 0)")
+        n = n or self.local_batch
+        pick = torch.randint(0, len(self.labelled_idx), (n * self.world.size,), generator=self.labelled_rng)
+        idx = self.labelled_idx[pick[dist.local_slice(n, self.world)]]
+        return self._prepare(idx), self.labels[idx].to(self.model.device)
+
+
+def labelled_subset(labels: Optional[torch.Tensor], per_class: int, seed: int, num_classes: int) -> torch.Tensor:
+    """Indices of `per_class` training images of every class, chosen with a seed (e.g. 10 x 10 = the
+    100 labelled MNIST digits of the semi-supervised GAN); the rest of the training part is unlabelled."""
+    if labels is None:
+        raise ValueError("a semi-supervised family needs a labelled data set")
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in range(num_classes):
+        members = (labels == c).nonzero().flatten()
+        if len(members) < per_class:
+            raise ValueError(f"class {c} has {len(members)} training images, {per_class} labelled ones are needed")
+        picks.append(members[torch.randperm(len(members), generator=g)[:per_class]])
+    return torch.cat(picks)
+
+
+def lr_factor(schedule: LRSchedule, total: int) -> Callable[[int], float]:
+    """Multiplier of the base rate after `step` completed steps."""
+    if schedule.kind == "linear":  # constant, then linearly to 0 at the last step (pix2pix, CycleGAN)
+        start = int(schedule.start * total)
+        return lambda step: 1.0 if step < start else max(0.0, 1.0 - (step - start) / max(1, total - start))
+    if schedule.kind == "step":  # StepLR
+        return lambda step: schedule.gamma ** (step // schedule.every)
+    return lambda step: 1.0
+
+
+def _all_finite(losses: dict[str, float], world: dist.World) -> Optional[str]:
+    """The first non-finite loss on any rank (ranks agree, so none of them waits on a dead peer)."""
+    bad = [k for k, v in losses.items() if not math.isfinite(v)]
+    if world.active:
+        flag = torch.tensor([1.0 if bad else 0.0])
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item() and not bad:
+            return "a non-finite loss on another rank"
+    return f"{bad[0]}={losses[bad[0]]}" if bad else None
+
+
 def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Path, seed: int,
                 fingerprint: str, entry: str, log: Callable[[dict[str, float], int], None],
-                resume: bool = False, fit: str = "resize") -> TrainOutcome:
+                resume: bool = False, fit: str = "resize", train_labels: Optional[torch.Tensor] = None,
+                monitor: Optional[Callable[[object], float]] = None,
+                world: Optional[dist.World] = None) -> TrainOutcome:
+    world = world or dist.current()
     run_dir.mkdir(parents=True, exist_ok=True)
     latest = run_dir / "latest.pt"
-    data_rng = torch.Generator().manual_seed(derive(seed, "data"))
+    try:
+        model.trainer = Training(Precision(spec.precision, model.device.type), spec.grad_clip, world)
+        draw = Draw(train_images, train_labels, spec.batch_size, seed, model, fit, world, spec.channels_last)
+    except ValueError as exc:
+        raise EntryFailed(str(exc)) from None
+    if spec.channels_last:
+        for m in model.modules().values():
+            m.to(memory_format=torch.channels_last)
+    if spec.ema:
+        model.ema = EMA(model.modules()["G"], spec.ema)
     model.noise_rng.manual_seed(derive(seed, "noise"))
-    generators = {"data": data_rng, "noise": model.noise_rng}
+    generators = {**draw.generators(), "noise": model.noise_rng}
+    factor = lr_factor(spec.lr_schedule, spec.steps)
+    schedulers = {n: torch.optim.lr_scheduler.LambdaLR(o, factor) for n, o in model.optimizers().items()}
     fixed_z = model.sample_latent(GRID, torch.Generator().manual_seed(derive(seed, "fixed-noise")))
-    torch.manual_seed(derive(seed, "global"))
+    torch.manual_seed(derive(seed, "global", world.rank))  # dropout and friends differ per rank
+    state = {"snapshots": [], "best": None}
 
     start = 0
     if resume and latest.is_file():
         payload = checkpoint.read(latest)
         if payload["fingerprint"] == fingerprint and payload["entry"] == entry:
             checkpoint.load_into(payload, model, latest)
-            start = checkpoint.restore_training_state(payload, generators)
+            start = checkpoint.restore_training_state(payload, generators, model, schedulers, world.rank)
+            state.update(payload.get("runner", {}))
         else:
             logger.warning("%s: %s belongs to another protocol fingerprint; training from scratch", entry, latest)
-    sha = ""
-    n = len(train_images)
-    with tqdm(total=spec.steps, initial=start, desc=f"train {entry}", unit="step", leave=False, disable=None,
-              dynamic_ncols=True) as bar:
+    dist.barrier(world)  # nobody overwrites latest.pt before every rank has read it
+
+    def save(step: int) -> str:
+        payload = checkpoint.payload(model, step, generators, fingerprint, entry, schedulers,
+                                     dist.gather_objects(checkpoint.capture_rank_rng(), world), state)
+        sha = ""
+        if world.is_main:
+            sha = checkpoint.write(latest, payload)
+            if spec.keep_last > 1 and step % spec.checkpoint_every == 0:
+                snap = run_dir / f"step-{step:07d}.pt"
+                checkpoint.write(snap, payload)
+                state["snapshots"] = [s for s in state["snapshots"] if s != snap.name] + [snap.name]
+                for old in state["snapshots"][:-spec.keep_last]:
+                    (run_dir / old).unlink(missing_ok=True)
+                state["snapshots"] = state["snapshots"][-spec.keep_last:]
+        dist.barrier(world)
+        return sha
+
+    sha, saved = "", False
+    with tqdm(total=spec.steps, initial=start, desc=f"train {entry}", unit="step", leave=False,
+              disable=None if world.is_main else True, dynamic_ncols=True) as bar:
         for step in range(start, spec.steps):
-            idx = torch.randint(0, n, (spec.batch_size,), generator=data_rng)
-            real = fit_float(to_float(train_images[idx]), model.resolution, fit).to(model.device)
-            losses = model.train_step(real, step)
-            bad = [k for k, v in losses.items() if not math.isfinite(v)]
+            losses = model.train_step(draw, step)
+            bad = _all_finite(losses, world)
             if bad:
-                raise EntryFailed(f"non-finite loss {bad[0]}={losses[bad[0]]} at step {step + 1}")
+                raise EntryFailed(f"non-finite loss {bad} at step {step + 1}")
+            for s in schedulers.values():
+                s.step()
+            if model.ema is not None:
+                model.ema.update(model.modules()["G"])
             done = step + 1
             bar.update(1)
             if done % spec.log_every == 0 or done == spec.steps:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
-                log(losses, done)
-            if spec.sample_every and done % spec.sample_every == 0:
+                if world.is_main:
+                    log(losses, done)
+            if spec.sample_every and done % spec.sample_every == 0 and world.is_main:
                 save_grid(model, fixed_z, run_dir / "samples" / f"step-{done:07d}.png")
+            if monitor is not None and spec.eval_every and (done % spec.eval_every == 0 or done == spec.steps):
+                if world.is_main:
+                    fid = monitor(model)
+                    log({"train/fid": fid}, done)
+                    if state["best"] is None or fid < state["best"]["fid"]:
+                        state["best"] = {"step": done, "fid": fid}
+                        checkpoint.write(run_dir / "best.pt", checkpoint.payload(
+                            model, done, generators, fingerprint, entry, schedulers,
+                            [checkpoint.capture_rank_rng()], state))
+                state["best"] = dist.broadcast_object(state["best"], world)
             if done % spec.checkpoint_every == 0 or done == spec.steps:
-                sha = checkpoint.save(latest, model, done, generators, fingerprint, entry)
-    if not latest.is_file() or not sha:
+                sha, saved = save(done), True
+    if not saved:
         # Nothing trained in this call (steps 0, or already finished): still leave a complete checkpoint.
-        sha = checkpoint.save(latest, model, max(start, spec.steps), generators, fingerprint, entry)
-    grid = save_grid(model, fixed_z, run_dir / "samples.png")
-    return TrainOutcome(spec.steps, start, latest, sha, grid)
+        sha = save(max(start, spec.steps))
+    grid = run_dir / "samples.png"
+    if world.is_main:
+        save_grid(model, fixed_z, grid)
+    dist.barrier(world)
+    return TrainOutcome(spec.steps, start, latest, sha, grid, state["best"])
