@@ -10,7 +10,7 @@ endif
 # Quiet MLflow's chatter about git and env managers; it still records everything.
 export GIT_PYTHON_REFRESH ?= quiet
 
-.PHONY: setup run test clean quickstart-report
+.PHONY: setup run test clean report quickstart-report
 
 setup: $(STAMP)
 
@@ -28,12 +28,18 @@ run: setup
 test: setup
 	$(PY) -m pytest -q
 
-# Re-run the quickstart and copy its table and sample grids into reports/quickstart/ (committed).
-quickstart-report: run
-	mkdir -p reports/quickstart
-	dir=$$(ls -td runs/quickstart-*/ | head -n 1); \
-	cp "$$dir/comparison.md" "$$dir/comparison.csv" reports/quickstart/ && \
-	for e in mnist_gan dcgan; do cp "$$dir/$$e/samples.png" "reports/quickstart/$$e-samples.png"; done
+# `make report P=mnist-zoo`: run protocols/$(P).yaml and copy its comparison table and every entry's
+# sample grid into reports/$(P)/ (committed). The copies come from the run folder `bench run` just wrote.
+P ?= quickstart
+report: setup
+	$(VENV)/bin/bench run protocols/$(P).yaml
+	rm -rf reports/$(P) && mkdir -p reports/$(P)
+	dir=$$(ls -td runs/$$(sed -n 's/^name: *//p' protocols/$(P).yaml)-*/ | head -n 1); \
+	cp "$$dir/comparison.md" "$$dir/comparison.csv" reports/$(P)/ && \
+	for g in "$$dir"/*/samples.png; do e=$$(basename $$(dirname "$$g")); cp "$$g" "reports/$(P)/$$e-samples.png"; done
+
+quickstart-report:
+	$(MAKE) report P=quickstart
 
 clean:
 	rm -rf runs mlflow.db mlruns .pytest_cache

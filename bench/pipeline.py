@@ -345,6 +345,9 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
             flat[k] = v["mean"]
             flat[f"{k}/seed_std"] = v["std"]
         tracker.log_metrics(child, flat)
+        # Per-seed values as a history (step i = the i-th evaluation seed), for significance tests.
+        for i, seed_value in enumerate(zip(*(v["per_seed"] for v in result.metrics.values()))):
+            tracker.log_metrics(child, {f"per_seed/{k}": x for k, x in zip(result.metrics, seed_value)}, step=i)
         tracker.set_tags(child, {"bench.checkpoint": result.checkpoint,
                                  "bench.checkpoint_sha256": result.checkpoint_sha256})
         result.status = "FINISHED"

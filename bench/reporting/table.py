@@ -10,8 +10,9 @@ from typing import Any
 from bench.metrics import KEY_DIRECTION
 
 # Keys shown in the table, in order; other keys stay in results.jsonl and MLflow.
-TABLE_KEYS = ("is", "fid", "kid/mean")
-LABELS = {"is": "IS", "fid": "FID", "kid/mean": "KID"}
+TABLE_KEYS = ("is", "fid", "kid/mean", "classifier_accuracy", "ssim", "psnr", "lpips", "cycle_error")
+LABELS = {"is": "IS", "fid": "FID", "kid/mean": "KID", "classifier_accuracy": "Acc", "ssim": "SSIM",
+          "psnr": "PSNR", "lpips": "LPIPS", "cycle_error": "Cycle"}
 
 
 def _fmt(mean: float, std: float) -> str:
