@@ -30,7 +30,7 @@ from bench.protocol.load import fingerprint as protocol_fingerprint
 from bench.reporting import table
 from bench.runner import checkpoint
 from bench.runner import distributed as dist
-from bench.runner.sampling import fake_batches, real_batches, stream_features
+from bench.runner.sampling import fake_batches, real_batches, stream_features, translated_batches
 from bench.runner.seeding import derive, pick_device
 from bench.runner.train import GRID, EntryFailed, save_grid, train_entry
 from bench.tracking import results as results_mod
@@ -85,18 +85,46 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
             for i in range(0, len(data.eval_images), ev.batch_size):
                 x = fit_float(to_float(data.eval_images[i:i + ev.batch_size]), model.resolution, fit)
                 yield model.classify(x), data.eval_labels[i:i + ev.batch_size]
+    translation = getattr(model, "task", "unconditional") != "unconditional"
+    # An image-to-image model translates the first n held-out inputs once per eval seed (the seed
+    # drives test-time dropout); an unconditional one draws n latents per seed.
+    n = min(ev.n_samples, len(data.eval_inputs)) if translation else ev.n_samples
+    res, ch = protocol.dataset.resolution, protocol.dataset.channels
     for seed in ev.seeds:
-        batches = fake_batches(model, ev.n_samples, seed, ev.batch_size, protocol.dataset.resolution,
-                               protocol.dataset.channels, fit)
-        fake, stats = stream_features(batches, extractor, f"eval seed {seed}", ev.n_samples)
+        if translation:
+            batches = translated_batches(model, data.eval_inputs, n, seed, ev.batch_size, res, ch, fit)
+        else:
+            batches = fake_batches(model, n, seed, ev.batch_size, res, ch, fit)
+        fake, stats = stream_features(batches, extractor, f"eval seed {seed}", n)
 
         def fake_images(seed=seed):  # float [-1, 1] at the protocol's resolution, for image-space metrics
-            for b in fake_batches(model, ev.n_samples, seed, ev.batch_size, protocol.dataset.resolution,
-                                  protocol.dataset.channels, fit):
+            source = (translated_batches(model, data.eval_inputs, n, seed, ev.batch_size, res, ch, fit)
+                      if translation else fake_batches(model, n, seed, ev.batch_size, res, ch, fit))
+            for b in source:
                 yield to_float(b)
 
+        pairs = cycle = None
+        if translation and data.task == "paired":
+            def pairs(seed=seed):  # (output, target) at the protocol's resolution, quantised as scored
+                for i, out in enumerate(fake_images(seed)):
+                    yield out, to_float(data.eval_images[i * ev.batch_size:(i + 1) * ev.batch_size])
+        elif translation:
+            def cycle(seed=seed):
+                m = min(n, len(data.eval_images))
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    for i in range(0, m, ev.batch_size):
+                        a = to_float(data.eval_inputs[i:min(i + ev.batch_size, m)]).to(model.device)
+                        b = to_float(data.eval_images[i:min(i + ev.batch_size, m)]).to(model.device)
+                        g_a, f_b = model.translate(a), model.translate_back(b)
+                        yield {k: v.float().cpu() for k, v in {
+                            "a": a, "b": b, "G(a)": g_a, "F(b)": f_b, "F(G(a))": model.translate_back(g_a),
+                            "G(F(b))": model.translate(f_b), "G(b)": model.translate(b),
+                            "F(a)": model.translate_back(a)}.items()}
+
         ctx = MetricContext(seed, ev, fake, real_feats, stats.as_fid_stats(), real_stats,
-                            fake_images=fake_images, device=model.device, classify=classify)
+                            fake_images=fake_images, device=model.device, classify=classify, pairs=pairs,
+                            cycle=cycle)
         for name in ev.metrics:
             if name in unavailable:
                 continue
@@ -149,8 +177,20 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
     for entry in protocol.entries:
         # Every entry is built once here (on the CPU, cheap), so a config that cannot work with this
         # data fails now, not after the judge and earlier entries have trained.
-        with torch.random.fork_rng(devices=[]):
-            res = ZOO.get(entry.zoo).build(entry.config, data.spec, where=f"entries[{entry.name}].config").resolution
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):  # shapes only: nothing allocated
+            built = ZOO.get(entry.zoo).build(entry.config, data.spec, "meta", where=f"entries[{entry.name}].config")
+        res, task = built.resolution, getattr(built, "task", "unconditional")
+        if task != data.task and not (task == "unconditional" and data.task == "unconditional"):
+            raise BenchError(f"entries[{entry.name}]: zoo entry '{entry.zoo}' is a {task} model but data set "
+                             f"'{protocol.dataset.name}' is {data.task} data")
+        if task != "unconditional" and res != protocol.dataset.resolution:
+            raise BenchError(f"entries[{entry.name}].config.resolution is {res} but dataset.resolution is "
+                             f"{protocol.dataset.resolution}; an image-to-image model translates at the data's size")
+        if getattr(built, "needs_vgg", False):
+            from bench.features import weights
+            from bench.io import offline
+
+            weights.resolve("vgg19", allow_download=not offline())
         if entry.train:
             try:
                 Precision(entry.train.precision, device.type)
@@ -276,7 +316,7 @@ def _follow(loaded: LoadedProtocol, workdir: Path, resume: bool, world: dist.Wor
         try:
             with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
                 train_entry(model, data.train_images, entry.train, run_root / entry.name, seed, fp, entry.name,
-                            lambda losses, step: None, resume, entry.fit, data.train_labels, None, world)
+                            lambda losses, step: None, resume, entry.fit, data.train_labels, None, world, data)
         except EntryFailed:
             continue  # every rank agrees on a failure (bench/runner/train.py), rank 0 reports it
     return RunSummary(fp, "", [], "", "")
@@ -289,7 +329,26 @@ def _build_entry(entry, protocol, data, device):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive(seed, "init"))
         model = family.build(entry.config, data.spec, device, where=f"entries[{entry.name}].config")
+    if getattr(model, "needs_vgg", False):
+        model.attach_vgg(vgg19_features())
     return model, seed
+
+
+def vgg19_features() -> torch.nn.Module:
+    """torchvision's VGG19 conv stack with the manifest's ImageNet weights (resolved, sha256-checked,
+    never downloaded by torchvision itself), for perceptual losses."""
+    from torchvision.models import vgg19
+
+    from bench.features import weights
+    from bench.io import offline
+
+    path, _ = weights.resolve("vgg19", allow_download=not offline())
+    net = vgg19()
+    try:
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as exc:
+        raise BenchError(f"{path}: not a VGG19 state dict ({type(exc).__name__})") from None
+    return net.features
 
 
 def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real_stats, fp, run_root, tracker,
@@ -317,7 +376,7 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
                                       entry.name, lambda losses, step: tracker.log_metrics(
                                           child, {k if k.startswith("train/") else f"loss/{k}": v
                                                   for k, v in losses.items()}, step), resume,
-                                      entry.fit, data.train_labels, monitor, dist.current())
+                                      entry.fit, data.train_labels, monitor, dist.current(), data)
             result.checkpoint, result.checkpoint_sha256 = str(outcome.checkpoint), outcome.checkpoint_sha256
             tracker.log_artifact(child, outcome.grid)
             result.info["resumed_from_step"] = outcome.resumed_from
@@ -331,7 +390,7 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
             result.checkpoint, result.checkpoint_sha256 = str(path), sha256_file(path)
             grid = run_root / entry.name / "samples.png"
             fixed_z = model.sample_latent(GRID, torch.Generator().manual_seed(derive(seed, "fixed-noise")))
-            tracker.log_artifact(child, save_grid(model, fixed_z, grid))
+            tracker.log_artifact(child, save_grid(model, fixed_z, grid, data))
         result.timings["train_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         unavailable: dict[str, str] = {}

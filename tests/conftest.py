@@ -76,3 +76,12 @@ def tiny_protocol(tmp: Path, name: str = "tiny", seed: int = 0, entries: str | N
     return write_protocol(tmp / f"{name}.yaml", TINY.format(name=name, seed=seed, entries=entries,
                                                             n_samples=n_samples, batch_size=batch_size,
                                                             extractor=extractor, store=store.as_posix()))
+
+
+@pytest.fixture(scope="session")
+def inception_standin(tmp_path_factory):
+    """(path, sha256) of calibrated random-init Inception weights (never a pretrained number): a cheap
+    RGB extractor for protocol tests, instead of training a judge:cifar10 in every session."""
+    from bench.features.standin import build_test_inception_weights
+
+    return build_test_inception_weights(tmp_path_factory.mktemp("inception") / "inception-standin.pth", seed=0)

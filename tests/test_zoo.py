@@ -47,7 +47,8 @@ def test_mnist_gan_train_step_uses_smoothed_real_target_and_updates_both_nets():
     g0 = [p.clone() for p in m.G.parameters()]
     d0 = [p.clone() for p in m.D.parameters()]
     m.noise_rng.manual_seed(0)
-    losses = m.train_step(torch.rand(8, 1, 28, 28) * 2 - 1, 0)
+    batch = torch.rand(8, 1, 28, 28) * 2 - 1
+    losses = m.train_step(lambda: batch, 0)  # the family pulls its real batch from the runner
     assert set(losses) >= {"D", "D/real", "D/fake", "G"}
     assert any(not torch.equal(a, b) for a, b in zip(g0, m.G.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(d0, m.D.parameters()))
@@ -86,7 +87,7 @@ def test_unknown_config_key_lists_valid_ones():
 
 
 def test_unknown_zoo_name_suggests():
-    with pytest.raises(BenchError, match="did you mean 'dcgan'.*valid: dcgan, mnist_gan"):
+    with pytest.raises(BenchError, match="did you mean 'dcgan'.*valid: cyclegan, dcgan, mlp_gan, mnist_gan, pix2pix"):
         ZOO.get("dcgann")
 
 

@@ -4,6 +4,9 @@ from bench.registry import Registry
 from zoo.dcgan import DCGAN
 from zoo.mlp_gan import MlpGAN
 from zoo.mnist_gan import MnistGAN
+from zoo.cyclegan import CycleGAN
+from zoo.pix2pix import Pix2Pix
+from zoo.pix2pixhd import Pix2PixHD
 from zoo.sgan import SGAN
 from zoo.wgan import WGAN, WGANGP
 
@@ -14,4 +17,7 @@ ZOO = Registry("zoo entry", {
     "wgan": WGAN,
     "wgan_gp": WGANGP,
     "sgan": SGAN,
+    "pix2pix": Pix2Pix,
+    "cyclegan": CycleGAN,
+    "pix2pixhd": Pix2PixHD,
 })

@@ -43,6 +43,12 @@ class RealData:
     eval_labels: Optional[torch.Tensor]
     fingerprint: str  # sha256 of the source files' decoded content
     source: str  # the folder the files were read from
+    # Image-to-image data (bench/data/translation.py): what the model translates, aligned with
+    # train_images/eval_images for paired data, the other domain for unpaired data.
+    train_inputs: Optional[torch.Tensor] = None
+    eval_inputs: Optional[torch.Tensor] = None
+    task: str = "unconditional"  # or "paired" / "unpaired"
+    flip: bool = False  # training augmentation (dataset.flip)
 
 
 def _search_roots(spec: DatasetSpec, subdirs: list[str]) -> list[Path]:
@@ -432,14 +438,23 @@ def load_cifar10(spec: DatasetSpec, seed: int) -> RealData:
     return _split_pools(spec, seed, _read_cifar10(spec))
 
 
+def _translation_sets() -> dict[str, Callable[[DatasetSpec, int], RealData]]:
+    from bench.data.translation import PAIRED_DEFAULTS, UNPAIRED_DEFAULTS, load_paired, load_unpaired
+
+    return {**{n: load_paired for n in PAIRED_DEFAULTS}, **{n: load_unpaired for n in UNPAIRED_DEFAULTS}}
+
+
 DATASETS: Registry[Callable[[DatasetSpec, int], RealData]] = Registry("dataset", {
     "mnist": load_mnist,
     "cifar10": load_cifar10,
+    **_translation_sets(),
 })
 
 
 def load_dataset(spec: DatasetSpec, seed: int) -> RealData:
-    return DATASETS.get(spec.name)(spec, seed)
+    data = DATASETS.get(spec.name)(spec, seed)
+    data.flip = spec.flip
+    return data
 
 
 # ---------------------------------------------------------------------------------------------

@@ -61,6 +61,9 @@ def check_extractor_name(name: str, dataset: str, channels: int | None = None) -
     if other is None:
         raise BenchError(f"unknown extractor '{name}'; valid: judge, {judges}, {INCEPTION}")
     if other == dataset:
+        if dataset not in JUDGE_SOURCES:
+            raise BenchError(f"extractor '{name}': data set '{dataset}' has no class labels to train a judge on; "
+                             f"use an RGB judge of another data set ({judges}) or {INCEPTION}")
         return  # the protocol's own data: trained on the images as the protocol loads them
     if other not in JUDGE_SOURCES:
         raise BenchError(f"extractor '{name}': no labelled data set '{other}' to train a judge on; valid: {judges}")

@@ -102,6 +102,13 @@ def check_references(protocol: Protocol, where: str) -> None:
     from bench.data import DATASETS
 
     DATASETS.get(protocol.dataset.name)
+    from bench.data.translation import PAIRED_DEFAULTS, UNPAIRED_DEFAULTS
+
+    ds = protocol.dataset
+    if ds.load_size is not None and ds.name not in {**PAIRED_DEFAULTS, **UNPAIRED_DEFAULTS}:
+        raise BenchError(f"{where}: dataset.load_size (training jitter) applies to image-to-image data sets only")
+    if ds.direction != "AtoB" and ds.name not in PAIRED_DEFAULTS:
+        raise BenchError(f"{where}: dataset.direction applies to paired data sets only")
     for i, entry in enumerate(protocol.entries):
         family = ZOO.get(entry.zoo)
         parse_config(family.Config, entry.config, f"{where}: entries[{i}].config")

@@ -27,6 +27,16 @@ class DatasetSpec(_Strict):
     channels: Literal[1, 3] = 1
     train_size: int = Field(gt=0, description="images in the training part")
     eval_size: int = Field(gt=1, description="held-out images: never trained on, the FID/KID reference")
+    direction: Literal["AtoB", "BtoA"] = Field("AtoB", description="paired data: which half is the input")
+    load_size: Optional[int] = Field(None, gt=0, le=8192, description="training jitter: images are resized "
+                                     "to this, then randomly cropped back to resolution (pix2pix: 286 for 256)")
+    flip: bool = Field(False, description="training augmentation: random horizontal flips")
+
+    @model_validator(mode="after")
+    def _load_not_smaller(self):
+        if self.load_size is not None and self.load_size < self.resolution:
+            raise ValueError(f"load_size {self.load_size} is smaller than resolution {self.resolution}")
+        return self
 
 
 class LRSchedule(_Strict):

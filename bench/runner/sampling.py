@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from bench.data.transforms import fit_float, to_channels, to_uint8
+from bench.data.transforms import fit_float, to_channels, to_float, to_uint8
 from bench.features.stats import RunningStats
 from bench.runner.train import EntryFailed
 
@@ -43,3 +43,28 @@ def fake_batches(model, n: int, seed: int, batch_size: int, resolution: int, cha
 def real_batches(images: torch.Tensor, batch_size: int):
     for i in range(0, len(images), batch_size):
         yield images[i:i + batch_size]
+
+
+def translated_floats(model, inputs: torch.Tensor, n: int, seed: int, batch_size: int, back: bool = False):
+    """Outputs in [-1, 1] of an image-to-image model on the first n held-out inputs (uint8), batch by batch.
+
+    Models that keep dropout on at test time (pix2pix) draw their noise from the global RNG; it is
+    seeded with the evaluation seed inside a forked RNG state, so every pass over one seed sees the same
+    outputs (the feature pass and the SSIM/PSNR pass agree) and the caller's RNG is untouched.
+    """
+    devices = [model.device.index or 0] if model.device.type == "cuda" else []
+    translate = model.translate_back if back else model.translate
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for i in range(0, n, batch_size):
+            out = translate(to_float(inputs[i:min(i + batch_size, n)]).to(model.device)).float().cpu()
+            if not torch.isfinite(out).all():
+                raise EntryFailed(f"translated images contain NaN/inf (eval seed {seed}, batch at {i})")
+            yield out
+
+
+def translated_batches(model, inputs: torch.Tensor, n: int, seed: int, batch_size: int, resolution: int,
+                       channels: int, fit: str = "resize"):
+    """The same outputs quantised to uint8 at the protocol's resolution, as real images are."""
+    for out in translated_floats(model, inputs, n, seed, batch_size):
+        yield to_uint8(to_channels(fit_float(out, resolution, fit), channels))

@@ -54,25 +54,50 @@ class TrainOutcome:
 GRID = 64  # images in the fixed-noise grid (8 x 8)
 
 
-def save_grid(model, z: torch.Tensor, path: Path) -> Path:
+def save_grid(model, z: torch.Tensor, path: Path, data=None) -> Path:
+    """The fixed-noise 8x8 grid; for image-to-image models, 8 held-out rows of input | output | target
+    (paired) or a | G(a) | F(G(a)) (unpaired)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        imgs = model.generate(z).float().cpu()
+    if getattr(model, "task", "unconditional") != "unconditional" and data is not None:
+        imgs, nrow = translation_rows(model, data), 3
+    else:
+        with torch.no_grad():
+            imgs = model.generate(z).float().cpu()
+        nrow = int(math.sqrt(len(z)))
     buf = io.BytesIO()
-    save_image(imgs.add(1).div(2).clamp(0, 1), buf, format="png", nrow=int(math.sqrt(len(z))))
+    save_image(imgs.add(1).div(2).clamp(0, 1), buf, format="png", nrow=nrow)
     atomic_write_bytes(path, buf.getvalue())
     return path
 
 
+def translation_rows(model, data, rows: int = 8) -> torch.Tensor:
+    x = to_float(data.eval_inputs[:rows])
+    devices = [model.device.index or 0] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(0)  # test-time dropout (pix2pix) draws from the global RNG: same grid every time
+        out = fit_float(model.translate(x.to(model.device)).float().cpu(), x.shape[-1])
+        if data.task == "unpaired":
+            third = fit_float(model.translate_back(out.to(model.device)).float().cpu(), x.shape[-1])
+        else:
+            third = to_float(data.eval_images[:rows])
+    return torch.stack([x, out, third], 1).flatten(0, 1)
+
+
 class Draw:
     """The batch source a family pulls from: `draw()` -> a real batch in [-1, 1] at the family's
-    resolution, `draw.labelled()` -> (images, labels) from the small labelled subset."""
+    resolution, `draw.labelled()` -> (images, labels) from the small labelled subset. For image-to-image
+    data `draw()` returns (input, target) (paired: the same crop and flip for both halves; unpaired: one
+    image of each domain, drawn independently)."""
 
     def __init__(self, images: torch.Tensor, labels: Optional[torch.Tensor], batch_size: int, seed: int,
-                 model, fit: str, world: dist.World, channels_last: bool = False):
+                 model, fit: str, world: dist.World, channels_last: bool = False,
+                 inputs: Optional[torch.Tensor] = None, paired: bool = True, crop: Optional[int] = None,
+                 flip: bool = False):
         if batch_size % world.size:
             raise ValueError(f"batch_size {batch_size} does not split evenly over {world.size} ranks")
         self.images, self.labels, self.global_batch = images, labels, batch_size
+        self.inputs, self.paired, self.flip = inputs, paired, flip
+        self.crop = crop or images.shape[-1]
         self.local_batch = batch_size // world.size
         self.model, self.fit, self.world, self.channels_last = model, fit, world, channels_last
         self.rng = torch.Generator().manual_seed(derive(seed, "data"))
@@ -85,14 +110,41 @@ class Draw:
     def generators(self) -> dict[str, torch.Generator]:
         return {"data": self.rng, "labelled": self.labelled_rng}
 
-    def _prepare(self, idx: torch.Tensor) -> torch.Tensor:
-        x = fit_float(to_float(self.images[idx]), self.model.resolution, self.fit).to(self.model.device)
+    def _local(self, x: torch.Tensor) -> torch.Tensor:
+        return x[dist.local_slice(self.local_batch, self.world)]
+
+    def _augment(self, *stacks: torch.Tensor) -> list[torch.Tensor]:
+        """Random crop to `crop` px and optional horizontal flip, one draw per image applied to every
+        stack (so both halves of a pair move together). Drawn for the global batch, then sliced."""
+        size = stacks[0].shape[-1]
+        if size == self.crop and not self.flip:
+            return [self._local(s) for s in stacks]
+        n = stacks[0].shape[0]
+        offsets = torch.randint(0, size - self.crop + 1, (n, 2), generator=self.rng)
+        flips = torch.rand(n, generator=self.rng) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool)
+        out = []
+        for s in stacks:
+            crops = torch.stack([img[:, oy:oy + self.crop, ox:ox + self.crop] for img, (oy, ox) in zip(s, offsets.tolist())])
+            crops[flips] = crops[flips].flip(-1)
+            out.append(self._local(crops))
+        return out
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = fit_float(to_float(x), self.model.resolution, self.fit).to(self.model.device)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def __call__(self) -> torch.Tensor:
+    def __call__(self):
         # Every rank draws the global batch and keeps its slice (see bench/runner/distributed.py).
         idx = torch.randint(0, len(self.images), (self.global_batch,), generator=self.rng)
-        return self._prepare(idx[dist.local_slice(self.local_batch, self.world)])
+        if self.inputs is None:
+            (x,) = self._augment(self.images[idx])
+            return self._prepare(x)
+        if self.paired:
+            x, y = self._augment(self.inputs[idx], self.images[idx])
+        else:  # two domains of different sizes, sampled independently
+            idx_a = torch.randint(0, len(self.inputs), (self.global_batch,), generator=self.rng)
+            (x,), (y,) = self._augment(self.inputs[idx_a]), self._augment(self.images[idx])
+        return self._prepare(x), self._prepare(y)
 
     def labelled(self, n: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.labelled_idx is None:
@@ -100,7 +152,7 @@ class Draw:
         n = n or self.local_batch
         pick = torch.randint(0, len(self.labelled_idx), (n * self.world.size,), generator=self.labelled_rng)
         idx = self.labelled_idx[pick[dist.local_slice(n, self.world)]]
-        return self._prepare(idx), self.labels[idx].to(self.model.device)
+        return self._prepare(self.images[idx]), self.labels[idx].to(self.model.device)
 
 
 def labelled_subset(labels: Optional[torch.Tensor], per_class: int, seed: int, num_classes: int) -> torch.Tensor:
@@ -143,13 +195,20 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
                 fingerprint: str, entry: str, log: Callable[[dict[str, float], int], None],
                 resume: bool = False, fit: str = "resize", train_labels: Optional[torch.Tensor] = None,
                 monitor: Optional[Callable[[object], float]] = None,
-                world: Optional[dist.World] = None) -> TrainOutcome:
+                world: Optional[dist.World] = None, data=None) -> TrainOutcome:
+    """Train `model` for `spec.steps`. `data` (a RealData) adds the image-to-image inputs, the training
+    crop size and flips; plain tensors are enough for unconditional families."""
     world = world or dist.current()
     run_dir.mkdir(parents=True, exist_ok=True)
     latest = run_dir / "latest.pt"
     try:
         model.trainer = Training(Precision(spec.precision, model.device.type), spec.grad_clip, world)
-        draw = Draw(train_images, train_labels, spec.batch_size, seed, model, fit, world, spec.channels_last)
+        extra = {}
+        if data is not None:
+            extra = dict(inputs=data.train_inputs, paired=data.task != "unpaired", crop=data.spec.resolution,
+                         flip=getattr(data, "flip", False))
+        draw = Draw(train_images, train_labels, spec.batch_size, seed, model, fit, world, spec.channels_last,
+                    **extra)
     except ValueError as exc:
         raise EntryFailed(str(exc)) from None
     if spec.channels_last:
@@ -211,7 +270,7 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
                 if world.is_main:
                     log(losses, done)
             if spec.sample_every and done % spec.sample_every == 0 and world.is_main:
-                save_grid(model, fixed_z, run_dir / "samples" / f"step-{done:07d}.png")
+                save_grid(model, fixed_z, run_dir / "samples" / f"step-{done:07d}.png", data)
             if monitor is not None and spec.eval_every and (done % spec.eval_every == 0 or done == spec.steps):
                 if world.is_main:
                     fid = monitor(model)
@@ -229,6 +288,6 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
         sha = save(max(start, spec.steps))
     grid = run_dir / "samples.png"
     if world.is_main:
-        save_grid(model, fixed_z, grid)
+        save_grid(model, fixed_z, grid, data)
     dist.barrier(world)
     return TrainOutcome(spec.steps, start, latest, sha, grid, state["best"])

@@ -1,0 +1,70 @@
+"""What the image-to-image families (pix2pix, CycleGAN, pix2pixHD) share on top of the family contract.
+
+They translate images instead of sampling latents: `latent_dim` is 0, `generate` refuses, and
+`translate(x)` (and, unpaired, `translate_back(b)`) maps images in [-1, 1] to images in [-1, 1]. For
+`task = "paired"`, `draw()` returns (x, y): input and target with the same augmentation applied; for
+`task = "unpaired"` it returns (a, b), one batch from each domain. State beyond modules and optimisers
+(image pools) is exposed through `extra_state()` / `load_extra_state()` for the checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.base import GANModel, trace_shapes
+
+
+class Inspection(dict):
+    """`inspect()`'s result: network name -> layer rows (as every family returns), plus the receptive field
+    of each discriminator in input pixels as `.receptive_field` (kept off the dict so code iterating over
+    network names keeps working)."""
+
+    def __init__(self, rows: dict, receptive_field: dict[str, Any]):
+        super().__init__(rows)
+        self.receptive_field = receptive_field
+
+
+def meta_copy(module: nn.Module) -> nn.Module:
+    """A shape-only copy for tracing layer shapes of large networks: parameters and buffers are replaced by
+    meta tensors during the copy, so no weight is duplicated and no forward computes anything."""
+    memo: dict[int, Any] = {id(p): nn.Parameter(p.detach().to("meta"), p.requires_grad) for p in module.parameters()}
+    memo.update({id(b): b.detach().to("meta") for b in module.buffers()})
+    return copy.deepcopy(module, memo)
+
+
+def adam(params, cfg, lr: float) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2))
+
+
+class TranslationGAN(GANModel):
+    task = "paired"
+
+    latent_dim = property(lambda self: 0)
+    resolution = property(lambda self: self.cfg.resolution)
+
+    def generate(self, z):
+        raise NotImplementedError(f"{self.family} translates images: use translate(x)")
+
+    # -- state the runner checkpoints besides modules and optimisers ------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"{self.family} keeps no extra state, got keys {sorted(state)}")
+
+    # -- description ------------------------------------------------------------------------
+    def receptive_fields(self) -> dict[str, Any]:
+        """Each discriminator's receptive field in input pixels."""
+        return {}
+
+    def card(self) -> dict[str, Any]:
+        return {**super().card(), "receptive_field": self.receptive_fields()}
+
+    def _trace(self, net: nn.Module, *shapes: tuple[int, ...]) -> list:
+        """Layer shapes traced on the meta device: instant even for 180M-parameter generators at 1024 px."""
+        return trace_shapes(meta_copy(net), *(torch.zeros(s, device="meta") for s in shapes))
