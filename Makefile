@@ -13,6 +13,16 @@ export GIT_PYTHON_REFRESH ?= quiet
 .PHONY: setup run test clean report quickstart-report
 
 setup: $(STAMP)
+	@# Headless Chromium for the report browser test: installed from Debian only when missing and allowed
+	@# (root with apt-get, BENCH_NO_APT unset); tried once per venv; never fails setup (the test then skips).
+	@if ! command -v chromium >/dev/null 2>&1 && [ ! -e $(VENV)/.chromium-tried ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ -z "$$BENCH_NO_APT" ]; then \
+	    echo "installing chromium (apt-get) for the report browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "chromium could not be installed: tests/test_report_browser.py will be skipped"; \
+	  else echo "chromium not installed (needs root and apt-get): tests/test_report_browser.py will be skipped"; fi; \
+	  touch $(VENV)/.chromium-tried; \
+	fi
 
 # The stamp depends on pyproject.toml, so a second `make setup` is a no-op until dependencies change.
 # torch/torchvision are pinned first because an unpinned resolve would pull a multi-GB CUDA build.
@@ -28,15 +38,12 @@ run: setup
 test: setup
 	$(PY) -m pytest -q
 
-# `make report P=mnist-zoo`: run protocols/$(P).yaml and copy its comparison table and every entry's
-# sample grid into reports/$(P)/ (committed). The copies come from the run folder `bench run` just wrote.
+# `make report P=mnist-zoo`: run protocols/$(P).yaml, then write reports/<protocol name>/ from the MLflow
+# store with `bench report` (committed).
 P ?= quickstart
 report: setup
 	$(VENV)/bin/bench run protocols/$(P).yaml
-	rm -rf reports/$(P) && mkdir -p reports/$(P)
-	dir=$$(ls -td runs/$$(sed -n 's/^name: *//p' protocols/$(P).yaml)-*/ | head -n 1); \
-	cp "$$dir/comparison.md" "$$dir/comparison.csv" reports/$(P)/ && \
-	for g in "$$dir"/*/samples.png; do e=$$(basename $$(dirname "$$g")); cp "$$g" "reports/$(P)/$$e-samples.png"; done
+	$(VENV)/bin/bench report protocols/$(P).yaml
 
 quickstart-report:
 	$(MAKE) report P=quickstart

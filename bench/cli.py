@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -60,6 +61,43 @@ def _parser() -> argparse.ArgumentParser:
     wsub.add_parser("verify", help="check the sha256 of every manifest file present locally")
     f = wsub.add_parser("fetch", help="download a manifest file (online only) into $BENCH_WEIGHTS_DIR or torch's cache")
     f.add_argument("name")
+
+    lb = sub.add_parser("leaderboard", help="rank entries per protocol fingerprint from MLflow runs")
+    lb.add_argument("targets", nargs="*", metavar="PROTOCOL_OR_EXPERIMENT",
+                    help="protocol files or MLflow experiment names (default: every experiment in the store)")
+    lb.add_argument("--uri", default=None, help="MLflow tracking URI (default: the first protocol's tracking.uri, "
+                    "else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    lb.add_argument("--fingerprint", default=None, help="only this fingerprint (a prefix is enough)")
+    lb.add_argument("--sort", default=None, help="metric key to rank by (default: fid if present)")
+    lb.add_argument("--csv", default=None, metavar="FILE", help="also write every number as CSV")
+    lb.add_argument("--markdown", default=None, metavar="FILE", help="also write Markdown")
+    lb.add_argument("--html", default=None, metavar="FILE", help="also write an HTML page")
+    lb.add_argument("--no-log", action="store_true",
+                    help="do not attach leaderboard.{md,csv,html} to each fingerprint's newest protocol run")
+
+    rp = sub.add_parser("report", help="write reports/<protocol>/index.html + README.md from MLflow")
+    rp.add_argument("target", metavar="PROTOCOL_OR_RUN", help="protocol file (its newest run) or an MLflow run id")
+    rp.add_argument("--out", default=None, help="folder (default: reports/<protocol name>)")
+    rp.add_argument("--uri", default=None, help="MLflow tracking URI (default: the protocol's, else "
+                    "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+
+    ck = sub.add_parser("check", help="fail (exit 1) when a protocol run regressed against its baseline")
+    ck.add_argument("protocol")
+    ck.add_argument("--baseline", default=None, help="baseline JSON (default: reports/baselines/<protocol>.json)")
+    ck.add_argument("--run", default=None, help="MLflow run id to check (default: the protocol's newest run)")
+    ck.add_argument("--rerun", action="store_true", help="score the protocol now (bench run), then check that run")
+    ck.add_argument("--workdir", default="runs", help="with --rerun: checkpoints and results.jsonl (default: runs)")
+    ck.add_argument("--uri", default=None, help="MLflow tracking URI to read (default: the protocol's)")
+
+    bl = sub.add_parser("baseline", help="regression baselines")
+    blsub = bl.add_subparsers(dest="baseline_command", required=True)
+    bu = blsub.add_parser("update", help="write a baseline JSON from a protocol run")
+    bu.add_argument("protocol")
+    bu.add_argument("--run", default=None, help="MLflow run id (default: the protocol's newest finished run)")
+    bu.add_argument("--out", default=None, help="file (default: reports/baselines/<protocol>.json)")
+    bu.add_argument("--uri", default=None, help="MLflow tracking URI to read (default: the protocol's)")
+    bu.add_argument("--rel", type=float, default=None, help="default relative tolerance (kept from the file, else 0.05)")
+    bu.add_argument("--abs", type=float, default=None, help="default absolute tolerance (kept from the file, else 0)")
     return p
 
 
@@ -102,6 +140,14 @@ def _dispatch(args) -> int:
                 r = perf_metrics(name, args.n, *args.rss_n)
             print(format_report(r), flush=True)
         return 0
+    if args.command == "leaderboard":
+        return _leaderboard(args)
+    if args.command == "report":
+        return _report(args)
+    if args.command == "check":
+        return _check(args)
+    if args.command == "baseline":
+        return _baseline(args)
     if args.command == "export-samples":
         from bench.export import export_samples
         from bench.protocol import load_protocol
@@ -158,12 +204,22 @@ def _zoo(args) -> int:
     from zoo import ZOO
     from zoo.base import DataSpec, buffer_count
 
+    import torch
+
+    def build(family, overrides, channels, where="config"):
+        # On the meta device: shapes and counts without allocating (pix2pixHD's G has 182M parameters).
+        with torch.device("meta"):
+            return family.build(overrides, DataSpec("default", 28, channels, 10), "meta", where=where)
+
+    def natural_channels(family):
+        return 1 if family.task == "unconditional" else 3
+
     if args.zoo_command == "list":
-        print(f"{'entry':<11} {'task':<14} {'G params':>10} {'D params':>10}  seed section / summary")
+        print(f"{'entry':<11} {'task':<14} {'G params':>12} {'D params':>10}  seed section / summary")
         for name, family in ZOO.items():
-            model = family.build({}, DataSpec("default", 28, 1, 10))
+            model = build(family, {}, natural_channels(family))
             p = model.card()["params"]
-            print(f"{name:<11} {family.task:<14} {p.get('G', 0):>10,} {p.get('D', 0):>10,}  "
+            print(f"{name:<11} {family.task:<14} {p.get('G', 0):>12,} {p.get('D', p.get('D_A', 0)):>10,}  "
                   f"{family.seed_section}\n{'':<11} {family.summary}")
         return 0
     family = ZOO.get(args.entry)
@@ -173,11 +229,14 @@ def _zoo(args) -> int:
             raise BenchError(f"override '{item}' is not key=value")
         k, v = item.split("=", 1)
         overrides[k] = v
-    channels = 1 if args.channels is None else args.channels
-    model = family.build(overrides, DataSpec("inspect", 28, channels, 10), where=f"{args.entry} overrides")
+    channels = natural_channels(family) if args.channels is None else args.channels
+    model = build(family, overrides, channels, where=f"{args.entry} overrides")
     card = model.card()
     print(f"{args.entry}: {family.summary}\nseed section: {family.seed_section}\nconfig: {card['config']}")
-    for net, rows in model.inspect().items():
+    inspection = model.inspect()
+    if getattr(inspection, "receptive_field", None):
+        print(f"receptive field (input pixels per output element): {inspection.receptive_field}")
+    for net, rows in inspection.items():
         module = model.modules()[net]
         print(f"\n{net}: {card['params'][net]:,} trainable parameters, {buffer_count(module):,} buffers")
         print(f"  {'layer':<16} {'type':<18} {'output shape':<18} {'params':>10}")
@@ -213,6 +272,72 @@ def _weights(args) -> int:
         return 1 if bad else 0
     path, digest = weights.resolve(args.name, allow_download=True)
     print(f"{args.name}: {path} (sha256 {digest})")
+    return 0
+
+
+def _leaderboard(args) -> int:
+    from bench.io import atomic_write_bytes
+    from bench.reporting import leaderboard, render, store
+    from bench.tracking.mlflow_tracker import resolve_uri
+
+    uri, experiments = args.uri, []
+    for target in args.targets:
+        if Path(target).is_file() or target.endswith((".yaml", ".yml")):
+            from bench.protocol import load_protocol
+
+            p = load_protocol(target).protocol
+            uri = uri or resolve_uri(p.tracking.uri)
+            experiments.append(p.tracking.experiment or p.name)
+        else:
+            experiments.append(target)
+    uri = uri or resolve_uri(None)
+    groups = leaderboard.load(uri, experiments or None, args.fingerprint, sort=args.sort)
+    print(render.terminal(groups), end="")
+    for path, text in ((args.csv, render.to_csv), (args.markdown, render.markdown), (args.html, render.to_html)):
+        if path:
+            atomic_write_bytes(Path(path), text(groups).encode())
+    if not args.no_log:
+        c = store.client(uri)
+        for g in groups:
+            if g.parent_run_ids:
+                store.log_texts(c, g.parent_run_ids[0], {"leaderboard/leaderboard.md": render.markdown([g]),
+                                                         "leaderboard/leaderboard.csv": render.to_csv([g]),
+                                                         "leaderboard/leaderboard.html": render.to_html([g])})
+        print(f"logged leaderboard/ to the newest protocol run of {len(groups)} fingerprint(s) in {uri}")
+    return 0
+
+
+def _report(args) -> int:
+    import shlex
+
+    from bench.reporting.report import write_report
+
+    command = "bench report " + " ".join(shlex.quote(a) for a in [args.target] + (
+        ["--out", args.out] if args.out else []) + (["--uri", args.uri] if args.uri else []))
+    rep = write_report(args.target, Path(args.out) if args.out else None, args.uri, command)
+    for note in rep.notes:
+        print(f"note: {note}")
+    print(f"{rep.protocol} (fingerprint {rep.fingerprint[:12]}, run {rep.parent_run_id}): "
+          f"wrote {rep.out / 'index.html'}, {rep.out / 'README.md'} and {len(rep.files) - 2} more files")
+    return 0
+
+
+def _check(args) -> int:
+    from bench import regression
+
+    result = regression.check(args.protocol, args.baseline, args.run, args.uri, args.rerun, Path(args.workdir))
+    print(regression.format_check(result), end="")
+    return 1 if result.failed else 0
+
+
+def _baseline(args) -> int:
+    from bench import regression
+
+    path, baseline = regression.update(args.protocol, args.out, args.run, args.uri, args.rel, args.abs)
+    n = sum(len(v) for v in baseline["entries"].values())
+    print(f"wrote {path}: {len(baseline['entries'])} entries, {n} metrics from run "
+          f"{baseline['source']['parent_run_id']} (fingerprint {baseline['fingerprint'][:12]}); "
+          f"tolerance {json.dumps(baseline['tolerance'])}")
     return 0
 
 

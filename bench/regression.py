@@ -1,0 +1,265 @@
+"""The regression gate: a protocol run's scores against a committed baseline JSON.
+
+A baseline (reports/baselines/<protocol>.json) holds, per entry and metric, the mean over seeds of a
+reference run, and a tolerance per metric. A metric fails when it moves in its bad direction
+(KEY_DIRECTION) by more than max(abs, rel * |baseline|); moving the good way never fails. An entry or
+metric that the baseline has but the run lacks, or an entry that failed, also fails. The fingerprint is
+compared and reported but does not fail the check by itself: changing a checkpoint or a family default
+changes it, and catching what such a change does to the scores is the point of the gate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from bench.errors import BenchError
+from bench.io import atomic_write_bytes
+from bench.metrics import KEY_DIRECTION
+
+FORMAT = 1
+DEFAULT_TOLERANCE = {"rel": 0.05, "abs": 0.0}
+
+
+def default_path(protocol_name: str) -> Path:
+    return Path("reports") / "baselines" / f"{protocol_name}.json"
+
+
+@dataclass
+class RunScores:
+    """Per entry: status, failure and {metric: {mean, std, n}} of one protocol run."""
+
+    uri: str
+    parent_run_id: str
+    protocol: str
+    fingerprint: str
+    git_sha: str
+    entries: dict[str, dict[str, Any]]
+
+
+def find_parent(protocol_path: str, uri: Optional[str], run_id: Optional[str]):
+    """(client, uri, parent run) of `run_id`, else of the protocol's newest finished run."""
+    from bench.protocol import load_protocol
+    from bench.reporting import store
+    from bench.tracking.mlflow_tracker import resolve_uri
+
+    p = load_protocol(protocol_path).protocol
+    uri = uri or resolve_uri(p.tracking.uri)
+    c = store.client(uri)
+    if run_id:
+        run = store.get_run(c, run_id)
+        run = store.get_run(c, run.data.tags["mlflow.parentRunId"]) if "mlflow.parentRunId" in run.data.tags else run
+        if run.data.tags.get("bench.protocol") != p.name:
+            raise BenchError(f"MLflow run {run_id} is a run of protocol "
+                             f"'{run.data.tags.get('bench.protocol', '?')}', not '{p.name}'")
+        return c, uri, run
+    return c, uri, store.latest_parent(c, store.experiment_ids(c, [p.tracking.experiment or p.name]), p.name)
+
+
+def scores(c, uri: str, parent) -> RunScores:
+    from bench.reporting import leaderboard, store
+
+    exps = {parent.info.experiment_id: parent.info.experiment_id}
+    runs = store.child_runs(c, exps, parent_run_id=parent.info.run_id)
+    if runs.empty:
+        raise BenchError(f"protocol run {parent.info.run_id} has no entry runs")
+    group = leaderboard.build(runs, lambda rid, key: store.per_seed(c, rid, key))[0]
+    entries = {}
+    for _, r in group.rows.iterrows():
+        metrics = {k: {"mean": float(r[f"{k}/mean"]), "std": float(r[f"{k}/std"]),
+                       "n": int(r["n_train"]) * int(r["n_eval"])}
+                   for k in group.keys if f"{k}/mean" in r and not _missing(r[f"{k}/mean"])}
+        entries[r["entry"]] = {"status": r["status"], "failure": r["failure"], "metrics": metrics}
+    t = parent.data.tags
+    return RunScores(uri, parent.info.run_id, t.get("bench.protocol", ""), t.get("bench.fingerprint", ""),
+                     t.get("bench.git_sha", "unknown"), entries)
+
+
+def _missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+# --- baseline files ---------------------------------------------------------------------------------
+
+def make_baseline(s: RunScores, tolerance: dict[str, Any]) -> dict[str, Any]:
+    failed = [e for e, v in s.entries.items() if v["status"] != "FINISHED"]
+    if failed:
+        raise BenchError(f"run {s.parent_run_id} has failed entries ({', '.join(failed)}); "
+                         "a baseline is written only from a run whose entries all finished")
+    return {
+        "format": FORMAT, "protocol": s.protocol, "fingerprint": s.fingerprint,
+        "source": {"parent_run_id": s.parent_run_id, "git_sha": s.git_sha,
+                   "written": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
+        "tolerance": tolerance,
+        "entries": {e: {k: {"value": m["mean"], "std": m["std"], "n": m["n"],
+                            "higher_is_better": KEY_DIRECTION[k]} for k, m in sorted(v["metrics"].items())}
+                    for e, v in sorted(s.entries.items())},
+    }
+
+
+def read_baseline(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchError(f"no baseline at {path}; write one with `bench baseline update PROTOCOL --out {path}`") from None
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{path}: not a readable baseline JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("entries"), dict):
+        raise BenchError(f"{path}: not a ganbench baseline (format {FORMAT} with 'entries')")
+    return data
+
+
+def write_baseline(path: Path, s: RunScores, rel: Optional[float] = None, abs_: Optional[float] = None) -> dict:
+    """Write the baseline of run `s`; tolerances already in the file are kept unless rel/abs are given."""
+    tolerance: dict[str, Any] = {"default": dict(DEFAULT_TOLERANCE)}
+    if Path(path).is_file():
+        try:
+            tolerance = json.loads(Path(path).read_text()).get("tolerance") or tolerance
+        except (OSError, ValueError):
+            pass
+    if rel is not None or abs_ is not None:
+        tolerance = dict(tolerance)
+        default = dict(tolerance.get("default", DEFAULT_TOLERANCE))
+        default.update({k: v for k, v in (("rel", rel), ("abs", abs_)) if v is not None})
+        tolerance["default"] = default
+    baseline = make_baseline(s, tolerance)
+    atomic_write_bytes(Path(path), (json.dumps(baseline, indent=2, sort_keys=True) + "\n").encode())
+    return baseline
+
+
+# --- the check --------------------------------------------------------------------------------------
+
+@dataclass
+class Line:
+    entry: str
+    key: str
+    baseline: Optional[float]
+    current: Optional[float]
+    allowed: Optional[float]
+    verdict: str  # ok | better | WORSE | MISSING | FAILED | new (not gated)
+
+
+@dataclass
+class CheckResult:
+    lines: list[Line]
+    baseline_path: str
+    run: RunScores
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(line.verdict in ("WORSE", "MISSING", "FAILED") for line in self.lines)
+
+
+def tolerance_for(baseline: dict[str, Any], key: str) -> tuple[float, float]:
+    tol = baseline.get("tolerance") or {}
+    t = {**DEFAULT_TOLERANCE, **tol.get("default", {}), **tol.get(key, {})}
+    return float(t.get("rel", 0.0)), float(t.get("abs", 0.0))
+
+
+def compare(baseline: dict[str, Any], s: RunScores, baseline_path: str = "") -> CheckResult:
+    if baseline.get("protocol") and baseline["protocol"] != s.protocol:
+        raise BenchError(f"{baseline_path or 'baseline'} is for protocol '{baseline['protocol']}', "
+                         f"the run is of '{s.protocol}'")
+    lines: list[Line] = []
+    for entry, keys in sorted(baseline["entries"].items()):
+        got = s.entries.get(entry)
+        if got is None:
+            lines.append(Line(entry, "*", None, None, None, "MISSING"))
+            continue
+        if got["status"] != "FINISHED":
+            lines.append(Line(entry, f"* ({got['failure'] or got['status']})", None, None, None, "FAILED"))
+            continue
+        for key, ref in sorted(keys.items()):
+            value = ref["value"]
+            rel, abs_ = tolerance_for(baseline, key)
+            allowed = max(abs_, rel * abs(value))
+            cur = got["metrics"].get(key, {}).get("mean")
+            if cur is None or not math.isfinite(cur):
+                lines.append(Line(entry, key, value, cur, allowed, "MISSING"))
+                continue
+            # Positive = moved in the bad direction.
+            worse_by = (value - cur) if KEY_DIRECTION.get(key, ref.get("higher_is_better", True)) else (cur - value)
+            verdict = "WORSE" if worse_by > allowed else ("better" if -worse_by > allowed else "ok")
+            lines.append(Line(entry, key, value, cur, allowed, verdict))
+    for entry in sorted(set(s.entries) - set(baseline["entries"])):
+        lines.append(Line(entry, "*", None, None, None, "new (not gated)"))
+    notes = []
+    if baseline.get("fingerprint") and baseline["fingerprint"] != s.fingerprint:
+        notes.append(f"fingerprint {s.fingerprint[:12]} differs from the baseline's "
+                     f"{baseline['fingerprint'][:12]} (a changed checkpoint, family default, data or device); "
+                     "the scores are compared anyway")
+    return CheckResult(lines, baseline_path, s, notes)
+
+
+def _num(x: Optional[float]) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.6g}"
+
+
+def format_check(r: CheckResult) -> str:
+    header = ["entry", "metric", "baseline", "current", "change", "allowed (bad way)", "verdict"]
+    body = []
+    for ln in r.lines:
+        change = ""
+        if ln.baseline is not None and ln.current is not None and math.isfinite(ln.current):
+            d = ln.current - ln.baseline
+            change = f"{d:+.4g}" + (f" ({100 * d / abs(ln.baseline):+.1f}%)" if ln.baseline else "")
+        arrow = "" if ln.key not in KEY_DIRECTION else (" ↑" if KEY_DIRECTION[ln.key] else " ↓")
+        body.append([ln.entry, ln.key + arrow, _num(ln.baseline), _num(ln.current), change,
+                     "" if ln.allowed is None else _num(ln.allowed), ln.verdict])
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    bad = [ln for ln in r.lines if ln.verdict in ("WORSE", "MISSING", "FAILED")]
+    out = [f"{r.run.protocol}: run {r.run.parent_run_id} (fingerprint {r.run.fingerprint[:12]}, "
+           f"code {r.run.git_sha}) vs {r.baseline_path}", fmt(header), fmt(["-" * w for w in widths]),
+           *map(fmt, body), *r.notes]
+    gated = [ln for ln in r.lines if ln.verdict not in ("new (not gated)",)]
+    out.append(f"FAIL: {len(bad)} of {len(gated)} checks regressed beyond tolerance" if bad
+               else f"ok: {len(gated)} checks within tolerance")
+    return "\n".join(out) + "\n"
+
+
+def check(protocol_path: str, baseline_path: Optional[str] = None, run_id: Optional[str] = None,
+          uri: Optional[str] = None, rerun: bool = False, workdir: Optional[Path] = None) -> CheckResult:
+    """Compare a run of the protocol with its baseline: `rerun` scores it now (bench run), else the
+    newest finished run in the store (or `run_id`) is read."""
+    from bench.protocol import load_protocol
+
+    loaded = load_protocol(protocol_path)
+    path = Path(baseline_path) if baseline_path else default_path(loaded.protocol.name)
+    baseline = read_baseline(path)  # before a rerun: a missing baseline should not cost a training run
+    if rerun:
+        if run_id or uri:
+            raise BenchError("--rerun scores the protocol now into its own tracking store; "
+                             "it cannot be combined with --run or --uri")
+        run_id = rerun_protocol(loaded, Path(workdir or "runs"))
+    c, uri, parent = find_parent(protocol_path, uri, run_id)
+    return compare(baseline, scores(c, uri, parent), str(path))
+
+
+def rerun_protocol(loaded, workdir: Path) -> str:
+    """`bench run` the protocol (single process) and return its MLflow parent run id."""
+    from bench.pipeline import run_protocol
+    from bench.runner import distributed
+
+    try:
+        summary = run_protocol(loaded, workdir)
+    finally:
+        distributed.shutdown()
+    return summary.parent_run_id
+
+
+def update(protocol_path: str, out: Optional[str] = None, run_id: Optional[str] = None, uri: Optional[str] = None,
+           rel: Optional[float] = None, abs_: Optional[float] = None) -> tuple[Path, dict[str, Any]]:
+    from bench.protocol import load_protocol
+
+    name = load_protocol(protocol_path).protocol.name
+    path = Path(out) if out else default_path(name)
+    c, uri, parent = find_parent(protocol_path, uri, run_id)
+    return path, write_baseline(path, scores(c, uri, parent), rel, abs_)

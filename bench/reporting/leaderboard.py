@@ -1,0 +1,176 @@
+"""The leaderboard: MLflow entry runs -> one ranked table per protocol fingerprint (pandas).
+
+Scores are only ever compared inside one fingerprint (same resolved protocol, data, extractor weights,
+device and loaded checkpoints), so each fingerprint is its own group and no number crosses groups.
+Within a group, the unit is (entry, training seed): when a protocol was run several times, the newest
+finished run of each (entry, training seed) counts and the older ones are repeats, which on CPU are
+bit-identical and would otherwise be counted twice as if they were independent evidence. The values
+of an entry are then pooled over its training seeds x evaluation seeds (mean ± population std, like
+the comparison table), and neighbouring rows are compared with a paired permutation test
+(bench/reporting/significance.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import BenchError
+from bench.metrics import KEY_DIRECTION
+from bench.reporting import significance
+from bench.reporting.table import TABLE_KEYS
+
+PerSeed = Callable[[str, str], list[float]]  # (run_id, key) -> per-evaluation-seed values
+
+
+@dataclass
+class Group:
+    """One fingerprint's leaderboard: `rows` is one row per entry, best first."""
+
+    protocol: str
+    experiment: str
+    fingerprint: str
+    parent_run_ids: list[str]  # newest first
+    sort_key: Optional[str]
+    keys: list[str]  # metric keys with a known direction, in display order
+    rows: pd.DataFrame
+    repeats: int = 0  # older runs of an (entry, training seed) that a newer run replaced
+    latest_time: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def interval_keys(key: str) -> tuple[str, str]:
+    """`fid` -> fid/ci95_low|high; `kid/mean` -> kid/ci95_low|high (the bootstrap interval of that mean)."""
+    base = key[: -len("/mean")] if key.endswith("/mean") else key
+    return f"{base}/ci95_low", f"{base}/ci95_high"
+
+
+def display_keys(metric_keys: set[str]) -> list[str]:
+    known = [k for k in metric_keys if k in KEY_DIRECTION]
+    return [k for k in TABLE_KEYS if k in known] + sorted(k for k in known if k not in TABLE_KEYS)
+
+
+def default_sort_key(keys: list[str]) -> Optional[str]:
+    return "fid" if "fid" in keys else (keys[0] if keys else None)
+
+
+def build(runs: pd.DataFrame, per_seed: PerSeed, sort: Optional[str] = None) -> list[Group]:
+    """Groups, newest fingerprint first. `runs` has store.CHILD_COLUMNS (one row per entry run)."""
+    if sort is not None and sort not in KEY_DIRECTION:
+        raise BenchError(f"cannot sort by '{sort}': not a metric with a known direction; valid: "
+                         f"{', '.join(sorted(KEY_DIRECTION))}")
+    groups = [_group(g, per_seed, sort) for _, g in runs.groupby("fingerprint", sort=False)]
+    return sorted(groups, key=lambda g: -g.latest_time)
+
+
+def _newest_per_unit(g: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    g = g.assign(_finished=g["status"] == "FINISHED").sort_values(["_finished", "start_time"],
+                                                                  ascending=[False, False])
+    kept = g.drop_duplicates(["entry", "train_seed"], keep="first").drop(columns="_finished")
+    return kept, len(g) - len(kept)
+
+
+def _group(g: pd.DataFrame, per_seed: PerSeed, sort: Optional[str]) -> Group:
+    kept, repeats = _newest_per_unit(g)
+    finished = kept[kept["status"] == "FINISHED"]
+    keys = display_keys({k for m in finished["metrics"] for k in m})
+    sort_key = sort if sort is not None else default_sort_key(keys)
+    notes = []
+    if sort is not None and sort not in keys:
+        notes.append(f"no entry has '{sort}'; rows are in entry order")
+    rows = [_entry_row(entry, e_runs, keys, per_seed) for entry, e_runs in kept.groupby("entry", sort=True)]
+    df = pd.DataFrame(rows)
+    df = _rank(df, sort_key if sort_key in keys else None)
+    parents = (g.sort_values("start_time", ascending=False)["parent_run_id"].drop_duplicates().tolist())
+    first = g.iloc[0]
+    return Group(protocol=first["protocol"], experiment=first["experiment"], fingerprint=first["fingerprint"],
+                 parent_run_ids=[p for p in parents if p], sort_key=sort_key if sort_key in keys else None,
+                 keys=keys, rows=df, repeats=repeats, latest_time=int(g["start_time"].max()), notes=notes)
+
+
+def _entry_row(entry: str, runs: pd.DataFrame, keys: list[str], per_seed: PerSeed) -> dict:
+    runs = runs.sort_values("train_seed")
+    failed = runs[runs["status"] != "FINISHED"]
+    row = {"entry": entry, "zoo": runs["zoo"].iloc[0], "run_ids": runs["run_id"].tolist(),
+           "train_seeds": runs["train_seed"].tolist(), "n_train": len(runs), "n_eval": 0,
+           "status": "FINISHED", "failure": "",
+           "duration_s": float(np.nansum([(e - s) / 1000 for s, e in zip(runs["start_time"], runs["end_time"])
+                                          if e and s]))}
+    if len(failed):
+        # A partial set of training seeds is not comparable with a full one: the row is not ranked.
+        row["status"] = failed["status"].iloc[0]
+        reason = failed["failure"].iloc[0]
+        if len(runs) > 1:
+            reason = f"{len(failed)} of {len(runs)} training runs {row['status']}" + (f": {reason}" if reason else "")
+        row["failure"] = reason
+        return row
+    for key in keys:
+        _add_metric(row, key, runs, per_seed)
+    return row
+
+
+def _add_metric(row: dict, key: str, runs: pd.DataFrame, per_seed: PerSeed) -> None:
+    means = [m.get(key) for m in runs["metrics"]]
+    if any(v is None for v in means):
+        return  # some training seed lacks the key (unavailable metric): no partial average
+    seeds = [per_seed(rid, key) for rid in runs["run_id"]]
+    if all(seeds):
+        values = [v for s in seeds for v in s]
+        pairs = {(str(ts), i): v for ts, s in zip(runs["train_seed"], seeds) for i, v in enumerate(s)}
+        mean, std = float(np.mean(values)), float(np.std(values))
+        row["n_eval"] = max(row["n_eval"], max(len(s) for s in seeds))
+    else:
+        # Runs logged before per-seed histories existed: only the run-level mean and seed std are known.
+        pairs = {}
+        mean = float(np.mean(means))
+        std = (float(runs["metrics"].iloc[0].get(f"{key}/seed_std", math.nan)) if len(runs) == 1
+               else float(np.std(means)))
+    row[f"{key}/mean"], row[f"{key}/std"], row[f"{key}/pairs"] = mean, std, pairs
+    lo_key, hi_key = interval_keys(key)
+    lows = [m.get(lo_key) for m in runs["metrics"]]
+    highs = [m.get(hi_key) for m in runs["metrics"]]
+    if all(v is not None for v in lows + highs):
+        # The bootstrap interval of each evaluation seed, averaged over the runs' seeds (its typical width).
+        row[f"{key}/ci95_low"], row[f"{key}/ci95_high"] = float(np.mean(lows)), float(np.mean(highs))
+
+
+def _rank(df: pd.DataFrame, key: Optional[str]) -> pd.DataFrame:
+    df = df.copy()
+    df["rank"], df["p_next"], df["n_pairs_next"] = pd.NA, math.nan, 0
+    if key is None or f"{key}/mean" not in df:
+        return df.sort_values("entry").reset_index(drop=True)
+    ranked = df["status"].eq("FINISHED") & df[f"{key}/mean"].notna()
+    better_high = KEY_DIRECTION[key]
+    top = df[ranked].sort_values([f"{key}/mean", "entry"], ascending=[not better_high, True])
+    rest = df[~ranked].sort_values("entry")
+    df = pd.concat([top, rest]).reset_index(drop=True)
+    if len(top):
+        df.loc[: len(top) - 1, "rank"] = list(range(1, len(top) + 1))
+    for i in range(len(top) - 1):
+        a, b = df.at[i, f"{key}/pairs"], df.at[i + 1, f"{key}/pairs"]
+        common = sorted(set(a) & set(b))
+        if common:
+            df.at[i, "p_next"] = significance.paired_permutation_p([a[c] for c in common], [b[c] for c in common])
+            df.at[i, "n_pairs_next"] = len(common)
+    return df
+
+
+def load(uri: str, experiments: Optional[list[str]] = None, fingerprint: Optional[str] = None,
+         parent_run_id: Optional[str] = None, sort: Optional[str] = None) -> list[Group]:
+    """Leaderboards straight from a tracking store. `fingerprint` may be a prefix (as printed by bench run)."""
+    from bench.reporting import store
+
+    c = store.client(uri)
+    exps = store.experiment_ids(c, experiments)
+    runs = store.child_runs(c, exps, parent_run_id=parent_run_id)
+    if fingerprint:
+        runs = runs[runs["fingerprint"].str.startswith(fingerprint)]
+    if runs.empty:
+        what = f" with fingerprint {fingerprint}" if fingerprint else ""
+        raise BenchError(f"no entry runs{what} in {uri}" + (f" (experiments: {', '.join(experiments)})"
+                                                            if experiments else ""))
+    return build(runs, lambda run_id, key: store.per_seed(c, run_id, key), sort)

@@ -1,0 +1,153 @@
+"""Leaderboard groups as text: terminal, Markdown, CSV and HTML (one table per fingerprint)."""
+
+from __future__ import annotations
+
+import html as _html
+import io
+import math
+from typing import Optional
+
+import pandas as pd
+
+from bench.metrics import KEY_DIRECTION
+from bench.reporting import significance
+from bench.reporting.leaderboard import Group
+from bench.reporting.table import LABELS
+
+LEGEND = ("Cells: mean ± std over training seeds × evaluation seeds (population std); [a, b]: 95% bootstrap "
+          "interval where the metric has one (mean over seeds). n: training seeds × evaluation seeds (? = runs "
+          "logged before per-seed values were). "
+          f"vs next: {significance.METHOD}, between a row and the row below it, on the sort metric. "
+          "Only rows of one fingerprint are ever compared.")
+
+
+def _num(x: float, mag: Optional[float] = None) -> str:
+    """Digits by magnitude, as the comparison table does (bench/reporting/table.py)."""
+    if not math.isfinite(x):
+        return str(x)
+    mag = max(abs(x if mag is None else mag), 1e-12)
+    digits = 4 if mag < 0.01 else (3 if mag < 10 else 2)
+    return f"{x:.{digits}{'e' if mag < 1e-3 else 'f'}}"
+
+
+def label(key: str) -> str:
+    return f"{LABELS.get(key, key)} {'↑' if KEY_DIRECTION[key] else '↓'}"
+
+
+def cell(row: pd.Series, key: str) -> str:
+    mean = row.get(f"{key}/mean")
+    if mean is None or pd.isna(mean):
+        return "—"
+    text = f"{_num(mean)} ± {_num(row[f'{key}/std'], mean)}"
+    lo, hi = row.get(f"{key}/ci95_low"), row.get(f"{key}/ci95_high")
+    if lo is not None and hi is not None and not pd.isna(lo) and not pd.isna(hi):
+        text += f" [{_num(lo, mean)}, {_num(hi, mean)}]"
+    return text
+
+
+def p_cell(row: pd.Series) -> str:
+    p = row.get("p_next")
+    if p is None or pd.isna(p):
+        return ""
+    return f"p={p:.2g}" + (" *" if p < significance.ALPHA else "") + f" (n={int(row['n_pairs_next'])})"
+
+
+def title(g: Group) -> str:
+    runs = f"{len(g.parent_run_ids)} run{'s' if len(g.parent_run_ids) != 1 else ''}"
+    rep = f", {g.repeats} older repeat{'s' if g.repeats != 1 else ''} superseded" if g.repeats else ""
+    return f"{g.protocol} · fingerprint {g.fingerprint[:12]} · experiment {g.experiment} · {runs}{rep}"
+
+
+def rows(g: Group) -> tuple[list[str], list[list[str]]]:
+    sort_label = LABELS.get(g.sort_key, g.sort_key) if g.sort_key else ""
+    vs = f"vs next ({sort_label})" if sort_label else "vs next"
+    header = ["#", "entry", "zoo"] + [label(k) for k in g.keys] + ["n", vs, "status"]
+    body = []
+    for _, r in g.rows.iterrows():
+        rank = "" if pd.isna(r["rank"]) else str(int(r["rank"]))
+        status = r["status"] if r["status"] == "FINISHED" else f"{r['status']}: {r['failure']}".rstrip(": ")
+        body.append([rank, r["entry"], r["zoo"], *(cell(r, k) for k in g.keys),
+                     f"{r['n_train']}×{r['n_eval'] or '?'}", p_cell(r), status])
+    return header, body
+
+
+def terminal(groups: list[Group]) -> str:
+    out = []
+    for g in groups:
+        header, body = rows(g)
+        widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+        line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+        out += [title(g), line(header), line(["-" * w for w in widths]), *map(line, body), *g.notes, ""]
+    out.append(LEGEND)
+    return "\n".join(out) + "\n"
+
+
+def markdown_table(g: Group) -> str:
+    header, body = rows(g)
+    esc = lambda c: c.replace("|", "\\|")  # noqa: E731
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(esc(c) for c in b) + " |" for b in body]
+    return "\n".join(out + g.notes) + "\n"
+
+
+def markdown(groups: list[Group], heading: str = "###") -> str:
+    out = []
+    for g in groups:
+        out += [f"{heading} {title(g)}", "", markdown_table(g)]
+    out.append(f"_{LEGEND}_")
+    return "\n".join(out) + "\n"
+
+
+def to_csv(groups: list[Group]) -> str:
+    """Every number, unformatted: one line per (fingerprint, entry)."""
+    frames = []
+    for g in groups:
+        df = g.rows.drop(columns=[c for c in g.rows if c.endswith("/pairs")] + ["run_ids", "train_seeds"])
+        df.insert(0, "experiment", g.experiment)
+        df.insert(0, "fingerprint", g.fingerprint)
+        df.insert(0, "protocol", g.protocol)
+        df["sort_key"] = g.sort_key or ""
+        df["run_ids"] = [" ".join(r) for r in g.rows["run_ids"]]
+        frames.append(df)
+    buf = io.StringIO()
+    pd.concat(frames, ignore_index=True).to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue()
+
+
+def html_table(g: Group) -> str:
+    header, body = rows(g)
+    e = _html.escape
+    out = [f'<table class="leaderboard" data-fingerprint="{e(g.fingerprint)}">',
+           f"<caption>{e(title(g))}</caption>",
+           "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead>", "<tbody>"]
+    for b, (_, r) in zip(body, g.rows.iterrows()):
+        cls = "ok" if r["status"] == "FINISHED" else "failed"
+        out.append(f'<tr class="{cls}">' + "".join(f"<td>{e(c)}</td>" for c in b) + "</tr>")
+    out.append("</tbody></table>")
+    out += [f"<p class='note'>{e(n)}</p>" for n in g.notes]
+    return "\n".join(out)
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 80em; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; } caption { text-align: left; font-weight: bold; padding: 0.4em 0; }
+tr.failed td { color: #a00; } .legend, .note { font-size: 0.85em; color: #555; }
+pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
+figcaption { font-size: 0.85em; color: #444; max-width: 40em; }
+img { max-width: 100%; border: 1px solid #ddd; }
+img.samples { width: 320px; image-rendering: pixelated; }
+"""
+
+
+def html_page(title_text: str, body: str) -> str:
+    e = _html.escape
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{e(title_text)}</title>"
+            f"<style>{STYLE}</style></head>\n<body>\n<h1>{e(title_text)}</h1>\n{body}\n</body></html>\n")
+
+
+def to_html(groups: list[Group], title_text: str = "ganbench leaderboard") -> str:
+    return html_page(title_text, "\n".join(html_table(g) for g in groups)
+                     + f"\n<p class=\"legend\">{_html.escape(LEGEND)}</p>")

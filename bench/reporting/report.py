@@ -1,0 +1,262 @@
+"""`bench report`: one protocol run, read back from MLflow, as reports/<protocol>/index.html + README.md.
+
+A report is about one `bench run` (one parent run): its leaderboard (the entries' runs under that
+parent, pooled over training seeds), each entry's sample grid and training curves, a bar chart per
+metric, the protocol text as logged, the fingerprint, code and package versions, device and timings.
+Every number comes from the store; nothing is recomputed. `bench leaderboard` is the place that pools
+several runs of one fingerprint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import re
+import shlex
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from bench.errors import BenchError
+from bench.io import atomic_write_bytes
+from bench.reporting import leaderboard, plots, render, store
+
+INDEX_BEGIN = "<!-- BEGIN REPORT INDEX: `bench report` rewrites this table -->"
+INDEX_END = "<!-- END REPORT INDEX -->"
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass
+class Report:
+    out: Path
+    protocol: str
+    fingerprint: str
+    parent_run_id: str
+    files: list[str]
+    notes: list[str]
+
+
+def resolve(target: str, uri: Optional[str]) -> tuple[Any, Any, str, list[str]]:
+    """(client, parent run, uri, notes) for a protocol file (its newest run) or a run id."""
+    from bench.tracking.mlflow_tracker import resolve_uri
+
+    notes: list[str] = []
+    if Path(target).is_file() or target.endswith((".yaml", ".yml")):
+        from bench.protocol import load_protocol
+
+        loaded = load_protocol(target)
+        p = loaded.protocol
+        uri = uri or resolve_uri(p.tracking.uri)
+        c = store.client(uri)
+        parent = store.latest_parent(c, store.experiment_ids(c, [p.tracking.experiment or p.name]), p.name)
+        logged = store.download_text(c, parent.info.run_id, "protocol.yaml")
+        if logged is not None and logged != loaded.text:
+            notes.append(f"{target} differs from the protocol text logged with run {parent.info.run_id}; "
+                         "the report shows the logged text")
+        return c, parent, uri, notes
+    uri = uri or resolve_uri(None)
+    c = store.client(uri)
+    run = store.get_run(c, target)
+    parent_id = run.data.tags.get("mlflow.parentRunId")
+    if parent_id:
+        notes.append(f"{target} is the entry run {run.data.tags.get('bench.entry', '?')}; "
+                     f"reporting its protocol run {parent_id}")
+        run = store.get_run(c, parent_id)
+    if "bench.fingerprint" not in run.data.tags:
+        raise BenchError(f"MLflow run {target} is not a `bench run` protocol run (no bench.fingerprint tag)")
+    return c, run, uri, notes
+
+
+def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = None,
+                 command: Optional[str] = None) -> Report:
+    c, parent, uri, notes = resolve(target, uri)
+    tags = parent.data.tags
+    protocol, fingerprint, pid = tags.get("bench.protocol", "?"), tags["bench.fingerprint"], parent.info.run_id
+    exps = {parent.info.experiment_id: c.get_experiment(parent.info.experiment_id).name}
+    runs = store.child_runs(c, exps, parent_run_id=pid)
+    if runs.empty:
+        raise BenchError(f"protocol run {pid} has no entry runs to report")
+    group = leaderboard.build(runs, lambda run_id, key: store.per_seed(c, run_id, key))[0]
+    if parent.info.status != "FINISHED":
+        notes.append(f"protocol run {pid} is {parent.info.status}; entries it did not reach are missing")
+    others = [p for p in store.parent_runs(c, exps, protocol)
+              if p.info.run_id != pid and p.data.tags.get("bench.fingerprint") == fingerprint]
+    if others:
+        notes.append(f"{len(others)} other run(s) of this fingerprint are in the store; "
+                     "`bench leaderboard` pools them")
+
+    out = Path(out) if out else Path("reports") / protocol
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, bytes] = {}
+    bars = []
+    for key in group.keys:
+        png, whiskers = plots.metric_bars(group.rows, key)
+        name = f"img/bar-{_SAFE.sub('_', key)}.png"
+        files[name] = png
+        bars.append((key, name, whiskers))
+    entries = []
+    for _, row in group.rows.iterrows():
+        entries.append(_entry_assets(c, row, files))
+    protocol_text = store.download_text(c, pid, "protocol.yaml") or "(protocol.yaml artifact missing)"
+    env = _environment(parent, group)
+    cmd = command or f"bench report {shlex.quote(target)}"
+    meta = {"command": cmd, "protocol": protocol, "fingerprint": fingerprint, "parent_run_id": pid,
+            "experiment": next(iter(exps.values())), "uri": uri,
+            "run_started": _when(parent.info.start_time), "notes": notes}
+    ctx = dict(meta=meta, group=group, bars=bars, entries=entries, protocol_text=protocol_text, env=env)
+    files["README.md"] = _markdown(**ctx).encode()
+    files["index.html"] = _html(**ctx).encode()
+    files["leaderboard.csv"] = render.to_csv([group]).encode()
+    files["protocol.yaml"] = protocol_text.encode()
+    meta["files"] = sorted(files) + ["report.json"]
+    files["report.json"] = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+    _write_all(out, files)
+    _update_index(out.parent)
+    return Report(out, protocol, fingerprint, pid, meta["files"], notes)
+
+
+def _entry_assets(c, row, files: dict[str, bytes]) -> dict[str, Any]:
+    """Sample grids and curves of one entry: one per training run (several when it has training seeds)."""
+    from zoo import ZOO
+
+    entry, zoo_name = row["entry"], row["zoo"]
+    task = ZOO.get(zoo_name).task if zoo_name in ZOO else "unconditional"
+    safe = _SAFE.sub("_", entry)
+    grids, curves = [], {}
+    several = len(row["run_ids"]) > 1
+    for run_id, seed in zip(row["run_ids"], row["train_seeds"]):
+        suffix = f"-seed{_SAFE.sub('_', str(seed))}" if several else ""
+        name = f"img/samples-{safe}{suffix}.png"
+        with tempfile.TemporaryDirectory() as tmp:
+            if store.download_file(c, run_id, "samples.png", Path(tmp) / "g.png"):
+                files[name] = (Path(tmp) / "g.png").read_bytes()
+                grids.append((name, f"training seed {seed}" if several else ""))
+        run = c.get_run(run_id)
+        for key in sorted(run.data.metrics):
+            if key.startswith(("loss/", "train/")):
+                curves[f"{key}@seed {seed}" if several else key] = store.history(c, run_id, key)
+    curve_file = None
+    if curves:
+        curve_file = f"img/curves-{safe}.png"
+        files[curve_file] = plots.training_curves(entry, curves)
+    return {"entry": entry, "zoo": zoo_name, "task": task, "caption": _grid_caption(task), "grids": grids,
+            "curves": curve_file, "status": row["status"], "failure": row["failure"],
+            "duration_s": row["duration_s"]}
+
+
+def _grid_caption(task: str) -> str:
+    if "unpaired" in task:
+        return "each row: a → G(a) → F(G(a)) (translation and cycle reconstruction), from fixed inputs"
+    if "paired" in task:
+        return "each row: input | output | target, from fixed inputs"
+    return "8×8 grid of samples from fixed noise"
+
+
+def _environment(parent, group) -> list[tuple[str, str]]:
+    t, p = parent.data.tags, parent.data.params
+    rows = [("fingerprint", t.get("bench.fingerprint", "")), ("protocol run", parent.info.run_id),
+            ("code version (git sha)", t.get("bench.git_sha", "unknown")), ("device", t.get("bench.device", "")),
+            ("extractor", f"{t.get('bench.extractor', '')} (sha256 {t.get('bench.extractor_sha256', '')})"),
+            ("started", _when(parent.info.start_time))]
+    if parent.info.end_time:
+        rows.append(("protocol run wall time", f"{(parent.info.end_time - parent.info.start_time) / 1000:.1f} s"))
+    rows += [(f"param {k}", v) for k, v in sorted(p.items())]
+    rows += [(f"package {k[len('bench.version.'):]}", v) for k, v in sorted(t.items())
+             if k.startswith("bench.version.")]
+    rows += [(f"wall time of entry {r['entry']}", f"{r['duration_s']:.1f} s (train + evaluate, MLflow run)")
+             for _, r in group.rows.iterrows()]
+    return rows
+
+
+def _when(ms: Optional[int]) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if ms else ""
+
+
+def _markdown(meta, group, bars, entries, protocol_text, env) -> str:
+    out = [f"# {meta['protocol']}", "",
+           f"Written by `{meta['command']}` from MLflow run `{meta['parent_run_id']}` (experiment "
+           f"`{meta['experiment']}`, started {meta['run_started']}). Fingerprint `{meta['fingerprint']}`: "
+           "scores compare only within it.", ""]
+    out += [f"> {n}" for n in meta["notes"]] + ([""] if meta["notes"] else [])
+    out += ["## Leaderboard", "", render.markdown_table(group), f"_{render.LEGEND}_", "", "## Metrics", ""]
+    out += [f"![{render.label(k)}]({name})" for k, name, _ in bars] + [""]
+    out += ["## Entries", ""]
+    for e in entries:
+        status = "" if e["status"] == "FINISHED" else f" — **{e['status']}**: {e['failure']}"
+        out += [f"### {e['entry']} (`{e['zoo']}`, {e['task']}){status}", ""]
+        for name, sub in e["grids"]:
+            out += [f"![{e['entry']} samples]({name})", "", f"_{e['caption']}{'; ' + sub if sub else ''}_", ""]
+        if e["curves"]:
+            out += [f"![{e['entry']} training curves]({e['curves']})", ""]
+    out += ["## Protocol", "", "```yaml", protocol_text.rstrip("\n"), "```", "", "## Environment", "",
+            "| | |", "|---|---|"] + [f"| {k} | {str(v).replace('|', '/')} |" for k, v in env] + [""]
+    return "\n".join(out)
+
+
+def _html(meta, group, bars, entries, protocol_text, env) -> str:
+    e = html.escape
+    body = [f"<p>Written by <code>{e(meta['command'])}</code> from MLflow run <code>{e(meta['parent_run_id'])}"
+            f"</code> (experiment <code>{e(meta['experiment'])}</code>, started {e(meta['run_started'])}). "
+            f"Fingerprint <code>{e(meta['fingerprint'])}</code>: scores compare only within it.</p>"]
+    body += [f"<p class='note'>{e(n)}</p>" for n in meta["notes"]]
+    body += ["<h2>Leaderboard</h2>", render.html_table(group), f"<p class='legend'>{e(render.LEGEND)}</p>",
+             "<h2>Metrics</h2>"]
+    body += [f"<figure><img class='bar' src='{e(name)}' alt='{e(render.label(k))}'>"
+             f"<figcaption>{e(render.label(k))}; whiskers: {e(w)}</figcaption></figure>" for k, name, w in bars]
+    body.append("<h2>Entries</h2>")
+    for en in entries:
+        status = "" if en["status"] == "FINISHED" else f" — {en['status']}: {en['failure']}"
+        body.append(f"<h3 id='entry-{e(en['entry'])}'>{e(en['entry'])} (<code>{e(en['zoo'])}</code>, "
+                    f"{e(en['task'])}){e(status)}</h3>")
+        for name, sub in en["grids"]:
+            body.append(f"<figure><img class='samples' src='{e(name)}' alt='{e(en['entry'])} samples'>"
+                        f"<figcaption>{e(en['caption'] + ('; ' + sub if sub else ''))}</figcaption></figure>")
+        if en["curves"]:
+            body.append(f"<figure><img class='curves' src='{e(en['curves'])}' alt='{e(en['entry'])} curves'>"
+                        "<figcaption>losses and in-training scores vs training step</figcaption></figure>")
+    body += ["<h2>Protocol</h2>", f"<pre>{e(protocol_text)}</pre>", "<h2>Environment</h2>",
+             "<table class='env'>" + "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in env)
+             + "</table>"]
+    return render.html_page(f"{meta['protocol']}: ganbench report", "\n".join(body))
+
+
+def _write_all(out: Path, files: dict[str, bytes]) -> None:
+    """Write every file atomically; remove files an earlier report wrote that this one no longer has."""
+    previous = out / "report.json"
+    old: list[str] = []
+    if previous.is_file():
+        try:
+            old = json.loads(previous.read_text()).get("files", [])
+        except (OSError, ValueError):
+            old = []
+    for name, data in files.items():
+        atomic_write_bytes(out / name, data)
+    for name in set(old) - set(files):
+        stale = out / name
+        if stale.is_file() and ".." not in Path(name).parts:
+            stale.unlink()
+
+
+def _update_index(root: Path) -> None:
+    """Rewrite the report table of root/README.md (between the markers) from every */report.json."""
+    readme = root / "README.md"
+    if not readme.is_file():
+        return
+    text = readme.read_text(encoding="utf-8")
+    if INDEX_BEGIN not in text or INDEX_END not in text:
+        return
+    lines = ["| report | protocol | fingerprint | protocol run | written by |", "|---|---|---|---|---|"]
+    for meta_path in sorted(root.glob("*/report.json")):
+        try:
+            m = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            continue
+        folder = meta_path.parent.name
+        lines.append(f"| [`{folder}/`]({folder}/index.html) ([md]({folder}/README.md)) | {m.get('protocol', '')} | "
+                     f"`{m.get('fingerprint', '')[:12]}` | `{m.get('parent_run_id', '')}` "
+                     f"({m.get('run_started', '')}) | `{m.get('command', '')}` |")
+    head, rest = text.split(INDEX_BEGIN, 1)
+    tail = rest.split(INDEX_END, 1)[1]
+    atomic_write_bytes(readme, (head + INDEX_BEGIN + "\n" + "\n".join(lines) + "\n" + INDEX_END + tail).encode())

@@ -1,0 +1,175 @@
+"""Reading protocol runs back out of MLflow (any tracking URI: SQLite file or `mlflow server`).
+
+The layout read here is the one bench/pipeline.py writes: one parent run per `bench run` (tag
+bench.fingerprint, no mlflow.parentRunId) and one child run per entry (tags bench.entry,
+bench.fingerprint, mlflow.parentRunId). Everything is read through MlflowClient with an explicit URI,
+never through mlflow's process-wide "current tracking URI".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+
+from bench.errors import BenchError
+
+CHILD_COLUMNS = ["run_id", "parent_run_id", "experiment", "protocol", "fingerprint", "entry", "zoo",
+                 "train_seed", "status", "failure", "start_time", "end_time", "metrics"]
+
+
+def client(uri: str):
+    """An MlflowClient for `uri`; an unreachable or unusable store is one clear line."""
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    # One progress bar per downloaded grid would bury the command's own output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow.tracking import MlflowClient
+
+    for name in ("mlflow", "alembic", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if uri.startswith("sqlite:///"):
+        # Opening a missing SQLite file would silently create an empty store; a typo should be an error.
+        db = Path(uri[len("sqlite:///"):]).expanduser()
+        if not db.is_file():
+            raise BenchError(f"MLflow store {uri}: no such database file ({db.resolve()}); "
+                             "run `bench run` first or pass --uri")
+    try:
+        c = MlflowClient(tracking_uri=uri)
+        c.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any failure to open the store is the user's to fix
+        raise BenchError(f"MLflow store {uri} is not usable: {_first_line(exc)}") from None
+    return c
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def experiment_ids(c, names: Optional[list[str]] = None) -> dict[str, str]:
+    """id -> name of the named experiments (all active ones when `names` is empty)."""
+    if names:
+        out = {}
+        for name in names:
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                known = sorted(e.name for e in c.search_experiments())
+                raise BenchError(f"no MLflow experiment '{name}' in this store; experiments: "
+                                 f"{', '.join(known) or 'none'}")
+            out[exp.experiment_id] = exp.name
+        return out
+    return {e.experiment_id: e.name for e in c.search_experiments()}
+
+
+def _search(c, exp_ids: list[str], filter_string: str = "") -> list[Any]:
+    runs, token = [], None
+    while True:
+        page = c.search_runs(exp_ids, filter_string=filter_string, max_results=1000, page_token=token,
+                             order_by=["attributes.start_time DESC"])
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def parent_runs(c, exps: dict[str, str], protocol: Optional[str] = None) -> list[Any]:
+    """Protocol (parent) runs, newest first."""
+    flt = "tags.`bench.fingerprint` != ''" if protocol is None else f"tags.`bench.protocol` = '{protocol}'"
+    return [r for r in _search(c, list(exps), flt)
+            if "mlflow.parentRunId" not in r.data.tags and "bench.entry" not in r.data.tags]
+
+
+def latest_parent(c, exps: dict[str, str], protocol: str) -> Any:
+    """The newest FINISHED run of `protocol`, else the newest run of any status (a report notes it)."""
+    runs = parent_runs(c, exps, protocol)
+    if not runs:
+        raise BenchError(f"no runs of protocol '{protocol}' in experiment(s) {', '.join(exps.values())}; "
+                         "run `bench run` first")
+    return next((r for r in runs if r.info.status == "FINISHED"), runs[0])
+
+
+def get_run(c, run_id: str) -> Any:
+    try:
+        return c.get_run(run_id)
+    except Exception as exc:  # noqa: BLE001
+        raise BenchError(f"MLflow run '{run_id}' not found: {_first_line(exc)}") from None
+
+
+def child_runs(c, exps: dict[str, str], fingerprint: Optional[str] = None,
+               parent_run_id: Optional[str] = None) -> pd.DataFrame:
+    """One row per entry run, with its run-level metrics as a dict (per-seed values are fetched later,
+    only for the runs a leaderboard keeps)."""
+    flt = "tags.`bench.entry` != ''"
+    if fingerprint:
+        flt += f" and tags.`bench.fingerprint` = '{fingerprint}'"
+    if parent_run_id:
+        flt += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    rows = []
+    for r in _search(c, list(exps), flt):
+        t = r.data.tags
+        rows.append({
+            "run_id": r.info.run_id, "parent_run_id": t.get("mlflow.parentRunId", ""),
+            "experiment": exps.get(r.info.experiment_id, r.info.experiment_id),
+            "protocol": t.get("bench.protocol", ""), "fingerprint": t.get("bench.fingerprint", ""),
+            "entry": t["bench.entry"], "zoo": t.get("bench.zoo", ""),
+            # Protocols that train an entry under several seeds tag each child run with its seed;
+            # runs without the tag are the single default training seed.
+            "train_seed": t.get("bench.train_seed", r.data.params.get("train.seed", "")),
+            "status": r.info.status, "failure": t.get("bench.failure", ""),
+            "start_time": r.info.start_time, "end_time": r.info.end_time,
+            "metrics": dict(r.data.metrics),
+        })
+    return pd.DataFrame(rows, columns=CHILD_COLUMNS)
+
+
+def per_seed(c, run_id: str, key: str) -> list[float]:
+    """Per-evaluation-seed values of `key` (history `per_seed/<key>`, step i = i-th seed), in seed order."""
+    try:
+        hist = c.get_metric_history(run_id, f"per_seed/{key}")
+    except Exception:  # noqa: BLE001 - an old run without per-seed history: the caller falls back
+        return []
+    latest: dict[int, Any] = {}
+    for m in hist:  # a resumed run may log a step twice; the newest value wins
+        if m.step not in latest or m.timestamp >= latest[m.step].timestamp:
+            latest[m.step] = m
+    return [latest[s].value for s in sorted(latest)]
+
+
+def history(c, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in c.get_metric_history(run_id, key))
+
+
+def download_text(c, run_id: str, path: str) -> Optional[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = c.download_artifacts(run_id, path, tmp)
+        except Exception:  # noqa: BLE001 - a missing artifact is reported by the caller
+            return None
+        return Path(local).read_text(encoding="utf-8")
+
+
+def download_file(c, run_id: str, path: str, dest: Path) -> bool:
+    """Copy one artifact to `dest`; False when the run has no such artifact."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = c.download_artifacts(run_id, path, tmp)
+        except Exception:  # noqa: BLE001
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dest = dest.with_name(f".{dest.name}.tmp")
+        shutil.copyfile(local, tmp_dest)
+        os.replace(tmp_dest, dest)
+        return True
+
+
+def log_texts(c, run_id: str, texts: dict[str, str]) -> None:
+    """Attach text artifacts (name -> content) to a run, finished or not."""
+    for name, text in texts.items():
+        c.log_text(run_id, text, name)

@@ -1,0 +1,189 @@
+"""`bench leaderboard`: grouping strictly by fingerprint, ranking by direction, pooling over training
+and evaluation seeds, the paired permutation test, and the outputs (terminal, CSV, Markdown, HTML,
+MLflow artifact)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.reporting import leaderboard, render, significance
+from bench.reporting.store import CHILD_COLUMNS
+from tests.conftest import needs_data
+from tests.report_runs import shared_runs
+
+# --- the permutation test ---------------------------------------------------------------------------
+
+
+def test_two_seeds_can_never_be_significant():
+    assert significance.paired_permutation_p([1.0, 2.0], [10.0, 20.0]) == 0.5
+    assert significance.min_attainable_p(2) == 0.5
+
+
+def test_six_consistent_pairs_are_significant_and_exact():
+    a, b = [1.0, 1.1, 0.9, 1.2, 1.0, 1.05], [2.0] * 6
+    assert significance.paired_permutation_p(a, b) == pytest.approx(2 / 64)
+    assert significance.paired_permutation_p(b, a) == pytest.approx(2 / 64)
+
+
+def test_identical_values_give_p_one_and_mixed_signs_are_not_significant():
+    assert significance.paired_permutation_p([3.0, 4.0, 5.0], [3.0, 4.0, 5.0]) == 1.0
+    assert significance.paired_permutation_p([1, 2, 3, 4, 5, 6], [2, 1, 4, 3, 6, 5]) == 1.0
+
+
+def test_many_pairs_use_seeded_draws_reproducibly():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 1, 40), rng.normal(0.3, 1, 40)
+    p1, p2 = significance.paired_permutation_p(a, b), significance.paired_permutation_p(a, b)
+    assert p1 == p2 and 0 < p1 < 1
+
+
+# --- grouping and ranking on synthetic runs -----------------------------------------------------------
+
+def _run(fp, entry, parent, start, metrics, status="FINISHED", train_seed="", failure=""):
+    return {"run_id": f"{parent}-{entry}-{train_seed}", "parent_run_id": parent, "experiment": "exp",
+            "protocol": "p", "fingerprint": fp, "entry": entry, "zoo": "mnist_gan", "train_seed": train_seed,
+            "status": status, "failure": failure, "start_time": start, "end_time": start + 1000,
+            "metrics": metrics}
+
+
+def _build(rows, per_seed, sort=None):
+    df = pd.DataFrame(rows, columns=CHILD_COLUMNS)
+    return leaderboard.build(df, lambda rid, key: per_seed.get((rid, key), []), sort)
+
+
+def test_fingerprints_are_separate_groups_and_repeats_are_not_double_counted():
+    rows = [_run("A" * 64, "g", "r1", 1, {"fid": 10.0, "is": 2.0}), _run("A" * 64, "g", "r2", 2, {"fid": 12.0}),
+            _run("B" * 64, "g", "r3", 3, {"fid": 99.0})]
+    seeds = {("r1-g-", "fid"): [9.0, 11.0], ("r2-g-", "fid"): [11.0, 13.0], ("r3-g-", "fid"): [98.0, 100.0]}
+    groups = _build(rows, seeds)
+    assert [g.fingerprint[0] for g in groups] == ["B", "A"]  # newest fingerprint first
+    a = groups[1]
+    assert a.repeats == 1 and a.parent_run_ids == ["r2", "r1"]
+    row = a.rows.iloc[0]
+    assert row["fid/mean"] == 12.0 and row["n_train"] == 1 and row["n_eval"] == 2  # the newest run only
+    assert groups[0].rows.iloc[0]["fid/mean"] == 99.0
+
+
+def test_rank_follows_each_metrics_direction_and_failed_rows_go_last():
+    rows = [_run("F" * 64, "a", "r", 1, {"fid": 30.0, "is": 3.0}), _run("F" * 64, "b", "r", 1, {"fid": 10.0, "is": 1.5}),
+            _run("F" * 64, "c", "r", 1, {}, status="FAILED", failure="NaN loss at step 3")]
+    g = _build(rows, {})[0]
+    assert list(g.rows["entry"]) == ["b", "a", "c"] and g.sort_key == "fid"
+    assert list(g.rows["rank"][:2]) == [1, 2] and pd.isna(g.rows["rank"].iloc[2])
+    g_is = _build(rows, {}, sort="is")[0]
+    assert list(g_is.rows["entry"]) == ["a", "b", "c"]
+    text = render.terminal([g])
+    assert "FAILED: NaN loss at step 3" in text
+    with pytest.raises(Exception, match="cannot sort by 'nope'"):
+        _build(rows, {}, sort="nope")
+
+
+def test_training_seeds_pool_with_eval_seeds_and_pair_up_for_the_test():
+    fp, rows, seeds = "C" * 64, [], {}
+    good = {0: [10.0, 11.0, 12.0], 1: [10.5, 11.5, 12.5]}
+    for ts in (0, 1):
+        for entry, vals in (("good", good[ts]), ("bad", [v + 5 for v in good[ts]])):
+            m = {"fid": float(np.mean(vals)), "fid/ci95_low": np.mean(vals) - 1, "fid/ci95_high": np.mean(vals) + 1}
+            rows.append(_run(fp, entry, "r", 1, m, train_seed=str(ts)))
+            seeds[(f"r-{entry}-{ts}", "fid")] = vals
+    g = _build(rows, seeds)[0]
+    best = g.rows.iloc[0]
+    pooled = good[0] + good[1]
+    assert best["entry"] == "good" and best["n_train"] == 2 and best["n_eval"] == 3
+    assert best["fid/mean"] == pytest.approx(np.mean(pooled)) and best["fid/std"] == pytest.approx(np.std(pooled))
+    assert best["fid/ci95_low"] == pytest.approx(np.mean(pooled) - 1)
+    assert best["n_pairs_next"] == 6 and best["p_next"] == pytest.approx(2 / 64)
+    assert "p=0.031 * (n=6)" in render.markdown([g])
+    assert "2×3" in render.terminal([g])
+
+
+def test_a_partially_failed_set_of_training_seeds_is_not_ranked():
+    fp = "D" * 64
+    rows = [_run(fp, "x", "r", 1, {"fid": 5.0}, train_seed="0"),
+            _run(fp, "x", "r", 1, {}, status="FAILED", train_seed="1", failure="diverged"),
+            _run(fp, "y", "r", 1, {"fid": 9.0})]
+    g = _build(rows, {})[0]
+    x = g.rows.set_index("entry").loc["x"]
+    assert x["status"] == "FAILED" and x["failure"] == "1 of 2 training runs FAILED: diverged"
+    assert list(g.rows["entry"]) == ["y", "x"]
+
+
+def test_csv_markdown_and_html_carry_every_group():
+    rows = [_run("A" * 64, "g", "r1", 1, {"fid": 10.0, "fid/ci95_low": 9.0, "fid/ci95_high": 11.5}),
+            _run("B" * 64, "g", "r2", 2, {"fid": 20.0})]
+    groups = _build(rows, {("r1-g-", "fid"): [9.0, 11.0]})
+    table = list(csv.DictReader(io.StringIO(render.to_csv(groups))))
+    assert {(r["fingerprint"][0], float(r["fid/mean"])) for r in table} == {("A", 10.0), ("B", 20.0)}
+    md = render.markdown(groups)
+    assert md.count("fingerprint AAAAAAAAAAAA") == 1 and "10.00 ± 1.00 [9.00, 11.50]" in md
+    page = render.to_html(groups)
+    assert page.count('<table class="leaderboard"') == 2 and "paired sign-flip permutation test" in page
+
+
+# --- end to end: two runs of one protocol + one run of a changed protocol ------------------------------
+
+@needs_data
+def test_two_protocols_two_groups_never_mixed(tmp_path_factory, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    runs = shared_runs(tmp_path_factory)
+    out = tmp_path / "lb"
+    assert main(["leaderboard", str(runs.protocol), "--csv", str(out) + ".csv", "--markdown", str(out) + ".md",
+                 "--html", str(out) + ".html"]) == 0
+    printed = capsys.readouterr().out
+    fps = {w: {r["fingerprint"] for r in res} for w, res in runs.results.items()}
+    assert fps["work-1"] == fps["work-2"] and fps["work-1"] != fps["work-3"]
+    fp_same, fp_changed = fps["work-1"].pop(), fps["work-3"].pop()
+    assert printed.count("regression-tiny · fingerprint") == 2
+    assert f"fingerprint {fp_same[:12]} · experiment regression-tiny · 2 runs, 2 older repeats superseded" in printed
+
+    table = list(csv.DictReader(open(str(out) + ".csv")))
+    assert len(table) == 4
+    for row in table:
+        work = "work-1" if row["fingerprint"] == fp_same else "work-3"
+        assert row["fingerprint"] in (fp_same, fp_changed)
+        expected = next(r for r in runs.results[work] if r["entry"] == row["entry"])
+        # Each group holds exactly its own protocol's numbers, from the per-seed values MLflow kept.
+        assert float(row["fid/mean"]) == pytest.approx(expected["metrics"]["fid"]["mean"], rel=1e-12)
+        assert float(row["fid/std"]) == pytest.approx(expected["metrics"]["fid"]["std"], rel=1e-9, abs=1e-12)
+        assert row["n_train"] == "1" and row["n_eval"] == "2"
+    ranked = [r for r in table if r["fingerprint"] == fp_same]
+    assert [r["entry"] for r in sorted(ranked, key=lambda r: r["rank"])] == ["trained", "untrained"]
+    assert ranked[0]["p_next"] == "0.5"  # two evaluation seeds: the test cannot reach significance
+    assert (out.with_suffix(".html")).read_text().count('<table class="leaderboard"') == 2
+
+    client = MlflowClient(tracking_uri=runs.uri)
+    exp = client.get_experiment_by_name("regression-tiny")
+    parents = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
+    newest = {}
+    for p in sorted(parents, key=lambda r: r.info.start_time):
+        newest[p.data.tags["bench.fingerprint"]] = p.info.run_id
+    for fp, run_id in newest.items():
+        names = {a.path for a in client.list_artifacts(run_id, "leaderboard")}
+        assert names == {f"leaderboard/leaderboard.{x}" for x in ("md", "csv", "html")}
+        logged = client.download_artifacts(run_id, "leaderboard/leaderboard.md", str(tmp_path / fp[:6]))
+        assert fp[:12] in open(logged).read()
+
+
+@needs_data
+def test_fingerprint_filter_and_unknown_experiment(tmp_path_factory, capsys):
+    runs = shared_runs(tmp_path_factory)
+    fp = runs.results["work-3"][0]["fingerprint"]
+    assert main(["leaderboard", "--uri", runs.uri, "--fingerprint", fp[:8], "--no-log"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("· fingerprint") == 1 and fp[:12] in out
+    assert main(["leaderboard", "no-such-experiment", "--uri", runs.uri]) == 2
+    assert "no MLflow experiment 'no-such-experiment'" in capsys.readouterr().err
+
+
+def test_missing_sqlite_store_is_one_line(tmp_path, capsys):
+    assert main(["leaderboard", "--uri", f"sqlite:///{tmp_path.as_posix()}/none.db"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bench: error: MLflow store") and "no such database file" in err
+    assert not (tmp_path / "none.db").exists()

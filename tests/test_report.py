@@ -1,0 +1,94 @@
+"""`bench report`: index.html + README.md + figures from MLflow, by protocol file or run id, and the
+reports/README.md index it keeps."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from PIL import Image
+
+from bench.cli import main
+from bench.reporting.report import INDEX_BEGIN, INDEX_END
+from tests.conftest import needs_data
+from tests.report_runs import shared_runs
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    runs = shared_runs(tmp_path_factory)
+    reports = tmp_path_factory.mktemp("reports")
+    (reports / "README.md").write_text(f"# Reports\n\n{INDEX_BEGIN}\n(old)\n{INDEX_END}\n\ntail text\n")
+    out = reports / "regression-tiny"
+    assert main(["report", str(runs.changed), "--out", str(out)]) == 0
+    return runs, reports, out
+
+
+@needs_data
+def test_report_has_leaderboard_figures_protocol_and_environment(report):
+    runs, _, out = report
+    meta = json.loads((out / "report.json").read_text())
+    fp = runs.results["work-3"][0]["fingerprint"]
+    assert meta["fingerprint"] == fp and meta["protocol"] == "regression-tiny"  # the newest run: the changed one
+    readme = (out / "README.md").read_text()
+    page = (out / "index.html").read_text()
+    for text in (readme, page):
+        assert fp in text and "n_samples: 150" in text and "bench report" in text
+        assert "trained" in text and "untrained" in text and "package torch" in text
+    assert "| # | entry | zoo | IS ↑ | FID ↓ | KID ↓ |" in readme
+    assert page.count('<table class="leaderboard"') == 1
+    linked = set(re.findall(r"\]\((img/[^)]+)\)", readme))
+    assert linked == set(re.findall(r"src='(img/[^']+)'", page))
+    assert {"img/samples-trained.png", "img/samples-untrained.png", "img/curves-trained.png",
+            "img/bar-fid.png", "img/bar-is.png", "img/bar-kid_mean.png"} <= linked
+    for name in linked:
+        with Image.open(out / name) as im:
+            assert im.format == "PNG" and im.size[0] > 100
+    assert "8×8 grid of samples from fixed noise" in readme and "whiskers: 95% bootstrap interval" in page
+    assert set(meta["files"]) == {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+
+
+@needs_data
+def test_index_lists_the_report_with_its_command(report):
+    _, reports, out = report
+    text = (reports / "README.md").read_text()
+    assert "(old)" not in text and text.endswith("tail text\n")
+    row = next(line for line in text.splitlines() if line.startswith("| [`regression-tiny/`]"))
+    assert "(regression-tiny/index.html)" in row and f"`bench report" in row and str(out) in row
+
+
+@needs_data
+def test_report_by_entry_run_id_uses_its_protocol_run_and_drops_stale_files(report, tmp_path_factory, capsys):
+    runs, _, out = report
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=runs.uri)
+    exp = client.get_experiment_by_name("regression-tiny")
+    first = min((r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags),
+                key=lambda r: r.info.start_time)
+    child = next(r for r in client.search_runs([exp.experiment_id])
+                 if r.data.tags.get("mlflow.parentRunId") == first.info.run_id)
+    (out / "img" / "samples-gone.png").write_bytes(b"")
+    meta = json.loads((out / "report.json").read_text())
+    meta["files"].append("img/samples-gone.png")
+    (out / "report.json").write_text(json.dumps(meta))
+    assert main(["report", child.info.run_id, "--uri", runs.uri, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"reporting its protocol run {first.info.run_id}" in printed
+    assert "1 other run(s) of this fingerprint" in printed
+    meta = json.loads((out / "report.json").read_text())
+    assert meta["parent_run_id"] == first.info.run_id and "n_samples: 200" in (out / "README.md").read_text()
+    assert not (out / "img" / "samples-gone.png").exists()
+
+
+def test_unknown_run_id_is_one_line(tmp_path, capsys):
+    import mlflow  # noqa: F401 - creating a small empty store
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path.as_posix()}/m.db"
+    MlflowClient(tracking_uri=uri).search_experiments()
+    assert main(["report", "0123456789abcdef", "--uri", uri, "--out", str(tmp_path / "r")]) == 2
+    assert "MLflow run '0123456789abcdef' not found" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
