@@ -214,6 +214,12 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
                 loaded_ckpts[entry.name] = sha256_file(path)
             except OSError as exc:
                 raise BenchError(f"entries[{entry.name}].checkpoint: cannot read {path} ({exc.strerror})") from None
+            # Read and fit it now (into the shape-only model): a damaged, foreign or mismatched checkpoint
+            # is refused before the store is opened, not after other entries have trained.
+            payload = checkpoint.read(path)
+            checkpoint.check_config(payload, built, path)
+            with torch.device("meta"):
+                checkpoint.load_into(payload, built, path, weights_only=True)
     if workdir is not None:
         _check_writable(workdir)
     return device, data, loaded_ckpts

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from bench.errors import BenchError
-from bench.io import atomic_torch_save
 from bench.runner.seeding import capture_global_rng, restore_global_rng
 
 FORMAT = "ganbench-checkpoint-1"
@@ -49,16 +48,46 @@ def payload(model, step: int, generators: dict[str, torch.Generator], fingerprin
     }
 
 
+def digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
 def write(path: Path, data: dict[str, Any]) -> str:
-    return atomic_torch_save(data, path)
+    """Write atomically, with a `<file>.sha256` sidecar so a tampered or bit-rotten file is caught on read.
+
+    A kill can land between the two renames, so the sidecar briefly lists the old digest as well: first
+    the sidecar with both, then the checkpoint, then the sidecar with the new one only. Whatever state a
+    SIGKILL leaves, the checkpoint on disk matches a listed digest.
+    """
+    from bench.io import atomic_write_bytes, sha256_file, torch_bytes
+
+    blob = torch_bytes(data)
+    import hashlib
+
+    new = hashlib.sha256(blob).hexdigest()
+    side = digest_path(path)
+    old = sha256_file(path) if path.is_file() else None
+    atomic_write_bytes(side, ("\n".join(d for d in (new, old) if d) + "\n").encode())
+    atomic_write_bytes(path, blob)
+    atomic_write_bytes(side, (new + "\n").encode())
+    return new
 
 
 def save(path: Path, model, step: int, generators: dict[str, torch.Generator], fingerprint: str,
-         entry: str) -> str:
+         entry: str) -> str:  # a checkpoint with fresh runner state (tests, tools)
     return write(path, payload(model, step, generators, fingerprint, entry))
 
 
 def read(path: Path) -> dict[str, Any]:
+    side = digest_path(path)
+    if side.is_file() and path.is_file():
+        from bench.io import sha256_file
+
+        recorded = side.read_text().split()
+        actual = sha256_file(path)
+        if actual not in recorded:
+            raise BenchError(f"{path}: checkpoint was modified or damaged after it was written (sha256 {actual[:12]}, "
+                             f"recorded {recorded[0][:12] if recorded else 'nothing'} in {side.name})")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
@@ -99,6 +128,8 @@ def load_into(payload: dict[str, Any], model, path: Path, weights_only: bool = F
 
 def check_config(payload: dict[str, Any], model, path: Path) -> None:
     """A checkpoint is only scored under the config it was trained with (else the card would lie)."""
+    if payload["family"] != model.family:
+        raise BenchError(f"{path}: checkpoint is a '{payload['family']}' model, the entry is '{model.family}'")
     stored, current = payload.get("config", {}), model.card()["config"]
     diff = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
     if diff:
