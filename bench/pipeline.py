@@ -259,6 +259,10 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
     run_root = workdir / f"{protocol.name}-{fp[:12]}"
     results_path = workdir / "results.jsonl"
 
+    stale = tracker.close_stale(fp)
+    if stale:
+        say(f"marked {len(stale)} MLflow run(s) of a killed earlier attempt KILLED")
+    done_before = results_mod.finished_rows(results_path, fp) if resume else {}
     parent = tracker.start_run(protocol.name, {
         "bench.protocol": protocol.name, "bench.fingerprint": fp, "bench.git_sha": env["git_sha"],
         "bench.device": env["device"], "bench.extractor": extractor.name,
@@ -281,6 +285,10 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
                                                            device.type)
         t_real = time.perf_counter() - t0
         for entry in protocol.entries:
+            if entry.name in done_before:  # --resume: finished and recorded under this fingerprint
+                say(f"entry {entry.name}: finished earlier (results.jsonl), not redone")
+                summary_results.append(done_before[entry.name])
+                continue
             say(f"entry {entry.name} ({entry.zoo}): " + (f"training {entry.train.steps} steps" if entry.train
                                                          else f"loading {entry.checkpoint}"))
             result = _run_entry(entry, protocol, loaded.path, data, extractor, real_feats, real_stats, fp,

@@ -7,7 +7,9 @@ from zoo.mnist_gan import MnistGAN
 from zoo.cyclegan import CycleGAN
 from zoo.pix2pix import Pix2Pix
 from zoo.pix2pixhd import Pix2PixHD
+from zoo.progan import ProGAN
 from zoo.sgan import SGAN
+from zoo.stylegan import StyleGAN
 from zoo.wgan import WGAN, WGANGP
 
 ZOO = Registry("zoo entry", {
@@ -20,4 +22,6 @@ ZOO = Registry("zoo entry", {
     "pix2pix": Pix2Pix,
     "cyclegan": CycleGAN,
     "pix2pixhd": Pix2PixHD,
+    "progan": ProGAN,
+    "stylegan": StyleGAN,
 })

@@ -225,6 +225,10 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
     state = {"snapshots": [], "best": None}
 
     start = 0
+    if resume and world.is_main:
+        # A writer killed mid-write leaves its temp file behind (the target itself is never half-written).
+        for tmp in run_dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
     if resume and latest.is_file():
         payload = checkpoint.read(latest)
         if payload["fingerprint"] == fingerprint and payload["entry"] == entry:

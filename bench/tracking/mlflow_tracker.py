@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import re
 import time
 from pathlib import Path
@@ -22,6 +23,16 @@ _BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 def resolve_uri(protocol_uri: Optional[str]) -> str:
     return protocol_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _key(k: str) -> str:
@@ -68,11 +79,29 @@ class Tracker:
         self._mlflow = mlflow
 
     def start_run(self, name: str, tags: dict[str, str], parent: Optional[str] = None) -> str:
-        tags = {k: str(v) for k, v in tags.items()}
+        # Who owns the run: a later run can tell a crashed attempt (dead pid) from a live one.
+        tags = {"bench.host": socket.gethostname(), "bench.pid": str(os.getpid()), **{k: str(v) for k, v in tags.items()}}
         if parent:
             tags["mlflow.parentRunId"] = parent
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         return run.info.run_id
+
+    def close_stale(self, fingerprint: str) -> list[str]:
+        """Mark KILLED the RUNNING runs of this fingerprint whose process on this host is gone (a SIGKILL
+        or power cut leaves them RUNNING forever otherwise). Runs of live processes are left alone."""
+        runs = self.client.search_runs([self.experiment_id],
+                                       filter_string=f"tags.`bench.fingerprint` = '{fingerprint}' and "
+                                                     "attributes.status = 'RUNNING'", max_results=1000)
+        closed = []
+        for run in runs:
+            tags = run.data.tags
+            if tags.get("bench.host") != socket.gethostname() or not tags.get("bench.pid", "").isdigit():
+                continue
+            if int(tags["bench.pid"]) != os.getpid() and not _alive(int(tags["bench.pid"])):
+                self.client.set_tag(run.info.run_id, "bench.failure", "the process running it died (killed)")
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                closed.append(run.info.run_id)
+        return closed
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

@@ -36,9 +36,30 @@ class EvalResult:
     reason: str = ""
 
 
+def finished_rows(path: Path, fingerprint: str) -> dict[str, dict[str, Any]]:
+    """The newest FINISHED row of every entry of one fingerprint (what `bench run --resume` need not redo).
+    A torn last line (a kill mid-append) is ignored: it was never a complete result."""
+    rows: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return rows
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("fingerprint") == fingerprint and row.get("status") == "FINISHED":
+            rows[row["entry"]] = row
+    return rows
+
+
 def append(path: Path, result: EvalResult) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(asdict(result), sort_keys=True) + "\n").encode()
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as f:  # a kill mid-append left a torn line: start on a fresh one
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                line = b"\n" + line
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         written = os.write(fd, line)
