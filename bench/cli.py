@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     pm.add_argument("--rss-n", type=int, nargs=2, default=[1000, 20000], metavar=("SMALL", "LARGE"))
     pm.add_argument("--inception-rss-n", type=int, nargs=2, default=[100, 400], metavar=("SMALL", "LARGE"))
     pm.add_argument("--inception-weights", default=None, help="pretrained file; default: stand-in weights")
+    ps = psub.add_parser("scale", help="training and evaluation throughput of `bench run --nproc N` for each N")
+    ps.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
+    ps.add_argument("--steps", type=int, default=300, help="training steps per entry of the built-in protocol")
+    ps.add_argument("--n", type=int, default=4000, help="evaluation samples of the built-in protocol")
+    ps.add_argument("--protocol", default=None, help="time this protocol instead of the built-in one")
 
     w = sub.add_parser("weights", help="pretrained files used by metrics (manifest)")
     wsub = w.add_subparsers(dest="weights_command", required=True)
@@ -130,6 +135,11 @@ def _dispatch(args) -> int:
         return _zoo(args)
     if args.command == "weights":
         return _weights(args)
+    if args.command == "perf" and args.perf_command == "scale":
+        from bench.perf import perf_scale
+
+        print(perf_scale(args.nproc, args.steps, args.n, args.protocol), flush=True)
+        return 0
     if args.command == "perf":
         from bench.perf import format_report, perf_metrics
 

@@ -188,3 +188,47 @@ def format_report(r: dict) -> str:
             f"{r['all_metrics_s']:.2f}s = {r['P2']:.2f}x  (target >= 1.8)\n"
             f"  P4 peak RSS N={r['n_large']} / N={r['n_small']} = {r['rss_large_mib']:.0f} MiB / "
             f"{r['rss_small_mib']:.0f} MiB = {r['P4']:.3f}  (target <= 1.10)")
+
+
+SCALE_PROTOCOL = """name: perf-scale
+seed: 0
+dataset: {{name: mnist, resolution: 28, channels: 1, train_size: 4000, eval_size: 1000}}
+entries:
+  - {{name: mlp, zoo: mlp_gan, train: {{steps: {steps}, batch_size: 64, log_every: 50}}}}
+  - {{name: conv, zoo: mnist_gan, train: {{steps: {steps}, batch_size: 64, log_every: 50}}}}
+evaluation: {{n_samples: {n}, seeds: [0], batch_size: 250, metrics: [is, fid]}}
+tracking: {{uri: "sqlite:///{store}/mlflow.db"}}
+"""
+
+
+def perf_scale(nprocs: list[int], steps: int = 300, n: int = 4000, protocol: str | None = None) -> str:
+    """Throughput of `bench run --nproc N` for each N: training steps/s and evaluation images/s, from the
+    timings each run records in results.jsonl (the judge is warmed first, so no run pays for it)."""
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        path = Path(protocol) if protocol else tmp / "perf-scale.yaml"
+        if not protocol:
+            path.write_text(SCALE_PROTOCOL.format(steps=steps, n=n, store=tmp.as_posix()))
+        from bench.protocol import load_protocol
+
+        p = load_protocol(path).protocol
+        base = None
+        for i, nproc in enumerate([nprocs[0], *nprocs]):  # the first run only warms the caches
+            work = tmp / f"w{i}"
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "bench", "run", str(path), "--workdir", str(work),
+                            "--nproc", str(nproc)], check=True, capture_output=True, env=os.environ.copy())
+            wall = time.perf_counter() - t0
+            if i == 0:
+                continue
+            rows = [json.loads(line) for line in (work / "results.jsonl").read_text().splitlines()]
+            train_s = sum(r["timings"]["train_s"] for r in rows)
+            eval_s = sum(r["timings"]["eval_s"] for r in rows)
+            steps_done = sum(e.train.steps for e in p.entries if e.train)
+            images = p.evaluation.n_samples * len(p.evaluation.seeds) * len(rows)
+            rate = (steps_done / train_s, images / eval_s)
+            base = base or rate
+            lines.append(f"  nproc {nproc}: train {rate[0]:.1f} steps/s ({rate[0] / base[0]:.2f}x), "
+                         f"eval {rate[1]:.0f} images/s ({rate[1] / base[1]:.2f}x), wall {wall:.0f}s")
+    return f"{p.name}: global batch fixed, steps and samples split over processes\n" + "\n".join(lines)

@@ -30,6 +30,7 @@ from bench.protocol.load import fingerprint as protocol_fingerprint
 from bench.reporting import table
 from bench.runner import checkpoint
 from bench.runner import distributed as dist
+from bench.features.stats import RunningStats
 from bench.runner.sampling import fake_batches, real_batches, stream_features, translated_batches
 from bench.runner.seeding import derive, pick_device
 from bench.runner.train import GRID, EntryFailed, save_grid, train_entry
@@ -69,8 +70,52 @@ def real_features(extractor, data, batch_size: int, device_type: str = "cpu") ->
     return feats, fid_stats, "miss"
 
 
+def shard_bounds(n: int, world: dist.World) -> tuple[int, int]:
+    """This rank's contiguous share [lo, hi) of n images (ceil-sized shares, rank order)."""
+    per = -(-n // world.size)
+    return min(n, world.rank * per), min(n, (world.rank + 1) * per)
+
+
+def seed_features(model, extractor, protocol, seed: int, fit: str, world: dist.World):
+    """Features of one evaluation seed's generated images, sharded over the data-parallel ranks.
+
+    Every rank draws the seed's n latents and generates and featurises its own contiguous share; rank 0
+    gathers the shares in rank order, so it holds exactly the features one process would have computed
+    (FID/KID equal to the single-process ones up to float summation order; tested). A rank whose
+    share went numerically wrong reports it, and every rank learns the verdict, so nobody waits on a
+    peer that gave up. Returns (features, float64 stats) on rank 0 and (None, None) elsewhere.
+    """
+    ev = protocol.evaluation
+    res, ch, n = protocol.dataset.resolution, protocol.dataset.channels, ev.n_samples
+    if not world.active or n < world.size:
+        if not world.is_main:
+            return None, None
+        return stream_features(fake_batches(model, n, seed, ev.batch_size, res, ch, fit), extractor,
+                               f"eval seed {seed}", n)
+    lo, hi = shard_bounds(n, world)
+    try:
+        share, _ = stream_features(fake_batches(model, n, seed, ev.batch_size, res, ch, fit, lo, hi), extractor,
+                                   f"eval seed {seed} [{lo}:{hi}]", hi - lo)
+    except EntryFailed as exc:
+        share = {"error": str(exc)}
+    parts = dist.gather_to_main(share, world)
+    verdict = None
+    if world.is_main:
+        verdict = next((p["error"] for p in parts if "error" in p), None)
+    verdict = dist.broadcast_object(verdict, world)
+    if verdict:
+        raise EntryFailed(verdict)
+    if not world.is_main:
+        return None, None
+    feats = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    stats = RunningStats(feats["pool"].shape[1])
+    stats.update(feats["pool"])
+    return feats, stats
+
+
 def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "resize",
-             unavailable: dict[str, str] | None = None, data=None) -> dict[str, dict[str, Any]]:
+             unavailable: dict[str, str] | None = None, data=None,
+             world: dist.World | None = None) -> dict[str, dict[str, Any]]:
     """Every metric for every eval seed, then mean ± std over seeds.
 
     A metric that cannot be computed here (missing pretrained weights, a stream this kind of model
@@ -90,12 +135,13 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
     # drives test-time dropout); an unconditional one draws n latents per seed.
     n = min(ev.n_samples, len(data.eval_inputs)) if translation else ev.n_samples
     res, ch = protocol.dataset.resolution, protocol.dataset.channels
+    world = world or dist.SINGLE
     for seed in ev.seeds:
         if translation:
             batches = translated_batches(model, data.eval_inputs, n, seed, ev.batch_size, res, ch, fit)
+            fake, stats = stream_features(batches, extractor, f"eval seed {seed}", n)
         else:
-            batches = fake_batches(model, n, seed, ev.batch_size, res, ch, fit)
-        fake, stats = stream_features(batches, extractor, f"eval seed {seed}", n)
+            fake, stats = seed_features(model, extractor, protocol, seed, fit, world)
 
         def fake_images(seed=seed):  # float [-1, 1] at the protocol's resolution, for image-space metrics
             source = (translated_batches(model, data.eval_inputs, n, seed, ev.batch_size, res, ch, fit)
@@ -253,7 +299,8 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
     say(f"extractor {extractor.name} ready" + (f" (held-out accuracy {acc:.4f}, cache {extractor.info['cache']})"
                                                 if acc is not None else ""))
     fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts, device.type)
-    dist.broadcast_object(fp, world)  # the other ranks train under the same fingerprint
+    dist.broadcast_object((fp, sorted(results_mod.finished_rows(workdir / "results.jsonl", fp) if resume else [])),
+                          world)  # the other ranks train under the same fingerprint and skip the same entries
     env = results_mod.environment(device)
     env["world_size"] = world.size
     run_root = workdir / f"{protocol.name}-{fp[:12]}"
@@ -317,22 +364,33 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
 
 
 def _follow(loaded: LoadedProtocol, workdir: Path, resume: bool, world: dist.World) -> RunSummary:
-    """A torchrun rank other than 0: train every `train:` entry in step with rank 0 (gradients are
-    averaged at every optimiser step); rank 0 alone evaluates, logs and writes results."""
+    """A torchrun rank other than 0: train every entry in step with rank 0 (gradients are averaged at
+    every optimiser step) and generate and featurise its share of every evaluation seed; rank 0 alone
+    computes the metrics, logs and writes results."""
     protocol = loaded.protocol
     device, data, _ = preflight(loaded, None)
-    fp = dist.broadcast_object(None, world)
+    fp, skip = dist.broadcast_object(None, world)
+    # rank 0 built (and cached) the extractor before it sent the fingerprint: this is a cache hit
+    extractor = make_extractor(protocol.evaluation.extractor, data, derive(protocol.seed, "judge"), device,
+                               protocol.evaluation.weights)
     run_root = workdir / f"{protocol.name}-{fp[:12]}"
     for entry in protocol.entries:
-        if not entry.train:
+        if entry.name in skip:
             continue
         model, seed = _build_entry(entry, protocol, data, device)
         try:
-            with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-                train_entry(model, data.train_images, entry.train, run_root / entry.name, seed, fp, entry.name,
-                            lambda losses, step: None, resume, entry.fit, data.train_labels, None, world, data)
+            if entry.train:
+                with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+                    train_entry(model, data.train_images, entry.train, run_root / entry.name, seed, fp, entry.name,
+                                lambda losses, step: None, resume, entry.fit, data.train_labels, None, world, data)
+            else:
+                path = resolve_checkpoint(entry.checkpoint, loaded.path)
+                checkpoint.load_into(checkpoint.read(path), model, path, weights_only=True)
+            if getattr(model, "task", "unconditional") == "unconditional":
+                for eval_seed in protocol.evaluation.seeds:
+                    seed_features(model, extractor, protocol, eval_seed, entry.fit, world)
         except EntryFailed:
-            continue  # every rank agrees on a failure (bench/runner/train.py), rank 0 reports it
+            continue  # every rank agrees on a failure (bench/runner/train.py, seed_features); rank 0 reports it
     return RunSummary(fp, "", [], "", "")
 
 
@@ -408,7 +466,8 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
         result.timings["train_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         unavailable: dict[str, str] = {}
-        result.metrics = evaluate(model, extractor, real_feats, real_stats, protocol, entry.fit, unavailable, data)
+        result.metrics = evaluate(model, extractor, real_feats, real_stats, protocol, entry.fit, unavailable, data,
+                                  dist.current())
         if unavailable:
             result.info["unavailable"] = unavailable
             tracker.set_tags(child, {f"bench.unavailable.{k}": v[:500] for k, v in unavailable.items()})

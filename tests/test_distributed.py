@@ -15,6 +15,9 @@ ENTRY = """  - name: mlp
     zoo: mlp_gan
     config: {r1_gamma: 1.0}
     train: {steps: 6, batch_size: 32, checkpoint_every: 3, ema: 0.9, lr_schedule: {kind: linear}}
+  - name: frozen
+    zoo: mnist_gan
+    train: {steps: 0}
 """
 
 
@@ -37,7 +40,16 @@ def test_two_gloo_processes_reach_the_weights_of_one_process(tmp_path):
     # training really stepped (Adam moments are non-zero), so the agreement is not that of two inits
     assert all(s["exp_avg"].abs().sum() > 0 for s in two["optimizers"]["G"]["state"].values())
     rows = [json.loads(line) for line in (tmp_path / "two" / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == 1 and rows[0]["env"]["world_size"] == 2  # rank 0 alone writes results
+    assert len(rows) == 2 and rows[0]["env"]["world_size"] == 2  # rank 0 alone writes results
+    # Evaluation sharded over the two ranks (each generates and featurises half) and gathered once gives
+    # the single-process scores; `frozen` has identical weights in both runs, so only sharding differs.
+    single = {r["entry"]: r for r in map(json.loads, (tmp_path / "one" / "results.jsonl").read_text().splitlines())}
+    double = {r["entry"]: r for r in rows}
+    for key in ("fid", "kid/mean", "is"):
+        a, b = single["frozen"]["metrics"][key]["mean"], double["frozen"]["metrics"][key]["mean"]
+        assert abs(a - b) <= 1e-6 * abs(a), (key, a, b)
+        a, b = single["mlp"]["metrics"][key]["mean"], double["mlp"]["metrics"][key]["mean"]
+        assert abs(a - b) <= 1e-3 * abs(a), (key, a, b)  # trained weights agree to float tolerance
 
 
 def test_nproc_needs_a_valid_protocol_first(tmp_path, capsys):

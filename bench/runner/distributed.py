@@ -101,6 +101,15 @@ def gather_objects(obj: Any, world: World) -> list[Any]:
     return out
 
 
+def gather_to_main(obj: Any, world: World) -> list[Any] | None:
+    """Every rank's `obj` in rank order on rank 0 (None elsewhere)."""
+    if not world.active:
+        return [obj]
+    out: list[Any] | None = [None] * world.size if world.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def broadcast_object(obj: Any, world: World) -> Any:
     """Rank 0's `obj` on every rank."""
     if not world.active:

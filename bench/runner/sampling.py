@@ -30,10 +30,14 @@ def stream_features(batches, extractor, desc: str, total: int):
     return {"pool": torch.cat(pools), "logits": torch.cat(logits)}, stats
 
 
-def fake_batches(model, n: int, seed: int, batch_size: int, resolution: int, channels: int, fit: str = "resize"):
+def fake_batches(model, n: int, seed: int, batch_size: int, resolution: int, channels: int, fit: str = "resize",
+                 start: int = 0, stop: int | None = None):
+    """Images [start, stop) of this seed's n samples; the latents of all n are drawn first, so a shard
+    (one data-parallel rank's share) sees exactly the images the whole pass would."""
     z = model.sample_latent(n, torch.Generator().manual_seed(seed))
-    for i in range(0, n, batch_size):
-        imgs = model.generate(z[i:i + batch_size]).float().cpu()
+    stop = n if stop is None else stop
+    for i in range(start, stop, batch_size):
+        imgs = model.generate(z[i:min(i + batch_size, stop)]).float().cpu()
         if not torch.isfinite(imgs).all():
             raise EntryFailed(f"generated images contain NaN/inf (eval seed {seed}, batch at {i})")
         # Generated images are brought to the protocol's resolution, then quantised exactly as real data.
