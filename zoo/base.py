@@ -345,6 +345,15 @@ class TwoPlayerGAN(GANModel):
             return x
         return x + sigma * self.local_rand(x.shape[0], *x.shape[1:], normal=True)
 
+    def adjust_d_loss(self, loss: torch.Tensor, real_out: torch.Tensor, fake_out: torch.Tensor,
+                      logs: dict[str, float]) -> torch.Tensor:
+        """A family's own terms on top of the recipe's D loss (ProGAN's drift); penalties come after."""
+        return loss
+
+    def generator_fakes(self, n: int) -> torch.Tensor:
+        """The fakes the G step scores (a growing family blends its fade here)."""
+        return self.G(self.noise(n))
+
     def backward_D(self, real: torch.Tensor, fake: torch.Tensor, step: int) -> dict[str, float]:
         from zoo import losses
 
@@ -352,8 +361,10 @@ class TwoPlayerGAN(GANModel):
         real_in, fake_in = self.with_instance_noise(real, step), self.with_instance_noise(fake, step)
         with self.autocast():
             real_out, fake_out = self.D(real_in).float(), self.D(fake_in).float()
-        loss = losses.d_loss(cfg.loss, real_out, fake_out, cfg.real_target, cfg.fake_target)
-        logs = {"D": loss.item()}
+        logs: dict[str, float] = {}
+        loss = self.adjust_d_loss(losses.d_loss(cfg.loss, real_out, fake_out, cfg.real_target, cfg.fake_target),
+                                  real_out, fake_out, logs)
+        logs["D"] = loss.item()
         if cfg.loss in ("minimax", "nonsaturating"):
             logs["D/real"] = losses.bce_to_target(real_out, cfg.real_target).item()
             logs["D/fake"] = losses.bce_to_target(fake_out, cfg.fake_target).item()
@@ -381,7 +392,7 @@ class TwoPlayerGAN(GANModel):
 
         self.D.requires_grad_(False)  # D frozen in the G step, as the seed's combined model
         with self.autocast():
-            fake = self.with_instance_noise(self.G(self.noise(batch_size)), step)
+            fake = self.with_instance_noise(self.generator_fakes(batch_size), step)
             out = self.D(fake).float()
         loss = losses.G_LOSSES[self.cfg.loss](out)
         self.update("G", loss)

@@ -297,52 +297,20 @@ class ProgressiveGAN(TwoPlayerGAN):
         """During a fade the reals blend their own lower resolution in, as G's output does (the paper, §3)."""
         return x if alpha >= 1.0 else blend(upsample2x(downsample2x(x)), x, alpha)
 
-    def backward_D(self, real, fake, step):
+    def adjust_d_loss(self, loss, real_out, fake_out, logs):
         cfg = self.cfg
-        real_in, fake_in = self.with_instance_noise(real, step), self.with_instance_noise(fake, step)
-        with self.autocast():
-            real_out, fake_out = self.D(real_in).float(), self.D(fake_in).float()
-        loss = losses.d_loss(cfg.loss, real_out, fake_out, cfg.real_target, cfg.fake_target)
         if cfg.loss in ("minimax", "nonsaturating"):
             # StyleGAN's D_logistic sums the real and fake terms (the shared recipe averages them), so that
             # R1's γ = 10 weighs the penalty as the official code does.
             loss = 2 * loss
-        logs = {"D": loss.item()}
-        if cfg.loss in ("minimax", "nonsaturating"):
-            logs["D/real"] = losses.bce_to_target(real_out, cfg.real_target).item()
-            logs["D/fake"] = losses.bce_to_target(fake_out, cfg.fake_target).item()
-        else:
-            logs["D/real"], logs["D/fake"] = real_out.mean().item(), fake_out.mean().item()
-        if cfg.drift:
+        if cfg.drift:  # ProGAN's ε_drift·E[D(x)²] keeps the critic's output near 0
             drift = real_out.pow(2).mean()
             loss = loss + cfg.drift * drift
             logs["D/drift"] = drift.item()
-        with self.trainer.precision.off():
-            if cfg.gp_lambda:
-                a = self.local_rand(real.shape[0], 1, 1, 1)
-                gp = losses.gradient_penalty(self.D, real_in.float(), fake_in.float(), a)
-                loss = loss + cfg.gp_lambda * gp
-                logs["D/gp"] = gp.item()
-            if cfg.r1_gamma:
-                r1 = losses.r1_penalty(self.D, real_in.float(), cfg.r1_gamma)
-                loss = loss + r1
-                logs["D/r1"] = r1.item()
-        self.update("D", loss)
-        if cfg.clip_weights:
-            with torch.no_grad():
-                for p in self.D.parameters():
-                    p.clamp_(-cfg.clip_weights, cfg.clip_weights)
-        return logs
+        return loss
 
-    def backward_G(self, batch_size, step):
-        self.D.requires_grad_(False)
-        with self.autocast():
-            fake = self.with_instance_noise(self.fakes(batch_size, track=True), step)
-            out = self.D(fake).float()
-        loss = losses.G_LOSSES[self.cfg.loss](out)
-        self.update("G", loss)
-        self.D.requires_grad_(True)
-        return {"G": loss.item()}
+    def generator_fakes(self, n):
+        return self.fakes(n, track=True)
 
     def train_step(self, draw, step):
         self.train(True)
