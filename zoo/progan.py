@@ -44,7 +44,6 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from zoo import losses
 from zoo.base import Recipe, TwoPlayerGAN, trace_shapes
 from zoo.style_layers import (LRELU, SQRT2, Blur, EqualConv2d, EqualLinear, GrowthSchedule, LatentTo4x4,
                               MinibatchStdDev, Phase, PixelNorm, blend, downsample2x, grown, upsample2x,
