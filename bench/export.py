@@ -69,6 +69,9 @@ def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int
                              "or pass --checkpoint")
     with torch.random.fork_rng(devices=[]):
         model = ZOO.get(entry.zoo).build(entry.config, data.spec, device, where=f"entries[{entry.name}].config")
+    if getattr(model, "task", "unconditional") != "unconditional":
+        raise BenchError(f"export-samples writes latent samples of unconditional entries; '{entry.name}' is a "
+                         f"{model.task} image-to-image model")
     payload = checkpoint.read(path)
     scored = True
     if ckpt is None and entry.train is not None:
