@@ -77,6 +77,11 @@ class ProgressiveConfig(Recipe):
     mbstd_group: int = 4  # minibatch-stddev group size (1 = no stddev channel)
     drift: float = 0.0  # ε_drift·E[D(x)²] added to the D loss (ProGAN: 0.001)
     reset_optimizer: bool = True  # clear the Adam moments when a fade starts or ends (official code)
+    # Both papers' optimiser: Adam 1e-3 with betas (0, 0.99) for G and D.
+    lr_G: float = 1e-3
+    lr_D: float = 1e-3
+    beta1: float = 0.0
+    beta2: float = 0.99
 
     def __post_init__(self):
         super().__post_init__()
@@ -96,10 +101,6 @@ class ProgressiveConfig(Recipe):
 @dataclass(frozen=True)
 class Config(ProgressiveConfig):
     loss: LossKind = "wasserstein"
-    lr_G: float = 1e-3
-    lr_D: float = 1e-3
-    beta1: float = 0.0
-    beta2: float = 0.99
     gp_lambda: float = 10.0
     drift: float = 0.001
     normalize_latents: bool = True  # PixelNorm on z: latents on the unit hypersphere (times √512)

@@ -52,10 +52,6 @@ from zoo.style_layers import (LRELU, AdaIN, Bias, Blur, ConstantInput, EqualConv
 @dataclass(frozen=True)
 class Config(ProgressiveConfig):
     loss: LossKind = "nonsaturating"
-    lr_G: float = 1e-3
-    lr_D: float = 1e-3
-    beta1: float = 0.0
-    beta2: float = 0.99
     r1_gamma: float = 10.0
     w_dim: int = 512
     mapping_layers: int = 8
