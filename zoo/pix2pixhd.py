@@ -20,8 +20,9 @@ which needs the VGG19 features handed in with `attach_vgg` (weights from the man
 to train without). The official model computes the D(real) features once: they serve as the FM target
 and, after the G step, in the D loss. G step, then D step, Adam 2e-4 (0.5, 0.999).
 
-Not here: the instance-boundary map and the instance-wise feature encoder (label-map inputs), and 004's
-"semantic network" variant (§2.15).
+Label-map inputs (cityscapes): G reads the data's `input_channels`, label_nc one-hot channels + the
+instance boundary map (bench/data/labelmap.py), and D the pair concat(input, image). Not here: the
+instance-wise feature encoder, and 004's "semantic network" variant (§2.15).
 """
 
 from __future__ import annotations
@@ -166,6 +167,12 @@ class MultiscaleDiscriminator(nn.Module):
         return [receptive_field([(3, 2)] * k + convs) for k in range(len(self.discriminators))]
 
 
+def input_channels(data) -> int:
+    """What G reads: the image's channels, or for label maps (bench/data/labelmap.py) label_nc one-hot
+    channels plus the instance boundary map. D sees that input concatenated with the image."""
+    return getattr(data, "input_channels", 0) or data.channels
+
+
 class Pix2PixHD(TranslationGAN):
     family = "pix2pixhd"
     task = "paired"
@@ -175,13 +182,13 @@ class Pix2PixHD(TranslationGAN):
 
     def __init__(self, cfg: Config, data, device="cpu"):
         super().__init__(cfg, data, device)
-        c = data.channels
+        c, c_in = data.channels, input_channels(data)
         if cfg.generator == "global":
-            self.G = GlobalGenerator(c, c, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global, cfg.norm)
+            self.G = GlobalGenerator(c_in, c, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global, cfg.norm)
         else:
-            self.G = LocalEnhancer(c, c, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global,
+            self.G = LocalEnhancer(c_in, c, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global,
                                    cfg.n_local_enhancers, cfg.n_blocks_local, cfg.norm)
-        self.D = MultiscaleDiscriminator(2 * c, cfg.ndf, cfg.n_layers_D, cfg.num_D, cfg.norm, cfg.d_padding)
+        self.D = MultiscaleDiscriminator(c_in + c, cfg.ndf, cfg.n_layers_D, cfg.num_D, cfg.norm, cfg.d_padding)
         dcgan_init(self.G)
         dcgan_init(self.D)
         self.opt_G = adam(self.G.parameters(), cfg, cfg.lr_G)
@@ -262,6 +269,6 @@ class Pix2PixHD(TranslationGAN):
         return {"D": self.D.receptive_fields}
 
     def inspect(self):
-        r, c = self.cfg.resolution, self.data.channels
-        return Inspection({"G": self._trace(self.G, (1, c, r, r)), "D": self._trace(self.D, (1, 2 * c, r, r))},
+        r, c, c_in = self.cfg.resolution, self.data.channels, input_channels(self.data)
+        return Inspection({"G": self._trace(self.G, (1, c_in, r, r)), "D": self._trace(self.D, (1, c_in + c, r, r))},
                           self.receptive_fields())

@@ -80,6 +80,10 @@ def translation_rows(model, data, rows: int = 8) -> torch.Tensor:
             third = fit_float(model.translate_back(out.to(model.device)).float().cpu(), x.shape[-1])
         else:
             third = to_float(data.eval_images[:rows])
+    if x.shape[1] != out.shape[1]:  # label-map inputs (one-hot + instance boundaries): drawn in colour
+        from bench.data.labelmap import render_inputs
+
+        x = render_inputs(x, data.spec)
     return torch.stack([x, out, third], 1).flatten(0, 1)
 
 

@@ -1,0 +1,311 @@
+"""Label-map data: semantic label ids + instance ids (+ photo), as pix2pixHD consumes them.
+
+Layout (cityscapes as pix2pixHD's datasets/cityscapes ships it; any folder with it works via dataset.root):
+
+    train_label/  label-id PNGs, one channel (8-bit 'L', palette 'P' or 16-bit), value = class id
+    train_inst/   instance-id PNGs, usually 16-bit (cityscapes: class id * 1000 + k for things, the class
+                  id for stuff); only read with `dataset.instance` on (the default)
+    train_img/    the photos (RGB), the translation targets
+    test_label/ test_inst/ test_img/   the held-out split, used when test_img/ exists
+
+A label map, its instance map and its photo are matched by name: the same file stem, or the cityscapes
+stems `<city>_<seq>_<frame>_gtFine_labelIds` / `_gtFine_instanceIds` / `_leftImg8bit`. Without test
+photos (../shared/data has test label and instance maps but no photos, so nothing to score against) the
+protocol seed holds out `eval_size` of the training frames, which are never trained on.
+
+What the model reads, as in pix2pixHD: `label_nc` one-hot channels (cityscapes: 35, the ids 0-33 plus
+spare) and, with instance maps, one more channel, the instance boundary map: 1 where a pixel's instance
+id differs from one of its 4 neighbours. Label and instance maps are resized with nearest neighbour
+(interpolating ids would invent classes) and the boundaries are computed after resizing, at the size the
+model sees; photos are resized bilinearly with antialiasing like every other image in bench. Inputs are
+never cropped or interpolated afterwards: training only flips them, together with the targets.
+
+Square tiles: bench's images are square, cityscapes frames 2:1. Rather than squash the frame or throw
+half of it away, each frame is cut into floor(long / short) side-by-side squares (cityscapes: the left
+and right halves; a remainder is trimmed equally from both ends), each resized to `resolution`. Objects
+keep their aspect ratio, every pixel of a 2:1 frame is used, and the fully convolutional generator
+sees the same scale as on a frame. `train_size`/`eval_size` count frames; a frame's tiles always stay in
+one split.
+
+Inputs are stored compactly (one id plane + one boundary plane per tile) in `LabelMaps`, which expands
+the one-hot stack only for the tiles indexed: at the paper's 1024x512, the one-hot training set would
+take 2975 x 36 x 512 x 1024 bytes = 56 GB. Expanded inputs are uint8 0/255, so bench's usual uint8 ->
+[-1, 1] conversion (`to_float`) turns them into exactly -1/+1. pix2pixHD feeds 0/1; the two differ by
+the affine map 2x - 1, which the first convolution absorbs (and the generator's instance norm removes).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.data.transforms import resize_uint8
+from bench.data.translation import IMAGE_SUFFIXES, _cached, _decode, _Hasher, _root
+from bench.errors import BenchError
+from bench.protocol.schema import DatasetSpec
+from zoo.base import DataSpec
+
+# Data set name -> (folder under $BENCH_DATA, default label_nc). `labelmap` is any folder (dataset.root)
+# and must say how many classes it has.
+LABELMAP_DEFAULTS: dict[str, tuple[Optional[str], Optional[int]]] = {
+    "cityscapes": ("cityscapes", 35),
+    "labelmap": (None, None),
+}
+# Bumped when the decoded tensors change for the same files (tiling, resizing, boundaries).
+_LAYOUT_VERSION = 1
+_CITYSCAPES_STEM = re.compile(r"_(leftImg8bit|gt(Fine|Coarse)_(labelIds|instanceIds))$")
+_SINGLE_CHANNEL = {"1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N"}
+
+# The official cityscapes colours of label ids 0-33 (cityscapesScripts' labels.py), used to draw the
+# label maps in sample grids; other ids and other data sets get seeded colours.
+CITYSCAPES_COLOURS = [
+    (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (111, 74, 0), (81, 0, 81), (128, 64, 128),
+    (244, 35, 232), (250, 170, 160), (230, 150, 140), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (180, 165, 180), (150, 100, 100), (150, 120, 90), (153, 153, 153), (153, 153, 153), (250, 170, 30),
+    (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142),
+    (0, 0, 70), (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+]
+
+
+@dataclass(frozen=True)
+class LabelMapSpec(DataSpec):
+    """DataSpec of label-map data: the model reads `input_channels` (label_nc one-hot + 1 boundary) and
+    writes `channels` (3, the photo)."""
+
+    input_channels: int = 0
+    label_nc: int = 0
+    instance: bool = True
+
+
+class LabelMaps:
+    """Label-map inputs of N tiles, expanded to uint8 (C, H, W) one-hot stacks (0/255) when indexed.
+
+    Supports what bench does with image-to-image inputs: len(), `.shape`, and indexing by an int, a slice
+    or an index tensor (-> a dense uint8 tensor, as the photo tensors are).
+    """
+
+    dtype = torch.uint8
+
+    def __init__(self, ids: torch.Tensor, edges: Optional[torch.Tensor], label_nc: int):
+        self.ids, self.edges, self.label_nc = ids, edges, label_nc  # uint8 (N, H, W); bool (N, H, W) or None
+
+    @property
+    def channels(self) -> int:
+        return self.label_nc + (self.edges is not None)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.ids), self.channels, *self.ids.shape[-2:]))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        ids = self.ids[key].long().unsqueeze(-3)
+        # Scattered straight into uint8: F.one_hot's int64 stack of a 50 x 512 x 512 batch would take 3.8 GB.
+        planes = torch.zeros(*ids.shape[:-3], self.channels, *ids.shape[-2:], dtype=torch.uint8)
+        planes[..., :self.label_nc, :, :].scatter_(-3, ids, 255)
+        if self.edges is not None:
+            planes[..., self.label_nc, :, :] = self.edges[key].to(torch.uint8) * 255
+        return planes
+
+
+def boundary_map(inst: torch.Tensor) -> torch.Tensor:
+    """bool (..., H, W): True where the instance id differs from a 4-neighbour (pix2pixHD's edge map)."""
+    edge = torch.zeros(inst.shape, dtype=torch.bool)
+    dx = inst[..., :, 1:] != inst[..., :, :-1]
+    dy = inst[..., 1:, :] != inst[..., :-1, :]
+    edge[..., :, 1:] |= dx
+    edge[..., :, :-1] |= dx
+    edge[..., 1:, :] |= dy
+    edge[..., :-1, :] |= dy
+    return edge
+
+
+def resize_nearest(ids: torch.Tensor, size: int) -> torch.Tensor:
+    """Integer maps (..., H, W) to size x size, each output pixel the id at its centre (PIL's NEAREST):
+    no value that was not in the map appears. float32 holds every 16-bit id exactly."""
+    if ids.shape[-2:] == (size, size):
+        return ids
+    lead = ids.shape[:-2]
+    x = ids.reshape(-1, 1, *ids.shape[-2:]).float()
+    out = F.interpolate(x, size=(size, size), mode="nearest-exact")
+    return out.reshape(*lead, size, size).to(ids.dtype)
+
+
+def tiles(height: int, width: int) -> list[tuple[int, int, int]]:
+    """(top, left, side) of the floor(long / short) squares a frame is cut into, centred along its long side."""
+    side = min(height, width)
+    n = max(height, width) // side
+    start = (max(height, width) - n * side) // 2
+    if width >= height:
+        return [(0, start + i * side, side) for i in range(n)]
+    return [(start + i * side, 0, side) for i in range(n)]
+
+
+def _key(path: Path) -> str:
+    return _CITYSCAPES_STEM.sub("", path.stem)
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES:
+            if _key(p) in out:
+                raise BenchError(f"{folder}: '{out[_key(p)].name}' and '{p.name}' name the same frame")
+            out[_key(p)] = p
+    return out
+
+
+def _frames(root: Path, split: str, instance: bool) -> list[tuple[Path, Optional[Path], Path]]:
+    """(label, instance or None, photo) of one split, matched by name; [] when the split has no photos."""
+    photos_dir, labels_dir, inst_dir = root / f"{split}_img", root / f"{split}_label", root / f"{split}_inst"
+    if not photos_dir.is_dir():
+        return []
+    if not labels_dir.is_dir():
+        raise BenchError(f"{root}: {split}_img/ has no {split}_label/ folder of label-id maps beside it")
+    if instance and not inst_dir.is_dir():
+        raise BenchError(f"{root}: no {split}_inst/ folder; instance boundary maps need the instance-id maps "
+                         "(or set dataset.instance: false)")
+    labels, photos = _files(labels_dir), _files(photos_dir)
+    insts = _files(inst_dir) if instance else {}
+    for key, label in labels.items():
+        if key not in photos:
+            raise BenchError(f"{photos_dir}: no photo for label map '{label.name}'")
+        if instance and key not in insts:
+            raise BenchError(f"{inst_dir}: no instance map for label map '{label.name}'")
+    extra = sorted(set(photos) - set(labels))
+    if extra:
+        raise BenchError(f"{labels_dir}: no label map for photo '{photos[extra[0]].name}'")
+    if not labels:
+        raise BenchError(f"{labels_dir}: no label maps ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return [(labels[k], insts.get(k), photos[k]) for k in sorted(labels)]
+
+
+def _decode_ids(path: Path) -> np.ndarray:
+    """A one-channel integer map (H, W) as int64; one line naming the file otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(path.read_bytes())) as im:
+            if im.mode not in _SINGLE_CHANNEL:
+                raise BenchError(f"{path}: not a one-channel id map (mode {im.mode}); label and instance maps "
+                                 "hold one integer id per pixel, e.g. cityscapes' *_labelIds.png")
+            im.load()
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise BenchError(f"{path}: not a readable image ({type(exc).__name__})") from None
+    return arr.astype(np.int64)
+
+
+def _read_frame(files, res: int, label_nc: int) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+    """One frame -> (ids uint8 (T, res, res), boundaries bool (T, res, res) or None, photos uint8 (T, 3, res, res))."""
+    label_path, inst_path, photo_path = files
+    label, photo = _decode_ids(label_path), _decode(photo_path)
+    bad = label[(label < 0) | (label >= label_nc)]
+    if bad.size:
+        raise BenchError(f"{label_path}: label id {int(bad.max() if bad.max() >= label_nc else bad.min())} is "
+                         f"outside 0..{label_nc - 1} (dataset.label_nc is {label_nc})")
+    inst = _decode_ids(inst_path) if inst_path is not None else None
+    for other, arr in ((photo_path, photo[0]), (inst_path, inst)):
+        if arr is not None and arr.shape != label.shape:
+            raise BenchError(f"{other}: {arr.shape[1]}x{arr.shape[0]} px, but its label map {label_path.name} is "
+                             f"{label.shape[1]}x{label.shape[0]}")
+    ids, edges, photos = [], [], []
+    for top, left, side in tiles(*label.shape):
+        window = (slice(top, top + side), slice(left, left + side))
+        ids.append(resize_nearest(torch.from_numpy(label[window]), res).to(torch.uint8))
+        if inst is not None:
+            edges.append(boundary_map(resize_nearest(torch.from_numpy(inst[window]), res)))
+        photos.append(resize_uint8(torch.from_numpy(photo[(slice(None), *window)].copy()).unsqueeze(0), res)[0])
+    return torch.stack(ids), torch.stack(edges) if edges else None, torch.stack(photos)
+
+
+def _read_split(frames, res: int, label_nc: int) -> dict[str, Optional[torch.Tensor]]:
+    parts = [_read_frame(f, res, label_nc) for f in frames]
+    return {"ids": torch.cat([p[0] for p in parts]),
+            "edges": torch.cat([p[1] for p in parts]) if parts[0][1] is not None else None,
+            "photos": torch.cat([p[2] for p in parts])}
+
+
+def load_labelmap(spec: DatasetSpec, seed: int):
+    from bench.data.datasets import RealData
+
+    folder, default_nc = LABELMAP_DEFAULTS[spec.name]
+    label_nc = spec.label_nc or default_nc
+    if label_nc is None:
+        raise BenchError(f"{spec.name}: set dataset.label_nc, the number of label ids (one-hot channels)")
+    instance = True if spec.instance is None else spec.instance
+    if spec.channels != 3:
+        raise BenchError(f"{spec.name}: the photos are RGB; set dataset.channels: 3")
+    if spec.load_size is not None:
+        raise BenchError(f"{spec.name}: label maps are not crop-jittered (pix2pixHD trains cityscapes on "
+                         "whole frames); remove dataset.load_size")
+    root = _root(spec, folder)
+    train = _frames(root, "train", instance)
+    if not train:
+        raise BenchError(f"{root}: a label-map data set needs train_img/ and train_label/"
+                         f"{' and train_inst/' if instance else ''} folders")
+    held = _frames(root, "test", instance)
+    if not held:
+        # No held-out photos: the seed carves the held-out frames first, so they never train.
+        if spec.train_size + spec.eval_size > len(train):
+            raise BenchError(f"{spec.name}: train_size {spec.train_size} + eval_size {spec.eval_size} exceed the "
+                             f"{len(train)} frames in {root / 'train_img'} (without test_img/ both come from there)")
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+        held, train = [train[i] for i in perm[:spec.eval_size]], [train[i] for i in perm[spec.eval_size:]]
+    else:
+        for label, pool, size in (("train", train, spec.train_size), ("eval", held, spec.eval_size)):
+            if size > len(pool):
+                raise BenchError(f"{spec.name}: {label}_size {size} exceeds the {len(pool)} {label} frames in {root}")
+    train, held = sorted(train)[:spec.train_size], sorted(held)[:spec.eval_size]
+    h = _Hasher()
+    for frame in train + held:
+        for p in frame:
+            if p is not None:
+                h.add(root, p)
+    # The protocol may leave label_nc and instance to the data set's defaults: the values in force are
+    # part of what the model reads, so they enter the data fingerprint.
+    h.h.update(f"label_nc={label_nc} instance={instance} layout={_LAYOUT_VERSION}".encode())
+    fingerprint = h.h.hexdigest()
+    res = spec.resolution
+
+    def decode():
+        tr, ev = _read_split(train, res, label_nc), _read_split(held, res, label_nc)
+        return {**{f"train_{k}": v for k, v in tr.items()}, **{f"eval_{k}": v for k, v in ev.items()}}
+
+    t = _cached(fingerprint, decode, kind="labelmap", res=res, label_nc=label_nc, instance=instance,
+                layout=_LAYOUT_VERSION)
+    inputs = {s: LabelMaps(t[f"{s}_ids"], t[f"{s}_edges"], label_nc) for s in ("train", "eval")}
+    data_spec = LabelMapSpec(spec.name, res, 3, 0, input_channels=inputs["train"].channels, label_nc=label_nc,
+                             instance=instance)
+    return RealData(spec=data_spec, train_images=t["train_photos"], train_labels=None,
+                    eval_images=t["eval_photos"], eval_labels=None, fingerprint=fingerprint, source=str(root),
+                    train_inputs=inputs["train"], eval_inputs=inputs["eval"], task="paired")
+
+
+def _palette(name: str, label_nc: int) -> torch.Tensor:
+    """(label_nc, 3) uint8 colours: cityscapes' own for cityscapes, otherwise drawn from a fixed seed."""
+    colours = torch.randint(40, 256, (label_nc, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    if name == "cityscapes":
+        n = min(label_nc, len(CITYSCAPES_COLOURS))
+        colours[:n] = torch.tensor(CITYSCAPES_COLOURS[:n], dtype=torch.uint8)
+    return colours
+
+
+def render_inputs(x: torch.Tensor, spec: DataSpec) -> torch.Tensor:
+    """Label-map inputs in [-1, 1] (B, label_nc [+1], H, W) -> colour images in [-1, 1] (B, 3, H, W) for
+    sample grids: each pixel in its class colour, instance boundaries in white."""
+    label_nc = spec.label_nc
+    ids = x[:, :label_nc].argmax(1)
+    rgb = _palette(spec.name, label_nc)[ids].permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    if x.shape[1] > label_nc:
+        rgb = torch.where(x[:, label_nc:label_nc + 1] > 0, torch.ones_like(rgb), rgb)
+    return rgb
