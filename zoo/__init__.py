@@ -7,6 +7,7 @@ from zoo.mnist_gan import MnistGAN
 from zoo.cyclegan import CycleGAN
 from zoo.pix2pix import Pix2Pix
 from zoo.pix2pixhd import Pix2PixHD
+from zoo.pix2pixhd_sem import Pix2PixHDSem
 from zoo.progan import ProGAN
 from zoo.sgan import SGAN
 from zoo.stylegan import StyleGAN
@@ -22,6 +23,7 @@ ZOO = Registry("zoo entry", {
     "pix2pix": Pix2Pix,
     "cyclegan": CycleGAN,
     "pix2pixhd": Pix2PixHD,
+    "pix2pixhd_sem": Pix2PixHDSem,
     "progan": ProGAN,
     "stylegan": StyleGAN,
 })

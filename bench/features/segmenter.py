@@ -1,0 +1,241 @@
+"""S, the frozen "Semantic Network" of the 004 Pix2PixHD variant (SEEDS.md §2.15, 004:L29-33).
+
+004 gives S a job, "measure how well the generated image matches the semantic labels", and no
+architecture or weights. Pretrained segmentation nets cannot be had offline, so, like the CIFAR-10 judge
+(bench/features/judge.py), ganbench trains one itself: a small U-Net-shaped encoder-decoder that maps a
+photo to per-pixel class logits, trained with cross-entropy on the data set's training photos and their
+label maps (facades: the 400 `train/` photos, 12 CMP classes, bench/data/superres.py), then frozen.
+
+- Training is seeded (initial weights and the batch/crop/flip stream), on random crops of half the image
+  side (the net is fully convolutional; crops make it four times cheaper per step) with horizontal flips,
+  Adam with cosine decay to zero, so the end point does not depend on where training stopped.
+- The result is cached under `<cache>/segmenters/`, keyed by a content hash of the training photos and
+  maps, the recipe, the class count and the device type; written atomically. A second run loads it.
+- Its identity is the sha256 of its weights; it is reported with its held-out pixel accuracy and mIoU
+  (on images it never trained on: facades `val/`) wherever it is used: the run log, every result's info
+  and the model card of `pix2pixhd_sem`.
+- What it achieves with the default recipe on facades at 128 px (393,308 parameters, 600 steps, about two
+  minutes on one CPU thread): held-out pixel accuracy 0.569 and mIoU 0.222 on `val/`, against 0.352 for
+  always answering the majority class (facade). Longer training (1,500 steps: 0.595 / 0.266), full-image
+  batches with one more pooling (0.568) or a higher rate (0.566) bought little here, so S is a weak but
+  real judge of facade layout; `seg_agreement/ceiling` reports how well it reads real photos.
+- Frozen means: no parameter requires a gradient, it always runs in eval mode (BatchNorm uses its running
+  statistics, which therefore never move), it is not among a family's `modules()` (so it is neither
+  trained, checkpointed, averaged across ranks nor EMA'd) and no optimiser holds it. Gradients still flow
+  *through* it to its input: that is how L_sem reaches G.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from bench.data.transforms import to_float
+from bench.features.cache import DiskCache, cache_key
+from bench.io import sha256_tensor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SegmenterRecipe:
+    version: int = 1
+    width: int = 16
+    depth: int = 3  # 2x poolings in the encoder
+    crop: float = 0.5  # training crops, as a fraction of the image side
+    steps: int = 600
+    batch_size: int = 8
+    lr: float = 2e-3
+    seed: int = 0  # S is part of the measuring instrument: one fixed seed, not the protocol's
+
+
+def _conv(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+class SegNet(nn.Module):
+    """Encoder w, 2w, ..., 2^depth·w (`depth` 2x max-pools), decoder back up with bilinear upsampling and the
+    encoder features of each size concatenated (U-Net style: window edges need the fine features), 1x1 head
+    to class logits. Any input size works: each upsampling goes to its skip's size."""
+
+    def __init__(self, channels: int, num_classes: int, width: int = 16, depth: int = 3):
+        super().__init__()
+        w = [width * 2**i for i in range(depth + 1)]
+        self.enc = nn.ModuleList([nn.Sequential(*_conv(channels, w[0]), *_conv(w[0], w[0]))]
+                                 + [nn.Sequential(*_conv(w[i - 1], w[i])) for i in range(1, depth)]
+                                 + [nn.Sequential(*_conv(w[depth - 1], w[depth]), *_conv(w[depth], w[depth]))])
+        self.dec = nn.ModuleList(nn.Sequential(*_conv(w[i + 1] + w[i], w[i])) for i in reversed(range(depth)))
+        self.head = nn.Conv2d(w[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.enc):
+            x = block(F.max_pool2d(x, 2) if i else x)
+            skips.append(x)
+        skips.pop()
+        for block in self.dec:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], 1))
+        return self.head(x)
+
+
+class FrozenSegmenter(nn.Module):
+    """A trained SegNet that stays frozen: eval mode whatever `.train()` is asked, no parameter gradients."""
+
+    def __init__(self, net: nn.Module, info: Optional[dict[str, Any]] = None):
+        super().__init__()
+        self.net = net.requires_grad_(False)
+        self.info = dict(info or {})
+        self.eval()  # a new Module starts in training mode: the wrapper's own flag too
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] (B, C, H, W) -> class logits (B, K, H, W)."""
+        return self.net(x)
+
+
+def _batches(n: int, recipe: SegmenterRecipe, gen: torch.Generator):
+    """Seeded epochs of a permutation, `recipe.steps` batches of indices in all."""
+    step = 0
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, max(1, n - recipe.batch_size + 1), recipe.batch_size):
+            if step == recipe.steps:
+                return
+            yield perm[i:i + recipe.batch_size]
+            step += 1
+
+
+def train_segmenter(images: torch.Tensor, maps: torch.Tensor, num_classes: int,
+                    recipe: SegmenterRecipe = SegmenterRecipe(), device: torch.device | str = "cpu") -> SegNet:
+    """Cross-entropy training on seeded random crops (half the side) with flips; uint8 images (N, C, H, W),
+    class-id maps (N, H, W)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        net = SegNet(images.shape[1], num_classes, recipe.width, recipe.depth).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, recipe.steps)
+    gen = torch.Generator().manual_seed(recipe.seed + 1)
+    size = images.shape[-1]
+    crop = max(8, min(size, round(size * recipe.crop)))
+    net.train()
+    with tqdm(total=recipe.steps, desc="segmenter S", leave=False, unit="step", disable=None) as bar:
+        for idx in _batches(len(images), recipe, gen):
+            offsets = torch.randint(0, size - crop + 1, (len(idx), 2), generator=gen).tolist()
+            flips = (torch.rand(len(idx), generator=gen) < 0.5).tolist()
+            xs, ys = [], []
+            for i, (oy, ox), flip in zip(idx.tolist(), offsets, flips):
+                x, y = images[i, :, oy:oy + crop, ox:ox + crop], maps[i, oy:oy + crop, ox:ox + crop]
+                xs.append(x.flip(-1) if flip else x)
+                ys.append(y.flip(-1) if flip else y)
+            x = to_float(torch.stack(xs)).to(device)
+            y = torch.stack(ys).long().to(device)
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    return net.eval()
+
+
+def confusion(pred: torch.Tensor, truth: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """K x K counts, rows = truth, columns = prediction (int64)."""
+    k = num_classes
+    flat = truth.flatten().long() * k + pred.flatten().long()
+    return torch.bincount(flat, minlength=k * k).view(k, k)
+
+
+def scores(conf: torch.Tensor) -> dict[str, float]:
+    """Pixel accuracy and mean IoU over the classes that occur (in truth or prediction) of a confusion matrix."""
+    conf = conf.double()
+    inter = conf.diag()
+    union = conf.sum(0) + conf.sum(1) - inter
+    present = union > 0
+    return {"pixel_accuracy": float(inter.sum() / conf.sum().clamp_min(1)),
+            "miou": float((inter[present] / union[present]).mean()) if present.any() else 0.0}
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, images: torch.Tensor, maps: torch.Tensor, num_classes: int,
+             batch_size: int = 32) -> dict[str, float]:
+    device = next(net.parameters()).device
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    for i in range(0, len(images), batch_size):
+        pred = net(to_float(images[i:i + batch_size]).to(device)).argmax(1).cpu()
+        conf += confusion(pred, maps[i:i + batch_size], num_classes)
+    return scores(conf)
+
+
+def get_segmenter(train_images: torch.Tensor, train_maps: torch.Tensor, heldout_images: torch.Tensor,
+                  heldout_maps: torch.Tensor, num_classes: int, device: torch.device | str = "cpu",
+                  recipe: SegmenterRecipe = SegmenterRecipe()) -> FrozenSegmenter:
+    """Train or load from the cache; the frozen net's `.info` has sha256, held-out pixel accuracy and mIoU,
+    and whether the cache was hit."""
+    device = torch.device(device)
+    cache = DiskCache("segmenters")
+    key = cache_key(kind="segmenter", recipe=asdict(recipe), num_classes=num_classes, device=device.type,
+                    data=sha256_tensor(train_images, train_maps))
+    hit = cache.get(key)
+    if hit is not None:
+        net = SegNet(train_images.shape[1], num_classes, recipe.width, recipe.depth)
+        net.load_state_dict(hit["state_dict"])
+        net.to(device)
+        status = "hit"
+    else:
+        log.info("training the semantic network S (cached afterwards)")
+        net = train_segmenter(train_images, train_maps, num_classes, recipe, device)
+        cache.put(key, {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}})
+        status = "miss"
+    net.eval()
+    state = net.state_dict()
+    info: dict[str, Any] = {"sha256": sha256_tensor(*[state[k] for k in sorted(state)]), "cache": status,
+                            "classes": num_classes, "train_images": len(train_images),
+                            "heldout_images": len(heldout_images),
+                            "params": sum(p.numel() for p in net.parameters())}
+    info.update({f"heldout_{k}": v for k, v in evaluate(net, heldout_images, heldout_maps, num_classes).items()})
+    return FrozenSegmenter(net, info)
+
+
+def available(data) -> bool:
+    """Whether a data set carries the label maps S is trained on (facades_sr does; plain image folders not)."""
+    return bool(getattr(data, "has_label_maps", False))
+
+
+RECIPE = SegmenterRecipe()  # the recipe runs use (tests swap in a tiny one)
+_LOADED: dict[tuple[str, str, str], FrozenSegmenter] = {}
+
+
+def for_data(data, device: torch.device | str = "cpu") -> FrozenSegmenter:
+    """The S of a data set with label maps. One run asks for it several times (each entry that trains with
+    L_sem, each evaluation with seg_agreement): the first call trains or loads it, later calls in the same
+    process get the same frozen module."""
+    if not available(data):
+        raise ValueError(f"data set '{data.spec.name}' has no label maps to train a semantic network S on")
+    (train_x, train_y), (held_x, held_y) = data.seg_train, data.seg_heldout
+    device = torch.device(device)
+    memo = (sha256_tensor(train_x, train_y, held_x, held_y), str(device), repr(RECIPE))
+    if memo not in _LOADED:
+        _LOADED[memo] = get_segmenter(train_x, train_y, held_x, held_y, len(data.class_names), device, RECIPE)
+    return _LOADED[memo]
+
+
+def for_run(protocol, data, device: torch.device | str = "cpu") -> Optional[FrozenSegmenter]:
+    """The run's S when its data has label maps and something uses S (the seg_agreement metric, or a family
+    that declares `uses_segmenter`), else None; trained or loaded once, before any entry."""
+    from zoo import ZOO
+
+    users = any(getattr(ZOO.get(e.zoo), "uses_segmenter", False) for e in protocol.entries)
+    if not available(data) or not (users or "seg_agreement" in protocol.evaluation.metrics):
+        return None
+    return for_data(data, device)
