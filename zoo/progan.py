@@ -372,3 +372,14 @@ class ProGAN(ProgressiveGAN):
     def inspect(self):
         S, r, c = self.schedule.final_stage, self.cfg.resolution, self.data.channels
         return {"G": trace_at(self.G, S, (1, self.cfg.latent_dim)), "D": trace_at(self.D, S, (1, c, r, r))}
+
+    def write_figures(self, out_dir, seed: int = 0) -> dict:
+        """The sampling figure a model without W has: a spherical walk in Z (zoo/style_figures.py)."""
+        from pathlib import Path
+
+        from zoo import style_figures
+
+        z = self.sample_latent(2, torch.Generator().manual_seed(seed))
+        path = Path(out_dir) / "interpolation.png"
+        style_figures.latent_interpolation(self, z[0], z[1], space="z", seed=seed, path=path)
+        return {"interpolation": path}

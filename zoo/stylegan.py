@@ -287,6 +287,12 @@ class StyleGAN(ProgressiveGAN):
         ws = G.broadcast(G.mapping(z))
         return self.synthesize(ws, self.seeded_noise(z, G), psi, self.cfg.truncation_cutoff)
 
+    def write_figures(self, out_dir, seed: int = 0) -> dict:
+        """Truncation sweep, style mixing grid, noise resampling and W interpolation as PNGs (zoo/style_figures.py)."""
+        from zoo import style_figures
+
+        return style_figures.write_figures(self, out_dir, seed=seed)
+
     def inspect(self):
         S, r, c = self.schedule.final_stage, self.cfg.resolution, self.data.channels
         return {"G": trace_at(self.G, S, (1, self.cfg.latent_dim)), "D": trace_at(self.D, S, (1, c, r, r))}

@@ -106,9 +106,10 @@ def build_lpips(net: str = "alex", backbone_state_dict: Optional[dict[str, torch
     return model
 
 
-def lpips_network(ctx: MetricContext, metric: str) -> lpips_pkg.LPIPS:
-    """The cached network for this context's settings and device; MetricUnavailable when weights are missing."""
-    net = net_name(getattr(ctx.settings, "lpips_net", "alex"))
+def lpips_network(ctx: MetricContext, metric: str, net: Optional[str] = None) -> lpips_pkg.LPIPS:
+    """The cached network for this context's settings (or the given backbone) and device; MetricUnavailable
+    when weights are missing."""
+    net = net_name(net or getattr(ctx.settings, "lpips_net", "alex"))
     try:
         path, sha = weights_manifest.resolve(BACKBONES[net][0], allow_download=not offline())
     except BenchError as e:

@@ -71,3 +71,29 @@ def training_curves(entry: str, curves: dict[str, list[tuple[int, float]]]) -> b
     fig.suptitle(entry)
     fig.tight_layout()
     return _png(fig)
+
+
+def truncation_curve(rows: pd.DataFrame, keys: list[str]) -> bytes:
+    """FID vs truncation ψ, one line per entry that has the curve (`fid_trunc/psi_<ψ>` keys), ± std over seeds."""
+    points = sorted((float(k.rsplit("psi_", 1)[1]), k) for k in keys if k.startswith("fid_trunc/psi_"))
+    fig = Figure(figsize=(5.6, 3.6))
+    ax = fig.add_subplot()
+    have = rows[rows["status"].eq("FINISHED")]
+    for _, row in have.iterrows():
+        xs, ys, es = [], [], []
+        for psi, key in points:
+            m = row.get(f"{key}/mean")
+            if m is not None and not math.isnan(float(m)):
+                s = row.get(f"{key}/std")
+                xs.append(psi)
+                ys.append(float(m))
+                es.append(0.0 if s is None or math.isnan(float(s)) else float(s))
+        if xs:
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=row["entry"])
+    ax.set_xlabel("truncation ψ (1 = none)")
+    ax.set_ylabel("FID")
+    ax.set_title("FID vs truncation (lower is better)   whiskers: ± std over seeds", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)

@@ -96,6 +96,9 @@ def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = N
         name = f"img/bar-{_SAFE.sub('_', key)}.png"
         files[name] = png
         bars.append((key, name, whiskers))
+    if any(k.startswith("fid_trunc/psi_") for k in group.keys):
+        files["img/truncation-fid.png"] = plots.truncation_curve(group.rows, group.keys)
+        bars.append(("fid_trunc", "img/truncation-fid.png", "± std over seeds"))
     entries = []
     for _, row in group.rows.iterrows():
         entries.append(_entry_assets(c, row, files))
@@ -124,7 +127,7 @@ def _entry_assets(c, row, files: dict[str, bytes]) -> dict[str, Any]:
     entry, zoo_name = row["entry"], row["zoo"]
     task = ZOO.get(zoo_name).task if zoo_name in ZOO else "unconditional"
     safe = _SAFE.sub("_", entry)
-    grids, curves = [], {}
+    grids, curves, figures = [], {}, []
     several = len(row["run_ids"]) > 1
     for run_id, seed in zip(row["run_ids"], row["train_seeds"]):
         suffix = f"-seed{_SAFE.sub('_', str(seed))}" if several else ""
@@ -133,6 +136,14 @@ def _entry_assets(c, row, files: dict[str, bytes]) -> dict[str, Any]:
             if store.download_file(c, run_id, "samples.png", Path(tmp) / "g.png"):
                 files[name] = (Path(tmp) / "g.png").read_bytes()
                 grids.append((name, f"training seed {seed}" if several else ""))
+        for art in _figure_artifacts(c, run_id):  # the family's sampling figures (StyleGAN: mixing, ψ sweep, ...)
+            stem = Path(art).stem
+            fig_name = f"img/{stem}-{safe}{suffix}.png"
+            with tempfile.TemporaryDirectory() as tmp:
+                if store.download_file(c, run_id, art, Path(tmp) / "f.png"):
+                    files[fig_name] = (Path(tmp) / "f.png").read_bytes()
+                    figures.append((fig_name, FIGURE_CAPTIONS.get(stem, stem) + (f"; training seed {seed}"
+                                                                                 if several else "")))
         run = c.get_run(run_id)
         for key in sorted(run.data.metrics):
             if key.startswith(("loss/", "train/")):
@@ -142,8 +153,25 @@ def _entry_assets(c, row, files: dict[str, bytes]) -> dict[str, Any]:
         curve_file = f"img/curves-{safe}.png"
         files[curve_file] = plots.training_curves(entry, curves)
     return {"entry": entry, "zoo": zoo_name, "task": task, "caption": _grid_caption(task), "grids": grids,
-            "curves": curve_file, "status": row["status"], "failure": row["failure"],
+            "figures": figures, "curves": curve_file, "status": row["status"], "failure": row["failure"],
             "duration_s": row["duration_s"]}
+
+
+FIGURE_CAPTIONS = {
+    "truncation": "truncation sweep: rows = latents, columns = ψ 1, 0.7, 0.5, 0, -0.5, -1 (0 = the average w)",
+    "style_mixing": "style mixing: top row = fine sources, left column = coarse sources; each cell takes the "
+                    "coarse (4-8 px) styles of its row and the rest from its column",
+    "noise": "stochastic variation: one w, different noise draws; last image = per-pixel std over the draws",
+    "interpolation": "latent interpolation from one sample to another (linear in W for StyleGAN, slerp in Z "
+                     "otherwise)",
+}
+
+
+def _figure_artifacts(c, run_id: str) -> list[str]:
+    try:
+        return sorted(a.path for a in c.list_artifacts(run_id, "figures") if a.path.endswith(".png"))
+    except Exception:  # noqa: BLE001 - a run without figures, or a store that cannot list: no figures
+        return []
 
 
 def _grid_caption(task: str) -> str:
@@ -188,6 +216,8 @@ def _markdown(meta, group, bars, entries, protocol_text, env) -> str:
         out += [f"### {e['entry']} (`{e['zoo']}`, {e['task']}){status}", ""]
         for name, sub in e["grids"]:
             out += [f"![{e['entry']} samples]({name})", "", f"_{e['caption']}{'; ' + sub if sub else ''}_", ""]
+        for name, cap in e["figures"]:
+            out += [f"![{e['entry']} {cap.split(':')[0]}]({name})", "", f"_{cap}_", ""]
         if e["curves"]:
             out += [f"![{e['entry']} training curves]({e['curves']})", ""]
     out += ["## Protocol", "", "```yaml", protocol_text.rstrip("\n"), "```", "", "## Environment", "",
@@ -213,6 +243,9 @@ def _html(meta, group, bars, entries, protocol_text, env) -> str:
         for name, sub in en["grids"]:
             body.append(f"<figure><img class='samples' src='{e(name)}' alt='{e(en['entry'])} samples'>"
                         f"<figcaption>{e(en['caption'] + ('; ' + sub if sub else ''))}</figcaption></figure>")
+        for name, cap in en["figures"]:
+            body.append(f"<figure><img class='samples' src='{e(name)}' alt='{e(en['entry'])} "
+                        f"{e(cap.split(':')[0])}'><figcaption>{e(cap)}</figcaption></figure>")
         if en["curves"]:
             body.append(f"<figure><img class='curves' src='{e(en['curves'])}' alt='{e(en['entry'])} curves'>"
                         "<figcaption>losses and in-training scores vs training step</figcaption></figure>")

@@ -31,13 +31,15 @@ def stream_features(batches, extractor, desc: str, total: int):
 
 
 def fake_batches(model, n: int, seed: int, batch_size: int, resolution: int, channels: int, fit: str = "resize",
-                 start: int = 0, stop: int | None = None):
+                 start: int = 0, stop: int | None = None, psi: float | None = None):
     """Images [start, stop) of this seed's n samples; the latents of all n are drawn first, so a shard
-    (one data-parallel rank's share) sees exactly the images the whole pass would."""
+    (one data-parallel rank's share) sees exactly the images the whole pass would. `psi` overrides the
+    truncation of models that have one (StyleGAN); None keeps the model's own setting."""
     z = model.sample_latent(n, torch.Generator().manual_seed(seed))
     stop = n if stop is None else stop
+    extra = {} if psi is None else {"truncation_psi": psi}
     for i in range(start, stop, batch_size):
-        imgs = model.generate(z[i:min(i + batch_size, stop)]).float().cpu()
+        imgs = model.generate(z[i:min(i + batch_size, stop)], **extra).float().cpu()
         if not torch.isfinite(imgs).all():
             raise EntryFailed(f"generated images contain NaN/inf (eval seed {seed}, batch at {i})")
         # Generated images are brought to the protocol's resolution, then quantised exactly as real data.

@@ -1,0 +1,148 @@
+"""Unlabelled image folders: CelebA faces and any folder of images a user names.
+
+CelebA (`dataset.name: celeba`) reads the aligned faces `img_align_celeba*/NNNNNN.jpg`. The copy in
+../shared/data is the first 2,000 images downscaled by its uploader to 89x109 (half of 178x218), so the
+usual GAN preprocessing, a centred 178x178 square then a resize, becomes a centred 89x89 square here.
+The crop defaults to the short side of each image, so the same protocol works on either size;
+`dataset.center_crop` sets it in pixels. Online, and only when no folder is found, torchvision's CelebA
+downloader fills the cache (`BENCH_OFFLINE=1` forbids it).
+
+`dataset.name: image_folder` with `dataset.root` reads every image under that folder (recursively,
+sorted by relative path; names with spaces are fine), with the same centre crop. Labels do not exist.
+
+Split: the protocol seed carves `eval_size` held-out images first and trains on `train_size` of the
+rest, so the FID reference is never trained on (SEEDS.md §4.4). The fingerprint is the sha256 of every
+used file's relative name and bytes; decoded, cropped, resized tensors are cached under it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from bench.data.transforms import resize_uint8
+from bench.errors import BenchError
+from bench.io import cache_dir, offline
+from bench.protocol.schema import DatasetSpec
+from zoo.base import DataSpec
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+# Folder names CelebA's aligned images come in: the official one, and the half-size copy in ../shared/data.
+CELEBA_FOLDERS = ("img_align_celeba", "img_align_celeba_89x109")
+
+
+def _images_under(root: Path) -> list[Path]:
+    out = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(s.startswith(".") for s in rel.split("/")):
+            out.append(p)
+    return sorted(out, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _celeba_root(spec: DatasetSpec) -> Path:
+    """The folder holding CelebA's aligned images: dataset.root, $BENCH_DATA/celeba, the cache, or a download."""
+    bases = []
+    if spec.root:
+        bases.append(Path(spec.root).expanduser())
+    else:
+        if os.environ.get("BENCH_DATA"):
+            bases.append(Path(os.environ["BENCH_DATA"]) / "celeba")
+        bases.append(cache_dir() / "data" / "celeba")
+    for base in bases:
+        for sub in ("", *CELEBA_FOLDERS, *(f"celeba/{f}" for f in CELEBA_FOLDERS)):
+            folder = base / sub if sub else base
+            if folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir()):
+                return folder
+    if spec.root:
+        raise BenchError(f"celeba: no images in {bases[0]} or its {'/'.join(CELEBA_FOLDERS)} subfolders")
+    if offline():
+        raise BenchError(f"celeba: no images under {' or '.join(map(str, bases))} and BENCH_OFFLINE forbids "
+                         "downloading (set dataset.root or $BENCH_DATA)")
+    return _download_celeba(bases[-1])
+
+
+def _download_celeba(target: Path) -> Path:  # pragma: no cover - needs the network
+    import torchvision
+
+    try:
+        torchvision.datasets.CelebA(str(target.parent), split="all", target_type=[], download=True)
+    except Exception as exc:  # Google Drive quotas make this fail often; say so in one line
+        raise BenchError(f"celeba: download failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                         "fetch img_align_celeba.zip by hand and set dataset.root") from None
+    return target / "img_align_celeba"
+
+
+def _decode(path: Path, channels: int, crop: Optional[int], size: int) -> torch.Tensor:
+    """uint8 (1, C, size, size): centred square crop (default: the short side), then an antialiased resize."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(path.read_bytes())) as im:
+            im.load()
+            arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise BenchError(f"{path}: not a readable image ({type(exc).__name__})") from None
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    h, w = arr.shape[1:]
+    side = min(h, w) if crop is None else crop
+    if side > min(h, w):
+        raise BenchError(f"{path}: image is {w}x{h}, smaller than dataset.center_crop {side}")
+    top, left = (h - side) // 2, (w - side) // 2
+    square = np.ascontiguousarray(arr[:, top:top + side, left:left + side])
+    return resize_uint8(torch.from_numpy(square).unsqueeze(0), size)
+
+
+def _load(spec: DatasetSpec, seed: int, root: Path, name: str):
+    from bench.data.datasets import RealData
+    from bench.data.translation import _cached
+
+    files = _images_under(root)
+    need = spec.train_size + spec.eval_size
+    if not files:
+        raise BenchError(f"{name}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+    if need > len(files):
+        raise BenchError(f"{name}: train_size + eval_size = {need} but only {len(files)} images exist in {root}")
+    # The held-out part is carved first, with the protocol seed, so changing train_size never moves it.
+    perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist()
+    held = [files[i] for i in perm[:spec.eval_size]]
+    train = [files[i] for i in perm[spec.eval_size:need]]
+    h = hashlib.sha256()
+    for p in train + [None] + held:  # the separator keeps "which file is held out" in the hash
+        if p is None:
+            h.update(b"--held-out--")
+            continue
+        h.update(p.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    fingerprint = h.hexdigest()
+    res, crop, ch = spec.resolution, spec.center_crop, spec.channels
+
+    def decode():
+        def stack(paths):
+            return torch.cat([_decode(p, ch, crop, res) for p in paths])
+        return {"train": stack(train), "eval": stack(held)}
+
+    t = _cached(fingerprint, decode, kind="folder", res=res, crop=crop, channels=ch)
+    return RealData(spec=DataSpec(name, res, ch, 0), train_images=t["train"], train_labels=None,
+                    eval_images=t["eval"], eval_labels=None, fingerprint=fingerprint, source=str(root))
+
+
+def load_celeba(spec: DatasetSpec, seed: int):
+    if spec.channels != 3:
+        raise BenchError("celeba: the faces are RGB; set dataset.channels: 3")
+    return _load(spec, seed, _celeba_root(spec), "celeba")
+
+
+def load_image_folder(spec: DatasetSpec, seed: int):
+    if not spec.root:
+        raise BenchError("image_folder: set dataset.root to the folder holding the images")
+    root = Path(spec.root).expanduser()
+    if not root.is_dir():
+        raise BenchError(f"image_folder: data folder {root} not found")
+    return _load(spec, seed, root, "image_folder")

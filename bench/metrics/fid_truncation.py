@@ -1,0 +1,34 @@
+"""FID as a function of the truncation ψ (StyleGAN's truncation trick, Karras et al. 2019 §3 / appendix B).
+
+Sampling w' = w_avg + ψ (w − w_avg) trades variety for per-image quality: ψ < 1 pulls every sample towards
+the average face. The curve FID(ψ) makes that trade visible; the protocol's `truncation_psis` (default
+0.5, 0.7, 1.0) are scored against the same held-out reference, with this seed's latents, so the points of
+one seed differ only in ψ. ψ = 1 is the untruncated FID the leaderboard ranks by (the papers report FID
+without truncation). Keys: `fid_trunc/psi_<ψ>`. Models without a tracked w_avg have no truncation: the
+metric is unavailable for them rather than a copy of their FID.
+"""
+
+from __future__ import annotations
+
+from bench.metrics.base import Metric, MetricContext, MetricUnavailable
+from bench.metrics.fid import frechet
+
+DEFAULT_PSIS = (0.5, 0.7, 1.0)
+
+
+def key(psi: float) -> str:
+    return f"fid_trunc/psi_{psi:g}"
+
+
+def compute(ctx: MetricContext) -> dict[str, float]:
+    if ctx.truncated_stats is None:
+        raise MetricUnavailable("fid_truncation needs a generator with truncation (a tracked w_avg: StyleGAN)")
+    if not ctx.real_stats:
+        raise MetricUnavailable("fid_truncation needs the real reference statistics")
+    psis = getattr(ctx.settings, "truncation_psis", None) or DEFAULT_PSIS
+    return {key(psi): frechet(ctx.real_stats, ctx.truncated_stats(float(psi))) for psi in psis}
+
+
+FID_TRUNCATION = Metric("fid_truncation", higher_is_better=False, needs="generator", compute=compute,
+                        description="FID at each truncation psi in evaluation.truncation_psis (StyleGAN): the "
+                                    "variety-vs-quality curve")
