@@ -19,6 +19,7 @@ from bench.data import load_dataset
 from bench.errors import BenchError
 from bench.features.cache import DiskCache, cache_key
 from bench.features.extractors import PREPROCESSING_VERSION, make_extractor, preflight_extractor
+from bench.features import segmenter as semantic
 from bench.io import atomic_write_bytes, sha256_file, sha256_tensor
 from bench.data.transforms import fit_float, to_float
 from bench.metrics import METRICS, MetricContext
@@ -136,6 +137,9 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
     n = min(ev.n_samples, len(data.eval_inputs)) if translation else ev.n_samples
     res, ch = protocol.dataset.resolution, protocol.dataset.channels
     world = world or dist.SINGLE
+    # seg_agreement: the frozen semantic network S of a data set with label maps (facades_sr), and those maps
+    S = semantic.for_data(data, model.device) if (translation and "seg_agreement" in ev.metrics
+                                                   and semantic.available(data)) else None
     for seed in ev.seeds:
         if translation:
             batches = translated_batches(model, data.eval_inputs, n, seed, ev.batch_size, res, ch, fit)
@@ -168,9 +172,17 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
                             "G(F(b))": model.translate(f_b), "G(b)": model.translate(b),
                             "F(a)": model.translate_back(a)}.items()}
 
+        truncated_stats = None
+        if not translation and hasattr(model, "synthesize") and hasattr(model, "mapping"):
+            def truncated_stats(psi: float, seed=seed):  # the same n latents as `fake`, drawn with ψ
+                batches = fake_batches(model, n, seed, ev.batch_size, res, ch, fit, psi=psi)
+                return stream_features(batches, extractor, f"eval seed {seed} psi {psi:g}", n)[1].as_fid_stats()
+
         ctx = MetricContext(seed, ev, fake, real_feats, stats.as_fid_stats(), real_stats,
                             fake_images=fake_images, device=model.device, classify=classify, pairs=pairs,
-                            cycle=cycle)
+                            cycle=cycle, generator=None if translation else model,
+                            truncated_stats=truncated_stats, segmenter=S,
+                            label_maps=data.eval_label_maps if S is not None else None)
         for name in ev.metrics:
             if name in unavailable:
                 continue
@@ -220,6 +232,7 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
     preflight_extractor(protocol.evaluation.extractor, protocol.evaluation.weights, protocol.dataset.name,
                         protocol.dataset.channels)
     loaded_ckpts = {}
+    ckpt_bytes: list[int] = []
     for entry in protocol.entries:
         # Every entry is built once here (on the CPU, cheap), so a config that cannot work with this
         # data fails now, not after the judge and earlier entries have trained.
@@ -232,12 +245,27 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
         if task != "unconditional" and res != protocol.dataset.resolution:
             raise BenchError(f"entries[{entry.name}].config.resolution is {res} but dataset.resolution is "
                              f"{protocol.dataset.resolution}; an image-to-image model translates at the data's size")
+        in_ch = getattr(data.spec, "input_channels", 0)
+        if task == "paired" and in_ch:
+            try:  # label maps (bench/data/labelmap.py): a family that reads only images fails now, not mid-run
+                built.translate(torch.zeros(1, in_ch, res, res, device="meta"))
+            except RuntimeError:
+                raise BenchError(f"entries[{entry.name}]: zoo entry '{entry.zoo}' cannot read the {in_ch}-channel "
+                                 f"label-map inputs of '{protocol.dataset.name}' (pix2pixhd reads label maps)") from None
+        if getattr(built, "needs_segmenter", False) and not semantic.available(data):
+            raise BenchError(f"entries[{entry.name}]: L_sem needs the semantic network S, which is trained on label "
+                             f"maps that data set '{protocol.dataset.name}' does not have (facades_sr has them); "
+                             "set lambda_sem: 0")
+        if entry.train and entry.train.steps and not built.optimizers():  # e.g. pix2pixhd_sem's bicubic baseline
+            raise BenchError(f"entries[{entry.name}]: zoo entry '{entry.zoo}' has nothing to train with this config; "
+                             "use train: {steps: 0}")
         if getattr(built, "needs_vgg", False):
             from bench.features import weights
             from bench.io import offline
 
             weights.resolve("vgg19", allow_download=not offline())
         if entry.train:
+            ckpt_bytes.append(_checkpoint_bytes(built, entry.train))
             try:
                 Precision(entry.train.precision, device.type)
             except ValueError as exc:
@@ -268,7 +296,28 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
                 checkpoint.load_into(payload, built, path, weights_only=True)
     if workdir is not None:
         _check_writable(workdir)
+        # Every entry's checkpoints stay on disk, and the largest is briefly written twice (temp + rename).
+        _check_space(workdir, sum(ckpt_bytes) + max(ckpt_bytes, default=0))
     return device, data, loaded_ckpts
+
+
+def _checkpoint_bytes(model, train) -> int:
+    """About what one trained entry's checkpoints take: weights plus two Adam moments per parameter (an
+    upper bound for SGD/RMSprop), the EMA copy of G, times latest.pt + kept snapshots + best.pt."""
+    nets = model.modules()
+    size = lambda m: sum(t.numel() * t.element_size() for t in (*m.parameters(), *m.buffers()))  # noqa: E731
+    per = 3 * sum(size(m) for m in nets.values()) + (size(nets["G"]) if train.ema and "G" in nets else 0)
+    copies = 1 + (train.keep_last if train.keep_last > 1 else 0) + (1 if train.eval_every else 0)
+    return per * copies
+
+
+def _check_space(folder: Path, need: int) -> None:
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise BenchError(f"work folder {folder} has {free / 2**20:.1f} MiB free but this protocol's checkpoints "
+                         f"need about {need / 2**20:.1f} MiB; free space or pass --workdir on a larger disk")
 
 
 def _check_writable(folder: Path) -> None:
@@ -298,6 +347,10 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
     acc = extractor.info.get("heldout_accuracy")
     say(f"extractor {extractor.name} ready" + (f" (held-out accuracy {acc:.4f}, cache {extractor.info['cache']})"
                                                 if acc is not None else ""))
+    S = semantic.for_run(protocol, data, device)  # None unless the data has label maps and something uses S
+    if S is not None:
+        say(f"semantic network S ready (held-out pixel accuracy {S.info['heldout_pixel_accuracy']:.4f}, mIoU "
+            f"{S.info['heldout_miou']:.4f}, cache {S.info['cache']})")
     fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts, device.type)
     dist.broadcast_object((fp, sorted(results_mod.finished_rows(workdir / "results.jsonl", fp) if resume else [])),
                           world)  # the other ranks train under the same fingerprint and skip the same entries
@@ -344,6 +397,8 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
             result.info.update({"real_cache": real_cache, "extractor": extractor.name,
                                 "extractor_sha256": extractor.sha256, **extractor.info,
                                 "data_source": data.source})
+            if S is not None:
+                result.info["semantic_net"] = S.info
             row = dataclasses.asdict(result)
             results_mod.append(results_path, result)
             summary_results.append(row)
@@ -403,6 +458,8 @@ def _build_entry(entry, protocol, data, device):
         model = family.build(entry.config, data.spec, device, where=f"entries[{entry.name}].config")
     if getattr(model, "needs_vgg", False):
         model.attach_vgg(vgg19_features())
+    if getattr(model, "needs_segmenter", False):
+        model.attach_segmenter(semantic.for_data(data, device))
     return model, seed
 
 
@@ -464,6 +521,13 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
             fixed_z = model.sample_latent(GRID, torch.Generator().manual_seed(derive(seed, "fixed-noise")))
             tracker.log_artifact(child, save_grid(model, fixed_z, grid, data))
         result.timings["train_s"] = time.perf_counter() - t0
+        if hasattr(model, "write_figures"):
+            # The family's sampling figures (StyleGAN: truncation, mixing, noise, interpolation) from the
+            # final weights, seeded per entry, attached to the run beside the sample grid.
+            figures = model.write_figures(run_root / entry.name / "figures", derive(seed, "figures"))
+            for path in figures.values():
+                tracker.log_artifact(child, path, "figures")
+            result.info["figures"] = {k: str(v) for k, v in figures.items()}
         t0 = time.perf_counter()
         unavailable: dict[str, str] = {}
         result.metrics = evaluate(model, extractor, real_feats, real_stats, protocol, entry.fit, unavailable, data,

@@ -439,15 +439,25 @@ def load_cifar10(spec: DatasetSpec, seed: int) -> RealData:
 
 
 def _translation_sets() -> dict[str, Callable[[DatasetSpec, int], RealData]]:
+    from bench.data.labelmap import LABELMAP_DEFAULTS, load_labelmap
+    from bench.data.superres import SUPERRES_SETS
     from bench.data.translation import PAIRED_DEFAULTS, UNPAIRED_DEFAULTS, load_paired, load_unpaired
 
-    return {**{n: load_paired for n in PAIRED_DEFAULTS}, **{n: load_unpaired for n in UNPAIRED_DEFAULTS}}
+    return {**{n: load_paired for n in PAIRED_DEFAULTS}, **{n: load_unpaired for n in UNPAIRED_DEFAULTS},
+            **{n: load_labelmap for n in LABELMAP_DEFAULTS}, **SUPERRES_SETS}
+
+
+def _folder_sets() -> dict[str, Callable[[DatasetSpec, int], RealData]]:
+    from bench.data.folder import load_celeba, load_image_folder
+
+    return {"celeba": load_celeba, "image_folder": load_image_folder}
 
 
 DATASETS: Registry[Callable[[DatasetSpec, int], RealData]] = Registry("dataset", {
     "mnist": load_mnist,
     "cifar10": load_cifar10,
     **_translation_sets(),
+    **_folder_sets(),
 })
 
 

@@ -5,7 +5,8 @@ A metric declares what it `needs`:
 - "real+fake": features of both sides (FID, KID, precision/recall);
 - "paired": (output, target) image pairs of a translation model (SSIM, PSNR, LPIPS);
 - "cycle": the two generators of an unpaired model applied to held-out images (cycle/identity error);
-- "labels": class logits of a classifier-style discriminator on held-out labelled images.
+- "labels": class logits of a classifier-style discriminator on held-out labelled images;
+- "generator": the unconditional model itself, for latent-space metrics (PPL, the truncation curve).
 The context carries whatever the evaluation could provide; a metric whose inputs or pretrained
 weights are missing raises `MetricUnavailable` with the reason, and the run reports it as such
 instead of a number.
@@ -20,7 +21,7 @@ from typing import Any, Callable, Iterator, Literal, Optional
 import numpy as np
 import torch
 
-Needs = Literal["fake", "real+fake", "paired", "cycle", "labels"]
+Needs = Literal["fake", "real+fake", "paired", "cycle", "labels", "generator"]
 
 # Image batches are float tensors in [-1, 1], shape (B, C, H, W), streamed one batch at a time.
 Batches = Callable[[], Iterator[torch.Tensor]]
@@ -47,6 +48,13 @@ class MetricContext:
     classify: Optional[Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]] = None
     # ^ (class logits, labels) on held-out labelled images, for classifier-style discriminators
     device: torch.device = torch.device("cpu")
+    generator: Any = None  # the unconditional model (sample_latent/generate, StyleGAN: mapping/synthesize)
+    # float64 FID stats ('mu', 'sigma') of this seed's n samples drawn with truncation ψ (models with w_avg)
+    truncated_stats: Optional[Callable[[float], dict[str, np.ndarray]]] = None
+    # Super-resolution with label maps (bench/data/superres.py): the frozen semantic network S (images in
+    # [-1, 1] -> class logits) and the true class-id maps (N, H, W) of the held-out targets, in `pairs` order.
+    segmenter: Optional[torch.nn.Module] = None
+    label_maps: Optional[torch.Tensor] = None
 
 
 @dataclass(frozen=True)

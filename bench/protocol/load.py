@@ -91,6 +91,16 @@ def _model_at(model: type[BaseModel], loc: list[Any]) -> type[BaseModel]:
     return current
 
 
+# dataset option -> the data sets whose loader reads it
+OPTION_SETS = {
+    "center_crop": {"celeba", "image_folder"},
+    "label_nc": {"cityscapes", "labelmap"},
+    "instance": {"cityscapes", "labelmap"},
+    "scale": {"facades_sr", "superres"},
+    "ab_half": {"facades_sr", "superres"},
+}
+
+
 def check_references(protocol: Protocol, where: str) -> None:
     """Names that pydantic cannot know: zoo entries, their config keys, metrics and extractors."""
     # Imported here so `bench validate` on a broken file fails fast without importing torch models.
@@ -105,10 +115,16 @@ def check_references(protocol: Protocol, where: str) -> None:
     from bench.data.translation import PAIRED_DEFAULTS, UNPAIRED_DEFAULTS
 
     ds = protocol.dataset
-    if ds.load_size is not None and ds.name not in {**PAIRED_DEFAULTS, **UNPAIRED_DEFAULTS}:
-        raise BenchError(f"{where}: dataset.load_size (training jitter) applies to image-to-image data sets only")
+    jitter = {*PAIRED_DEFAULTS, *UNPAIRED_DEFAULTS, "facades_sr", "superres"}
+    if ds.load_size is not None and ds.name not in jitter:
+        raise BenchError(f"{where}: dataset.load_size (training jitter) applies to {', '.join(sorted(jitter))} only")
     if ds.direction != "AtoB" and ds.name not in PAIRED_DEFAULTS:
         raise BenchError(f"{where}: dataset.direction applies to paired data sets only")
+    # Options that only some loaders read: set on another data set they would be silently ignored.
+    for key, names in OPTION_SETS.items():
+        if getattr(ds, key) is not None and ds.name not in names:
+            raise BenchError(f"{where}: dataset.{key} applies to {', '.join(sorted(names))} only, "
+                             f"not '{ds.name}'")
     for i, entry in enumerate(protocol.entries):
         family = ZOO.get(entry.zoo)
         parse_config(family.Config, entry.config, f"{where}: entries[{i}].config")
@@ -146,8 +162,21 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
         for key in ("log_every", "checkpoint_every", "sample_every", "keep_last", "eval_every", "eval_n"):
             # bookkeeping, not scores
             (entry.get("train") or {}).pop(key, None)
+    # Keys added to the schema after protocols were first fingerprinted enter the fingerprint only when
+    # set away from their default: adding an option must not orphan every earlier run and baseline.
+    for section, defaults in LATER_KEYS.items():
+        for key, default in defaults.items():
+            if d[section].get(key, default) == default:
+                d[section].pop(key, None)
     d["protocol_version"] = PROTOCOL_VERSION
     return d
+
+
+# section -> {key: default} of the schema keys added after the first fingerprinted protocols.
+LATER_KEYS = {
+    "dataset": {"center_crop": None, "label_nc": None, "instance": None, "scale": None, "ab_half": None},
+    "evaluation": {"ppl_samples": 1000, "truncation_psis": [0.5, 0.7, 1.0]},
+}
 
 
 def fingerprint(protocol: Protocol, data_fingerprint: str, extractor_sha256: str,

@@ -31,6 +31,16 @@ class DatasetSpec(_Strict):
     load_size: Optional[int] = Field(None, gt=0, le=8192, description="training jitter: images are resized "
                                      "to this, then randomly cropped back to resolution (pix2pix: 286 for 256)")
     flip: bool = Field(False, description="training augmentation: random horizontal flips")
+    center_crop: Optional[int] = Field(None, gt=0, le=16384, description="image folders (celeba, image_folder): "
+                                       "side of the centred square cut before resizing; default the short side")
+    label_nc: Optional[int] = Field(None, ge=2, le=256, description="label maps (cityscapes, labelmap): label ids "
+                                    "0..label_nc-1, one one-hot input channel each; default 35 for cityscapes")
+    instance: Optional[bool] = Field(None, description="label maps: add the instance boundary map as one more "
+                                     "input channel, read from <split>_inst/ (default true)")
+    scale: Optional[int] = Field(None, ge=2, le=16, description="super-resolution (facades_sr, superres): the "
+                                 "input is the image downscaled this many times, bicubic; default 4")
+    ab_half: Optional[Literal["A", "B"]] = Field(None, description="super-resolution from side-by-side AB files "
+                                                 "(or A/ B/ folders): which half is the image (facades_sr: A)")
 
     @model_validator(mode="after")
     def _load_not_smaller(self):
@@ -109,6 +119,16 @@ class EvaluationSpec(_Strict):
     prc_neighborhood: int = Field(3, gt=0, description="k of the k-NN manifolds for precision/recall")
     lpips_net: Literal["alex", "vgg"] = Field("alex", description="LPIPS backbone (AlexNet needs >= 31 px)")
     diversity_pairs: int = Field(100, gt=0, description="seeded image pairs for lpips_diversity")
+    ppl_samples: int = Field(1000, gt=1, description="latent pairs per seed for ppl (the StyleGAN paper: 100,000)")
+    truncation_psis: list[float] = Field(default_factory=lambda: [0.5, 0.7, 1.0], min_length=1,
+                                         description="psi values of the fid_truncation curve")
+
+    @field_validator("truncation_psis")
+    @classmethod
+    def _psis(cls, v: list[float]) -> list[float]:
+        if any(not 0.0 <= p <= 1.0 for p in v) or len(set(v)) != len(v):
+            raise ValueError("truncation_psis must be distinct values in [0, 1]")
+        return v
 
     @field_validator("seeds")
     @classmethod

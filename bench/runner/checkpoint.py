@@ -8,6 +8,7 @@ never in its name. Writes are atomic, so `latest.pt` is always a complete checkp
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from bench.errors import BenchError
 from bench.runner.seeding import capture_global_rng, restore_global_rng
 
 FORMAT = "ganbench-checkpoint-1"
+# A full disk (or quota, or file-size limit) while writing: the user's problem to fix, not a crash.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def capture_rank_rng() -> dict[str, Any]:
@@ -67,8 +70,17 @@ def write(path: Path, data: dict[str, Any]) -> str:
     new = hashlib.sha256(blob).hexdigest()
     side = digest_path(path)
     old = sha256_file(path) if path.is_file() else None
-    atomic_write_bytes(side, ("\n".join(d for d in (new, old) if d) + "\n").encode())
-    atomic_write_bytes(path, blob)
+    try:
+        atomic_write_bytes(side, ("\n".join(d for d in (new, old) if d) + "\n").encode())
+        atomic_write_bytes(path, blob)
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            # The temp file is gone and the previous checkpoint (if any) still matches its sidecar, so
+            # `bench run --resume` continues from it once there is room.
+            raise BenchError(f"{path.parent}: no space left on the device writing {path.name} "
+                             f"({len(blob) / 2**20:.1f} MiB); free space, then `bench run --resume` continues "
+                             "from the previous checkpoint") from None
+        raise
     atomic_write_bytes(side, (new + "\n").encode())
     return new
 
