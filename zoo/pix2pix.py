@@ -37,7 +37,7 @@ from torch import nn
 from zoo import i2i_losses as L
 from zoo.layers import dcgan_init
 from zoo.patchgan import conv_bias, norm_layer, patch_discriminator
-from zoo.translation import Inspection, TranslationGAN, adam
+from zoo.translation import TranslationGAN, adam
 
 GENERATORS = {"unet_256": 8, "unet_128": 7, "unet_seed": 6}  # stride-2 levels
 
@@ -247,8 +247,4 @@ class Pix2Pix(TranslationGAN):
         return {} if self.D is None else {"D": self.D.receptive_field}
 
     def inspect(self):
-        r, c = self.cfg.resolution, self.data.channels
-        rows = {"G": self._trace(self.G, (1, c, r, r))}
-        if self.D is not None:
-            rows["D"] = self._trace(self.D, (1, 2 * c, r, r))
-        return Inspection(rows, self.receptive_fields())
+        return self.conditional_inspection(self.data.channels)

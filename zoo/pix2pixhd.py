@@ -38,7 +38,7 @@ from zoo.cyclegan import ResnetBlock, c7s1, down, up
 from zoo.image_pool import ImagePool
 from zoo.layers import dcgan_init
 from zoo.patchgan import NLayerDiscriminator, receptive_field
-from zoo.translation import Inspection, TranslationGAN, adam
+from zoo.translation import TranslationGAN, adam
 
 
 @dataclass(frozen=True)
@@ -259,16 +259,8 @@ class Pix2PixHD(TranslationGAN):
         self.update("D", loss_D)
         return {"G": loss_G.item(), **logs, "D": loss_D.item(), "D/real": loss_real.item(), "D/fake": loss_fake.item()}
 
-    @torch.no_grad()
-    def translate(self, x: torch.Tensor) -> torch.Tensor:
-        G = self.sampling_net("G")
-        G.eval()
-        return G(x.to(self.device)).float()
-
     def receptive_fields(self):
         return {"D": self.D.receptive_fields}
 
     def inspect(self):
-        r, c, c_in = self.cfg.resolution, self.data.channels, input_channels(self.data)
-        return Inspection({"G": self._trace(self.G, (1, c_in, r, r)), "D": self._trace(self.D, (1, c_in + c, r, r))},
-                          self.receptive_fields())
+        return self.conditional_inspection(input_channels(self.data))

@@ -57,7 +57,7 @@ from zoo import i2i_losses as L
 from zoo.cyclegan import ResnetBlock, c7s1, down, up
 from zoo.layers import dcgan_init
 from zoo.pix2pixhd import MultiscaleDiscriminator
-from zoo.translation import Inspection, TranslationGAN, adam
+from zoo.translation import TranslationGAN, adam
 
 
 @dataclass(frozen=True)
@@ -215,19 +215,9 @@ class Pix2PixHDSem(TranslationGAN):
         logs = self.backward_D(x, y, fake)
         return {**logs, **self.backward_G(x, y, fake)}
 
-    @torch.no_grad()
-    def translate(self, x: torch.Tensor) -> torch.Tensor:
-        G = self.sampling_net("G")
-        G.eval()
-        return G(x.to(self.device)).float()
-
     # -- description -------------------------------------------------------------------------------
     def receptive_fields(self):
         return {} if self.D is None else {"D": self.D.receptive_fields}
 
     def inspect(self):
-        r, c = self.cfg.resolution, self.data.channels
-        rows = {"G": self._trace(self.G, (1, c, r, r))}
-        if self.D is not None:
-            rows["D"] = self._trace(self.D, (1, 2 * c, r, r))
-        return Inspection(rows, self.receptive_fields())
+        return self.conditional_inspection(self.data.channels)

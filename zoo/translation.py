@@ -49,6 +49,14 @@ class TranslationGAN(GANModel):
     def generate(self, z):
         raise NotImplementedError(f"{self.family} translates images: use translate(x)")
 
+    @torch.no_grad()
+    def translate(self, x: torch.Tensor) -> torch.Tensor:
+        """G(x) in [-1, 1] from the sampling network (the EMA when on), in eval mode: instance norm and
+        no dropout, as the families without test-time noise are scored."""
+        G = self.sampling_net("G")
+        G.eval()
+        return G(x.to(self.device)).float()
+
     # -- state the runner checkpoints besides modules and optimisers ------------------------
     def extra_state(self) -> dict[str, Any]:
         return {}
@@ -64,6 +72,14 @@ class TranslationGAN(GANModel):
 
     def card(self) -> dict[str, Any]:
         return {**super().card(), "receptive_field": self.receptive_fields()}
+
+    def conditional_inspection(self, in_channels: int) -> Inspection:
+        """Shapes of G on an `in_channels` input and of a conditional D (if any) on (input, output) pairs."""
+        r, c = self.cfg.resolution, self.data.channels
+        rows = {"G": self._trace(self.G, (1, in_channels, r, r))}
+        if getattr(self, "D", None) is not None:
+            rows["D"] = self._trace(self.D, (1, in_channels + c, r, r))
+        return Inspection(rows, self.receptive_fields())
 
     def _trace(self, net: nn.Module, *shapes: tuple[int, ...]) -> list:
         """Layer shapes traced on the meta device: instant even for 180M-parameter generators at 1024 px."""
