@@ -267,3 +267,4 @@ def test_celeba_style_protocol_scores_the_curve_and_attaches_the_figures(tmp_pat
     for name in ("truncation", "style_mixing", "noise", "interpolation"):
         assert (out / "img" / f"{name}-sg.png").is_file() and f"img/{name}-sg.png" in md
     assert (out / "img" / "interpolation-pg.png").is_file() and "style mixing: top row" in md
+    assert "- not computed: `ppl`: ppl: vgg16 weights missing" in md  # said in the report, never a number

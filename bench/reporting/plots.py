@@ -79,6 +79,7 @@ def truncation_curve(rows: pd.DataFrame, keys: list[str]) -> bytes:
     fig = Figure(figsize=(5.6, 3.6))
     ax = fig.add_subplot()
     have = rows[rows["status"].eq("FINISHED")]
+    seen: list[float] = []
     for _, row in have.iterrows():
         xs, ys, es = [], [], []
         for psi, key in points:
@@ -90,6 +91,9 @@ def truncation_curve(rows: pd.DataFrame, keys: list[str]) -> bytes:
                 es.append(0.0 if s is None or math.isnan(float(s)) else float(s))
         if xs:
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=row["entry"])
+            seen += ys
+    if seen and min(seen) > 0 and max(seen) / min(seen) > 10:
+        ax.set_yscale("log")  # an untrained floor would flatten the trained curves on a linear axis
     ax.set_xlabel("truncation ψ (1 = none)")
     ax.set_ylabel("FID")
     ax.set_title("FID vs truncation (lower is better)   whiskers: ± std over seeds", fontsize=9)

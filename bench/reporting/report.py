@@ -127,7 +127,7 @@ def _entry_assets(c, row, files: dict[str, bytes]) -> dict[str, Any]:
     entry, zoo_name = row["entry"], row["zoo"]
     task = ZOO.get(zoo_name).task if zoo_name in ZOO else "unconditional"
     safe = _SAFE.sub("_", entry)
-    grids, curves, figures = [], {}, []
+    grids, curves, figures, unavailable = [], {}, [], {}
     several = len(row["run_ids"]) > 1
     for run_id, seed in zip(row["run_ids"], row["train_seeds"]):
         suffix = f"-seed{_SAFE.sub('_', str(seed))}" if several else ""
@@ -145,6 +145,9 @@ def _entry_assets(c, row, files: dict[str, bytes]) -> dict[str, Any]:
                     figures.append((fig_name, FIGURE_CAPTIONS.get(stem, stem) + (f"; training seed {seed}"
                                                                                  if several else "")))
         run = c.get_run(run_id)
+        for tag, reason in sorted(run.data.tags.items()):  # metrics that could not be computed, and why
+            if tag.startswith("bench.unavailable."):
+                unavailable.setdefault(tag[len("bench.unavailable."):], reason)
         for key in sorted(run.data.metrics):
             if key.startswith(("loss/", "train/")):
                 curves[f"{key}@seed {seed}" if several else key] = store.history(c, run_id, key)
@@ -153,7 +156,7 @@ def _entry_assets(c, row, files: dict[str, bytes]) -> dict[str, Any]:
         curve_file = f"img/curves-{safe}.png"
         files[curve_file] = plots.training_curves(entry, curves)
     return {"entry": entry, "zoo": zoo_name, "task": task, "caption": _grid_caption(task), "grids": grids,
-            "figures": figures, "curves": curve_file, "status": row["status"], "failure": row["failure"],
+            "figures": figures, "unavailable": unavailable, "curves": curve_file, "status": row["status"], "failure": row["failure"],
             "duration_s": row["duration_s"]}
 
 
@@ -214,6 +217,7 @@ def _markdown(meta, group, bars, entries, protocol_text, env) -> str:
     for e in entries:
         status = "" if e["status"] == "FINISHED" else f" — **{e['status']}**: {e['failure']}"
         out += [f"### {e['entry']} (`{e['zoo']}`, {e['task']}){status}", ""]
+        out += [f"- not computed: `{k}`: {v}" for k, v in e["unavailable"].items()] + ([""] if e["unavailable"] else [])
         for name, sub in e["grids"]:
             out += [f"![{e['entry']} samples]({name})", "", f"_{e['caption']}{'; ' + sub if sub else ''}_", ""]
         for name, cap in e["figures"]:
@@ -240,6 +244,7 @@ def _html(meta, group, bars, entries, protocol_text, env) -> str:
         status = "" if en["status"] == "FINISHED" else f" — {en['status']}: {en['failure']}"
         body.append(f"<h3 id='entry-{e(en['entry'])}'>{e(en['entry'])} (<code>{e(en['zoo'])}</code>, "
                     f"{e(en['task'])}){e(status)}</h3>")
+        body += [f"<p class='note'>not computed: <code>{e(k)}</code>: {e(v)}</p>" for k, v in en["unavailable"].items()]
         for name, sub in en["grids"]:
             body.append(f"<figure><img class='samples' src='{e(name)}' alt='{e(en['entry'])} samples'>"
                         f"<figcaption>{e(en['caption'] + ('; ' + sub if sub else ''))}</figcaption></figure>")
