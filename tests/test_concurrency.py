@@ -54,3 +54,20 @@ def test_four_concurrent_runs_on_one_sqlite_store(tmp_path):
     # identical protocol, identical numbers, whichever process got the store first
     fids = {json.loads((tmp_path / f"w{i}" / "results.jsonl").read_text())["metrics"]["fid"]["mean"] for i in (0, 1, 3)}
     assert len(fids) == 1
+
+
+def test_a_new_sqlite_store_appears_complete_or_not_at_all(tmp_path):
+    """The schema is built in a temp file and linked into place: a creator killed mid-migration leaves only
+    its temp file (removed by the next creator), never a half-migrated store that later runs refuse."""
+    from bench.tracking.mlflow_tracker import Tracker
+
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    dead = db.parent / ".mlflow.db.999999999.init"  # what a SIGKILLed creator leaves behind
+    dead.write_bytes(b"half a schema")
+    t = Tracker(f"sqlite:///{db}", "e")
+    run = t.start_run("r", {})
+    t.end(run)
+    assert sorted(p.name for p in db.parent.iterdir() if p.name != "mlruns") == ["mlflow.db"]
+    again = Tracker(f"sqlite:///{db}", "e")  # an existing store is opened, not rebuilt
+    assert again.experiment_id == t.experiment_id and again.client.get_run(run).info.status == "FINISHED"

@@ -39,6 +39,39 @@ def _key(k: str) -> str:
     return _BAD_KEY.sub("_", k)
 
 
+def _create_sqlite_store(db: Path, artifact_root: str) -> None:
+    """Create a new SQLite store completely or not at all.
+
+    MLflow builds a new database by running its schema migrations in place; a SIGKILL in the middle
+    leaves a half-migrated file (e.g. a stray `_alembic_tmp_experiments` table) that every later run
+    refuses. So the schema is built in a private temp file beside it and hard-linked into place: a
+    link never replaces an existing file, so when several processes race to create one store, exactly
+    one wins and the others use it. Temp files of killed creators are removed.
+    """
+    if db.exists():
+        return
+    for stale in db.parent.glob(f".{db.name}.*.init"):
+        pid = stale.name[len(db.name) + 2:-len(".init")]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.init")
+    tmp.unlink(missing_ok=True)
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        store = SqlAlchemyStore(f"sqlite:///{tmp}", artifact_root)
+        store.engine.dispose()
+        try:
+            os.link(tmp, db)
+        except FileExistsError:
+            pass  # another process created it first: theirs is complete too
+    except Exception as exc:  # noqa: BLE001 - a read-only folder, a full disk, a broken driver: one line
+        first = (str(getattr(exc, "strerror", None) or exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise BenchError(f"MLflow tracking store sqlite:///{db} is not usable: cannot create it ({first})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str):
         os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
@@ -60,6 +93,7 @@ class Tracker:
             except OSError as exc:
                 raise BenchError(f"MLflow tracking store {uri}: cannot create {db_dir} ({exc.strerror})") from None
             artifact_location = (db_dir / "mlruns").as_uri()
+            _create_sqlite_store(Path(uri[len("sqlite:///"):]).expanduser().resolve(), artifact_location)
         # Failing here, before any training, is the point: an unreachable store is reported up front.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
