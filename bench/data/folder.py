@@ -17,33 +17,21 @@ used file's relative name and bytes; decoded, cropped, resized tensors are cache
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
 from bench.data.transforms import resize_uint8
+from bench.data.translation import IMAGE_SUFFIXES, _cached, _decode, _Hasher, center_square, images_under
 from bench.errors import BenchError
 from bench.io import cache_dir, offline
 from bench.protocol.schema import DatasetSpec
 from zoo.base import DataSpec
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 # Folder names CelebA's aligned images come in: the official one, and the half-size copy in ../shared/data.
 CELEBA_FOLDERS = ("img_align_celeba", "img_align_celeba_89x109")
-
-
-def _images_under(root: Path) -> list[Path]:
-    out = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root).as_posix()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not any(s.startswith(".") for s in rel.split("/")):
-            out.append(p)
-    return sorted(out, key=lambda p: p.relative_to(root).as_posix())
 
 
 def _celeba_root(spec: DatasetSpec) -> Path:
@@ -79,31 +67,19 @@ def _download_celeba(target: Path) -> Path:  # pragma: no cover - needs the netw
     return target / "img_align_celeba"
 
 
-def _decode(path: Path, channels: int, crop: Optional[int], size: int) -> torch.Tensor:
+def _read(path: Path, channels: int, crop: Optional[int], size: int) -> torch.Tensor:
     """uint8 (1, C, size, size): centred square crop (default: the short side), then an antialiased resize."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(path.read_bytes())) as im:
-            im.load()
-            arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise BenchError(f"{path}: not a readable image ({type(exc).__name__})") from None
-    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    arr = _decode(path, "RGB" if channels == 3 else "L")
     h, w = arr.shape[1:]
-    side = min(h, w) if crop is None else crop
-    if side > min(h, w):
-        raise BenchError(f"{path}: image is {w}x{h}, smaller than dataset.center_crop {side}")
-    top, left = (h - side) // 2, (w - side) // 2
-    square = np.ascontiguousarray(arr[:, top:top + side, left:left + side])
-    return resize_uint8(torch.from_numpy(square).unsqueeze(0), size)
+    if crop is not None and crop > min(h, w):
+        raise BenchError(f"{path}: image is {w}x{h}, smaller than dataset.center_crop {crop}")
+    return resize_uint8(torch.from_numpy(center_square(arr, crop)).unsqueeze(0), size)
 
 
 def _load(spec: DatasetSpec, seed: int, root: Path, name: str):
     from bench.data.datasets import RealData
-    from bench.data.translation import _cached
 
-    files = _images_under(root)
+    files = images_under(root)
     need = spec.train_size + spec.eval_size
     if not files:
         raise BenchError(f"{name}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
@@ -113,19 +89,18 @@ def _load(spec: DatasetSpec, seed: int, root: Path, name: str):
     perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist()
     held = [files[i] for i in perm[:spec.eval_size]]
     train = [files[i] for i in perm[spec.eval_size:need]]
-    h = hashlib.sha256()
-    for p in train + [None] + held:  # the separator keeps "which file is held out" in the hash
-        if p is None:
-            h.update(b"--held-out--")
-            continue
-        h.update(p.relative_to(root).as_posix().encode() + b"\0")
-        h.update(hashlib.sha256(p.read_bytes()).digest())
-    fingerprint = h.hexdigest()
+    h = _Hasher()
+    for p in train:
+        h.add(root, p)
+    h.h.update(b"--held-out--")  # keeps "which file is held out" in the hash
+    for p in held:
+        h.add(root, p)
+    fingerprint = h.h.hexdigest()
     res, crop, ch = spec.resolution, spec.center_crop, spec.channels
 
     def decode():
         def stack(paths):
-            return torch.cat([_decode(p, ch, crop, res) for p in paths])
+            return torch.cat([_read(p, ch, crop, res) for p in paths])
         return {"train": stack(train), "eval": stack(held)}
 
     t = _cached(fingerprint, decode, kind="folder", res=res, crop=crop, channels=ch)

@@ -45,8 +45,8 @@ import torch.nn.functional as F
 # bench/data/__init__.py imports datasets.py first, which defines RealData before its registry imports
 # this module, so the subclass below can be made at import time whichever module is imported first.
 from bench.data.datasets import RealData
-from bench.data.translation import (IMAGE_SUFFIXES, _cached, _decode, _Hasher, _paired_files, _root, _split_pair,
-                                    _stack)
+from bench.data.translation import (_cached, _decode, _Hasher, _paired_files, _root, _split_pair,
+                                    _stack, center_square, images_under)
 from bench.errors import BenchError
 from bench.protocol.schema import DatasetSpec
 from zoo.base import DataSpec
@@ -110,14 +110,6 @@ def _resize_ids(ids: list[np.ndarray], size: int) -> torch.Tensor:
         return torch.empty(0, size, size, dtype=torch.uint8)
     t = torch.from_numpy(np.stack(ids)).unsqueeze(1).float()
     return F.interpolate(t, size=(size, size), mode="nearest").squeeze(1).to(torch.uint8)
-
-
-def _square(a: np.ndarray) -> np.ndarray:
-    """Centre crop to the short side, so resizing to a square never distorts the picture."""
-    h, w = a.shape[1:]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    return a[:, top:top + s, left:left + s]
 
 
 def _check(spec: DatasetSpec) -> tuple[int, int, int]:
@@ -187,13 +179,6 @@ def load_facades_sr(spec: DatasetSpec, seed: int) -> SuperResData:
                         seg_heldout=t["seg_heldout"])
 
 
-def _image_files(folder: Path, recursive: bool) -> list[Path]:
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    out = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-           and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
-    return sorted(out, key=lambda p: p.relative_to(folder).as_posix())
-
-
 def load_superres(spec: DatasetSpec, seed: int) -> SuperResData:
     scale, res, load = _check(spec)
     if not spec.root:
@@ -204,7 +189,7 @@ def load_superres(spec: DatasetSpec, seed: int) -> SuperResData:
     def files_of(split: str) -> list:
         if half is not None:
             return _paired_files(root, split)
-        return [(p, None) for p in _image_files(root / split, False)] if (root / split).is_dir() else []
+        return [(p, None) for p in images_under(root / split, recursive=False)] if (root / split).is_dir() else []
 
     train = files_of("train")
     held = files_of("test") + files_of("val")
@@ -215,7 +200,7 @@ def load_superres(spec: DatasetSpec, seed: int) -> SuperResData:
         if half is not None:
             raise BenchError(f"{root}: superres with dataset.ab_half needs train/ and test/ (or val/) folders of "
                              "AB images")
-        every = [(p, None) for p in _image_files(root, True)]
+        every = [(p, None) for p in images_under(root)]
         if spec.eval_size + spec.train_size > len(every):
             raise BenchError(f"superres: train_size + eval_size = {spec.train_size + spec.eval_size} but only "
                              f"{len(every)} images exist under {root}")
@@ -232,9 +217,9 @@ def load_superres(spec: DatasetSpec, seed: int) -> SuperResData:
 
     def image(files) -> np.ndarray:
         if half is None:
-            return _square(_decode(files[0]))
+            return center_square(_decode(files[0]))
         a, b = _split_pair(files)
-        return _square(a if half == "A" else b)
+        return center_square(a if half == "A" else b)
 
     def decode():
         y_train = _stack([image(f) for f in train_files], load)

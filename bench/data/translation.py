@@ -62,17 +62,34 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _decode(path: Path) -> np.ndarray:
-    """uint8 (3, H, W); one line naming the file when it is not a readable image."""
+def images_under(folder: Path, recursive: bool = True) -> list[Path]:
+    """Image files in a folder (and its sub-folders), hidden ones skipped, sorted by relative path."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    out = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+           and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return sorted(out, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def center_square(a: np.ndarray, side: Optional[int] = None) -> np.ndarray:
+    """The centred side x side square of a (C, H, W) image (default: the short side), so resizing to a
+    square never distorts the picture."""
+    h, w = a.shape[1:]
+    s = min(h, w) if side is None else side
+    top, left = (h - s) // 2, (w - s) // 2
+    return np.ascontiguousarray(a[:, top:top + s, left:left + s])
+
+
+def _decode(path: Path, mode: str = "RGB") -> np.ndarray:
+    """uint8 (3, H, W), or (1, H, W) for mode "L"; one line naming the file when it is not a readable image."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(path.read_bytes())) as im:
             im.load()
-            arr = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+            arr = np.asarray(im.convert(mode))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise BenchError(f"{path}: not a readable image ({type(exc).__name__})") from None
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
 
 
 class _Hasher:
