@@ -13,11 +13,12 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-
-from bench.io import atomic_torch_save, cache_dir
+from bench.io import RefusedGlobal, atomic_torch_save, cache_dir, numpy_array_globals, safe_torch_load
 
 log = logging.getLogger(__name__)
+# What values hold besides tensors, dicts, lists, strings and numbers (features, decoded data sets with
+# lists of names, judge/segmenter state dicts): the float64 FID statistics of real features (numpy).
+ALLOWED = numpy_array_globals("float64")
 
 
 def cache_key(**parts: Any) -> str:
@@ -39,7 +40,13 @@ class DiskCache:
             self.misses += 1
             return None
         try:
-            value = torch.load(p, map_location="cpu", weights_only=False)
+            # The cache may be a shared folder: an entry is loaded without running code (weights_only).
+            value = safe_torch_load(p, allow=ALLOWED)
+        except RefusedGlobal as exc:  # treated as a corrupt entry; nothing in it ran
+            log.warning("cache entry %s refused: it needs %s, which no cache entry holds (loading it could run "
+                        "code); recomputing", p, exc.name)
+            self.misses += 1
+            return None
         except Exception as exc:  # a corrupt entry is a miss: it is recomputed and replaced
             log.warning("cache entry %s unreadable (%s); recomputing", p, exc)
             self.misses += 1

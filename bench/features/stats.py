@@ -32,3 +32,86 @@ class RunningStats:
 
     def as_fid_stats(self) -> dict[str, np.ndarray]:
         return {"mu": self.mean, "sigma": self.cov}
+
+
+# -- reference statistics files (pytorch-fid's .npz layout: `mu` (d,), `sigma` (d, d)) -----------------
+
+def _checked(mu, sigma, where: str) -> dict[str, np.ndarray]:
+    """float64 copies of mu and sigma, or one BenchError line saying what is wrong."""
+    from bench.errors import BenchError
+
+    for name, a in (("mu", mu), ("sigma", sigma)):
+        if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
+            kind = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
+            raise BenchError(f"{where}: '{name}' is not a numeric array ({kind})")
+    if mu.ndim != 1 or mu.shape[0] < 1:
+        raise BenchError(f"{where}: 'mu' has shape {mu.shape}, expected (d,)")
+    d = mu.shape[0]
+    if sigma.shape != (d, d):
+        raise BenchError(f"{where}: 'sigma' has shape {sigma.shape}, expected ({d}, {d}) for a {d}-dimensional 'mu'")
+    mu, sigma = mu.astype(np.float64), sigma.astype(np.float64)
+    for name, a in (("mu", mu), ("sigma", sigma)):
+        if not np.isfinite(a).all():
+            raise BenchError(f"{where}: '{name}' contains NaN or inf")
+    if not np.allclose(sigma, sigma.T, rtol=1e-5, atol=1e-8 * max(1.0, float(np.abs(sigma).max()))):
+        raise BenchError(f"{where}: 'sigma' is not symmetric, so it is not a covariance matrix")
+    return {"mu": mu, "sigma": sigma}
+
+
+def load_reference_stats(path) -> dict[str, np.ndarray]:
+    """Read a reference statistics file (pytorch-fid's `.npz`: `mu` (d,), `sigma` (d, d)) without unpickling
+    anything; returns what `RunningStats.as_fid_stats()` returns. Any problem is one BenchError line."""
+    import zipfile
+    import zlib
+    from pathlib import Path
+
+    from bench.errors import BenchError
+
+    path = Path(path)
+    refused = f"{path}: refused to load: it holds pickled Python objects, which a statistics file never holds " \
+              "(loading it could run code)"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except FileNotFoundError:
+        raise BenchError(f"{path}: statistics file not found") from None
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    if head.startswith(b"\x80"):  # a pickle (protocol 2+), e.g. torch.save or pickle.dump output
+        raise BenchError(refused)
+    if not head.startswith(b"PK"):
+        kind = "a single .npy array" if head.startswith(b"\x93NUMPY") else "not a zip archive"
+        raise BenchError(f"{path}: not an .npz statistics file ({kind}; expected arrays mu and sigma)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in ("mu", "sigma") if k not in npz.files]
+            if missing:
+                raise BenchError(f"{path}: statistics file has no {' or '.join(map(repr, missing))} "
+                                 f"(keys: {', '.join(npz.files) or 'none'}; expected mu and sigma)")
+            mu, sigma = npz["mu"], npz["sigma"]
+    except BenchError:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):  # an object array inside the .npz: never unpickled
+            raise BenchError(refused) from None
+        raise BenchError(f"{path}: not a readable .npz statistics file ({str(exc).splitlines()[0]})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error) as exc:
+        raise BenchError(f"{path}: not a readable .npz statistics file ({type(exc).__name__})") from None
+    return _checked(mu, sigma, str(path))
+
+
+def save_reference_stats(stats: dict[str, np.ndarray], path) -> str:
+    """Write `{"mu", "sigma"}` (as `as_fid_stats()` returns) in pytorch-fid's `.npz` layout, atomically and
+    at exactly `path`; returns the file's sha256."""
+    import hashlib
+    import io
+    from pathlib import Path
+
+    from bench.io import atomic_write_bytes
+
+    clean = _checked(np.asarray(stats["mu"]), np.asarray(stats["sigma"]), "statistics to save")
+    buf = io.BytesIO()
+    np.savez(buf, mu=clean["mu"], sigma=clean["sigma"])
+    data = buf.getvalue()
+    atomic_write_bytes(Path(path), data)
+    return hashlib.sha256(data).hexdigest()

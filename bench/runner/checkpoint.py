@@ -22,6 +22,16 @@ FORMAT = "ganbench-checkpoint-1"
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
+def allowed_globals() -> list:
+    """The only non-torch types a checkpoint holds, loaded without running code (weights_only=True): the
+    numpy global RNG state is a uint32 array. Everything else in `payload()` is tensors (networks, optimiser
+    moments, EMA, image pools, generator and torch/CUDA RNG states), dicts, lists, tuples, strings, numbers,
+    booleans and None (configs, scheduler and GradScaler states, Python's `random` state, runner state)."""
+    from bench.io import numpy_array_globals
+
+    return numpy_array_globals("uint32")
+
+
 def capture_rank_rng() -> dict[str, Any]:
     return capture_global_rng()
 
@@ -100,10 +110,16 @@ def read(path: Path) -> dict[str, Any]:
         if actual not in recorded:
             raise BenchError(f"{path}: checkpoint was modified or damaged after it was written (sha256 {actual[:12]}, "
                              f"recorded {recorded[0][:12] if recorded else 'nothing'} in {side.name})")
+    from bench.io import RefusedGlobal, safe_torch_load
+
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        # Never unpickled with code execution: a checkpoint may come from anyone (a `checkpoint:` entry).
+        payload = safe_torch_load(path, allow=allowed_globals())
     except FileNotFoundError:
         raise BenchError(f"{path}: checkpoint not found") from None
+    except RefusedGlobal as exc:
+        raise BenchError(f"{path}: refused to load: it needs {exc.name}, which a ganbench checkpoint never holds "
+                         "(loading it could run code)") from None
     except Exception as exc:
         raise BenchError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
