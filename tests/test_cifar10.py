@@ -1,8 +1,4 @@
-"""CIFAR-10 from ../shared/data (zip and loose folders) and the judge:cifar10 extractor, offline.
-
-The judge tests use a short JudgeRecipe (explicit `recipe=`), so they check the wiring and the
-cache, not the accuracy of the full 500-step judge (measured separately, recorded in its info).
-"""
+"""CIFAR-10 from ../shared/data (test and train zips, loose folders) and the shipped judge:cifar10, offline."""
 
 import pickle
 import shutil
@@ -15,17 +11,13 @@ import torch
 import bench.data.datasets as datasets
 from bench.cli import main
 from bench.data import load_dataset
-from bench.data.datasets import CIFAR10_CLASSES, CIFAR10_ZIP, load_judge_data, read_cifar10
+from bench.data.datasets import CIFAR10_CLASSES, CIFAR10_TRAIN_ZIP, CIFAR10_ZIP, load_judge_data, read_cifar10
 from bench.errors import BenchError
 from bench.features.extractors import check_extractor_name, make_extractor, preflight_extractor
-from bench.features.judge import JudgeRecipe
 from bench.protocol.schema import DatasetSpec
 from tests.conftest import DATA, needs_data, tiny_protocol
 
 pytestmark = needs_data
-
-SHORT = JudgeRecipe(steps=25)  # seconds instead of a minute; the default recipe is what protocols use
-
 
 def spec(**kw):
     base = dict(name="cifar10", resolution=32, channels=3, train_size=3000, eval_size=1000)
@@ -62,15 +54,16 @@ def _copy_classes(dst, per_class=3):
     return dst
 
 
-def test_zip_is_the_complete_test_split(zipped):
+def test_zips_are_the_complete_test_and_train_splits(zipped):
     splits, fingerprint = zipped
-    assert set(splits) == {"test"} and len(fingerprint) == 64
-    x, y = splits["test"]["images"], splits["test"]["labels"]
-    assert x.shape == (10000, 3, 32, 32) and x.dtype == torch.uint8
-    assert np.bincount(y.numpy()).tolist() == [1000] * 10
-    names = splits["test"]["names"]
-    assert names == sorted(names) and names[0] == "test/airplane/0000.jpg"
-    assert all(CIFAR10_CLASSES[label] == n.split("/")[1] for n, label in zip(names, y.tolist()))
+    assert set(splits) == {"test", "train"} and len(fingerprint) == 64
+    for split, n in (("test", 1000), ("train", 5000)):
+        x, y = splits[split]["images"], splits[split]["labels"]
+        assert x.shape == (10 * n, 3, 32, 32) and x.dtype == torch.uint8
+        assert np.bincount(y.numpy()).tolist() == [n] * 10
+        names = splits[split]["names"]
+        assert names == sorted(names) and names[0] == f"{split}/airplane/0000.jpg"
+        assert all(CIFAR10_CLASSES[label] == nm.split("/")[1] for nm, label in zip(names, y.tolist()))
 
 
 def test_loose_folders_decode_to_the_same_pixels_as_the_zip(zipped, loose, tmp_path):
@@ -80,29 +73,31 @@ def test_loose_folders_decode_to_the_same_pixels_as_the_zip(zipped, loose, tmp_p
     rows = torch.tensor([index[n] for n in f["names"]])
     assert torch.equal(z["images"][rows], f["images"]) and torch.equal(z["labels"][rows], f["labels"])
     # The same JPEG bytes zipped give the same fingerprint as the folder: it is over decoded pixels.
-    small = tmp_path / CIFAR10_ZIP
+    small = tmp_path / CIFAR10_ZIP  # no train zip beside it: the test split alone, like the loose folders
     with zipfile.ZipFile(small, "w", zipfile.ZIP_STORED) as zf:
         for name in f["names"]:
             zf.write(DATA / "cifar10" / name, name)
     assert read_cifar10("zip", small)[1] == loose[1] != zipped[1]
 
 
-def test_zip_is_preferred_and_split_is_seeded_disjoint_and_sized():
+def test_zip_is_preferred_gans_train_on_train_and_the_test_split_is_the_reference(zipped):
     a = load_dataset(spec(), seed=0)
-    assert a.source.endswith(CIFAR10_ZIP)  # the complete split wins over the loose subset beside it
+    assert a.source.endswith(CIFAR10_ZIP)  # the complete splits win over the loose subset beside them
     assert a.train_images.shape == (3000, 3, 32, 32) and a.eval_images.shape == (1000, 3, 32, 32)
     assert a.train_images.dtype == torch.uint8 and a.spec.num_classes == 10
     assert set(a.train_labels.tolist()) == set(range(10))
-    train = {t.numpy().tobytes() for t in a.train_images}
-    held = {t.numpy().tobytes() for t in a.eval_images}
-    assert len(train & held) <= 2  # disjoint by index; allow the odd duplicate picture
+    splits = zipped[0]
+    test = {t.numpy().tobytes() for t in splits["test"]["images"]}
+    train_split = {t.numpy().tobytes() for t in splits["train"]["images"]}
+    assert all(t.numpy().tobytes() in train_split for t in a.train_images)
+    assert all(t.numpy().tobytes() in test for t in a.eval_images)
     b = load_dataset(spec(), seed=0)
     assert torch.equal(a.train_images, b.train_images) and torch.equal(a.eval_labels, b.eval_labels)
     c = load_dataset(spec(), seed=1)
     assert not torch.equal(a.eval_images, c.eval_images)
     assert a.fingerprint == c.fingerprint
-    with pytest.raises(BenchError, match="only 10000 test images"):
-        load_dataset(spec(train_size=9000, eval_size=2000), seed=0)
+    with pytest.raises(BenchError, match="eval_size 10001 exceeds the 10000 images"):
+        load_dataset(spec(train_size=50000, eval_size=10001), seed=0)
 
 
 def test_resolution_and_channels(tmp_path):
@@ -113,8 +108,10 @@ def test_resolution_and_channels(tmp_path):
 
 def test_folder_root_and_bad_files_are_one_line_errors_naming_the_file(tmp_path):
     root = _copy_classes(tmp_path / "c")
-    d = load_dataset(spec(root=str(root), train_size=20, eval_size=10), seed=0)
-    assert d.source == str(root) and d.eval_images.shape == (10, 3, 32, 32)
+    d = load_dataset(spec(root=str(root), train_size=20, eval_size=6), seed=0)  # 30 images: 24 train, 6 reference
+    assert d.source == str(root) and d.eval_images.shape == (6, 3, 32, 32)
+    _one_line_error(lambda: load_dataset(spec(root=str(root), train_size=20, eval_size=7), seed=0),
+                    "eval_size 7 exceeds the 6-image eval pool")
 
     bad = root / "test" / "cat" / "bad.jpg"
     bad.write_bytes(b"this is not a jpeg")
@@ -204,8 +201,8 @@ def test_missing_data_offline_lists_the_folders_searched(tmp_path, monkeypatch, 
     msg = _one_line_error(lambda: load_dataset(spec(), seed=0), empty / "cifar10", empty,
                           datasets.cache_dir() / "data" / "cifar10")
     assert "download" in msg
-    # A judge whose data is missing is caught before anything is written.
-    _one_line_error(lambda: preflight_extractor("judge:cifar10"), "cifar10: no")
+    # The shipped judge is a file: it needs no data at all.
+    preflight_extractor("judge:cifar10")
 
 
 def test_decoded_arrays_come_from_the_cache(zipped, monkeypatch):
@@ -229,31 +226,29 @@ def test_extractor_names(tmp_path, capsys):
     p = tiny_protocol(tmp_path, extractor="judge:cifar10")
     assert main(["validate", str(p)]) == 0
     capsys.readouterr()
-    preflight_extractor("judge:cifar10")  # its data is in ../shared/data
+    preflight_extractor("judge:cifar10")
 
 
-def test_judge_cifar10_trains_once_and_reads_grayscale_mnist():
+def test_shipped_judge_cifar10_reads_grayscale_mnist_and_other_sizes():
     mnist = load_dataset(DatasetSpec(name="mnist", resolution=28, channels=1, train_size=100, eval_size=64), seed=0)
-    first = make_extractor("judge:cifar10", mnist, 7, torch.device("cpu"), recipe=SHORT)
-    assert first.name == "judge:cifar10" and first.info["cache"] == "miss"
+    first = make_extractor("judge:cifar10", mnist, 7, torch.device("cpu"))
+    assert first.name == "judge:cifar10" and first.info["cache"] == "shipped" and first.info["local"] is False
     assert first.info["trained_on"] == "cifar10" and first.info["judge_input"] == "3x32x32"
-    assert first.info["judge_train_size"] == 8000 and first.info["judge_eval_size"] == 2000
-    assert 0.15 < first.info["heldout_accuracy"] <= 1.0  # 25 steps: above chance, far from the full recipe
+    assert first.info["judge_train_size"] == 50000 and first.info["judge_eval_size"] == 10000
+    assert first.info["heldout_accuracy"] > 0.6
     out = first(mnist.eval_images)
     assert out["pool"].shape == (64, 128) and out["logits"].shape == (64, 10)
     assert torch.isfinite(out["pool"]).all() and out["pool"].std() > 0
-
-    second = make_extractor("judge:cifar10", mnist, 7, torch.device("cpu"), recipe=SHORT)
-    assert second.info["cache"] == "hit" and second.sha256 == first.sha256
-    assert second.info["heldout_accuracy"] == first.info["heldout_accuracy"]
-    assert torch.equal(second(mnist.eval_images)["pool"], out["pool"])
+    # The protocol seed does not change the instrument.
+    second = make_extractor("judge:cifar10", mnist, 8, torch.device("cpu"))
+    assert second.sha256 == first.sha256 and torch.equal(second(mnist.eval_images)["pool"], out["pool"])
 
     # The same judge scores RGB images at another size too (resized to 32 inside the extractor).
     rgb = load_dataset(spec(resolution=64, train_size=10, eval_size=16), seed=0)
-    assert make_extractor("judge:cifar10", mnist, 7, "cpu", recipe=SHORT)(rgb.eval_images)["logits"].shape == (16, 10)
-    # The judge's data split is fixed by the (protocol-derived) seed: same seed, same split.
-    a, b, c = (load_judge_data("cifar10", s) for s in (1, 1, 2))
-    assert torch.equal(a.eval_images, b.eval_images) and not torch.equal(a.eval_images, c.eval_images)
-    assert a.fingerprint == c.fingerprint and a.source.endswith(CIFAR10_ZIP)
-    # A grayscale judge cannot read colour: refused before any training.
-    _one_line_error(lambda: make_extractor("judge:mnist", rgb, 7, "cpu", recipe=SHORT), "1-channel")
+    assert first(rgb.eval_images)["logits"].shape == (16, 10)
+    # The judge's data: the whole train split trains it, the whole test split measures it.
+    a = load_judge_data("cifar10", 1)
+    assert len(a.train_images) == 50000 and len(a.eval_images) == 10000 and a.source.endswith(CIFAR10_ZIP)
+    assert (DATA / "cifar10" / CIFAR10_TRAIN_ZIP).is_file()
+    # A grayscale judge cannot read colour: refused before anything runs.
+    _one_line_error(lambda: make_extractor("judge:mnist", rgb, 7, "cpu"), "1-channel")

@@ -34,8 +34,8 @@ def test_split_is_disjoint_seeded_and_sized():
     assert a.train_images.dtype == torch.uint8
     train = {t.numpy().tobytes() for t in a.train_images}
     held = {t.numpy().tobytes() for t in a.eval_images}
-    # MNIST has a handful of duplicate images; the split itself is disjoint by index, so overlap is tiny.
-    assert len(train & held) <= 2
+    # The pools are cut by content digest, so not even a duplicate picture is on both sides.
+    assert not train & held
     b = load_dataset(spec(), seed=0)
     assert torch.equal(a.eval_images, b.eval_images) and torch.equal(a.train_labels, b.train_labels)
     c = load_dataset(spec(), seed=1)
@@ -59,8 +59,10 @@ def test_resize_and_channel_replication():
 
 
 def test_too_many_images_requested():
-    with pytest.raises(BenchError, match="only 10000 test images"):
+    with pytest.raises(BenchError, match="train_size 9500 exceeds the 8000-image train pool"):
         load_dataset(spec(train_size=9500, eval_size=1000), seed=0)
+    with pytest.raises(BenchError, match="eval_size 2001 exceeds the 2000-image eval pool"):
+        load_dataset(spec(train_size=10, eval_size=2001), seed=0)
 
 
 def test_corrupt_and_missing_data_are_one_line_errors(tmp_path, capsys):

@@ -17,7 +17,6 @@ import zlib
 import hashlib
 import io
 import os
-import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 
 from bench.data.transforms import resize_uint8, to_channels
 from bench.errors import BenchError
-from bench.io import cache_dir, offline, sha256_file
+from bench.io import cache_dir, offline, safe_unpickle, sha256_file
 from bench.protocol.schema import DatasetSpec
 from bench.registry import Registry
 from zoo.base import DataSpec
@@ -49,6 +48,27 @@ class RealData:
     eval_inputs: Optional[torch.Tensor] = None
     task: str = "unconditional"  # or "paired" / "unpaired"
     flip: bool = False  # training augmentation (dataset.flip)
+    # Per-image content digests of the held-out images as read from the source, before any resize
+    # (`image_digests`); None = digest `eval_images` themselves. What measures (a judge) must never have
+    # trained on one of these: checked against the judge file's own list when the extractor is built.
+    eval_digests: Optional[torch.Tensor] = None
+
+    def reference_digests(self) -> torch.Tensor:
+        return self.eval_digests if self.eval_digests is not None else image_digests(self.eval_images)
+
+
+DIGEST_BYTES = 16  # a truncated sha256 per image: 2^-64 collision odds over 10^5 images are nil
+
+
+def image_digests(images) -> torch.Tensor:
+    """uint8 (N, DIGEST_BYTES): the sha256 of each image's uint8 pixels (shape-independent bytes)."""
+    arr = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if arr.dtype != np.uint8:
+        raise TypeError("image digests are taken of uint8 pixels")
+    out = np.zeros((len(arr), DIGEST_BYTES), dtype=np.uint8)
+    for i, x in enumerate(arr):
+        out[i] = np.frombuffer(hashlib.sha256(np.ascontiguousarray(x).tobytes()).digest()[:DIGEST_BYTES], np.uint8)
+    return torch.from_numpy(out)
 
 
 def _search_roots(spec: DatasetSpec, subdirs: list[str]) -> list[Path]:
@@ -154,19 +174,38 @@ def load_mnist(spec: DatasetSpec, seed: int) -> RealData:
     return _split_pools(spec, seed, _read_mnist(spec))
 
 
+# When only a data set's test split is present (MNIST in ../shared/data), it is carved into two fixed pools:
+# a reference pool of a fifth of the images (2,000 of MNIST's 10,000 test images: the FID/KID reference of
+# every protocol) and a training pool (the rest: what GANs and the shipped judge train on). The carve orders
+# images by the sha256 of their pixels, so it is the same on every machine, with every torch/numpy version
+# and for every protocol seed: a judge trained on the training pool has never seen any protocol's reference
+# image (tested by content hash).
+REFERENCE_FRACTION = 5  # one image in five
+
+
+def canonical_carve(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(training-pool indices, reference-pool indices) of a test-only data set, by pixel content."""
+    digests = [hashlib.sha256(np.ascontiguousarray(x).tobytes()).digest() for x in images]
+    order = np.array(sorted(range(len(images)), key=lambda i: (digests[i], i)), dtype=np.int64)
+    n_ref = len(images) // REFERENCE_FRACTION
+    while 0 < n_ref < len(order) and digests[order[n_ref]] == digests[order[n_ref - 1]]:
+        n_ref += 1  # identical images stay on one side of the cut
+    return np.sort(order[n_ref:]), np.sort(order[:n_ref])
+
+
 def _split_pools(spec: DatasetSpec, seed: int, p: _Pools) -> RealData:
     test_x, test_y = p.test
     if p.train is not None:
         # The full set is here: train on the train split, evaluate on the official test split.
         pools = (*p.train, test_x, test_y)
     else:
-        # Only the test split (as in ../shared/data): carve a held-out part with the protocol seed.
-        need = spec.train_size + spec.eval_size
-        if need > len(test_x):
-            raise BenchError(f"{p.name}: train_size + eval_size = {need} but only {len(test_x)} test images exist "
-                             f"in {p.root} (no train split there)")
-        perm = torch.randperm(len(test_x), generator=torch.Generator().manual_seed(seed)).numpy()
-        ev, tr = perm[:spec.eval_size], perm[spec.eval_size:need]
+        # Only the test split (as in ../shared/data): the fixed pools of `canonical_carve`.
+        tr, ev = canonical_carve(test_x)
+        for label, pool, size in (("train", tr, spec.train_size), ("eval", ev, spec.eval_size)):
+            if size > len(pool):
+                raise BenchError(f"{p.name}: {label}_size {size} exceeds the {len(pool)}-image {label} pool carved "
+                                 f"from the {len(test_x)} test images in {p.root} (no train split there; one image "
+                                 f"in {REFERENCE_FRACTION} is the fixed reference pool, the rest the training pool)")
         pools = (test_x[tr], test_y[tr], test_x[ev], test_y[ev])
     return _finish(spec, seed, p.name, p.num_classes, pools, p.fingerprint, p.root)
 
@@ -194,6 +233,7 @@ def _finish(spec: DatasetSpec, seed: int, name: str, num_classes: int, pools, fi
         eval_labels=torch.from_numpy(eval_y[ev].astype(np.int64)),
         fingerprint=fingerprint,
         source=str(root),
+        eval_digests=image_digests(eval_x[ev]),
     )
 
 
@@ -209,6 +249,9 @@ def _finish(spec: DatasetSpec, seed: int, name: str, num_classes: int, pools, fi
 # The official label order, which is alphabetical: labels are the sorted class folder names.
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_ZIP = "cifar10-test-jpg.zip"
+# The complete 50,000-image train split, read from beside the test zip when present: GANs and the shipped
+# judge:cifar10 train on it, and the test split is the FID/KID reference, as in the literature.
+CIFAR10_TRAIN_ZIP = "cifar10-train-jpg.zip"
 CIFAR10_BATCHES = "cifar-10-batches-py"
 CIFAR10_SIZE = 32
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -299,12 +342,8 @@ def _folder_members(root: Path) -> list[tuple[str, Path]]:
 
 
 def _unpickle(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            # torchvision's own reader does the same; these files come from its checked download.
-            return pickle.load(f, encoding="latin1")
-    except Exception as exc:
-        raise BenchError(f"{path}: not a CIFAR-10 python batch ({type(exc).__name__})") from None
+    # A user-named folder may hold anything: only what a CIFAR-10 batch holds is unpickled, nothing runs.
+    return safe_unpickle(path)
 
 
 def _batch_files(folder: Path) -> dict[str, list[Path]]:
@@ -339,16 +378,22 @@ def _decode_cifar10(kind: str, path: Path, members) -> dict[str, dict]:
                 ys.extend(y.tolist())
                 ns.extend(f"{f.name}/{i:05d}" for i in range(len(y)))
     else:
-        try:
-            zf = zipfile.ZipFile(path) if kind == "zip" else None
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise BenchError(f"{path}: not a readable zip file ({exc})") from None
+        zips: dict[Path, zipfile.ZipFile] = {}
         try:
             for name, src in members:
-                where = f"{path} entry {name}" if zf else str(src)
+                if kind == "zip":
+                    zpath, member = src
+                    where = f"{zpath} entry {name}"
+                else:
+                    where = str(src)
                 split, label = _member_label(name, where)
                 try:
-                    data = zf.read(src) if zf else src.read_bytes()
+                    if kind == "zip":
+                        if zpath not in zips:
+                            zips[zpath] = zipfile.ZipFile(zpath)
+                        data = zips[zpath].read(member)
+                    else:
+                        data = src.read_bytes()
                 except (zipfile.BadZipFile, OSError) as exc:  # e.g. a CRC mismatch inside the zip
                     raise BenchError(f"{where}: cannot read ({exc})") from None
                 xs, ys, ns = found.setdefault(split, ([], [], []))
@@ -356,7 +401,7 @@ def _decode_cifar10(kind: str, path: Path, members) -> dict[str, dict]:
                 ys.append(label)
                 ns.append(name)
         finally:
-            if zf:
+            for zf in zips.values():
                 zf.close()
     out = {}
     for split, (xs, ys, ns) in found.items():
@@ -374,13 +419,17 @@ def _cifar10_members(kind: str, path: Path):
     """What will be decoded, and a sha256 of its bytes: the key of the decoded-array cache."""
     h = hashlib.sha256(kind.encode())
     if kind == "zip":
-        h.update(sha256_file(path).encode())
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = sorted(i.filename for i in zf.infolist() if not i.is_dir() and not _skipped(i.filename))
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise BenchError(f"{path}: not a readable zip file ({exc})") from None
-        return [(n, n) for n in names], h.hexdigest()
+        members = []
+        train_zip = path.parent / CIFAR10_TRAIN_ZIP
+        for zpath in (path, train_zip) if train_zip.is_file() and train_zip != path else (path,):
+            h.update(sha256_file(zpath).encode())
+            try:
+                with zipfile.ZipFile(zpath) as zf:
+                    names = sorted(i.filename for i in zf.infolist() if not i.is_dir() and not _skipped(i.filename))
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise BenchError(f"{zpath}: not a readable zip file ({exc})") from None
+            members += [(n, (zpath, n)) for n in names]
+        return sorted(members, key=lambda m: m[0]), h.hexdigest()
     if kind == "folders":
         members = _folder_members(path)
         for name, p in members:
@@ -482,8 +531,6 @@ JUDGE_SOURCES: dict[str, JudgeSource] = {
     "mnist": JudgeSource(_read_mnist, _locate_mnist, 28, 1),
     "cifar10": JudgeSource(_read_cifar10, _locate_cifar10, CIFAR10_SIZE, 3),
 }
-# Held-out images for the accuracy of a judge on another data set; every other image trains it.
-JUDGE_EVAL_SIZE = 2000
 
 
 def _native_spec(name: str, train_size: int = 1, eval_size: int = 2) -> DatasetSpec:
@@ -498,18 +545,20 @@ def locate_judge_data(name: str) -> None:
 
 
 def load_judge_data(name: str, seed: int) -> RealData:
-    """`name` at its native resolution and channels, split the fixed way a `judge:<name>` is trained.
+    """`name` at its native resolution and channels, split the fixed way a shipped `judge:<name>` is trained.
 
-    With a train split present the judge trains on all of it and JUDGE_EVAL_SIZE test images measure
-    its accuracy; with only the test split, JUDGE_EVAL_SIZE images are held out (seeded) and the rest
-    train it (8,000 of the 10,000 for the CIFAR-10 test split in ../shared/data).
+    With a train split present the judge trains on all of it and the whole test split measures its
+    accuracy (CIFAR-10 in ../shared/data: 50,000 train, 10,000 test). With only the test split (MNIST in
+    ../shared/data) it trains on the training pool of `canonical_carve` and the reference pool measures its
+    accuracy: the images every protocol's reference is drawn from are never trained on.
     """
     pools = JUDGE_SOURCES[name].read(_native_spec(name))
     n_test = len(pools.test[0])
     if pools.train is not None:
-        sizes = len(pools.train[0]), min(JUDGE_EVAL_SIZE, n_test)
-    elif n_test > JUDGE_EVAL_SIZE:
-        sizes = n_test - JUDGE_EVAL_SIZE, JUDGE_EVAL_SIZE
+        sizes = len(pools.train[0]), n_test
     else:
-        raise BenchError(f"{name}: only {n_test} images in {pools.root}; a judge needs more than {JUDGE_EVAL_SIZE}")
+        tr, ev = canonical_carve(pools.test[0])
+        if not len(ev):
+            raise BenchError(f"{name}: only {n_test} images in {pools.root}; too few to train a judge")
+        sizes = len(tr), len(ev)
     return _split_pools(_native_spec(name, *sizes), seed, pools)

@@ -3,9 +3,10 @@
 Both the real and the generated side pass through the same extractor from uint8, so preprocessing
 (resizing, channel replication, scaling) is identical by construction.
 
-Names: `judge` (a classifier ganbench trains on the protocol's own training part), `judge:<data set>`
-(one trained on any labelled data set, e.g. `judge:cifar10` as a natural-image extractor for any
-protocol; images are brought to its native size and channels) and `inception-v3-compat`.
+Names: `judge` (the shipped judge of the protocol's data set), `judge:<name>` (a shipped judge, e.g.
+`judge:cifar10` as a natural-image extractor for any RGB protocol; images are brought to its native size
+and channels), `judge:local` (trained on demand on the protocol's own labelled training part; valid on
+this machine only) and `inception-v3-compat`. See bench/features/judge.py.
 """
 
 from __future__ import annotations
@@ -37,111 +38,146 @@ class Extractor:
         return self.fn(images)
 
 
+LOCAL_JUDGE = "judge:local"
+
+
 def _judge_dataset(name: str, dataset: str) -> str | None:
     """The data set a judge extractor is trained on ('judge' -> the protocol's own), None if not a judge."""
     if name == "judge":
         return dataset
-    if name.startswith("judge:"):
+    if name.startswith("judge:") and name != LOCAL_JUDGE:
         return name.split(":", 1)[1]
     return None
 
 
-def check_extractor_name(name: str, dataset: str, channels: int | None = None) -> None:
-    """Names only (no data read): `judge`, `judge:<any data set with labels>`, inception-v3-compat.
+def _valid_names() -> str:
+    from bench.features.judge import SHIPPED_RECIPES
 
-    With `channels` (the protocol's), also rejects a judge that cannot read those images: a judge
-    trained on grayscale data has no way to see colour. Grayscale into an RGB judge is replicated.
-    """
+    return ", ".join(["judge", *(f"judge:{n}" for n in sorted(SHIPPED_RECIPES)), LOCAL_JUDGE, INCEPTION])
+
+
+def check_extractor_name(name: str, dataset: str, channels: int | None = None) -> None:
+    """Names only (no data read): `judge` (the shipped judge of the protocol's data set), `judge:<shipped
+    judge>`, `judge:local` (trained on the protocol's labelled training part, this machine only), and
+    inception-v3-compat. With `channels` (the protocol's), also rejects a judge that cannot read those
+    images: a judge trained on grayscale data has no way to see colour. Grayscale into an RGB judge is
+    replicated."""
     if name == INCEPTION:
         return
     from bench.data.datasets import JUDGE_SOURCES
+    from bench.features.judge import SHIPPED_RECIPES
 
-    judges = ", ".join(f"judge:{n}" for n in sorted(JUDGE_SOURCES))
-    other = _judge_dataset(name, dataset)
-    if other is None:
-        raise BenchError(f"unknown extractor '{name}'; valid: judge, {judges}, {INCEPTION}")
-    if other == dataset:
+    if name == LOCAL_JUDGE:
         if dataset not in JUDGE_SOURCES:
             raise BenchError(f"extractor '{name}': data set '{dataset}' has no class labels to train a judge on; "
-                             f"use an RGB judge of another data set ({judges}) or {INCEPTION}")
-        return  # the protocol's own data: trained on the images as the protocol loads them
-    if other not in JUDGE_SOURCES:
-        raise BenchError(f"extractor '{name}': no labelled data set '{other}' to train a judge on; valid: {judges}")
+                             f"valid: {_valid_names()}")
+        return
+    other = _judge_dataset(name, dataset)
+    if other is None:
+        raise BenchError(f"unknown extractor '{name}'; valid: {_valid_names()}")
+    if other not in SHIPPED_RECIPES:
+        if name == "judge":
+            raise BenchError(f"extractor 'judge': no judge is shipped for data set '{dataset}'; use one of "
+                             f"{_valid_names()}")
+        raise BenchError(f"extractor '{name}': no shipped judge '{other}'; valid: {_valid_names()}")
     if channels == 3 and JUDGE_SOURCES[other].channels == 1:
         raise BenchError(f"extractor '{name}': that judge reads 1-channel images but the protocol's are RGB "
-                         f"(channels: 3); use an RGB judge such as judge:cifar10, or 'judge'")
+                         f"(channels: 3); use an RGB judge such as judge:cifar10")
 
 
-def preflight_extractor(name: str, weights=None, dataset: str | None = None, channels: int | None = None) -> None:
+def preflight_extractor(name: str, weights=None, dataset: str | None = None, channels: int | None = None,
+                        data=None) -> None:
     """Resolve and verify what the extractor needs before anything is written (one-line error if missing):
-    pretrained weights, or the data set a `judge:<name>` of another data set is trained on."""
+    pretrained or shipped weights, and (given the loaded `data`) that a shipped judge never trained on one
+    of the protocol's reference images."""
     if name == INCEPTION:
         from bench.features.weights import resolve
 
         resolve(INCEPTION, weights.path if weights else None, weights.sha256 if weights else None)
         return
+    check_extractor_name(name, dataset or "", channels)
     other = _judge_dataset(name, dataset or "")
-    if other and other != dataset:
-        from bench.data.datasets import locate_judge_data
+    if other:
+        judge = _load_shipped(other)
+        if data is not None:
+            check_no_overlap(judge, data, f"judge:{other}")
 
-        check_extractor_name(name, dataset or "", channels)  # unknown data sets fail here, by name
-        locate_judge_data(other)
+
+def check_no_overlap(judge, data, name: str) -> None:
+    """Refuse a judge that was trained on any of the protocol's reference images (by content digest)."""
+    seen = {bytes(row) for row in judge.train_digests.numpy()}
+    ref = data.reference_digests().numpy()
+    hits = sum(bytes(row) in seen for row in ref)
+    if hits:
+        raise BenchError(f"extractor {name} was trained on {hits} of this protocol's {len(ref)} reference images "
+                         f"(content digests): it would measure against images it has seen; use {LOCAL_JUDGE} "
+                         "(trained on the protocol's own training part) or inception-v3-compat")
 
 
 def make_extractor(name: str, data, seed: int, device: torch.device, weights=None, *, recipe=None) -> Extractor:
-    """`recipe` overrides the judge's JudgeRecipe (tests use a short one); protocols always get the default."""
+    """`recipe` overrides a local judge's JudgeRecipe (tests use a short one); shipped judges are files."""
     check_extractor_name(name, data.spec.name, data.spec.channels)
     if name == INCEPTION:
         return _inception(device, weights)
-    from bench.features.judge import JudgeRecipe
-
-    recipe = recipe or JudgeRecipe()
-    other = _judge_dataset(name, data.spec.name)
-    if other == data.spec.name:
-        return _judge(data, seed, device, recipe)
-    return _foreign_judge(other, seed, device, recipe)
+    if name == LOCAL_JUDGE:
+        return _local_judge(data, seed, device, recipe)
+    return _shipped_judge(_judge_dataset(name, data.spec.name), data, device)
 
 
-def _judge(data, seed: int, device, recipe) -> Extractor:
-    from bench.features.judge import get_judge
-
-    net, info = get_judge(data.train_images, data.train_labels, data.eval_images, data.eval_labels,
-                          data.spec.num_classes, seed, device, recipe)
-
-    def run(images: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats, logits = net(to_float(images).to(device))
-        return {"pool": feats.float().cpu(), "logits": logits.float().cpu()}
-
-    info = {**info, "trained_on": data.spec.name, "judge_train_size": len(data.train_images),
-            "judge_eval_size": len(data.eval_images)}
-    return Extractor(f"judge:{data.spec.name}", info["sha256"], run, info)
+_SHIPPED_CACHE: dict = {}
 
 
-def _foreign_judge(dataset: str, seed: int, device, recipe) -> Extractor:
-    """A judge trained on another labelled data set, at that set's native size (e.g. CIFAR-10 for RGB protocols).
+def _load_shipped(dataset: str):
+    """The shipped judge file, resolved through the weights manifest (sha256 checked), read once a process."""
+    from bench.features.judge import read_judge_file
+    from bench.features.weights import resolve
 
-    Its data is split the fixed way `load_judge_data` documents, with a seed derived from the protocol's.
-    The protocol's images (real and generated alike) are brought to the judge's input: grayscale is
-    replicated to RGB, then uint8 -> float [-1, 1] and a bilinear, antialiased resize to the native size.
-    """
-    from bench.data.datasets import load_judge_data
-    from bench.features.judge import get_judge
-    from bench.runner.seeding import derive
+    path, sha = resolve(f"judge:{dataset}", allow_download=False)
+    key = (str(path), sha)
+    if key not in _SHIPPED_CACHE:
+        judge = read_judge_file(path)
+        if judge.sha256 != sha:  # the file changed between the two reads
+            raise BenchError(f"{path}: changed while being read")
+        _SHIPPED_CACHE.clear()
+        _SHIPPED_CACHE[key] = judge
+    return _SHIPPED_CACHE[key]
 
-    jd = load_judge_data(dataset, derive(seed, "judge-data", dataset))
-    net, info = get_judge(jd.train_images, jd.train_labels, jd.eval_images, jd.eval_labels,
-                          jd.spec.num_classes, seed, device, recipe)
-    size, judge_channels = jd.spec.resolution, jd.spec.channels  # channels were checked by make_extractor
+
+def _judge_run(net, device, size: int, channels: int):
+    """The protocol's images (real and generated alike) brought to the judge's input: grayscale replicated
+    to RGB, uint8 -> float [-1, 1], and a bilinear, antialiased resize when the size differs."""
 
     def run(images: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = resize_float(to_float(to_channels(images, judge_channels)), size)
+        x = resize_float(to_float(to_channels(images, channels)), size)
         feats, logits = net(x.to(device))
         return {"pool": feats.float().cpu(), "logits": logits.float().cpu()}
 
-    info = {**info, "trained_on": dataset, "judge_data": jd.fingerprint, "judge_source": jd.source,
-            "judge_input": f"{judge_channels}x{size}x{size}", "judge_train_size": len(jd.train_images),
-            "judge_eval_size": len(jd.eval_images)}
-    return Extractor(f"judge:{dataset}", info["sha256"], run, info)
+    return run
+
+
+def _shipped_judge(dataset: str, data, device) -> Extractor:
+    import copy
+
+    judge = _load_shipped(dataset)
+    check_no_overlap(judge, data, f"judge:{dataset}")
+    net = copy.deepcopy(judge.net).to(device).eval()
+    m = judge.meta
+    info = {"sha256": judge.sha256, "heldout_accuracy": m["heldout_accuracy"], "cache": "shipped",
+            "trained_on": dataset, "judge_data": m["data_fingerprint"], "judge_input":
+            f"{m['channels']}x{m['resolution']}x{m['resolution']}", "judge_train_size": m["train_size"],
+            "judge_eval_size": m["heldout_size"], "local": False}
+    return Extractor(f"judge:{dataset}", judge.sha256, _judge_run(net, device, m["resolution"], m["channels"]), info)
+
+
+def _local_judge(data, seed: int, device, recipe) -> Extractor:
+    from bench.features.judge import JudgeRecipe, get_local_judge
+
+    net, info = get_local_judge(data.train_images, data.train_labels, data.eval_images, data.eval_labels,
+                                data.spec.num_classes, seed, device, recipe or JudgeRecipe())
+    info = {**info, "trained_on": data.spec.name, "judge_train_size": len(data.train_images),
+            "judge_eval_size": len(data.eval_images)}
+    return Extractor(LOCAL_JUDGE, info["sha256"], _judge_run(net, device, data.spec.resolution, data.spec.channels),
+                     info)
 
 
 def _inception(device, weights) -> Extractor:

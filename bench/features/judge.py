@@ -1,23 +1,37 @@
-"""The judge: a small CNN classifier that ganbench trains itself on the labelled training part.
+"""The judge: a small CNN classifier, shipped as a pinned weights file, that scores images like Inception.
 
-Pretrained Inception weights cannot be had offline, and Inception features of 28 px digits say
-little anyway; MNIST papers score with a classifier trained on the data. The judge gives IS from its
-softmax and FID/KID from its penultimate layer. It is trained with explicit seeds, cached by a hash
-of its training data and recipe, and its identity (sha256 of its weights) enters the fingerprint.
+Pretrained Inception weights cannot be had offline, and Inception features of 28 px digits say little
+anyway; MNIST papers score with a classifier trained on the data. The judge gives IS from its softmax
+and FID/KID from its penultimate layer.
+
+A judge is a measuring instrument, so it is a file, not a recipe: `judge:mnist` and `judge:cifar10` are
+trained once (`bench judge train DATASET`, recipe below), committed under bench/judges/ with their sha256
+in the weights manifest, and loaded on every machine. Retraining from the same recipe differs in the last
+bits with the CPU and the thread count, which is why the file and not the recipe is the identity.
+Each file also lists a content digest of every image it was trained on, so "the judge never saw the
+reference" is checked by hash for every protocol, not assumed.
+
+`judge:local` trains a judge on the protocol's own training part on demand (for a user's data set, or
+MNIST with its train split present, where the shipped judge's training pool overlaps the test split).
+Its cache key includes the machine (CPU, threads, torch), and every run that uses it records that it is
+local, i.e. not comparable across machines.
 """
 
 from __future__ import annotations
 
 import logging
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from bench.data.transforms import to_float
+from bench.errors import BenchError
 from bench.features.cache import DiskCache, cache_key
-from bench.io import sha256_tensor
+from bench.io import atomic_torch_save, sha256_file, sha256_tensor
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +128,19 @@ def accuracy(net: JudgeNet, images: torch.Tensor, labels: torch.Tensor, batch_si
     return correct / len(images)
 
 
-def get_judge(train_images, train_labels, eval_images, eval_labels, num_classes: int, seed: int,
-              device="cpu", recipe: JudgeRecipe = JudgeRecipe()) -> tuple[JudgeNet, dict]:
-    """Train or load from cache; returns the net and {sha256, accuracy, cache}."""
+def get_local_judge(train_images, train_labels, eval_images, eval_labels, num_classes: int, seed: int,
+                    device="cpu", recipe: JudgeRecipe = JudgeRecipe()) -> tuple[JudgeNet, dict]:
+    """Train on the protocol's own training part, or load from the cache; returns (net, info).
+
+    The cache key holds everything that changes the weights, the machine included: a cached local judge
+    from another CPU or thread count is never mistaken for this one.
+    """
+    from bench import machine
+
+    device_type = torch.device(device).type
     cache = DiskCache("judges")
-    key = cache_key(kind="judge", recipe=asdict(recipe), seed=seed, num_classes=num_classes,
-                    data=sha256_tensor(train_images, train_labels))
+    key = cache_key(kind="local-judge", recipe=asdict(recipe), seed=seed, num_classes=num_classes,
+                    data=sha256_tensor(train_images, train_labels), machine=machine.identity(device_type))
     hit = cache.get(key)
     net = JudgeNet(train_images.shape[1], num_classes, recipe.width, recipe.feature_dim)
     if hit is not None:
@@ -127,7 +148,7 @@ def get_judge(train_images, train_labels, eval_images, eval_labels, num_classes:
         net.to(device).eval()
         status = "hit"
     else:
-        log.info("training the judge classifier (cached afterwards)")
+        log.info("training a local judge classifier (cached afterwards)")
         net = train_judge(train_images, train_labels, num_classes, seed, recipe, device)
         state = {k: v.cpu() for k, v in net.state_dict().items()}
         cache.put(key, {"state_dict": state})
@@ -135,4 +156,82 @@ def get_judge(train_images, train_labels, eval_images, eval_labels, num_classes:
     state = net.state_dict()
     sha = sha256_tensor(*[state[k] for k in sorted(state)])
     acc = accuracy(net, eval_images, eval_labels)
-    return net, {"sha256": sha, "heldout_accuracy": acc, "cache": status}
+    return net, {"sha256": sha, "heldout_accuracy": acc, "cache": status, "local": True,
+                 "machine": machine.identity(device_type)}
+
+
+# --- shipped judges ---------------------------------------------------------------------------------
+
+FILE_FORMAT = "ganbench-judge-1"
+JUDGE_DIR = Path(__file__).resolve().parent.parent / "judges"
+# The documented recipe of each shipped judge (`bench judge train NAME` retrains it from scratch).
+# Seed 0 for the weights and for the batch order; CIFAR-10 gets more steps because its train split is
+# five times larger and natural images are harder (about 5 epochs of the 50,000 train images).
+SHIPPED_RECIPES: dict[str, JudgeRecipe] = {
+    "mnist": JudgeRecipe(),
+    "cifar10": JudgeRecipe(steps=2000),
+}
+SHIPPED_SEED = 0
+
+
+def shipped_file(name: str) -> Path:
+    return JUDGE_DIR / f"judge-{name}.pt"
+
+
+@dataclass
+class JudgeFile:
+    net: JudgeNet
+    meta: dict
+    train_digests: torch.Tensor  # uint8 (N, DIGEST_BYTES): every image the judge was trained on
+    sha256: str
+
+
+def write_judge_file(path: Path, net: JudgeNet, meta: dict, train_digests: torch.Tensor) -> str:
+    """Tensors, strings and numbers only: loaded with weights_only=True, it cannot run code."""
+    payload = {"format": FILE_FORMAT, "meta": json.dumps(meta, sort_keys=True),
+               "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+               "train_digests": train_digests.contiguous()}
+    return atomic_torch_save(payload, Path(path))
+
+
+def read_judge_file(path: Path, device="cpu") -> JudgeFile:
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise BenchError(f"{path}: judge file not found") from None
+    except Exception as exc:
+        raise BenchError(f"{path}: not a readable ganbench judge file ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
+        raise BenchError(f"{path}: not a ganbench judge file (format {FILE_FORMAT})")
+    try:
+        meta = json.loads(payload["meta"])
+        net = JudgeNet(meta["channels"], meta["num_classes"], meta["recipe"]["width"], meta["recipe"]["feature_dim"])
+        net.load_state_dict(payload["state_dict"])
+    except Exception as exc:
+        raise BenchError(f"{path}: damaged ganbench judge file ({type(exc).__name__}: {exc})") from None
+    net.to(device).eval()
+    return JudgeFile(net, meta, payload["train_digests"], sha256_file(path))
+
+
+def train_shipped(name: str, out: Path, device="cpu") -> tuple[str, dict]:
+    """Train judge `name` from scratch with its documented recipe and write it to `out`; (sha256, meta)."""
+    from bench import machine
+    from bench.data.datasets import image_digests, load_judge_data
+
+    if name not in SHIPPED_RECIPES:
+        raise BenchError(f"no shipped judge '{name}'; valid: {', '.join(sorted(SHIPPED_RECIPES))}")
+    recipe = SHIPPED_RECIPES[name]
+    data = load_judge_data(name, SHIPPED_SEED)
+    net = train_judge(data.train_images, data.train_labels, data.spec.num_classes, SHIPPED_SEED, recipe, device)
+    net.cpu()
+    meta = {
+        "name": f"judge:{name}", "dataset": name, "data_fingerprint": data.fingerprint,
+        "train_size": len(data.train_images), "heldout_size": len(data.eval_images),
+        "heldout_accuracy": accuracy(net, data.eval_images, data.eval_labels),
+        "channels": data.spec.channels, "resolution": data.spec.resolution, "num_classes": data.spec.num_classes,
+        "recipe": asdict(recipe), "seed": SHIPPED_SEED, "trained_by": f"bench judge train {name}",
+        "trained_on_machine": machine.identity(torch.device(device).type),
+    }
+    sha = write_judge_file(out, net, meta, image_digests(data.train_images))
+    return sha, meta

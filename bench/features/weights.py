@@ -30,6 +30,7 @@ class WeightsEntry:
     source: str  # where the file comes from (taken from the library that defines it)
     sha256: Optional[str] = None
     sha256_prefix: Optional[str] = None
+    packaged: Optional[Path] = None  # shipped inside ganbench itself (the judges): looked up there first
 
     def digest_text(self) -> str:
         return self.sha256 or f"{self.sha256_prefix}... (prefix)"
@@ -69,8 +70,30 @@ def _manifest() -> dict[str, WeightsEntry]:
         _torchvision_entry("alexnet", "AlexNet_Weights", "LPIPS backbone (default, net='alex')"),
         _torchvision_entry("vgg16", "VGG16_Weights", "LPIPS backbone (net='vgg')"),
         _torchvision_entry("vgg19", "VGG19_Weights", "VGG19 perceptual loss (pix2pixHD)"),
+        *_judge_entries(),
     ]
     return {e.name: e for e in entries}
+
+
+# The shipped judges (bench/features/judge.py): full sha256 of each committed file. A retrained judge
+# (`bench judge train NAME`) differs in its last bits on another CPU or thread count, so it never matches
+# these digests by accident; replacing a shipped judge is a deliberate change of this table.
+JUDGE_SHA256 = {
+    "mnist": "45e66d8b3fbd2750782c4ce552eef4f08f213fa22858c1ca2a7f9dd7e24aca0b",
+    "cifar10": "6219c10acf405f44ad4d2ce570ce13e0b6ee34bcca7b5de7d076e8c74d4be1f3",
+}
+_JUDGE_USE = {
+    "mnist": "judge / judge:mnist: IS, FID, KID on digits (trained on the MNIST training pool)",
+    "cifar10": "judge:cifar10: IS, FID, KID on natural images (trained on the CIFAR-10 train split)",
+}
+
+
+def _judge_entries() -> list[WeightsEntry]:
+    from bench.features.judge import shipped_file
+
+    return [WeightsEntry(name=f"judge:{n}", file=shipped_file(n).name, used_by=_JUDGE_USE[n],
+                         source=f"shipped with ganbench (bench/judges/); rebuild: bench judge train {n}",
+                         sha256=sha, packaged=shipped_file(n)) for n, sha in JUDGE_SHA256.items()]
 
 
 def manifest() -> Registry[WeightsEntry]:
@@ -89,7 +112,7 @@ def _hub_dir() -> Path:
 
 
 def candidates(entry: WeightsEntry) -> list[Path]:
-    out = []
+    out = [entry.packaged] if entry.packaged else []
     if weights_dir():
         out.append(weights_dir() / entry.file)
     out.append(_hub_dir() / entry.file)
@@ -98,6 +121,9 @@ def candidates(entry: WeightsEntry) -> list[Path]:
 
 def missing_message(entry: WeightsEntry) -> str:
     where = " or ".join(str(p.parent) for p in candidates(entry))
+    if entry.packaged:
+        return (f"{entry.name} missing: {entry.file} (sha256 {entry.digest_text()}) not found in {where}; it ships "
+                "with ganbench (bench/judges/): restore it from the repository, or copy it into $BENCH_WEIGHTS_DIR")
     return (f"{entry.name} weights missing: {entry.file} (sha256 {entry.digest_text()}) not found in {where}; "
             f"get it with `bench weights fetch {entry.name}` when online, or copy it into $BENCH_WEIGHTS_DIR")
 
@@ -120,10 +146,11 @@ def resolve(name: str, path: Optional[str] = None, sha256: Optional[str] = None,
         if p.is_file():
             digest = sha256_file(p)
             if not entry.matches(digest):
-                raise BenchError(f"{name} weights file {p} has sha256 {digest}, expected {entry.digest_text()}; "
-                                 "delete it and fetch again")
+                fix = ("the shipped file was modified or replaced; restore it from the repository (a retrained "
+                       "judge is a different instrument)" if p == entry.packaged else "delete it and fetch again")
+                raise BenchError(f"{name} weights file {p} has sha256 {digest}, expected {entry.digest_text()}; {fix}")
             return p, digest
-    if allow_download and not offline():
+    if allow_download and not offline() and not entry.packaged:
         target = candidates(entry)[0]
         try:
             import torch

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from bench import machine
+
 _PACKAGES = ("torch", "torchvision", "torch-fidelity", "mlflow", "numpy", "scipy", "pydantic", "ganbench")
 
 
@@ -101,5 +103,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
+        # Training differs in the last bits across CPUs and thread counts: recorded so that a reader can
+        # tell that variance from a real change (scoring a fixed checkpoint does not depend on either).
+        "cpu": machine.cpu_model(),
         "packages": versions,
     }
