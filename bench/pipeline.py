@@ -32,7 +32,7 @@ from bench.reporting import table
 from bench.runner import checkpoint
 from bench.runner import distributed as dist
 from bench.features.stats import RunningStats
-from bench.runner.sampling import fake_batches, real_batches, stream_features, translated_batches
+from bench.runner.sampling import cycle_batches, fake_batches, real_batches, stream_features, translated_batches
 from bench.runner.seeding import derive, pick_device
 from bench.runner.train import GRID, EntryFailed, save_grid, train_entry
 from bench.tracking import results as results_mod
@@ -122,6 +122,7 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
     A metric that cannot be computed here (missing pretrained weights, a stream this kind of model
     does not have) is recorded in `unavailable` with its reason and skipped; it never becomes a number.
     """
+
     ev = protocol.evaluation
     per_seed: dict[str, list[float]] = {}
     unavailable = {} if unavailable is None else unavailable
@@ -132,8 +133,8 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
                 x = fit_float(to_float(data.eval_images[i:i + ev.batch_size]), model.resolution, fit)
                 yield model.classify(x), data.eval_labels[i:i + ev.batch_size]
     translation = getattr(model, "task", "unconditional") != "unconditional"
-    # An image-to-image model translates the first n held-out inputs once per eval seed (the seed
-    # drives test-time dropout); an unconditional one draws n latents per seed.
+    # An image-to-image model translates the first n held-out inputs once per eval seed (the seed and
+    # each image's index drive its test-time dropout); an unconditional one draws n latents per seed.
     n = min(ev.n_samples, len(data.eval_inputs)) if translation else ev.n_samples
     res, ch = protocol.dataset.resolution, protocol.dataset.channels
     world = world or dist.SINGLE
@@ -159,18 +160,9 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
                 for i, out in enumerate(fake_images(seed)):
                     yield out, to_float(data.eval_images[i * ev.batch_size:(i + 1) * ev.batch_size])
         elif translation:
-            def cycle(seed=seed):
-                m = min(n, len(data.eval_images))
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(seed)
-                    for i in range(0, m, ev.batch_size):
-                        a = to_float(data.eval_inputs[i:min(i + ev.batch_size, m)]).to(model.device)
-                        b = to_float(data.eval_images[i:min(i + ev.batch_size, m)]).to(model.device)
-                        g_a, f_b = model.translate(a), model.translate_back(b)
-                        yield {k: v.float().cpu() for k, v in {
-                            "a": a, "b": b, "G(a)": g_a, "F(b)": f_b, "F(G(a))": model.translate_back(g_a),
-                            "G(F(b))": model.translate(f_b), "G(b)": model.translate(b),
-                            "F(a)": model.translate_back(a)}.items()}
+            def cycle(seed=seed):  # a, b and every G/F output, test-time noise seeded per image
+                return cycle_batches(model, data.eval_inputs, data.eval_images, min(n, len(data.eval_images)),
+                                     seed, ev.batch_size)
 
         truncated_stats = None
         if not translation and hasattr(model, "synthesize") and hasattr(model, "mapping"):
@@ -230,7 +222,7 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
         device = torch.device("cuda", dist.current().local_rank)  # one GPU per torchrun process
     data = load_dataset(protocol.dataset, protocol.seed)
     preflight_extractor(protocol.evaluation.extractor, protocol.evaluation.weights, protocol.dataset.name,
-                        protocol.dataset.channels)
+                        protocol.dataset.channels, data=data)
     loaded_ckpts = {}
     ckpt_bytes: list[int] = []
     for entry in protocol.entries:
@@ -365,7 +357,8 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
     done_before = results_mod.finished_rows(results_path, fp) if resume else {}
     parent = tracker.start_run(protocol.name, {
         "bench.protocol": protocol.name, "bench.fingerprint": fp, "bench.git_sha": env["git_sha"],
-        "bench.device": env["device"], "bench.extractor": extractor.name,
+        "bench.device": env["device"], "bench.cpu": env["cpu"], "bench.threads": str(env["torch_threads"]),
+        "bench.extractor": extractor.name,
         "bench.extractor_sha256": extractor.sha256,
         **{f"bench.version.{k}": v for k, v in env["packages"].items()},
     })

@@ -374,9 +374,10 @@ def test_pix2pix_translate_keeps_dropout_unless_configured_off():
     y1, y2 = m.translate(x), m.translate(x)
     assert y1.shape == (1, 3, 64, 64) and not torch.equal(y1, y2)
     assert y1.abs().max() <= 1
-    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
-    assert torch.equal(m.translate(x, generator=g()), m.translate(x, generator=g()))
-    assert not any(d.always_on for d in m.G.modules() if isinstance(d, NoiseDropout))  # restored afterwards
+    assert torch.equal(m.translate(x, sample_seeds=[5]), m.translate(x, sample_seeds=[5]))
+    assert not torch.equal(m.translate(x, sample_seeds=[5]), m.translate(x, sample_seeds=[6]))
+    assert not any(d.always_on or d.sample_generators for d in m.G.modules()
+                   if isinstance(d, NoiseDropout))  # restored afterwards
     off = build(Pix2Pix, **PIX_SMALL, test_dropout=False)
     assert torch.equal(off.translate(x), off.translate(x))
 

@@ -19,7 +19,7 @@ No dropout by default, and none at test time (002:L4954-4956).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 from torch import nn
@@ -209,15 +209,15 @@ class CycleGAN(TranslationGAN):
         return self.translate_back(self.translate(a)), self.translate(self.translate_back(b))
 
     @torch.no_grad()
-    def translate(self, a: torch.Tensor) -> torch.Tensor:
-        """G(a): domain A → B, in [-1, 1]."""
+    def translate(self, a: torch.Tensor, sample_seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """G(a): domain A → B, in [-1, 1]. Eval mode: no test-time noise, so `sample_seeds` is unused."""
         G = self.sampling_net("G")
         G.eval()
         return G(a.to(self.device)).float()
 
     @torch.no_grad()
-    def translate_back(self, b: torch.Tensor) -> torch.Tensor:
-        """F(b): domain B → A, in [-1, 1]."""
+    def translate_back(self, b: torch.Tensor, sample_seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """F(b): domain B → A, in [-1, 1] (no test-time noise either)."""
         self.F.eval()
         return self.F(b.to(self.device)).float()
 

@@ -22,13 +22,15 @@ D: the paper's L1-only U-Net baseline. Adam 2e-4 (0.5, 0.999), N(0, 0.02) init.
 
 Inference keeps dropout on by default (`test_dropout`; 002:L4581-4585) and uses BatchNorm's running
 statistics. The paper also normalises with the test batch's own statistics; that makes an image's
-translation depend on the rest of its evaluation batch, so here it does not.
+translation depend on the rest of its evaluation batch, so here it does not. For the same reason the
+evaluation passes one seed per image (`translate(x, sample_seeds=...)`) and each image's dropout masks
+are drawn from its own generator; training keeps plain dropout on the global RNG.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -80,21 +82,26 @@ class Config:
 
 
 class NoiseDropout(nn.Module):
-    """Dropout that can stay on in eval mode (`always_on`) and draw its mask from an explicit generator,
-    so test-time translations are reproducible from a seed instead of the global RNG."""
+    """Dropout that can stay on in eval mode (`always_on`). With `sample_generators`, one CPU generator per
+    row of the batch, row i's mask is drawn from generator i alone, so a test-time translation is
+    reproducible from that image's seed whatever else is in its batch. Without them (training, and
+    unseeded sample grids) it is plain `F.dropout` on the global RNG, exactly what training always drew."""
 
     def __init__(self, p: float):
         super().__init__()
         self.p = p
         self.always_on = False
-        self.generator: torch.Generator | None = None
+        self.sample_generators: list[torch.Generator] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p == 0 or not (self.training or self.always_on):
             return x
-        if self.generator is None:
+        gens = self.sample_generators
+        if gens is None:
             return F.dropout(x, self.p, training=True)
-        keep = torch.rand(x.shape, generator=self.generator, device=self.generator.device) >= self.p
+        if len(gens) != x.shape[0]:
+            raise ValueError(f"NoiseDropout: {len(gens)} per-sample generators for a batch of {x.shape[0]}")
+        keep = torch.stack([torch.rand(x.shape[1:], generator=g) for g in gens]) >= self.p
         return x * keep.to(device=x.device, dtype=x.dtype) / (1 - self.p)
 
     def extra_repr(self) -> str:
@@ -166,10 +173,10 @@ def unet(kind: str, in_ch: int, out_ch: int, ngf: int = 64, norm: str = "batch",
     return UNetGenerator(in_ch, out_ch, n, ngf, norm, dropout, None, first_norm)
 
 
-def set_test_dropout(net: nn.Module, on: bool, generator: torch.Generator | None = None) -> None:
+def set_test_dropout(net: nn.Module, on: bool, sample_generators: list[torch.Generator] | None = None) -> None:
     for m in net.modules():
         if isinstance(m, NoiseDropout):
-            m.always_on, m.generator = on, generator
+            m.always_on, m.sample_generators = on, sample_generators
 
 
 class Pix2Pix(TranslationGAN):
@@ -232,12 +239,16 @@ class Pix2Pix(TranslationGAN):
         return {**logs, **self.backward_G(x, y, fake)}
 
     @torch.no_grad()
-    def translate(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def translate(self, x: torch.Tensor, sample_seeds: Sequence[int] | None = None) -> torch.Tensor:
         """ŷ = G(x) in [-1, 1], BatchNorm on running statistics, dropout on unless `test_dropout: false`.
-        Dropout masks come from `generator` when given (reproducible), else from the global RNG."""
+        Row i's dropout masks come from a generator seeded with sample_seeds[i] when given (reproducible,
+        and the same in any batch), else from the global RNG."""
+        if sample_seeds is not None and len(sample_seeds) != len(x):
+            raise ValueError(f"translate: {len(sample_seeds)} sample seeds for a batch of {len(x)}")
         G = self.sampling_net("G")
         G.eval()
-        set_test_dropout(G, self.cfg.test_dropout, generator)
+        gens = None if sample_seeds is None else [torch.Generator().manual_seed(int(s)) for s in sample_seeds]
+        set_test_dropout(G, self.cfg.test_dropout, gens)
         try:
             return G(x.to(self.device)).float()
         finally:

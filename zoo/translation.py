@@ -1,7 +1,11 @@
 """What the image-to-image families (pix2pix, CycleGAN, pix2pixHD) share on top of the family contract.
 
 They translate images instead of sampling latents: `latent_dim` is 0, `generate` refuses, and
-`translate(x)` (and, unpaired, `translate_back(b)`) maps images in [-1, 1] to images in [-1, 1]. For
+`translate(x)` (and, unpaired, `translate_back(b)`) maps images in [-1, 1] to images in [-1, 1]. Both take
+`sample_seeds`, one integer per row of the batch: a family with test-time noise (pix2pix's dropout) draws
+row i's noise from a generator seeded with sample_seeds[i] and from nothing else, so an evaluation output
+does not depend on the batch it is translated in; families without test-time noise accept and ignore
+them. Without seeds the noise comes from the global RNG (training-time sample grids). For
 `task = "paired"`, `draw()` returns (x, y): input and target with the same augmentation applied; for
 `task = "unpaired"` it returns (a, b), one batch from each domain. State beyond modules and optimisers
 (image pools) is exposed through `extra_state()` / `load_extra_state()` for the checkpoint.
@@ -10,7 +14,7 @@ They translate images instead of sampling latents: `latent_dim` is 0, `generate`
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -50,9 +54,9 @@ class TranslationGAN(GANModel):
         raise NotImplementedError(f"{self.family} translates images: use translate(x)")
 
     @torch.no_grad()
-    def translate(self, x: torch.Tensor) -> torch.Tensor:
+    def translate(self, x: torch.Tensor, sample_seeds: Sequence[int] | None = None) -> torch.Tensor:
         """G(x) in [-1, 1] from the sampling network (the EMA when on), in eval mode: instance norm and
-        no dropout, as the families without test-time noise are scored."""
+        no dropout, as the families without test-time noise are scored (so `sample_seeds` is unused)."""
         G = self.sampling_net("G")
         G.eval()
         return G(x.to(self.device)).float()

@@ -8,7 +8,9 @@ the interpolation path and d the LPIPS distance on VGG-16 features, ε = 1e-4 (t
   slerp of normalised latents.
 - `ppl_w` (models with a mapping network, i.e. StyleGAN): ℓ is a straight line between w₀ = f(z₀) and
   w₁ = f(z₁), as the paper's lerp in W.
-Both images of a pair share their noise maps: only the latent moves. Images larger than 256 px are
+Both images of a pair share their noise maps: only the latent moves. Each pair i draws its z₀, z₁, t and
+noise maps from its own generator, seeded by (evaluation seed, space, i), so the pairs and so the score do
+not depend on the evaluation batch size they are scored in. Images larger than 256 px are
 downsampled to 256 first, and the distances outside the 1st..99th percentile are dropped before the mean
 (the official StyleGAN/StyleGAN2 evaluation and torch-fidelity's defaults), which removes the few
 pathological jumps that would otherwise dominate a squared-ε average.
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 
 from bench.metrics import lpips as lpips_metric
 from bench.metrics.base import Metric, MetricContext, MetricUnavailable, derive_seed
+from bench.runner.seeding import derive
 
 PPL_EPSILON = 1e-4
 PPL_MAX_SIDE = 256
@@ -54,20 +57,32 @@ def _shrink(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=(PPL_MAX_SIDE, PPL_MAX_SIDE), mode="area")
 
 
+def pair_draws(model, seed: int, start: int, stop: int, styled: bool):
+    """(z₀, z₁, t, noise maps) of pairs [start, stop): pair i draws all four, in that order, from a generator
+    of its own seeded with derive(seed, 'pair', i), never from one shared by a batch."""
+    z0, z1, t, noise = [], [], [], []
+    for i in range(start, stop):
+        g = torch.Generator().manual_seed(derive(seed, "pair", i))
+        z0.append(model.sample_latent(1, g))
+        z1.append(model.sample_latent(1, g))
+        t.append(torch.rand(1, generator=g, dtype=torch.float64))
+        noise.append(model.noise_maps(1, g) if styled else None)
+    maps = None if noise[0] is None else [torch.cat(layer) for layer in zip(*noise)]
+    return torch.cat(z0), torch.cat(z1), torch.cat(t), maps
+
+
 def path_lengths(model, net, n: int, batch_size: int, space: str, seed: int, epsilon: float = PPL_EPSILON,
                  device: torch.device | None = None) -> np.ndarray:
-    """n per-pair distances d(G(ℓ(t)), G(ℓ(t+ε))) / ε² (float64), everything drawn from `seed`."""
+    """n per-pair distances d(G(ℓ(t)), G(ℓ(t+ε))) / ε² (float64), every pair's draws seeded from `seed`
+    and its index (batch-size independent)."""
     device = device or getattr(model, "device", torch.device("cpu"))
-    gen = torch.Generator().manual_seed(seed)
     styled = hasattr(model, "mapping") and hasattr(model, "synthesize")
     if space == "w" and not styled:
         raise MetricUnavailable("ppl_w needs a model with a mapping network (StyleGAN)")
     out = []
     for i in range(0, n, batch_size):
         b = min(batch_size, n - i)
-        z0, z1 = model.sample_latent(b, gen), model.sample_latent(b, gen)
-        t = torch.rand(b, generator=gen, dtype=torch.float64)
-        noise = model.noise_maps(b, gen) if styled else None
+        z0, z1, t, noise = pair_draws(model, seed, i, i + b, styled)
         flat0, flat1 = z0.reshape(b, -1).double(), z1.reshape(b, -1).double()
         if space == "z":
             lat = [slerp_any(flat0, flat1, tt).float().view_as(z0) for tt in (t, t + epsilon)]

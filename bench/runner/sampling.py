@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from bench.data.transforms import fit_float, to_channels, to_float, to_uint8
 from bench.features.stats import RunningStats
+from bench.runner.seeding import derive
 from bench.runner.train import EntryFailed
 
 
@@ -51,22 +52,52 @@ def real_batches(images: torch.Tensor, batch_size: int):
         yield images[i:i + batch_size]
 
 
+def sample_seeds(seed: int, stream: str, start: int, stop: int) -> list[int]:
+    """One seed per sample i in [start, stop) of one stream of evaluation seed `seed`.
+
+    Everything random about sample i (pix2pix's test-time dropout) is drawn from its own seed, never from
+    a generator shared by a batch, so an output does not depend on the evaluation batch size (which is
+    not part of a protocol's fingerprint). `stream` names the output (`G(a)`, `F(G(a))`, ...): two
+    outputs of one input get independent noise, and the same output is the same in every pass.
+    """
+    return [derive(seed, stream, i) for i in range(start, stop)]
+
+
 def translated_floats(model, inputs: torch.Tensor, n: int, seed: int, batch_size: int, back: bool = False):
     """Outputs in [-1, 1] of an image-to-image model on the first n held-out inputs (uint8), batch by batch.
 
-    Models that keep dropout on at test time (pix2pix) draw their noise from the global RNG; it is
-    seeded with the evaluation seed inside a forked RNG state, so every pass over one seed sees the same
-    outputs (the feature pass and the SSIM/PSNR pass agree) and the caller's RNG is untouched.
+    Test-time noise (pix2pix's dropout) is drawn per sample from `sample_seeds`, so every pass over one
+    seed sees the same outputs (the feature pass and the SSIM/PSNR pass agree) whatever the batch size,
+    and the global RNG is neither read nor advanced.
     """
-    devices = [model.device.index or 0] if model.device.type == "cuda" else []
-    translate = model.translate_back if back else model.translate
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for i in range(0, n, batch_size):
-            out = translate(to_float(inputs[i:min(i + batch_size, n)]).to(model.device)).float().cpu()
-            if not torch.isfinite(out).all():
-                raise EntryFailed(f"translated images contain NaN/inf (eval seed {seed}, batch at {i})")
-            yield out
+    translate, stream = (model.translate_back, "F(a)") if back else (model.translate, "G(a)")
+    for i in range(0, n, batch_size):
+        j = min(i + batch_size, n)
+        out = translate(to_float(inputs[i:j]).to(model.device), sample_seeds=sample_seeds(seed, stream, i, j))
+        out = out.float().cpu()
+        if not torch.isfinite(out).all():
+            raise EntryFailed(f"translated images contain NaN/inf (eval seed {seed}, batch at {i})")
+        yield out
+
+
+def cycle_batches(model, inputs: torch.Tensor, targets: torch.Tensor, n: int, seed: int, batch_size: int):
+    """The first n held-out a (`inputs`) and b (`targets`) of an unpaired model with G(a), F(b), the round
+    trips F(G(a)), G(F(b)) and the identity maps G(b), F(a), all in [-1, 1] on the CPU, batch by batch.
+    Each output draws its test-time noise per sample from its own stream (`G(a)` is the same as in
+    `translated_floats`)."""
+    for i in range(0, n, batch_size):
+        j = min(i + batch_size, n)
+        seeds = lambda stream: sample_seeds(seed, stream, i, j)  # noqa: E731
+        a = to_float(inputs[i:j]).to(model.device)
+        b = to_float(targets[i:j]).to(model.device)
+        g_a = model.translate(a, sample_seeds=seeds("G(a)"))
+        f_b = model.translate_back(b, sample_seeds=seeds("F(b)"))
+        out = {"a": a, "b": b, "G(a)": g_a, "F(b)": f_b,
+               "F(G(a))": model.translate_back(g_a, sample_seeds=seeds("F(G(a))")),
+               "G(F(b))": model.translate(f_b, sample_seeds=seeds("G(F(b))")),
+               "G(b)": model.translate(b, sample_seeds=seeds("G(b)")),
+               "F(a)": model.translate_back(a, sample_seeds=seeds("F(a)"))}
+        yield {k: v.float().cpu() for k, v in out.items()}
 
 
 def translated_batches(model, inputs: torch.Tensor, n: int, seed: int, batch_size: int, resolution: int,
