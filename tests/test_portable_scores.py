@@ -1,0 +1,153 @@
+"""A fixed model gets one fingerprint and one score on any machine and any thread count.
+
+Each scoring run is a fresh process with its own empty BENCH_CACHE_DIR (nothing computed by an earlier
+run can help), once with one thread and once with two. The committed golden file pins what this
+machine computed for a seeded, untrained checkpoint, so a fresh clone elsewhere must reproduce it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.data import load_dataset
+from bench.protocol import load_protocol
+from bench.runner import checkpoint
+from bench.runner.seeding import derive
+from tests.conftest import REPO, needs_data, write_protocol
+
+pytestmark = needs_data
+
+GOLDEN = REPO / "tests" / "regression" / "portable-untrained.json"
+REL = 1e-6
+
+PROTOCOL = """
+name: portable
+seed: 0
+dataset: {{name: mnist, resolution: 28, channels: 1, train_size: 2000, eval_size: 500}}
+entries:
+  - name: model
+    zoo: mnist_gan
+    checkpoint: {checkpoint}
+evaluation: {{n_samples: 300, seeds: [0, 1], batch_size: {batch_size}, extractor: judge,
+             metrics: [is, fid, kid, precision_recall], kid_subset_size: 100, kid_subsets: 10}}
+tracking: {{uri: "sqlite:///{store}/mlflow.db"}}
+"""
+
+
+def _seeded_checkpoint(path: Path, steps: int = 0) -> Path:
+    """mnist_gan from its seeded init (bit-identical on every CPU: init draws do not depend on threads),
+    optionally trained a few steps here (then the file fixes it, whatever machine made it)."""
+    from bench.data.transforms import to_float
+    from zoo import ZOO
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = load_protocol(write_protocol(path.parent / "p.yaml", PROTOCOL.format(
+        checkpoint="x", batch_size=100, store=path.parent.as_posix()))).protocol.dataset
+    data = load_dataset(spec, 0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive(0, "portable"))
+        model = ZOO.get("mnist_gan").build({}, data.spec, "cpu")
+        gen = torch.Generator().manual_seed(1)
+        draw = lambda: to_float(data.train_images[torch.randint(0, 2000, (32,), generator=gen)])  # noqa: E731
+        for step in range(steps):
+            model.train_step(draw, step)
+        # A checkpoint also records the global RNG states (torch, numpy, random): fixed here, so the file's
+        # bytes, and with them the fingerprint, do not depend on what the process did before.
+        import random
+
+        import numpy as np
+
+        saved = random.getstate(), np.random.get_state()
+        torch.manual_seed(0)
+        random.seed(0)
+        np.random.seed(0)
+        try:
+            checkpoint.save(path, model, steps, {}, "portable-test", "model")
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+    return path
+
+
+def _score(tmp: Path, ckpt: Path, threads: int, batch_size: int = 100) -> dict:
+    """`bench run` in a fresh process with `threads` threads and an empty cache; its one results row."""
+    work = tmp / f"t{threads}-b{batch_size}"
+    work.mkdir()
+    proto = write_protocol(work / "portable.yaml", PROTOCOL.format(checkpoint=ckpt.as_posix(),
+                                                                   batch_size=batch_size, store=work.as_posix()))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "BENCH_CACHE_DIR": str(work / "empty-cache")}
+    done = subprocess.run([sys.executable, "-m", "bench", "run", str(proto), "--workdir", str(work / "w")],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (work / "w" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["status"] == "FINISHED"
+    assert rows[0]["env"]["torch_threads"] == threads and rows[0]["env"]["cpu"]
+    assert rows[0]["info"]["cache"] == "shipped" and rows[0]["info"]["local"] is False
+    return rows[0]
+
+
+def _close(a: dict, b: dict) -> list[str]:
+    bad = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k, {}).get("mean"), b.get(k, {}).get("mean")
+        if x is None or y is None or abs(x - y) > REL * max(abs(x), abs(y), 1e-12):
+            bad.append(f"{k}: {x!r} vs {y!r}")
+    return bad
+
+
+def test_checkpoint_bytes_are_deterministic(tmp_path):
+    """The golden fingerprint includes the checkpoint's sha256: the seeded file must be the same bytes."""
+    assert _seeded_checkpoint(tmp_path / "a" / "m.pt").read_bytes() == _seeded_checkpoint(tmp_path / "b" / "m.pt").read_bytes()
+
+
+def test_a_fixed_checkpoint_scores_the_same_with_one_and_two_threads_and_matches_the_golden(tmp_path):
+    ckpt = _seeded_checkpoint(tmp_path / "ckpt" / "untrained.pt")
+    one, two = _score(tmp_path, ckpt, 1), _score(tmp_path, ckpt, 2)
+    assert one["fingerprint"] == two["fingerprint"]
+    assert not _close(one["metrics"], two["metrics"]), _close(one["metrics"], two["metrics"])
+    golden = json.loads(GOLDEN.read_text())
+    assert one["fingerprint"] == golden["fingerprint"], "the instrument or the protocol changed: see the golden file"
+    mismatch = _close(one["metrics"], {k: {"mean": v} for k, v in golden["metrics"].items()})
+    assert not mismatch, mismatch
+    # A wrong score cannot pass: the same comparison catches a 1e-5 relative change.
+    nudged = {k: {"mean": v * (1 + 1e-5)} for k, v in golden["metrics"].items() if v}
+    assert _close(one["metrics"], nudged)
+
+
+def test_a_trained_checkpoint_scores_the_same_with_one_and_two_threads_and_any_batch_size(tmp_path):
+    """Training itself is machine-dependent in the last bits; once a checkpoint exists its score is not."""
+    ckpt = _seeded_checkpoint(tmp_path / "ckpt" / "trained.pt", steps=30)
+    one, two, other_batch = _score(tmp_path, ckpt, 1), _score(tmp_path, ckpt, 2), _score(tmp_path, ckpt, 2, 64)
+    assert one["fingerprint"] == two["fingerprint"] == other_batch["fingerprint"]
+    for row in (two, other_batch):
+        assert not _close(one["metrics"], row["metrics"]), _close(one["metrics"], row["metrics"])
+    # It is another model than the untrained golden one (30 steps move FID a long way, either way).
+    assert abs(one["metrics"]["fid"]["mean"] - json.loads(GOLDEN.read_text())["metrics"]["fid"]) > 50
+
+
+def write_golden(out: Path = GOLDEN) -> dict:
+    """Regenerate the golden file (a deliberate change of the instrument or protocol): python -m
+    tests.test_portable_scores"""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        row = _score(tmp, _seeded_checkpoint(tmp / "ckpt" / "untrained.pt"), 1)
+    golden = {"fingerprint": row["fingerprint"], "metrics": {k: v["mean"] for k, v in row["metrics"].items()},
+              "extractor_sha256": row["info"]["extractor_sha256"], "cpu": row["env"]["cpu"],
+              "torch": row["env"]["packages"]["torch"]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(golden, indent=2, sort_keys=True) + "\n")
+    return golden
+
+
+if __name__ == "__main__":
+    print(json.dumps(write_golden(), indent=2))
