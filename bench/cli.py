@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     ps.add_argument("--n", type=int, default=4000, help="evaluation samples of the built-in protocol")
     ps.add_argument("--protocol", default=None, help="time this protocol instead of the built-in one")
 
+    jg = sub.add_parser("judge", help="the shipped judge classifiers (pinned weights files)")
+    jsub = jg.add_subparsers(dest="judge_command", required=True)
+    jt = jsub.add_parser("train", help="retrain a shipped judge from scratch with its documented recipe "
+                                       "(machine-dependent in the last bits: the shipped file is the identity)")
+    jt.add_argument("dataset", help="mnist or cifar10")
+    jt.add_argument("--out", default=None, help="where to write it (default: judge-<dataset>.pt in the current folder)")
+    jt.add_argument("--device", default="cpu")
     w = sub.add_parser("weights", help="pretrained files used by metrics (manifest)")
     wsub = w.add_subparsers(dest="weights_command", required=True)
     wsub.add_parser("list", help="the manifest, and whether each file is present")
@@ -86,13 +93,15 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--uri", default=None, help="MLflow tracking URI (default: the protocol's, else "
                     "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
 
-    ck = sub.add_parser("check", help="fail (exit 1) when a protocol run regressed against its baseline")
+    ck = sub.add_parser("check", help="fail (exit 1) when a protocol run moved beyond its baseline's tolerance")
     ck.add_argument("protocol")
     ck.add_argument("--baseline", default=None, help="baseline JSON (default: reports/baselines/<protocol>.json)")
     ck.add_argument("--run", default=None, help="MLflow run id to check (default: the protocol's newest run)")
     ck.add_argument("--rerun", action="store_true", help="score the protocol now (bench run), then check that run")
     ck.add_argument("--workdir", default="runs", help="with --rerun: checkpoints and results.jsonl (default: runs)")
     ck.add_argument("--uri", default=None, help="MLflow tracking URI to read (default: the protocol's)")
+    ck.add_argument("--allow-improvement", action="store_true",
+                    help="let metrics that improved beyond tolerance pass (else they are SUSPICIOUS and fail)")
 
     bl = sub.add_parser("baseline", help="regression baselines")
     blsub = bl.add_subparsers(dest="baseline_command", required=True)
@@ -103,7 +112,24 @@ def _parser() -> argparse.ArgumentParser:
     bu.add_argument("--uri", default=None, help="MLflow tracking URI to read (default: the protocol's)")
     bu.add_argument("--rel", type=float, default=None, help="default relative tolerance (kept from the file, else 0.05)")
     bu.add_argument("--abs", type=float, default=None, help="default absolute tolerance (kept from the file, else 0)")
+
+    st = sub.add_parser("stats", help="reference statistics files (pytorch-fid .npz: mu, sigma)")
+    stsub = st.add_subparsers(dest="stats_command", required=True)
+    stsub.add_parser("show", help="dimension, ||mu||, trace(sigma) and sha256 of a file").add_argument("file")
     return p
+
+
+def _judge(args) -> int:
+    from bench.features.judge import shipped_file, train_shipped
+    from bench.features.weights import manifest
+
+    out = Path(args.out or f"judge-{args.dataset}.pt")
+    sha, meta = train_shipped(args.dataset, out, args.device)
+    shipped = manifest().get(f"judge:{args.dataset}")
+    same = "identical to" if sha == shipped.sha256 else "differs from"
+    print(f"{out}: sha256 {sha}; held-out accuracy {meta['heldout_accuracy']:.4f} on {meta['heldout_size']} images; "
+          f"trained on {meta['train_size']} images; {same} the shipped {shipped_file(args.dataset)} ({shipped.sha256[:12]})")
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -135,6 +161,8 @@ def _dispatch(args) -> int:
         return _zoo(args)
     if args.command == "weights":
         return _weights(args)
+    if args.command == "judge":
+        return _judge(args)
     if args.command == "perf" and args.perf_command == "scale":
         from bench.perf import perf_scale
 
@@ -158,6 +186,8 @@ def _dispatch(args) -> int:
         return _check(args)
     if args.command == "baseline":
         return _baseline(args)
+    if args.command == "stats":
+        return _stats(args)
     if args.command == "export-samples":
         from bench.export import export_samples
         from bench.protocol import load_protocol
@@ -335,7 +365,8 @@ def _report(args) -> int:
 def _check(args) -> int:
     from bench import regression
 
-    result = regression.check(args.protocol, args.baseline, args.run, args.uri, args.rerun, Path(args.workdir))
+    result = regression.check(args.protocol, args.baseline, args.run, args.uri, args.rerun, Path(args.workdir),
+                              args.allow_improvement)
     print(regression.format_check(result), end="")
     return 1 if result.failed else 0
 
@@ -348,6 +379,18 @@ def _baseline(args) -> int:
     print(f"wrote {path}: {len(baseline['entries'])} entries, {n} metrics from run "
           f"{baseline['source']['parent_run_id']} (fingerprint {baseline['fingerprint'][:12]}); "
           f"tolerance {json.dumps(baseline['tolerance'])}")
+    return 0
+
+
+def _stats(args) -> int:
+    import numpy as np
+
+    from bench.features.stats import load_reference_stats
+    from bench.io import sha256_file
+
+    stats = load_reference_stats(args.file)  # never unpickles; a bad file is one line
+    print(f"{args.file}: dimension {stats['mu'].shape[0]}, ||mu|| {np.linalg.norm(stats['mu']):.6g}, "
+          f"trace(sigma) {np.trace(stats['sigma']):.6g}, sha256 {sha256_file(Path(args.file))}")
     return 0
 
 

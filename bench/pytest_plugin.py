@@ -4,10 +4,11 @@
         bench_regression.check("protocols/quickstart.yaml")            # newest run in its MLflow store
         bench_regression.check("protocols/quickstart.yaml", rerun=True)  # or score it now
 
-A regression fails the test with the same diff table `bench check` prints. With
-`--bench-update-baselines` the fixture writes the baselines from the runs instead of checking them
-(review the JSON diff before committing it). `--bench-baselines DIR` changes where baselines live
-(default reports/baselines, relative to the directory pytest runs in).
+A regression fails the test with the same diff table `bench check` prints; so does an improvement
+beyond tolerance (SUSPICIOUS: a collapse to FID 0 is an "improvement" too) unless the check is given
+`allow_improvement=True`. With `--bench-update-baselines` the fixture writes the baselines from the
+runs instead of checking them (review the JSON diff before committing it). `--bench-baselines DIR`
+changes where baselines live (default reports/baselines, relative to the directory pytest runs in).
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ class BenchRegression:
         return (self.baselines / f"{name}.json") if self.baselines else regression.default_path(name)
 
     def check(self, protocol: str | Path, baseline: Optional[str | Path] = None, run: Optional[str] = None,
-              uri: Optional[str] = None, rerun: bool = False,
-              workdir: Optional[str | Path] = None) -> Optional[regression.CheckResult]:
-        """Fail the calling test when any metric of the run regressed beyond its baseline tolerance."""
+              uri: Optional[str] = None, rerun: bool = False, workdir: Optional[str | Path] = None,
+              allow_improvement: bool = False) -> Optional[regression.CheckResult]:
+        """Fail the calling test when any metric of the run moved beyond its baseline tolerance: the bad
+        way always, the good way unless `allow_improvement`."""
         protocol = str(protocol)
         path = self._baseline_path(protocol, str(baseline) if baseline else None)
         try:
@@ -59,11 +61,13 @@ class BenchRegression:
             if self.update:
                 regression.update(protocol, str(path), run, uri)
                 return None
-            result = regression.check(protocol, str(path), run, uri)
+            result = regression.check(protocol, str(path), run, uri, allow_improvement=allow_improvement)
         except BenchError as exc:
             pytest.fail(f"bench regression gate: {exc}", pytrace=False)
         if result.failed:
-            pytest.fail("bench regression gate failed\n" + regression.format_check(result), pytrace=False)
+            hint = ("(here: bench_regression.check(..., allow_improvement=True) if the improvement is expected)\n"
+                    if any(ln.verdict == regression.SUSPICIOUS for ln in result.lines) else "")
+            pytest.fail("bench regression gate failed\n" + regression.format_check(result) + hint, pytrace=False)
         return result
 
 

@@ -1,11 +1,23 @@
 """The regression gate: a protocol run's scores against a committed baseline JSON.
 
 A baseline (reports/baselines/<protocol>.json) holds, per entry and metric, the mean over seeds of a
-reference run, and a tolerance per metric. A metric fails when it moves in its bad direction
-(KEY_DIRECTION) by more than max(abs, rel * |baseline|); moving the good way never fails. An entry or
-metric that the baseline has but the run lacks, or an entry that failed, also fails. The fingerprint is
-compared and reported but does not fail the check by itself: changing a checkpoint or a family default
-changes it, and catching what such a change does to the scores is the point of the gate.
+reference run, and a tolerance per metric, allowed = max(abs, rel * |baseline|). The gate is two-sided:
+
+- a metric that moves in its bad direction (KEY_DIRECTION) by more than `allowed` is WORSE and fails;
+- a metric that moves in its good direction by more than `allowed` is SUSPICIOUS and fails too, unless
+  the check is told to allow improvements (`bench check --allow-improvement`, the pytest plugin's
+  `allow_improvement=True`); then it is `better (allowed)` and passes. A big jump the good way may be a
+  broken instrument rather than a better model (features that collapse to a constant make FID and KID
+  0). An expected improvement is accepted by allowing it once, then writing a new baseline
+  (`bench baseline update`).
+
+An entry or metric that the baseline has but the run lacks, or an entry that failed, also fails.
+
+The fingerprint is compared and a change is shown prominently (a FINGERPRINT CHANGED line under the
+title and in the summary line), but it does not fail the check by itself: changing a checkpoint, a
+family default, the data or the device changes it, and catching what such a change does to the scores
+is the point of the gate. A change that breaks the instrument shows up in the scores, whichever way
+they move, and fails there.
 """
 
 from __future__ import annotations
@@ -13,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -140,7 +152,13 @@ class Line:
     baseline: Optional[float]
     current: Optional[float]
     allowed: Optional[float]
-    verdict: str  # ok | better | WORSE | MISSING | FAILED | new (not gated)
+    verdict: str  # ok | WORSE | SUSPICIOUS | better (allowed) | MISSING | FAILED | new (not gated)
+
+
+REGRESSED = ("WORSE", "MISSING", "FAILED")
+SUSPICIOUS = "SUSPICIOUS"  # improved beyond tolerance, improvements not allowed: fails
+ALLOWED_BETTER = "better (allowed)"  # improved beyond tolerance with allow_improvement: passes
+NOT_GATED = "new (not gated)"
 
 
 @dataclass
@@ -148,20 +166,32 @@ class CheckResult:
     lines: list[Line]
     baseline_path: str
     run: RunScores
-    notes: list[str] = field(default_factory=list)
+    baseline_fingerprint: str = ""
+
+    @property
+    def fingerprint_changed(self) -> bool:
+        return bool(self.baseline_fingerprint) and self.baseline_fingerprint != self.run.fingerprint
 
     @property
     def failed(self) -> bool:
-        return any(line.verdict in ("WORSE", "MISSING", "FAILED") for line in self.lines)
+        return any(line.verdict in (*REGRESSED, SUSPICIOUS) for line in self.lines)
 
 
-def tolerance_for(baseline: dict[str, Any], key: str) -> tuple[float, float]:
+def tolerance_for(baseline: dict[str, Any], key: str, entry: str | None = None) -> tuple[float, float]:
+    """(rel, abs) for one metric: the file's default, then the metric's own, then, under `entries`, the
+    entry's default and its metric's own (an untrained floor is exact on every machine; a trained entry
+    needs room for the training-seed spread)."""
     tol = baseline.get("tolerance") or {}
-    t = {**DEFAULT_TOLERANCE, **tol.get("default", {}), **tol.get(key, {})}
+    per_entry = (tol.get("entries") or {}).get(entry or "", {})
+    t = {**DEFAULT_TOLERANCE, **tol.get("default", {}), **tol.get(key, {}), **per_entry.get("default", {}),
+         **per_entry.get(key, {})}
     return float(t.get("rel", 0.0)), float(t.get("abs", 0.0))
 
 
-def compare(baseline: dict[str, Any], s: RunScores, baseline_path: str = "") -> CheckResult:
+def compare(baseline: dict[str, Any], s: RunScores, baseline_path: str = "",
+            allow_improvement: bool = False) -> CheckResult:
+    """The verdict of every (entry, metric) of the baseline; moving either way beyond tolerance fails,
+    the good way only when `allow_improvement` is not given (module docstring)."""
     if baseline.get("protocol") and baseline["protocol"] != s.protocol:
         raise BenchError(f"{baseline_path or 'baseline'} is for protocol '{baseline['protocol']}', "
                          f"the run is of '{s.protocol}'")
@@ -176,7 +206,7 @@ def compare(baseline: dict[str, Any], s: RunScores, baseline_path: str = "") -> 
             continue
         for key, ref in sorted(keys.items()):
             value = ref["value"]
-            rel, abs_ = tolerance_for(baseline, key)
+            rel, abs_ = tolerance_for(baseline, key, entry)
             allowed = max(abs_, rel * abs(value))
             cur = got["metrics"].get(key, {}).get("mean")
             if cur is None or not math.isfinite(cur):
@@ -184,16 +214,16 @@ def compare(baseline: dict[str, Any], s: RunScores, baseline_path: str = "") -> 
                 continue
             # Positive = moved in the bad direction.
             worse_by = (value - cur) if KEY_DIRECTION.get(key, ref.get("higher_is_better", True)) else (cur - value)
-            verdict = "WORSE" if worse_by > allowed else ("better" if -worse_by > allowed else "ok")
+            if worse_by > allowed:
+                verdict = "WORSE"
+            elif -worse_by > allowed:
+                verdict = ALLOWED_BETTER if allow_improvement else SUSPICIOUS
+            else:
+                verdict = "ok"
             lines.append(Line(entry, key, value, cur, allowed, verdict))
     for entry in sorted(set(s.entries) - set(baseline["entries"])):
-        lines.append(Line(entry, "*", None, None, None, "new (not gated)"))
-    notes = []
-    if baseline.get("fingerprint") and baseline["fingerprint"] != s.fingerprint:
-        notes.append(f"fingerprint {s.fingerprint[:12]} differs from the baseline's "
-                     f"{baseline['fingerprint'][:12]} (a changed checkpoint, family default, data or device); "
-                     "the scores are compared anyway")
-    return CheckResult(lines, baseline_path, s, notes)
+        lines.append(Line(entry, "*", None, None, None, NOT_GATED))
+    return CheckResult(lines, baseline_path, s, baseline.get("fingerprint") or "")
 
 
 def _num(x: Optional[float]) -> str:
@@ -202,8 +232,41 @@ def _num(x: Optional[float]) -> str:
     return f"{x:.6g}"
 
 
+def fingerprint_line(r: CheckResult) -> str:
+    """The line under the title when the run's fingerprint is not the baseline's ("" when it is)."""
+    if not r.fingerprint_changed:
+        return ""
+    return (f"FINGERPRINT CHANGED: run {r.run.fingerprint[:12]}… vs baseline {r.baseline_fingerprint[:12]}… — "
+            "scores are from a different instrument/protocol (checkpoint, family default, data, extractor or "
+            "device); compared anyway")
+
+
+def summary_line(r: CheckResult) -> str:
+    """The last line: ok or FAIL, counting regressions and suspicious improvements apart."""
+    gated = [ln for ln in r.lines if ln.verdict != NOT_GATED]
+    bad = [ln for ln in gated if ln.verdict in REGRESSED]
+    sus = [ln for ln in gated if ln.verdict == SUSPICIOUS]
+    better = [ln for ln in gated if ln.verdict == ALLOWED_BETTER]
+    hint = "pass --allow-improvement if expected"
+    if bad and sus:
+        text = (f"FAIL: {len(bad)} of {len(gated)} checks regressed beyond tolerance, "
+                f"{len(sus)} improved suspiciously ({hint})")
+    elif bad:
+        text = f"FAIL: {len(bad)} of {len(gated)} checks regressed beyond tolerance"
+    elif sus:
+        text = f"FAIL: {len(sus)} of {len(gated)} checks improved suspiciously beyond tolerance ({hint})"
+    elif better:
+        text = (f"ok: {len(gated) - len(better)} of {len(gated)} checks within tolerance, "
+                f"{len(better)} improved beyond it (allowed)")
+    else:
+        text = f"ok: {len(gated)} checks within tolerance"
+    if r.fingerprint_changed:
+        text += f"; FINGERPRINT CHANGED (run {r.run.fingerprint[:12]}… vs baseline {r.baseline_fingerprint[:12]}…)"
+    return text
+
+
 def format_check(r: CheckResult) -> str:
-    header = ["entry", "metric", "baseline", "current", "change", "allowed (bad way)", "verdict"]
+    header = ["entry", "metric", "baseline", "current", "change", "allowed (either way)", "verdict"]
     body = []
     for ln in r.lines:
         change = ""
@@ -215,20 +278,20 @@ def format_check(r: CheckResult) -> str:
                      "" if ln.allowed is None else _num(ln.allowed), ln.verdict])
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    bad = [ln for ln in r.lines if ln.verdict in ("WORSE", "MISSING", "FAILED")]
     out = [f"{r.run.protocol}: run {r.run.parent_run_id} (fingerprint {r.run.fingerprint[:12]}, "
-           f"code {r.run.git_sha}) vs {r.baseline_path}", fmt(header), fmt(["-" * w for w in widths]),
-           *map(fmt, body), *r.notes]
-    gated = [ln for ln in r.lines if ln.verdict not in ("new (not gated)",)]
-    out.append(f"FAIL: {len(bad)} of {len(gated)} checks regressed beyond tolerance" if bad
-               else f"ok: {len(gated)} checks within tolerance")
+           f"code {r.run.git_sha}) vs {r.baseline_path}"]
+    if r.fingerprint_changed:
+        out.append(fingerprint_line(r))
+    out += [fmt(header), fmt(["-" * w for w in widths]), *map(fmt, body), summary_line(r)]
     return "\n".join(out) + "\n"
 
 
 def check(protocol_path: str, baseline_path: Optional[str] = None, run_id: Optional[str] = None,
-          uri: Optional[str] = None, rerun: bool = False, workdir: Optional[Path] = None) -> CheckResult:
+          uri: Optional[str] = None, rerun: bool = False, workdir: Optional[Path] = None,
+          allow_improvement: bool = False) -> CheckResult:
     """Compare a run of the protocol with its baseline: `rerun` scores it now (bench run), else the
-    newest finished run in the store (or `run_id`) is read."""
+    newest finished run in the store (or `run_id`) is read. `allow_improvement` lets metrics that
+    improved beyond tolerance pass (else they are SUSPICIOUS and fail)."""
     from bench.protocol import load_protocol
 
     loaded = load_protocol(protocol_path)
@@ -240,7 +303,7 @@ def check(protocol_path: str, baseline_path: Optional[str] = None, run_id: Optio
                              "it cannot be combined with --run or --uri")
         run_id = rerun_protocol(loaded, Path(workdir or "runs"))
     c, uri, parent = find_parent(protocol_path, uri, run_id)
-    return compare(baseline, scores(c, uri, parent), str(path))
+    return compare(baseline, scores(c, uri, parent), str(path), allow_improvement)
 
 
 def rerun_protocol(loaded, workdir: Path) -> str:

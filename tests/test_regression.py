@@ -11,7 +11,7 @@ from bench import regression
 from bench.cli import main
 from bench.errors import BenchError
 from bench.pytest_plugin import bench_regression  # noqa: F401 - the plugin's fixture, used below
-from tests.conftest import needs_data, write_protocol
+from tests.conftest import needs_data, tiny_protocol, write_protocol
 from tests.report_runs import BASELINE, shared_runs
 
 pytest_plugins = ["pytester"]
@@ -32,12 +32,116 @@ def test_direction_and_tolerance_decide_the_verdict():
     base = _baseline()
     r = regression.compare(base, _scores(g={"fid": 104.9, "is": 1.91}))
     assert [ln.verdict for ln in r.lines] == ["ok", "ok"] and not r.failed
+    r = regression.compare(base, _scores(g={"fid": 95.1, "is": 2.09}))  # better, but within tolerance
+    assert [ln.verdict for ln in r.lines] == ["ok", "ok"] and not r.failed
     r = regression.compare(base, _scores(g={"fid": 105.1, "is": 2.5}))
-    assert [(ln.key, ln.verdict) for ln in r.lines] == [("fid", "WORSE"), ("is", "better")] and r.failed
+    assert [(ln.key, ln.verdict) for ln in r.lines] == [("fid", "WORSE"), ("is", "SUSPICIOUS")] and r.failed
     r = regression.compare(base, _scores(g={"fid": 50.0, "is": 1.0}))
-    assert [ln.verdict for ln in r.lines] == ["better", "WORSE"]
+    assert [ln.verdict for ln in r.lines] == ["SUSPICIOUS", "WORSE"] and r.failed
     loose = _baseline(fid={"abs": 10.0})
     assert not regression.compare(loose, _scores(g={"fid": 109.0, "is": 2.0})).failed
+    assert not regression.compare(loose, _scores(g={"fid": 91.0, "is": 2.0})).failed  # the same tolerance both ways
+    assert regression.compare(loose, _scores(g={"fid": 89.0, "is": 2.0})).failed
+
+
+def test_an_improvement_beyond_tolerance_fails_unless_allowed():
+    base = _baseline()
+    collapsed = _scores(g={"fid": 0.0, "is": 2.0})  # broken features: FID 0 is an "improvement"
+    r = regression.compare(base, collapsed)
+    assert [(ln.key, ln.verdict) for ln in r.lines] == [("fid", "SUSPICIOUS"), ("is", "ok")] and r.failed
+    assert regression.format_check(r).splitlines()[-1] == (
+        "FAIL: 1 of 2 checks improved suspiciously beyond tolerance (pass --allow-improvement if expected)")
+
+    r = regression.compare(base, collapsed, allow_improvement=True)
+    assert [(ln.key, ln.verdict) for ln in r.lines] == [("fid", "better (allowed)"), ("is", "ok")] and not r.failed
+    assert regression.format_check(r).splitlines()[-1] == (
+        "ok: 1 of 2 checks within tolerance, 1 improved beyond it (allowed)")
+
+    both = _scores(g={"fid": 0.0, "is": 1.0})
+    assert regression.format_check(regression.compare(base, both)).splitlines()[-1] == (
+        "FAIL: 1 of 2 checks regressed beyond tolerance, 1 improved suspiciously "
+        "(pass --allow-improvement if expected)")
+    r = regression.compare(base, both, allow_improvement=True)  # allowing improvements never excuses a regression
+    assert [ln.verdict for ln in r.lines] == ["better (allowed)", "WORSE"] and r.failed
+    assert regression.format_check(r).splitlines()[-1] == "FAIL: 1 of 2 checks regressed beyond tolerance"
+
+
+def test_a_changed_fingerprint_is_shown_under_the_title_and_in_the_summary():
+    base = {**_baseline(), "fingerprint": "d" * 64}
+    r = regression.compare(base, _scores(g={"fid": 100.0, "is": 2.0}), "b.json")
+    assert r.fingerprint_changed and not r.failed  # shown, but not a failure by itself
+    lines = regression.format_check(r).splitlines()
+    assert lines[0].startswith("p: run run1 (fingerprint ffffffffffff")
+    assert lines[1] == ("FINGERPRINT CHANGED: run ffffffffffff… vs baseline dddddddddddd… — scores are from a "
+                        "different instrument/protocol (checkpoint, family default, data, extractor or device); "
+                        "compared anyway")
+    assert lines[2].split()[:2] == ["entry", "metric"]
+    assert lines[-1] == ("ok: 2 checks within tolerance; FINGERPRINT CHANGED "
+                         "(run ffffffffffff… vs baseline dddddddddddd…)")
+    worse = regression.format_check(regression.compare(base, _scores(g={"fid": 120.0, "is": 2.0})))
+    assert worse.splitlines()[-1] == ("FAIL: 1 of 2 checks regressed beyond tolerance; FINGERPRINT CHANGED "
+                                      "(run ffffffffffff… vs baseline dddddddddddd…)")
+    same = regression.format_check(regression.compare(_baseline(), _scores(g={"fid": 100.0, "is": 2.0})))
+    assert "FINGERPRINT" not in same and not regression.compare(_baseline(), _scores(g={})).fingerprint_changed
+
+
+@pytest.fixture
+def fake_store(tmp_path, monkeypatch):
+    """A protocol named like the `_scores` runs, its baseline file, and `bench check` reading `scores.now`
+    instead of an MLflow store (the gate's wiring without a training run)."""
+    proto = tiny_protocol(tmp_path, name="p")
+    baseline = tmp_path / "p.json"
+    baseline.write_text(json.dumps(_baseline()))
+
+    class Store:
+        now = _scores(g={"fid": 100.0, "is": 2.0})
+
+    monkeypatch.setattr(regression, "find_parent", lambda protocol, uri, run_id: (None, "sqlite:///x.db", None))
+    monkeypatch.setattr(regression, "scores", lambda c, uri, parent: Store.now)
+    return proto, baseline, Store
+
+
+def test_check_cli_fails_a_suspicious_improvement_unless_allowed(fake_store, capsys):
+    proto, baseline, store = fake_store
+    assert main(["check", str(proto), "--baseline", str(baseline)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "ok: 2 checks within tolerance"
+    store.now = _scores(g={"fid": 0.0, "is": 2.0})
+    assert main(["check", str(proto), "--baseline", str(baseline)]) == 1
+    out = capsys.readouterr().out
+    assert any(ln.split()[:2] == ["g", "fid"] and ln.endswith("SUSPICIOUS") for ln in out.splitlines()), out
+    assert "pass --allow-improvement if expected" in out.splitlines()[-1]
+    assert main(["check", str(proto), "--baseline", str(baseline), "--allow-improvement"]) == 0
+    out = capsys.readouterr().out
+    assert any(ln.split()[:2] == ["g", "fid"] and ln.endswith("better (allowed)") for ln in out.splitlines()), out
+    store.now = _scores(g={"fid": 0.0, "is": 1.0})
+    assert main(["check", str(proto), "--baseline", str(baseline), "--allow-improvement"]) == 1
+
+
+def test_pytest_plugin_fails_a_suspicious_improvement_unless_allowed(fake_store, pytester):
+    proto, baseline, store = fake_store
+    store.now = _scores(g={"fid": 0.0, "is": 2.0})
+    pytester.makepyfile(f"""
+        def test_not_allowed(bench_regression):
+            bench_regression.check({str(proto)!r}, baseline={str(baseline)!r})
+
+        def test_allowed(bench_regression):
+            result = bench_regression.check({str(proto)!r}, baseline={str(baseline)!r}, allow_improvement=True)
+            assert [ln.verdict for ln in result.lines] == ["better (allowed)", "ok"]
+    """)
+    result = pytester.runpytest_inprocess("-p", "bench.pytest_plugin", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*bench regression gate failed*", "*g*fid*SUSPICIOUS*",
+                                 "FAIL: 1 of 2 checks improved suspiciously*", "*allow_improvement=True*"])
+
+
+def test_per_entry_tolerance_is_the_most_specific():
+    base = regression.make_baseline(_scores(g={"fid": 100.0, "is": 2.0}, floor={"fid": 100.0}), {
+        "default": {"rel": 1e-6}, "entries": {"g": {"default": {"rel": 0.1}, "is": {"rel": 0.5}}}})
+    r = regression.compare(base, _scores(g={"fid": 109.0, "is": 1.2}, floor={"fid": 100.001}))
+    assert {(ln.entry, ln.key): ln.verdict for ln in r.lines} == {
+        ("g", "fid"): "ok", ("g", "is"): "ok", ("floor", "fid"): "WORSE"}
+    assert regression.tolerance_for(base, "fid", "g") == (0.1, 0.0)
+    assert regression.tolerance_for(base, "fid", "floor") == (1e-6, 0.0)
 
 
 def test_missing_failed_and_new_entries():
@@ -54,7 +158,7 @@ def test_readable_diff_table():
     r = regression.compare(_baseline(), _scores(g={"fid": 120.0, "is": 2.0}), "b.json")
     text = regression.format_check(r)
     lines = text.splitlines()
-    assert lines[1].split() == ["entry", "metric", "baseline", "current", "change", "allowed", "(bad", "way)",
+    assert lines[1].split() == ["entry", "metric", "baseline", "current", "change", "allowed", "(either", "way)",
                                 "verdict"]
     assert any(ln.split()[:2] == ["g", "fid"] and "+20 (+20.0%)" in ln and ln.endswith("WORSE") for ln in lines)
     assert lines[-1] == "FAIL: 1 of 2 checks regressed beyond tolerance"
@@ -115,11 +219,28 @@ def test_check_passes_unchanged_and_fails_on_a_worse_checkpoint(gate, capsys):
     assert code == 1, out
     fid_line = next(ln for ln in out.splitlines() if ln.startswith("model") and " fid ↓" in ln)
     assert fid_line.endswith("WORSE")
-    assert "fingerprint" in out and "differs from the baseline's" in out  # the checkpoint's sha256 changed
-    assert out.rstrip().splitlines()[-1].startswith("FAIL: ")
+    lines = out.rstrip().splitlines()
+    assert lines[1].startswith("FINGERPRINT CHANGED: run ")  # the checkpoint's sha256 changed
+    assert lines[-1].startswith("FAIL: ") and "FINGERPRINT CHANGED" in lines[-1]
     # The good run is still in the store: checking it by id passes.
     good = data["source"]["parent_run_id"]
     assert main(["check", str(proto), "--baseline", str(baseline), "--run", good]) == 0
+
+    # The other way round: against a baseline of the untrained weights the trained run is a big
+    # "improvement", which fails as SUSPICIOUS unless improvements are allowed.
+    untrained = tmp / "baselines" / "untrained.json"
+    assert main(["baseline", "update", str(proto), "--out", str(untrained)]) == 0  # the newest run: untrained
+    assert json.loads(untrained.read_text())["source"]["parent_run_id"] != good
+    capsys.readouterr()
+    assert main(["check", str(proto), "--baseline", str(untrained), "--run", good]) == 1
+    out = capsys.readouterr().out
+    fid_line = next(ln for ln in out.splitlines() if ln.startswith("model") and " fid ↓" in ln)
+    assert fid_line.endswith("SUSPICIOUS"), out
+    assert "WORSE" not in out and "pass --allow-improvement if expected" in out.rstrip().splitlines()[-1]
+    assert main(["check", str(proto), "--baseline", str(untrained), "--run", good, "--allow-improvement"]) == 0
+    out = capsys.readouterr().out
+    fid_line = next(ln for ln in out.splitlines() if ln.startswith("model") and " fid ↓" in ln)
+    assert fid_line.endswith("better (allowed)") and out.rstrip().splitlines()[-1].startswith("ok: "), out
 
 
 @needs_data
@@ -147,8 +268,25 @@ def test_pytest_plugin_passes_and_fails_inside_pytest(gate, pytester):
 
 @needs_data
 def test_committed_baseline_holds_for_the_tiny_protocol(tmp_path_factory, bench_regression):
-    """The project's own use of the gate: regression-tiny's newest run against the committed baseline."""
+    """The project's own use of the gate: this session's run of regression-tiny (empty cache, pinned judge)
+    against the committed baseline. The shared store's newest run of that name is its changed copy (another
+    fingerprint), so the run is picked by the committed protocol's fingerprint."""
+    from bench.reporting import store
+
     runs = shared_runs(tmp_path_factory)
-    result = bench_regression.check(runs.protocol, baseline=BASELINE)
+    c = store.client(runs.uri)
+    parents = store.parent_runs(c, store.experiment_ids(c, ["regression-tiny"]), "regression-tiny")
+
+    def run_of(work: str) -> str:
+        fp = runs.results[work][0]["fingerprint"]
+        return next(r.info.run_id for r in parents
+                    if r.data.tags.get("bench.fingerprint") == fp and r.info.status == "FINISHED")
+
+    result = bench_regression.check(runs.protocol, baseline=BASELINE, run=run_of("work-2"))
     assert {ln.entry for ln in result.lines} == {"trained", "untrained"}
     assert all(ln.verdict == "ok" for ln in result.lines), regression.format_check(result)
+    # The fingerprint is the committed one: the same protocol, data and pinned judge on any machine.
+    assert not result.fingerprint_changed, regression.format_check(result)
+    # The untrained floor is gated exactly: on the changed copy (150 samples) it is WORSE by 0.7% FID.
+    other = regression.check(str(runs.protocol), str(BASELINE), run_of("work-3"), runs.uri)
+    assert any(ln.entry == "untrained" and ln.verdict != "ok" for ln in other.lines)
