@@ -10,7 +10,8 @@ label maps (facades: the 400 `train/` photos, 12 CMP classes, bench/data/superre
   side (the net is fully convolutional; crops make it four times cheaper per step) with horizontal flips,
   Adam with cosine decay to zero, so the end point does not depend on where training stopped.
 - The result is cached under `<cache>/segmenters/`, keyed by a content hash of the training photos and
-  maps, the recipe, the class count and the device type; written atomically. A second run loads it.
+  maps, the recipe, the class count, the device type and the machine (CPU model, threads, torch version:
+  unlike the judges, S is not yet a shipped file, so it is a local instrument); written atomically.
 - Its identity is the sha256 of its weights; it is reported with its held-out pixel accuracy and mIoU
   (on images it never trained on: facades `val/`) wherever it is used: the run log, every result's info
   and the model card of `pix2pixhd_sem`.
@@ -182,10 +183,15 @@ def get_segmenter(train_images: torch.Tensor, train_maps: torch.Tensor, heldout_
                   recipe: SegmenterRecipe = SegmenterRecipe()) -> FrozenSegmenter:
     """Train or load from the cache; the frozen net's `.info` has sha256, held-out pixel accuracy and mIoU,
     and whether the cache was hit."""
+    from bench import machine
+
     device = torch.device(device)
     cache = DiskCache("segmenters")
+    # S is trained on this machine (not yet a shipped file like the judges), and training differs in its
+    # last bits across CPUs and thread counts: the machine is part of the key, so a shared cache never
+    # hands one machine's S to another, and every result records that S is local.
     key = cache_key(kind="segmenter", recipe=asdict(recipe), num_classes=num_classes, device=device.type,
-                    data=sha256_tensor(train_images, train_maps))
+                    data=sha256_tensor(train_images, train_maps), machine=machine.identity(device.type))
     hit = cache.get(key)
     if hit is not None:
         net = SegNet(train_images.shape[1], num_classes, recipe.width, recipe.depth)
@@ -202,7 +208,8 @@ def get_segmenter(train_images: torch.Tensor, train_maps: torch.Tensor, heldout_
     info: dict[str, Any] = {"sha256": sha256_tensor(*[state[k] for k in sorted(state)]), "cache": status,
                             "classes": num_classes, "train_images": len(train_images),
                             "heldout_images": len(heldout_images),
-                            "params": sum(p.numel() for p in net.parameters())}
+                            "params": sum(p.numel() for p in net.parameters()), "local": True,
+                            "machine": machine.identity(device.type)}
     info.update({f"heldout_{k}": v for k, v in evaluate(net, heldout_images, heldout_maps, num_classes).items()})
     return FrozenSegmenter(net, info)
 
