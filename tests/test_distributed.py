@@ -36,7 +36,10 @@ def test_two_gloo_processes_reach_the_weights_of_one_process(tmp_path):
     for net in ("G", "D"):
         for k, a in one["modules"][net].items():
             b = two["modules"][net][k]
-            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (net, k, (a - b).abs().max())
+            # Float noise only: the two gradient sums run in another order, and Adam's normalised step turns
+            # noise in a near-zero gradient into a visible step; measured up to 1.5e-6 here. Ranks that did not
+            # average gradients would each follow their own half batch, with Adam steps of ~lr = 2e-4 apart.
+            assert torch.allclose(a, b, rtol=1e-5, atol=2e-5), (net, k, (a - b).abs().max())
     # training really stepped (Adam moments are non-zero), so the agreement is not that of two inits
     assert all(s["exp_avg"].abs().sum() > 0 for s in two["optimizers"]["G"]["state"].values())
     rows = [json.loads(line) for line in (tmp_path / "two" / "results.jsonl").read_text().splitlines()]
