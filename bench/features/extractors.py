@@ -138,7 +138,6 @@ def _load_shipped(dataset: str):
         judge = read_judge_file(path)
         if judge.sha256 != sha:  # the file changed between the two reads
             raise BenchError(f"{path}: changed while being read")
-        _SHIPPED_CACHE.clear()
         _SHIPPED_CACHE[key] = judge
     return _SHIPPED_CACHE[key]
 
