@@ -60,6 +60,16 @@ def _parser() -> argparse.ArgumentParser:
     ps.add_argument("--n", type=int, default=4000, help="evaluation samples of the built-in protocol")
     ps.add_argument("--protocol", default=None, help="time this protocol instead of the built-in one")
 
+    pc = psub.add_parser("coverage", help="simulated coverage of the FID and KID 95%% intervals (Gaussian features "
+                                          "with known answers); exit 1 if a cell is outside [90%%, 99%%]")
+    pc.add_argument("--draws", type=int, default=200, help="simulated draws per cell")
+    pc.add_argument("--dims", type=int, nargs="+", default=[128, 2048])
+    pc.add_argument("--n", type=int, nargs="+", default=[500, 1000, 2000, 5000, 10000], help="generated samples")
+    pc.add_argument("--n-real", type=int, default=10000)
+    pc.add_argument("--populations", nargs="+", default=["far", "near", "same"], choices=["far", "near", "same"])
+    pc.add_argument("--metrics", nargs="+", default=["fid", "kid"], choices=["fid", "kid"])
+    pc.add_argument("--json", default=None, help="also write every cell as JSON here")
+
     jg = sub.add_parser("judge", help="the shipped judge classifiers (pinned weights files)")
     jsub = jg.add_subparsers(dest="judge_command", required=True)
     jt = jsub.add_parser("train", help="retrain a shipped judge from scratch with its documented recipe "
@@ -119,6 +129,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _coverage(args) -> int:
+    from bench.coverage import format_table, simulate_cell, verdict
+    from bench.io import atomic_write_bytes
+
+    cells = []
+    print(f"95% interval coverage over {args.draws} draws per cell ({args.n_real} real vs N generated); "
+          "FID@N is the target of the FID interval, MMD²(pop) that of the KID interval", flush=True)
+    for d in args.dims:
+        for pop in args.populations:
+            for n in args.n:
+                cells.append(simulate_cell(pop, d, n, args.n_real, args.draws, metrics=tuple(args.metrics)))
+                print(format_table(cells[-1:]).splitlines()[-1] if len(cells) > 1 else format_table(cells),
+                      flush=True)
+    if args.json:
+        atomic_write_bytes(Path(args.json), json.dumps(cells, indent=1).encode())
+    verdicts = [verdict(c) for c in cells]
+    print(f"{verdicts.count('ok')}/{len(cells)} cells inside [90%, 99%] with every estimate inside its interval; "
+          f"{verdicts.count('conservative')} conservative (over 99%: degenerate or low-signal cells, see bench/coverage.py); "
+          f"{verdicts.count('FAIL')} failed")
+    return 1 if "FAIL" in verdicts else 0
+
+
 def _judge(args) -> int:
     from bench.features.judge import shipped_file, train_shipped
     from bench.features.weights import manifest
@@ -168,6 +200,8 @@ def _dispatch(args) -> int:
 
         print(perf_scale(args.nproc, args.steps, args.n, args.protocol), flush=True)
         return 0
+    if args.command == "perf" and args.perf_command == "coverage":
+        return _coverage(args)
     if args.command == "perf":
         from bench.perf import format_report, perf_metrics
 

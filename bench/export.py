@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from bench.errors import BenchError
 from bench.features.extractors import make_extractor
-from bench.pipeline import preflight, resolve_checkpoint
+from bench.pipeline import entry_dir, preflight, resolve_checkpoint
 from bench.protocol import LoadedProtocol
 from bench.protocol.load import fingerprint as protocol_fingerprint
 from bench.runner import checkpoint
@@ -63,7 +63,9 @@ def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int
     elif entry.checkpoint:
         path = resolve_checkpoint(entry.checkpoint, loaded.path)
     else:
-        path = workdir / f"{protocol.name}-{fp[:12]}" / entry.name / "latest.pt"
+        # With training seeds, the first one's run (pass --checkpoint <entry>/seed-<t>/latest.pt for another).
+        run_root = workdir / f"{protocol.name}-{fp[:12]}"
+        path = entry_dir(run_root, entry.name, protocol.train_seeds_of(entry)[0]) / "latest.pt"
         if not path.is_file():
             raise BenchError(f"{path} not found: run `bench run {loaded.path}` first (same --workdir), "
                              "or pass --checkpoint")

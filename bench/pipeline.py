@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import sys
 import time
@@ -29,11 +30,13 @@ from bench.runner.precision import Precision
 from bench.protocol import LoadedProtocol
 from bench.protocol.load import fingerprint as protocol_fingerprint
 from bench.reporting import table
+from bench.reporting.significance import sample_std
 from bench.runner import checkpoint
 from bench.runner import distributed as dist
+from bench.runner import reference
 from bench.features.stats import RunningStats
 from bench.runner.sampling import cycle_batches, fake_batches, real_batches, stream_features, translated_batches
-from bench.runner.seeding import derive, pick_device
+from bench.runner.seeding import derive, entry_seed, pick_device
 from bench.runner.train import GRID, EntryFailed, save_grid, train_entry
 from bench.tracking import results as results_mod
 from bench.tracking.mlflow_tracker import Tracker, resolve_uri
@@ -138,9 +141,10 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
     n = min(ev.n_samples, len(data.eval_inputs)) if translation else ev.n_samples
     res, ch = protocol.dataset.resolution, protocol.dataset.channels
     world = world or dist.SINGLE
-    # seg_agreement: the frozen semantic network S of a data set with label maps (facades_sr), and those maps
-    S = semantic.for_data(data, model.device) if (translation and "seg_agreement" in ev.metrics
-                                                   and semantic.available(data)) else None
+    # seg_agreement: the judge S of a data set with label maps (facades_sr), and those maps. Never the S a
+    # model trains against (`role="training"`): a second network of the same recipe, seeded apart.
+    S = semantic.for_data(data, model.device, role="judge") if (translation and "seg_agreement" in ev.metrics
+                                                                 and semantic.available(data)) else None
     for seed in ev.seeds:
         if translation:
             batches = translated_batches(model, data.eval_inputs, n, seed, ev.batch_size, res, ch, fit)
@@ -156,9 +160,11 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
 
         pairs = cycle = None
         if translation and data.task == "paired":
-            def pairs(seed=seed):  # (output, target) at the protocol's resolution, quantised as scored
-                for i, out in enumerate(fake_images(seed)):
-                    yield out, to_float(data.eval_images[i * ev.batch_size:(i + 1) * ev.batch_size])
+            def pairs(seed=seed):  # (output i, target i) for i < n, at the protocol's resolution, quantised as scored
+                seen = 0  # targets are cut where the outputs were, so a short last batch (n < eval_size) stays paired
+                for out in fake_images(seed):
+                    yield out, to_float(data.eval_images[seen:seen + len(out)])
+                    seen += len(out)
         elif translation:
             def cycle(seed=seed):  # a, b and every G/F output, test-time noise seeded per image
                 return cycle_batches(model, data.eval_inputs, data.eval_images, min(n, len(data.eval_images)),
@@ -186,7 +192,13 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
                 continue
             for k, v in values.items():
                 per_seed.setdefault(k, []).append(float(v))
-    return {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_seed": v} for k, v in per_seed.items()}
+    # Sample std (n - 1): the seeds are a sample of the seeds one could have used. Undefined (None, JSON
+    # null) with a single evaluation seed, never a made-up 0.
+    out = {}
+    for k, v in per_seed.items():
+        std = sample_std(v)
+        out[k] = {"mean": float(np.mean(v)), "std": std if math.isfinite(std) else None, "per_seed": v}
+    return out
 
 
 def fid_monitor(extractor, real_stats, protocol, fit: str, n: int, seed: int):
@@ -257,7 +269,7 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
 
             weights.resolve("vgg19", allow_download=not offline())
         if entry.train:
-            ckpt_bytes.append(_checkpoint_bytes(built, entry.train))
+            ckpt_bytes.append(_checkpoint_bytes(built, entry.train) * len(protocol.train_seeds_of(entry)))
             try:
                 Precision(entry.train.precision, device.type)
             except ValueError as exc:
@@ -339,13 +351,13 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
     acc = extractor.info.get("heldout_accuracy")
     say(f"extractor {extractor.name} ready" + (f" (held-out accuracy {acc:.4f}, cache {extractor.info['cache']})"
                                                 if acc is not None else ""))
-    S = semantic.for_run(protocol, data, device)  # None unless the data has label maps and something uses S
-    if S is not None:
-        say(f"semantic network S ready (held-out pixel accuracy {S.info['heldout_pixel_accuracy']:.4f}, mIoU "
-            f"{S.info['heldout_miou']:.4f}, cache {S.info['cache']})")
+    segmenters = semantic.for_run(protocol, data, device)  # role -> S; empty unless label maps and a user of S
+    for role, S in segmenters.items():
+        say(f"semantic network S ({role}) ready (held-out pixel accuracy {S.info['heldout_pixel_accuracy']:.4f}, "
+            f"mIoU {S.info['heldout_miou']:.4f}, cache {S.info['cache']})")
     fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts, device.type)
-    dist.broadcast_object((fp, sorted(results_mod.finished_rows(workdir / "results.jsonl", fp) if resume else [])),
-                          world)  # the other ranks train under the same fingerprint and skip the same entries
+    dist.broadcast_object((fp, list(results_mod.finished_rows(workdir / "results.jsonl", fp) if resume else [])),
+                          world)  # the other ranks train under the same fingerprint and skip the same runs
     env = results_mod.environment(device)
     env["world_size"] = world.size
     run_root = workdir / f"{protocol.name}-{fp[:12]}"
@@ -377,24 +389,38 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
         real_feats, real_stats, real_cache = real_features(extractor, data, protocol.evaluation.batch_size,
                                                            device.type)
         t_real = time.perf_counter() - t0
-        for entry in protocol.entries:
-            if entry.name in done_before:  # --resume: finished and recorded under this fingerprint
-                say(f"entry {entry.name}: finished earlier (results.jsonl), not redone")
-                summary_results.append(done_before[entry.name])
-                continue
-            say(f"entry {entry.name} ({entry.zoo}): " + (f"training {entry.train.steps} steps" if entry.train
-                                                         else f"loading {entry.checkpoint}"))
-            result = _run_entry(entry, protocol, loaded.path, data, extractor, real_feats, real_stats, fp,
-                                run_root, tracker, parent, device, resume, env)
+
+        def record(result) -> dict[str, Any]:
+            """Add the run-wide facts to a finished or failed row and append it to results.jsonl."""
             result.timings.update({"extractor_s": t_extractor, "real_features_s": t_real})
             result.info.update({"real_cache": real_cache, "extractor": extractor.name,
                                 "extractor_sha256": extractor.sha256, **extractor.info,
                                 "data_source": data.source})
-            if S is not None:
-                result.info["semantic_net"] = S.info
-            row = dataclasses.asdict(result)
+            if segmenters:
+                result.info["semantic_nets"] = {role: S.info for role, S in segmenters.items()}
             results_mod.append(results_path, result)
-            summary_results.append(row)
+            return dataclasses.asdict(result)
+
+        for entry, train_seed in _runs(protocol):
+            label = entry.name if train_seed is None else f"{entry.name} (training seed {train_seed})"
+            if (entry.name, train_seed) in done_before:  # --resume: finished and recorded under this fingerprint
+                say(f"entry {label}: finished earlier (results.jsonl), not redone")
+                summary_results.append(done_before[(entry.name, train_seed)])
+                continue
+            say(f"entry {label} ({entry.zoo}): " + (f"training {entry.train.steps} steps" if entry.train
+                                                    else f"loading {entry.checkpoint}"))
+            summary_results.append(record(_run_entry(entry, protocol, loaded.path, data, extractor, real_feats,
+                                                     real_stats, fp, run_root, tracker, parent, device, resume, env,
+                                                     train_seed)))
+        # The real-data row comes last (nothing to train; a kill before it loses no training) and heads the table.
+        ref = _reference_row(protocol, data, device)
+        if ref is not None and (ref.name, None) in done_before:
+            say(f"{ref.name}: finished earlier (results.jsonl), not redone")
+            summary_results.insert(0, done_before[(ref.name, None)])
+        elif ref is not None:
+            say(f"{ref.name}: scoring {ref.description} (evaluation.reference)")
+            summary_results.insert(0, record(_run_reference(ref, protocol, data, extractor, real_feats, real_stats, fp,
+                                                            run_root, tracker, parent, env)))
         md = table.markdown(summary_results, f"{protocol.name} ({fp[:12]})")
         csv_text = table.to_csv(summary_results)
         tracker.log_text(parent, md, "comparison.md")
@@ -422,14 +448,15 @@ def _follow(loaded: LoadedProtocol, workdir: Path, resume: bool, world: dist.Wor
     extractor = make_extractor(protocol.evaluation.extractor, data, derive(protocol.seed, "judge"), device,
                                protocol.evaluation.weights)
     run_root = workdir / f"{protocol.name}-{fp[:12]}"
-    for entry in protocol.entries:
-        if entry.name in skip:
+    for entry, train_seed in _runs(protocol):
+        if (entry.name, train_seed) in skip:
             continue
-        model, seed = _build_entry(entry, protocol, data, device)
+        model, seed = _build_entry(entry, protocol, data, device, train_seed)
         try:
             if entry.train:
                 with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-                    train_entry(model, data.train_images, entry.train, run_root / entry.name, seed, fp, entry.name,
+                    train_entry(model, data.train_images, entry.train, entry_dir(run_root, entry.name, train_seed),
+                                seed, fp, entry.name,
                                 lambda losses, step: None, resume, entry.fit, data.train_labels, None, world, data)
             else:
                 path = resolve_checkpoint(entry.checkpoint, loaded.path)
@@ -442,9 +469,19 @@ def _follow(loaded: LoadedProtocol, workdir: Path, resume: bool, world: dist.Wor
     return RunSummary(fp, "", [], "", "")
 
 
-def _build_entry(entry, protocol, data, device):
+def _runs(protocol) -> list[tuple[Any, Any]]:
+    """(entry, training seed) in run order: each entry once per training seed (None = its single default run)."""
+    return [(entry, t) for entry in protocol.entries for t in protocol.train_seeds_of(entry)]
+
+
+def entry_dir(run_root: Path, entry: str, train_seed: int | None) -> Path:
+    """Where one training run keeps its checkpoints: `<entry>/` as always, `<entry>/seed-<t>/` per training seed."""
+    return run_root / entry if train_seed is None else run_root / entry / f"seed-{train_seed}"
+
+
+def _build_entry(entry, protocol, data, device, train_seed: int | None = None):
     family = ZOO.get(entry.zoo)
-    seed = derive(protocol.seed, "entry", entry.name)
+    seed = entry_seed(protocol.seed, entry.name, train_seed)
     # Initial weights come from a seed of their own, without touching the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive(seed, "init"))
@@ -452,7 +489,7 @@ def _build_entry(entry, protocol, data, device):
     if getattr(model, "needs_vgg", False):
         model.attach_vgg(vgg19_features())
     if getattr(model, "needs_segmenter", False):
-        model.attach_segmenter(semantic.for_data(data, device))
+        model.attach_segmenter(semantic.for_data(data, device, role="training"))
     return model, seed
 
 
@@ -474,12 +511,17 @@ def vgg19_features() -> torch.nn.Module:
 
 
 def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real_stats, fp, run_root, tracker,
-               parent, device, resume, env) -> results_mod.EvalResult:
-    model, seed = _build_entry(entry, protocol, data, device)
+               parent, device, resume, env, train_seed: int | None = None) -> results_mod.EvalResult:
+    model, seed = _build_entry(entry, protocol, data, device, train_seed)
     card = model.card()
-    child = tracker.start_run(entry.name, {"bench.entry": entry.name, "bench.zoo": entry.zoo,
-                                           "bench.fingerprint": fp, "bench.protocol": protocol.name}, parent=parent)
-    result = results_mod.EvalResult(protocol.name, fp, entry.name, entry.zoo, "FAILED", env=env)
+    tags = {"bench.entry": entry.name, "bench.zoo": entry.zoo, "bench.fingerprint": fp, "bench.protocol": protocol.name}
+    if train_seed is not None:  # bench/reporting/store.py reads it back: the leaderboard's unit is (entry, seed)
+        tags["bench.train_seed"] = str(train_seed)
+    child = tracker.start_run(entry.name if train_seed is None else f"{entry.name}/seed-{train_seed}", tags,
+                              parent=parent)
+    result = results_mod.EvalResult(protocol.name, fp, entry.name, entry.zoo, "FAILED", env=env,
+                                    train_seed=train_seed)
+    run_dir = entry_dir(run_root, entry.name, train_seed)
     params = {f"config.{k}": v for k, v in card["config"].items()}
     params.update({f"params.{k}": v for k, v in card["params"].items()})
     if entry.train:
@@ -494,7 +536,7 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
             with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
                 monitor = fid_monitor(extractor, real_stats, protocol, entry.fit, entry.train.eval_n,
                                       derive(seed, "monitor")) if entry.train.eval_every else None
-                outcome = train_entry(model, data.train_images, entry.train, run_root / entry.name, seed, fp,
+                outcome = train_entry(model, data.train_images, entry.train, run_dir, seed, fp,
                                       entry.name, lambda losses, step: tracker.log_metrics(
                                           child, {k if k.startswith("train/") else f"loss/{k}": v
                                                   for k, v in losses.items()}, step), resume,
@@ -510,33 +552,19 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
             checkpoint.check_config(payload, model, path)
             checkpoint.load_into(payload, model, path, weights_only=True)
             result.checkpoint, result.checkpoint_sha256 = str(path), sha256_file(path)
-            grid = run_root / entry.name / "samples.png"
+            grid = run_dir / "samples.png"
             fixed_z = model.sample_latent(GRID, torch.Generator().manual_seed(derive(seed, "fixed-noise")))
             tracker.log_artifact(child, save_grid(model, fixed_z, grid, data))
         result.timings["train_s"] = time.perf_counter() - t0
         if hasattr(model, "write_figures"):
             # The family's sampling figures (StyleGAN: truncation, mixing, noise, interpolation) from the
             # final weights, seeded per entry, attached to the run beside the sample grid.
-            figures = model.write_figures(run_root / entry.name / "figures", derive(seed, "figures"))
+            figures = model.write_figures(run_dir / "figures", derive(seed, "figures"))
             for path in figures.values():
                 tracker.log_artifact(child, path, "figures")
             result.info["figures"] = {k: str(v) for k, v in figures.items()}
-        t0 = time.perf_counter()
-        unavailable: dict[str, str] = {}
-        result.metrics = evaluate(model, extractor, real_feats, real_stats, protocol, entry.fit, unavailable, data,
-                                  dist.current())
-        if unavailable:
-            result.info["unavailable"] = unavailable
-            tracker.set_tags(child, {f"bench.unavailable.{k}": v[:500] for k, v in unavailable.items()})
-        result.timings["eval_s"] = time.perf_counter() - t0
-        flat = {}
-        for k, v in result.metrics.items():
-            flat[k] = v["mean"]
-            flat[f"{k}/seed_std"] = v["std"]
-        tracker.log_metrics(child, flat)
-        # Per-seed values as a history (step i = the i-th evaluation seed), for significance tests.
-        for i, seed_value in enumerate(zip(*(v["per_seed"] for v in result.metrics.values()))):
-            tracker.log_metrics(child, {f"per_seed/{k}": x for k, x in zip(result.metrics, seed_value)}, step=i)
+        _score(result, tracker, child, model, extractor, real_feats, real_stats, protocol, entry.fit, data,
+               dist.current())
         tracker.set_tags(child, {"bench.checkpoint": result.checkpoint,
                                  "bench.checkpoint_sha256": result.checkpoint_sha256})
         result.status = "FINISHED"
@@ -546,6 +574,72 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
         tracker.set_tags(child, {"bench.failure": result.reason})
         tracker.end(child, "FAILED")
         log.warning("entry %s failed: %s", entry.name, exc)
+    except KeyboardInterrupt:
+        _end_quietly(tracker, child, "KILLED")
+        raise
+    except BaseException:
+        _end_quietly(tracker, child, "FAILED")
+        raise
+    return result
+
+
+def _score(result, tracker, child, model, extractor, real_feats, real_stats, protocol, fit, data, world,
+           unavailable: dict[str, str] | None = None) -> None:
+    """Evaluate `model` into `result` (metrics, eval time, unavailable metrics) and log the scores to the child run."""
+    t0 = time.perf_counter()
+    unavailable = {} if unavailable is None else unavailable
+    result.metrics = evaluate(model, extractor, real_feats, real_stats, protocol, fit, unavailable, data, world)
+    if unavailable:
+        result.info["unavailable"] = unavailable
+        tracker.set_tags(child, {f"bench.unavailable.{k}": v[:500] for k, v in unavailable.items()})
+    result.timings["eval_s"] = time.perf_counter() - t0
+    flat = {}
+    for k, v in result.metrics.items():
+        flat[k] = v["mean"]
+        if v["std"] is not None:  # undefined with one evaluation seed
+            flat[f"{k}/seed_std"] = v["std"]
+    tracker.log_metrics(child, flat)
+    # Per-seed values as a history (step i = the i-th evaluation seed), for significance tests.
+    for i, seed_value in enumerate(zip(*(v["per_seed"] for v in result.metrics.values()))):
+        tracker.log_metrics(child, {f"per_seed/{k}": x for k, x in zip(result.metrics, seed_value)}, step=i)
+
+
+def _reference_row(protocol, data, device) -> reference.ReferenceRow | None:
+    """The real-data row of this run (evaluation.reference), or None when it is off or the data has none."""
+    if not protocol.evaluation.reference:
+        return None
+    try:
+        return reference.reference_row(data, device)
+    except reference.NoReferenceRow as exc:
+        say(f"no real-data row: {exc}")
+        return None
+
+
+def _run_reference(ref: reference.ReferenceRow, protocol, data, extractor, real_feats, real_stats, fp, run_root,
+                   tracker, parent, env) -> results_mod.EvalResult:
+    """Score the real-data row like an entry, with nothing to train or load (bench/runner/reference.py). It is
+    evaluated on this process alone: the other torchrun ranks have finished their entries and do not join."""
+    child = tracker.start_run(ref.name, {"bench.entry": ref.name, "bench.zoo": ref.name, "bench.baseline": ref.name,
+                                         "bench.fingerprint": fp, "bench.protocol": protocol.name}, parent=parent)
+    result = results_mod.EvalResult(protocol.name, fp, ref.name, ref.name, "FAILED", env=env)
+    result.info["baseline"] = ref.name
+    try:
+        tracker.log_params(child, {"baseline": ref.name, "baseline.source": ref.description})
+        result.timings["train_s"] = 0.0  # nothing to train or load
+        fixed = None  # a translation grid shows fixed held-out inputs
+        if data.task == "unconditional":
+            grid_seed = derive(protocol.seed, ref.name, "grid")
+            fixed = ref.source.sample_latent(GRID, torch.Generator().manual_seed(grid_seed))
+        tracker.log_artifact(child, save_grid(ref.source, fixed, run_root / ref.name / "samples.png", data))
+        _score(result, tracker, child, ref.source, extractor, real_feats, real_stats, protocol, "resize", data,
+               dist.SINGLE, ref.unavailable(protocol.evaluation.metrics))
+        result.status = "FINISHED"
+        tracker.end(child, "FINISHED")
+    except EntryFailed as exc:
+        result.reason = str(exc)
+        tracker.set_tags(child, {"bench.failure": result.reason})
+        tracker.end(child, "FAILED")
+        log.warning("real-data row %s failed: %s", ref.name, exc)
     except KeyboardInterrupt:
         _end_quietly(tracker, child, "KILLED")
         raise

@@ -62,12 +62,17 @@ evaluation:
   metrics: [is, fid, kid]
   kid_subset_size: 200
   kid_subsets: 20
+  reference: {reference}
 tracking: {{uri: "sqlite:///{store}/mlflow.db"}}
 """
 
 
 def tiny_protocol(tmp: Path, name: str = "tiny", seed: int = 0, entries: str | None = None, n_samples: int = 500,
-                  batch_size: int = 100, extractor: str = "judge", store: Path | None = None) -> Path:
+                  batch_size: int = 100, extractor: str = "judge", store: Path | None = None,
+                  reference: bool = False) -> Path:
+    """A small MNIST protocol. The real-data row (evaluation.reference, on in real protocols) is off unless asked
+    for: it is one more evaluation per run, and these tests count their rows and runs (tests/test_reference_row.py
+    is about it; `reference` does not enter the fingerprint either way)."""
     entries = entries or """  - name: mnist_gan
     zoo: mnist_gan
     train: {steps: 300, batch_size: 32, checkpoint_every: 100, log_every: 50}
@@ -75,7 +80,8 @@ def tiny_protocol(tmp: Path, name: str = "tiny", seed: int = 0, entries: str | N
     store = store or tmp
     return write_protocol(tmp / f"{name}.yaml", TINY.format(name=name, seed=seed, entries=entries,
                                                             n_samples=n_samples, batch_size=batch_size,
-                                                            extractor=extractor, store=store.as_posix()))
+                                                            extractor=extractor, store=store.as_posix(),
+                                                            reference=str(reference).lower()))
 
 
 @pytest.fixture(scope="session")

@@ -24,11 +24,11 @@ def test_scores_do_not_depend_on_the_evaluation_batch_size_and_do_depend_on_the_
     for bs in (64, 500):
         d = tmp_path / f"bs{bs}"
         d.mkdir()
-        p = tiny_protocol(d, entries=UNTRAINED, batch_size=bs)
+        p = tiny_protocol(d, entries=UNTRAINED, batch_size=bs, reference=True)
         assert main(["run", str(p), "--workdir", str(d / "w")]) == 0
         rows.append(_rows(d / "w"))
     a, b = rows
-    for entry in ("g", "d"):
+    for entry in ("g", "d", "real_data"):  # the real-data row draws its training images batch-independently too
         assert a[entry]["fingerprint"] == b[entry]["fingerprint"]  # batch size is not part of it
         for key, value in a[entry]["metrics"].items():
             for x, y in zip(value["per_seed"], b[entry]["metrics"][key]["per_seed"]):

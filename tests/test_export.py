@@ -30,7 +30,7 @@ evaluation:
   metrics: [fid, kid]
   kid_subsets: 10
   kid_subset_size: 30
-  fid_bootstrap: 0
+  fid_interval_groups: 0
   fid_inf_points: 0
 tracking: {{uri: "sqlite:///{store}/mlflow.db"}}
 """

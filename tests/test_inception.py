@@ -29,7 +29,7 @@ evaluation:
 {weights}
   metrics: [is, fid, kid]
   is_splits: 2
-  fid_bootstrap: 0
+  fid_interval_groups: 0
   fid_inf_points: 0
 tracking: {{uri: "sqlite:///{store}/mlflow.db"}}
 """

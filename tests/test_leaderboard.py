@@ -84,7 +84,7 @@ def test_rank_follows_each_metrics_direction_and_failed_rows_go_last():
         _build(rows, {}, sort="nope")
 
 
-def test_training_seeds_pool_with_eval_seeds_and_pair_up_for_the_test():
+def test_training_seeds_pool_with_eval_seeds_and_are_the_units_of_the_test():
     fp, rows, seeds = "C" * 64, [], {}
     good = {0: [10.0, 11.0, 12.0], 1: [10.5, 11.5, 12.5]}
     for ts in (0, 1):
@@ -96,10 +96,12 @@ def test_training_seeds_pool_with_eval_seeds_and_pair_up_for_the_test():
     best = g.rows.iloc[0]
     pooled = good[0] + good[1]
     assert best["entry"] == "good" and best["n_train"] == 2 and best["n_eval"] == 3
-    assert best["fid/mean"] == pytest.approx(np.mean(pooled)) and best["fid/std"] == pytest.approx(np.std(pooled))
+    assert best["fid/mean"] == pytest.approx(np.mean(pooled))
+    assert best["fid/std"] == pytest.approx(np.std(pooled, ddof=1))  # sample std, not population
     assert best["fid/ci95_low"] == pytest.approx(np.mean(pooled) - 1)
-    assert best["n_pairs_next"] == 6 and best["p_next"] == pytest.approx(2 / 64)
-    assert "p=0.031 * (n=6)" in render.markdown([g])
+    # The unit is the training run (its 3 evaluation seeds averaged): 2 vs 2 runs, smallest p = 2 / C(4, 2).
+    assert best["test_next"] == "2 vs 2 training seeds" and best["p_next"] == pytest.approx(1 / 3)
+    assert "p=0.33 (2 vs 2 training seeds)" in render.markdown([g])
     assert "2×3" in render.terminal([g])
 
 
@@ -121,7 +123,7 @@ def test_csv_markdown_and_html_carry_every_group():
     table = list(csv.DictReader(io.StringIO(render.to_csv(groups))))
     assert {(r["fingerprint"][0], float(r["fid/mean"])) for r in table} == {("A", 10.0), ("B", 20.0)}
     md = render.markdown(groups)
-    assert md.count("fingerprint AAAAAAAAAAAA") == 1 and "10.00 ± 1.00 [9.00, 11.50]" in md
+    assert md.count("fingerprint AAAAAAAAAAAA") == 1 and "10.00 ± 1.41 [9.00, 11.50]" in md  # sample std of 9, 11
     page = render.to_html(groups)
     assert page.count('<table class="leaderboard"') == 2 and "paired sign-flip permutation test" in page
 
@@ -187,3 +189,19 @@ def test_missing_sqlite_store_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("bench: error: MLflow store") and "no such database file" in err
     assert not (tmp_path / "none.db").exists()
+
+
+def test_identical_evaluation_seeds_are_not_replicates():
+    """A deterministic translator scored on a fixed held-out set gives the same value for every evaluation
+    seed: six 'pairs' would otherwise make any gap significant (p = 2/64)."""
+    fp = "D" * 64
+    rows = [_run(fp, "a", "r", 1, {"ssim": 0.60}), _run(fp, "b", "r", 1, {"ssim": 0.50}),
+            _run(fp, "c", "r", 1, {"ssim": 0.40})]
+    per_seed = {("r-a-", "ssim"): [0.60] * 6, ("r-b-", "ssim"): [0.50] * 6,
+                ("r-c-", "ssim"): [0.40, 0.41, 0.39, 0.40, 0.42, 0.38]}
+    (g,) = _build(rows, per_seed, sort="ssim")
+    top, mid = g.rows.iloc[0], g.rows.iloc[1]
+    assert pd.isna(top["p_next"]) and top["test_next"].startswith("no test")
+    assert render.p_cell(top).startswith("no test")
+    # one row that varies: a real paired test over its evaluation noise
+    assert mid["test_next"] == "paired" and mid["p_next"] == pytest.approx(2 / 64)

@@ -39,7 +39,7 @@ entries:
     zoo: mnist_gan
     checkpoint: {checkpoint}
 evaluation: {{n_samples: 300, seeds: [0, 1], batch_size: {batch_size}, extractor: judge,
-             metrics: [is, fid, kid, precision_recall], kid_subset_size: 100, kid_subsets: 10}}
+             metrics: [is, fid, kid, precision_recall], kid_subset_size: 100, kid_subsets: 10, reference: false}}
 tracking: {{uri: "sqlite:///{store}/mlflow.db"}}
 """
 

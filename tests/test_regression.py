@@ -186,7 +186,7 @@ entries:
     config: {{lr_G: 0.002, lr_D: 0.002}}
     checkpoint: model.pt
 evaluation: {{n_samples: 200, seeds: [0, 1], batch_size: 100, extractor: judge, metrics: [is, fid, kid],
-             kid_subset_size: 200, kid_subsets: 20}}
+             kid_subset_size: 200, kid_subsets: 20, reference: false}}
 tracking: {{uri: "sqlite:///{store}/mlflow.db"}}
 """
 

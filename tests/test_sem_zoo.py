@@ -5,6 +5,7 @@ end to end. Everything that runs uses a few channels and 32 px; big networks are
 """
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,17 +13,22 @@ import torch
 from PIL import Image
 from torch import nn
 
+from bench import pipeline
 from bench.cli import main
 from bench.data.superres import FACADES_PALETTE, degrade, label_ids, load_facades_sr, load_superres
+from bench.data.transforms import to_float
 from bench.errors import BenchError
 from bench.features import segmenter as semantic
 from bench.features.segmenter import FrozenSegmenter, SegmenterRecipe, SegNet, get_segmenter, train_segmenter
 from bench.metrics import METRICS
 from bench.metrics.base import MetricContext, MetricUnavailable
-from bench.protocol.schema import DatasetSpec
+from bench.protocol.schema import DatasetSpec, EvaluationSpec
 from bench.runner.distributed import SINGLE
+from bench.runner.sampling import real_batches, stream_features
+from bench.runner.seeding import derive
 from bench.runner.train import Draw
 from tests.conftest import write_protocol
+from tests.test_batch_invariance import tiny_extractor
 from zoo.base import DataSpec, count_params
 from zoo.cyclegan import ResnetGenerator
 from zoo.pix2pixhd import Pix2PixHD
@@ -340,6 +346,73 @@ def test_confusion_scores():
     assert s["pixel_accuracy"] == 0.75 and s["miou"] == pytest.approx((1 / 2 + 2 / 3) / 2)
 
 
+def seg_data_set():
+    images, maps = _seg_data()
+    return SimpleNamespace(has_label_maps=True, seg_train=(images, maps), seg_heldout=(images[:2], maps[:2]),
+                           class_names=["dark", "red"], spec=SimpleNamespace(name="tiny"))
+
+
+def test_the_judge_S_is_a_second_network_of_the_same_recipe(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(semantic, "RECIPE", TINY_RECIPE)
+    monkeypatch.setattr(semantic, "_LOADED", {})
+    data = seg_data_set()
+    training, judge = (semantic.for_data(data, role=role) for role in ("training", "judge"))
+    assert semantic.for_data(data, role="judge") is judge  # trained once per process, then shared
+    assert (training.info["role"], judge.info["role"]) == ("training", "judge")
+    assert training.info["seed"] == TINY_RECIPE.seed
+    assert judge.info["seed"] == derive(TINY_RECIPE.seed, "segmenter", "judge")
+    assert semantic.recipe_for("judge", TINY_RECIPE) == SegmenterRecipe(**{**TINY_RECIPE.__dict__,
+                                                                          "seed": judge.info["seed"]})
+    assert training.info["sha256"] != judge.info["sha256"]
+    a, b = training.state_dict(), judge.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+    assert len(list((tmp_path / "segmenters").glob("*.pt"))) == 2  # each under its own cache key
+    with pytest.raises(ValueError, match="unknown segmenter role"):
+        semantic.recipe_for("loss")
+    protocol = SimpleNamespace(entries=[SimpleNamespace(zoo="pix2pixhd_sem")],
+                               evaluation=SimpleNamespace(metrics=["seg_agreement"]))
+    assert semantic.for_run(protocol, data) == {"training": training, "judge": judge}
+    protocol.entries = [SimpleNamespace(zoo="pix2pix")]
+    assert semantic.for_run(protocol, data) == {"judge": judge}
+    protocol.evaluation.metrics = ["psnr"]
+    assert semantic.for_run(protocol, data) == {}
+
+
+def test_seg_agreement_is_measured_by_the_judge_not_by_the_S_the_model_trained_against(monkeypatch):
+    S_train = channel_S()
+    S_judge = channel_S()
+    with torch.no_grad():
+        S_judge.net.weight.copy_(torch.eye(3)[[1, 2, 0]].view(3, 3, 1, 1))  # reads the channels in another order
+    roles = {"training": S_train, "judge": S_judge}
+    monkeypatch.setattr(semantic, "for_data", lambda data, device="cpu", *, role: roles[role])
+    contexts = []
+
+    def spy(*args, **kwargs):
+        contexts.append(MetricContext(*args, **kwargs))
+        return contexts[-1]
+
+    monkeypatch.setattr(pipeline, "MetricContext", spy)
+    g = torch.Generator().manual_seed(3)
+    inputs, targets = (torch.randint(0, 256, (4, 3, 32, 32), generator=g, dtype=torch.uint8) for _ in range(2))
+    maps = S_train(to_float(targets)).argmax(1)  # the training S reads the targets perfectly, the judge does not
+    data = SimpleNamespace(spec=DataSpec("sr", 32, 3), eval_inputs=inputs, eval_images=targets, eval_labels=None,
+                           task="paired", has_label_maps=True, eval_label_maps=maps)
+    entry = SimpleNamespace(name="sem", zoo="pix2pixhd_sem", config=TINY)
+    model, _ = pipeline._build_entry(entry, SimpleNamespace(seed=0), data, torch.device("cpu"))
+    assert model.S is S_train  # L_sem trains against the training S
+    protocol = SimpleNamespace(evaluation=EvaluationSpec(n_samples=4, seeds=[0], batch_size=3,
+                                                         metrics=["seg_agreement"]),
+                               dataset=SimpleNamespace(resolution=32, channels=3))
+    extractor = tiny_extractor(3)
+    real, stats = stream_features(real_batches(targets, 3), extractor, "real", 4)
+    out = pipeline.evaluate(model, extractor, real, stats.as_fid_stats(), protocol, "resize", {}, data)
+    assert contexts[0].segmenter is S_judge
+    with torch.no_grad():
+        judge_ceiling = semantic.scores(semantic.confusion(S_judge(to_float(targets)).argmax(1), maps, 3))
+    assert out["seg_agreement/ceiling"]["mean"] == judge_ceiling["pixel_accuracy"] < 1.0  # the training S gets 1
+
+
 # -- the metric ------------------------------------------------------------------------------------------
 
 def channel_S():
@@ -397,13 +470,20 @@ def test_protocol_end_to_end_with_S_and_the_bicubic_baseline(tmp_path, monkeypat
                                                              store=tmp_path.as_posix(), weights=inception_standin))
     assert main(["run", str(p), "--workdir", str(tmp_path / "w")]) == 0
     rows = {r["entry"]: r for r in map(json.loads, (tmp_path / "w" / "results.jsonl").read_text().splitlines())}
-    assert set(rows) == {"sem", "bicubic"} and all(r["status"] == "FINISHED" for r in rows.values())
-    shas = {r["info"]["semantic_net"]["sha256"] for r in rows.values()}
-    assert len(shas) == 1  # one S for the whole run, recorded with every result
+    # `identity` is the real-data row (evaluation.reference): the input, already the bicubic upsampling, as output
+    assert set(rows) == {"sem", "bicubic", "identity"} and all(r["status"] == "FINISHED" for r in rows.values())
+    nets = rows["sem"]["info"]["semantic_nets"]
+    assert rows["bicubic"]["info"]["semantic_nets"] == nets  # one S per role for the whole run, in every result
+    assert {role: info["role"] for role, info in nets.items()} == {"training": "training", "judge": "judge"}
+    assert nets["training"]["seed"] == TINY_RECIPE.seed != nets["judge"]["seed"]
+    assert nets["judge"]["seed"] == semantic.recipe_for("judge", TINY_RECIPE).seed
+    assert nets["training"]["sha256"] != nets["judge"]["sha256"]  # the model is not measured by the S it trained on
     for r in rows.values():
         m = r["metrics"]
         assert 0 <= m["seg_agreement"]["mean"] <= 1 and -1 <= m["ssim"]["mean"] <= 1 and m["psnr"]["mean"] > 0
     assert rows["bicubic"]["metrics"]["seg_agreement/ceiling"] == rows["sem"]["metrics"]["seg_agreement/ceiling"]
+    assert rows["identity"]["info"]["baseline"] == "identity"
+    assert rows["identity"]["metrics"] == rows["bicubic"]["metrics"]  # G = nn.Identity(): the same outputs
 
 
 def test_L_sem_on_data_without_label_maps_fails_before_anything_is_written(tmp_path, capsys, inception_standin):

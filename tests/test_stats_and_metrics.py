@@ -96,26 +96,31 @@ def test_fid_symmetric_form_used_by_replicates_equals_torch_fidelity():
     assert abs(sym_few - frechet(ra, rf)) / frechet(ra, rf) < 1e-6
 
 
-def test_fid_bootstrap_interval_and_fid_inf():
+def test_fid_interval_and_fid_inf():
     g = torch.Generator().manual_seed(5)
     real = torch.randn(2000, 4, generator=g)
     fake = torch.randn(400, 4, generator=g) * 1.3 + 0.2
     m = METRICS.get("fid")
-    out = m.compute(_ctx(fake, real, seed=0, fid_bootstrap=200, fid_inf_points=5))
+    out = m.compute(_ctx(fake, real, seed=0, fid_interval_groups=10, fid_inf_points=5))
     assert out["fid/ci95_low"] < out["fid"] < out["fid/ci95_high"]
-    assert out == m.compute(_ctx(fake, real, seed=0, fid_bootstrap=200, fid_inf_points=5))
-    assert out["fid/ci95_low"] != m.compute(_ctx(fake, real, seed=1, fid_bootstrap=200))["fid/ci95_low"]
+    # centred on the estimate (the old bootstrap interval sat above it)
+    assert out["fid/ci95_high"] - out["fid"] == pytest.approx(out["fid"] - out["fid/ci95_low"], rel=1e-9)
+    assert out == m.compute(_ctx(fake, real, seed=0, fid_interval_groups=10, fid_inf_points=5))
+    assert out["fid/ci95_low"] != m.compute(_ctx(fake, real, seed=1, fid_interval_groups=10))["fid/ci95_low"]
     # Same distribution on both sides: finite-N FID is biased upward, FID_inf removes most of it.
     same = torch.randn(400, 4, generator=g)
-    o2 = m.compute(_ctx(same, real, fid_inf_points=8, fid_bootstrap=0))
-    assert o2["fid"] > 0 and abs(o2["fid_inf"]) < o2["fid"]
+    o2 = m.compute(_ctx(same, real, fid_inf_points=8, fid_interval_groups=0))
+    assert o2["fid"] > 0 and abs(o2["fid_inf"]) < o2["fid"] and "fid/ci95_low" not in o2
 
 
-def test_kid_near_zero_for_one_distribution_and_bootstrap_brackets_the_mean():
+def test_kid_near_zero_for_one_distribution_and_interval_brackets_the_mean():
     g = torch.Generator().manual_seed(6)
     a, b = torch.randn(600, 16, generator=g), torch.randn(600, 16, generator=g)
     out = METRICS.get("kid").compute(_ctx(a, b, kid_subset_size=200, kid_subsets=50))
     assert out["kid/ci95_low"] <= out["kid/mean"] <= out["kid/ci95_high"]
+    # one subset = the whole set: the subsets' spread is 0, the interval is not (it measures sampling)
+    whole = METRICS.get("kid").compute(_ctx(a, b, kid_subset_size=600, kid_subsets=5))
+    assert whole["kid/std"] < 1e-9 < whole["kid/ci95_high"] - whole["kid/ci95_low"]
     far = METRICS.get("kid").compute(_ctx(a + 1.0, b, kid_subset_size=200, kid_subsets=50))
     assert abs(out["kid/mean"]) < 0.02 * far["kid/mean"]  # ~0 on the scale of a real difference
 

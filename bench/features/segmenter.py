@@ -20,6 +20,11 @@ label maps (facades: the 400 `train/` photos, 12 CMP classes, bench/data/superre
   always answering the majority class (facade). Longer training (1,500 steps: 0.595 / 0.266), full-image
   batches with one more pooling (0.568) or a higher rate (0.566) bought little here, so S is a weak but
   real judge of facade layout; `seg_agreement/ceiling` reports how well it reads real photos.
+- Two networks, one recipe: the S a model trains against (`role="training"`, L_sem of `pix2pixhd_sem`, the
+  recipe's own seed) is never the S that scores it (`role="judge"`, seg_agreement): the judge is trained the
+  same way from a seed derived from the recipe's (`recipe_for`), so it is a second, independent network the
+  evaluated model never saw. Its seed is in the recipe, so it has its own cache key; each S's info records
+  its role and seed. A model that learned to please one network's quirks gets no credit for it from the other.
 - Frozen means: no parameter requires a gradient, it always runs in eval mode (BatchNorm uses its running
   statistics, which therefore never move), it is not among a family's `modules()` (so it is neither
   trained, checkpointed, averaged across ranks nor EMA'd) and no optimiser holds it. Gradients still flow
@@ -29,7 +34,7 @@ label maps (facades: the 400 `train/` photos, 12 CMP classes, bench/data/superre
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Optional
 
 import torch
@@ -40,6 +45,7 @@ from tqdm import tqdm
 from bench.data.transforms import to_float
 from bench.features.cache import DiskCache, cache_key
 from bench.io import sha256_tensor
+from bench.runner.seeding import derive
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +186,9 @@ def evaluate(net: nn.Module, images: torch.Tensor, maps: torch.Tensor, num_class
 
 def get_segmenter(train_images: torch.Tensor, train_maps: torch.Tensor, heldout_images: torch.Tensor,
                   heldout_maps: torch.Tensor, num_classes: int, device: torch.device | str = "cpu",
-                  recipe: SegmenterRecipe = SegmenterRecipe()) -> FrozenSegmenter:
-    """Train or load from the cache; the frozen net's `.info` has sha256, held-out pixel accuracy and mIoU,
-    and whether the cache was hit."""
+                  recipe: SegmenterRecipe = SegmenterRecipe(), role: str = "training") -> FrozenSegmenter:
+    """Train or load from the cache; the frozen net's `.info` has its role and seed, sha256, held-out pixel
+    accuracy and mIoU, and whether the cache was hit."""
     from bench import machine
 
     device = torch.device(device)
@@ -205,7 +211,8 @@ def get_segmenter(train_images: torch.Tensor, train_maps: torch.Tensor, heldout_
         status = "miss"
     net.eval()
     state = net.state_dict()
-    info: dict[str, Any] = {"sha256": sha256_tensor(*[state[k] for k in sorted(state)]), "cache": status,
+    info: dict[str, Any] = {"role": role, "seed": recipe.seed,
+                            "sha256": sha256_tensor(*[state[k] for k in sorted(state)]), "cache": status,
                             "classes": num_classes, "train_images": len(train_images),
                             "heldout_images": len(heldout_images),
                             "params": sum(p.numel() for p in net.parameters()), "local": True,
@@ -220,29 +227,44 @@ def available(data) -> bool:
 
 
 RECIPE = SegmenterRecipe()  # the recipe runs use (tests swap in a tiny one)
+ROLES = ("training", "judge")  # the S models train against (L_sem), the S that measures them (seg_agreement)
 _LOADED: dict[tuple[str, str, str], FrozenSegmenter] = {}
 
 
-def for_data(data, device: torch.device | str = "cpu") -> FrozenSegmenter:
-    """The S of a data set with label maps. One run asks for it several times (each entry that trains with
-    L_sem, each evaluation with seg_agreement): the first call trains or loads it, later calls in the same
-    process get the same frozen module."""
+def recipe_for(role: str, recipe: Optional[SegmenterRecipe] = None) -> SegmenterRecipe:
+    """The recipe of one role: the training S uses the recipe as it is, the judge the same recipe with a seed
+    derived from it, so the two are independent networks (other initial weights, other crops and batches)."""
+    recipe = RECIPE if recipe is None else recipe
+    if role == "training":
+        return recipe
+    if role == "judge":
+        return replace(recipe, seed=derive(recipe.seed, "segmenter", "judge"))
+    raise ValueError(f"unknown segmenter role '{role}'; valid: {', '.join(ROLES)}")
+
+
+def for_data(data, device: torch.device | str = "cpu", *, role: str) -> FrozenSegmenter:
+    """The S of one role for a data set with label maps. One run asks for each several times (each entry that
+    trains with L_sem, each evaluation with seg_agreement): the first call trains or loads it, later calls in
+    the same process get the same frozen module."""
     if not available(data):
         raise ValueError(f"data set '{data.spec.name}' has no label maps to train a semantic network S on")
     (train_x, train_y), (held_x, held_y) = data.seg_train, data.seg_heldout
     device = torch.device(device)
-    memo = (sha256_tensor(train_x, train_y, held_x, held_y), str(device), repr(RECIPE))
+    recipe = recipe_for(role)
+    memo = (sha256_tensor(train_x, train_y, held_x, held_y), str(device), repr(recipe))
     if memo not in _LOADED:
-        _LOADED[memo] = get_segmenter(train_x, train_y, held_x, held_y, len(data.class_names), device, RECIPE)
+        _LOADED[memo] = get_segmenter(train_x, train_y, held_x, held_y, len(data.class_names), device, recipe,
+                                      role)
     return _LOADED[memo]
 
 
-def for_run(protocol, data, device: torch.device | str = "cpu") -> Optional[FrozenSegmenter]:
-    """The run's S when its data has label maps and something uses S (the seg_agreement metric, or a family
-    that declares `uses_segmenter`), else None; trained or loaded once, before any entry."""
+def for_run(protocol, data, device: torch.device | str = "cpu") -> dict[str, FrozenSegmenter]:
+    """The run's S of each role it uses, trained or loaded once, before any entry: "training" when a family
+    declares `uses_segmenter`, "judge" when the protocol scores seg_agreement; empty without label maps."""
     from zoo import ZOO
 
-    users = any(getattr(ZOO.get(e.zoo), "uses_segmenter", False) for e in protocol.entries)
-    if not available(data) or not (users or "seg_agreement" in protocol.evaluation.metrics):
-        return None
-    return for_data(data, device)
+    if not available(data):
+        return {}
+    used = {"training": any(getattr(ZOO.get(e.zoo), "uses_segmenter", False) for e in protocol.entries),
+            "judge": "seg_agreement" in protocol.evaluation.metrics}
+    return {role: for_data(data, device, role=role) for role in ROLES if used[role]}

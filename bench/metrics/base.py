@@ -51,8 +51,9 @@ class MetricContext:
     generator: Any = None  # the unconditional model (sample_latent/generate, StyleGAN: mapping/synthesize)
     # float64 FID stats ('mu', 'sigma') of this seed's n samples drawn with truncation ψ (models with w_avg)
     truncated_stats: Optional[Callable[[float], dict[str, np.ndarray]]] = None
-    # Super-resolution with label maps (bench/data/superres.py): the frozen semantic network S (images in
-    # [-1, 1] -> class logits) and the true class-id maps (N, H, W) of the held-out targets, in `pairs` order.
+    # Super-resolution with label maps (bench/data/superres.py): the judge semantic network S (images in
+    # [-1, 1] -> class logits; never the S a model trains against) and the true class-id maps (N, H, W) of the
+    # held-out targets, in `pairs` order.
     segmenter: Optional[torch.nn.Module] = None
     label_maps: Optional[torch.Tensor] = None
 

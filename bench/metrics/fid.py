@@ -5,10 +5,10 @@ headline value (a trace of the eigenvalue square roots of Σ_r Σ_g, valid for t
 product, unlike the SVD shortcut flagged in SEEDS.md §4.2).
 
 Uncertainty, both seeded from the evaluation seed:
-- `fid/ci95_low`, `fid/ci95_high`: percentile bootstrap over the generated features (resampled with
-  replacement, `fid_bootstrap` replicates; the real side is the fixed held-out reference). Replicates
-  use the equivalent symmetric form Tr((S_r Σ_g S_r)^{1/2}) with S_r = Σ_r^{1/2} computed once, which
-  needs only a symmetric eigendecomposition per replicate.
+- `fid/ci95_low`, `fid/ci95_high`: a 95% interval for FID at this protocol's sample sizes, from a
+  delete-a-group jackknife over both sides (`fid_interval_groups` groups; bench/metrics/intervals.py says
+  why and how, and `bench perf coverage` checks its coverage by simulation). It is centred on the
+  estimate, so it always contains it.
 - `fid_inf`: FID extrapolated to infinitely many samples (Chong & Forsyth 2020): FID is nearly linear in
   1/N, so FID is measured on `fid_inf_points` random subsets of sizes evenly spaced from N/4 to N, a line
   is fitted in 1/N, and its intercept is reported. FID is biased upward at small N, never downward.
@@ -21,6 +21,7 @@ import torch
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 
 from bench.metrics.base import Metric, MetricContext, derive_seed
+from bench.metrics.intervals import fid_interval
 
 
 def frechet(stats_real: dict, stats_fake: dict) -> float:
@@ -52,17 +53,6 @@ def _fid_sym(mu_r, sigma_r, sqrt_r, tr_r, feats: np.ndarray) -> float:
     return float(diff @ diff + tr_r + tr_sigma - 2 * tr_covmean)
 
 
-def bootstrap_interval(real_stats: dict, fake: torch.Tensor, replicates: int, seed: int) -> tuple[float, float]:
-    feats = fake.double().numpy()
-    mu_r, sigma_r = real_stats["mu"], real_stats["sigma"]
-    sqrt_r, tr_r = _sqrtm_psd(sigma_r), float(np.trace(sigma_r))
-    rng = np.random.default_rng(derive_seed(seed, "fid-bootstrap"))
-    values = [_fid_sym(mu_r, sigma_r, sqrt_r, tr_r, feats[rng.integers(0, len(feats), len(feats))])
-              for _ in range(replicates)]
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
-
-
 def fid_infinity(real_stats: dict, fake: torch.Tensor, points: int, seed: int) -> float:
     feats = fake.double().numpy()
     n = len(feats)
@@ -78,10 +68,10 @@ def fid_infinity(real_stats: dict, fake: torch.Tensor, points: int, seed: int) -
 def compute(ctx: MetricContext) -> dict[str, float]:
     out = {"fid": frechet(ctx.real_stats, ctx.fake_stats)}
     s = ctx.settings
-    replicates = getattr(s, "fid_bootstrap", 0)
-    if replicates:
-        out["fid/ci95_low"], out["fid/ci95_high"] = bootstrap_interval(ctx.real_stats, ctx.fake["pool"],
-                                                                       replicates, ctx.seed)
+    groups = s.fid_interval_groups
+    if groups:
+        out["fid/ci95_low"], out["fid/ci95_high"] = fid_interval(out["fid"], ctx.real["pool"], ctx.fake["pool"],
+                                                                 groups, derive_seed(ctx.seed, "fid-jackknife"))
     points = getattr(s, "fid_inf_points", 0)
     if points and len(ctx.fake["pool"]) >= 8:
         out["fid_inf"] = fid_infinity(ctx.real_stats, ctx.fake["pool"], points, ctx.seed)
@@ -89,4 +79,4 @@ def compute(ctx: MetricContext) -> dict[str, float]:
 
 
 FID = Metric("fid", higher_is_better=False, needs="real+fake", compute=compute,
-             description="Fréchet distance of pool features; 0 = identical Gaussians; bootstrap 95% CI and FID_inf")
+             description="Fréchet distance of pool features; 0 = identical Gaussians; jackknife 95% interval and FID_inf")

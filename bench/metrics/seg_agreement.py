@@ -10,6 +10,10 @@ held-out pairs, per pixel, with S's most likely class (argmax of its logits) at 
 - `seg_agreement/ceiling`: pixel accuracy of S(y) against the true label map, i.e. S on the real
   photos: what `/label` would be for a perfect G, so `/label` is read against it, not against 1.
 
+S here is the judge (bench/features/segmenter.py, role "judge"): a second network of S's recipe with a seed
+of its own, never the S that `pix2pixhd_sem`'s L_sem trains against, so a G is not scored by the network whose
+quirks it was optimised to please.
+
 Counts are pooled over all held-out pixels (not averaged per image), as segmentation scores are. The
 outputs are the quantised images every paired metric sees (bench/pipeline.py `pairs`). Without S (a data
 set without label maps) the metric is unavailable, never a number.
@@ -35,6 +39,9 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     agree = total = seen = 0
     conf_fake = conf_real = 0
     for out, tgt in ctx.pairs():
+        if out.shape != tgt.shape:
+            raise ValueError(f"seg_agreement of batches with different shapes {tuple(out.shape)} and "
+                             f"{tuple(tgt.shape)}")
         logits_fake = S(out.to(device))
         k = logits_fake.shape[1]
         s_fake, s_real = logits_fake.argmax(1).cpu(), S(tgt.to(device)).argmax(1).cpu()
@@ -54,5 +61,6 @@ def compute(ctx: MetricContext) -> dict[str, float]:
 
 
 SEG_AGREEMENT = Metric("seg_agreement", higher_is_better=True, needs="paired", compute=compute,
-                       description="pixel agreement of the frozen segmenter S on output vs target (argmax); "
-                                   "/label: S(output) vs the true label map, /ceiling: S(target) vs it")
+                       description="pixel agreement of the judge segmenter S (not the S that L_sem trains against) "
+                                   "on output vs target (argmax); /label: S(output) vs the true label map, "
+                                   "/ceiling: S(target) vs it")

@@ -45,6 +45,8 @@ def ssim_image(x: np.ndarray, y: np.ndarray) -> float:
 
 def ssim_batch(output: torch.Tensor, target: torch.Tensor) -> np.ndarray:
     """Per-image SSIM of (B, C, H, W) batches in [-1, 1]."""
+    if len(output) != len(target):  # zip() would score the shorter batch's pairs and drop the rest unseen
+        raise ValueError(f"SSIM of batches with different lengths {len(output)} and {len(target)}")
     x, y = to_unit_range(output), to_unit_range(target)
     return np.array([ssim_image(a, b) for a, b in zip(x, y)], dtype=np.float64)
 

@@ -150,10 +150,20 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
     d["dataset"].pop("root", None)
     d["evaluation"].pop("weights", None)  # the weights' sha256 enters the fingerprint instead
     d["evaluation"].pop("batch_size", None)  # scores do not depend on it (tested), only speed and memory
+    # Whether the real-data row is added changes no entry's score, and the row's own scores depend only on what
+    # the fingerprint holds (data, evaluation seeds and sizes, extractor): on or off, one fingerprint.
+    d["evaluation"].pop("reference", None)
     ex = d["evaluation"]["extractor"]
     if ex == f"judge:{protocol.dataset.name}":
         d["evaluation"]["extractor"] = "judge"  # the same extractor under two spellings
+    # Training seeds, resolved per entry (the protocol's list, or the entry's own) as a sorted set: the order
+    # only changes the order of the runs. Unset stays absent, so every earlier fingerprint is kept.
+    d.pop("train_seeds", None)
     for raw, entry in zip(protocol.entries, d["entries"]):
+        seeds = protocol.train_seeds_of(raw)
+        entry.pop("train_seeds", None)
+        if seeds != [None]:
+            entry["train_seeds"] = sorted(seeds)
         # Every config value, defaults included: a changed family default must change the fingerprint,
         # and `{}` vs the defaults written out must not.
         entry["config"] = dataclasses.asdict(parse_config(ZOO.get(raw.zoo).Config, raw.config, "config"))

@@ -14,10 +14,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 # Entry names become directory names and MLflow run names: keep them boring.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# The entry names of the real-data row (bench/runner/reference.py): real training images, the identity map.
+REFERENCE_ROW_NAMES = ("real_data", "identity")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_train_seeds(v: Optional[list[int]]) -> Optional[list[int]]:
+    if v is None:
+        return v
+    if len(set(v)) != len(v):
+        raise ValueError("training seeds must be distinct")
+    if any(s < 0 or s >= 2**62 for s in v):
+        raise ValueError("training seeds must be in [0, 2**62)")
+    return v
 
 
 class DatasetSpec(_Strict):
@@ -82,6 +94,8 @@ class EntrySpec(_Strict):
     checkpoint: Optional[str] = Field(None, description="load this checkpoint instead of training")
     fit: Literal["resize", "pad"] = Field("resize", description="how data meets a model of another resolution: "
                                           "bilinear resize, or black border (train) / centre crop (scoring)")
+    train_seeds: Optional[list[int]] = Field(None, min_length=1, description="train this entry once per training "
+                                             "seed (overrides the protocol's train_seeds)")
 
     @field_validator("name")
     @classmethod
@@ -91,10 +105,17 @@ class EntrySpec(_Strict):
                              "at most 64 characters")
         return v
 
+    @field_validator("train_seeds")
+    @classmethod
+    def _train_seeds(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        return _check_train_seeds(v)
+
     @model_validator(mode="after")
     def _one_source(self):
         if (self.train is None) == (self.checkpoint is None):
             raise ValueError("give exactly one of 'train' or 'checkpoint'")
+        if self.train_seeds is not None and self.train is None:
+            raise ValueError("train_seeds applies to entries that train, not to a loaded checkpoint")
         return self
 
 
@@ -113,8 +134,8 @@ class EvaluationSpec(_Strict):
     is_splits: int = Field(10, gt=0)
     kid_subsets: int = Field(100, gt=0)
     kid_subset_size: int = Field(1000, gt=1, description="shrunk to min(this, n_fake, n_real)")
-    kid_bootstrap: int = Field(1000, ge=0, description="bootstrap replicates of the KID mean (0 = off)")
-    fid_bootstrap: int = Field(50, ge=0, description="bootstrap replicates for the FID 95% interval (0 = off)")
+    kid_interval_blocks: int = Field(10, ge=0, description="disjoint blocks behind the KID 95% interval (0 = off)")
+    fid_interval_groups: int = Field(10, ge=0, description="jackknife groups behind the FID 95% interval (0 = off)")
     fid_inf_points: int = Field(5, ge=0, description="subset sizes for the FID_inf extrapolation (0 = off)")
     prc_neighborhood: int = Field(3, gt=0, description="k of the k-NN manifolds for precision/recall")
     lpips_net: Literal["alex", "vgg"] = Field("alex", description="LPIPS backbone (AlexNet needs >= 31 px)")
@@ -122,12 +143,22 @@ class EvaluationSpec(_Strict):
     ppl_samples: int = Field(1000, gt=1, description="latent pairs per seed for ppl (the StyleGAN paper: 100,000)")
     truncation_psis: list[float] = Field(default_factory=lambda: [0.5, 0.7, 1.0], min_length=1,
                                          description="psi values of the fid_truncation curve")
+    reference: bool = Field(True, description="also score the real-data row: training images drawn as samples, or "
+                            "for translation the identity map (input as output), through this same evaluation "
+                            "(bench/runner/reference.py); it costs no training")
 
     @field_validator("truncation_psis")
     @classmethod
     def _psis(cls, v: list[float]) -> list[float]:
         if any(not 0.0 <= p <= 1.0 for p in v) or len(set(v)) != len(v):
             raise ValueError("truncation_psis must be distinct values in [0, 1]")
+        return v
+
+    @field_validator("kid_interval_blocks", "fid_interval_groups")
+    @classmethod
+    def _off_or_two(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("an interval needs at least 2 groups (0 turns it off)")
         return v
 
     @field_validator("seeds")
@@ -159,6 +190,8 @@ class Protocol(_Strict):
     entries: list[EntrySpec] = Field(min_length=1)
     evaluation: EvaluationSpec
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    train_seeds: Optional[list[int]] = Field(None, min_length=1, description="train every training entry once "
+                                             "per seed; unset = one run with the protocol's own seed (seed 0)")
 
     @field_validator("name")
     @classmethod
@@ -166,6 +199,19 @@ class Protocol(_Strict):
         if not _SAFE_NAME.match(v):
             raise ValueError("protocol names use letters, digits, '_', '-', '.'")
         return v
+
+    @field_validator("train_seeds")
+    @classmethod
+    def _train_seeds(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        return _check_train_seeds(v)
+
+    def train_seeds_of(self, entry: EntrySpec) -> list[Optional[int]]:
+        """The training seeds `entry` runs under: [None] = the single default run (no seed tag, today's
+        paths and seeds); otherwise the entry's own list, else the protocol's. A loaded checkpoint is one run."""
+        if entry.train is None:
+            return [None]
+        seeds = entry.train_seeds if entry.train_seeds is not None else self.train_seeds
+        return [None] if seeds is None else list(seeds)
 
     @model_validator(mode="after")
     def _eval_part_large_enough(self):
@@ -180,5 +226,8 @@ class Protocol(_Strict):
         for e in self.entries:
             if e.name in seen:
                 raise ValueError(f"entry name '{e.name}' is used twice")
+            if self.evaluation.reference and e.name in REFERENCE_ROW_NAMES:
+                raise ValueError(f"entry name '{e.name}' is the name of the real-data row (evaluation.reference); "
+                                 "rename the entry or set evaluation.reference: false")
             seen.add(e.name)
         return self

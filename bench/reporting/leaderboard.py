@@ -5,9 +5,10 @@ device and loaded checkpoints), so each fingerprint is its own group and no numb
 Within a group, the unit is (entry, training seed): when a protocol was run several times, the newest
 finished run of each (entry, training seed) counts and the older ones are repeats, which on CPU are
 bit-identical and would otherwise be counted twice as if they were independent evidence. The values
-of an entry are then pooled over its training seeds x evaluation seeds (mean ± population std, like
-the comparison table), and neighbouring rows are compared with a paired permutation test
-(bench/reporting/significance.py).
+of an entry are then pooled over its training seeds x evaluation seeds (mean ± sample std, like the
+comparison table), and neighbouring rows are compared with a permutation test whose unit is the
+evaluation seed when both rows have one training seed and the training seed (evaluation seeds averaged
+within it) when either has several (bench/reporting/significance.py).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def _entry_row(entry: str, runs: pd.DataFrame, keys: list[str], per_seed: PerSee
     failed = runs[runs["status"] != "FINISHED"]
     row = {"entry": entry, "zoo": runs["zoo"].iloc[0], "run_ids": runs["run_id"].tolist(),
            "train_seeds": runs["train_seed"].tolist(), "n_train": len(runs), "n_eval": 0,
-           "status": "FINISHED", "failure": "",
+           "status": "FINISHED", "failure": "", "baseline": _baseline(runs),
            "duration_s": float(np.nansum([(e - s) / 1000 for s, e in zip(runs["start_time"], runs["end_time"])
                                           if e and s]))}
     if len(failed):
@@ -113,6 +114,12 @@ def _entry_row(entry: str, runs: pd.DataFrame, keys: list[str], per_seed: PerSee
     return row
 
 
+def _baseline(runs: pd.DataFrame) -> str:
+    """'real_data' / 'identity' for the real-data row (bench/runner/reference.py), '' for an entry."""
+    value = runs["baseline"].iloc[0]
+    return value if isinstance(value, str) else ""  # NaN: a frame whose runs carry no such value
+
+
 def _add_metric(row: dict, key: str, runs: pd.DataFrame, per_seed: PerSeed) -> None:
     means = [m.get(key) for m in runs["metrics"]]
     if any(v is None for v in means):
@@ -120,16 +127,17 @@ def _add_metric(row: dict, key: str, runs: pd.DataFrame, per_seed: PerSeed) -> N
     seeds = [per_seed(rid, key) for rid in runs["run_id"]]
     if all(seeds):
         values = [v for s in seeds for v in s]
-        pairs = {(str(ts), i): v for ts, s in zip(runs["train_seed"], seeds) for i, v in enumerate(s)}
-        mean, std = float(np.mean(values)), float(np.std(values))
+        by_seed = {str(ts): [float(v) for v in s] for ts, s in zip(runs["train_seed"], seeds)}
+        mean, std = float(np.mean(values)), significance.sample_std(values)
         row["n_eval"] = max(row["n_eval"], max(len(s) for s in seeds))
     else:
         # Runs logged before per-seed histories existed: only the run-level mean and seed std are known.
-        pairs = {}
+        by_seed = {str(ts): [float(m)] for ts, m in zip(runs["train_seed"], means)}
         mean = float(np.mean(means))
         std = (float(runs["metrics"].iloc[0].get(f"{key}/seed_std", math.nan)) if len(runs) == 1
-               else float(np.std(means)))
-    row[f"{key}/mean"], row[f"{key}/std"], row[f"{key}/pairs"] = mean, std, pairs
+               else significance.sample_std(means))
+    # by_seed: training seed -> its evaluation seeds' values (the units of the test in _rank)
+    row[f"{key}/mean"], row[f"{key}/std"], row[f"{key}/by_seed"] = mean, std, by_seed
     lo_key, hi_key = interval_keys(key)
     lows = [m.get(lo_key) for m in runs["metrics"]]
     highs = [m.get(hi_key) for m in runs["metrics"]]
@@ -140,23 +148,48 @@ def _add_metric(row: dict, key: str, runs: pd.DataFrame, per_seed: PerSeed) -> N
 
 def _rank(df: pd.DataFrame, key: Optional[str]) -> pd.DataFrame:
     df = df.copy()
-    df["rank"], df["p_next"], df["n_pairs_next"] = pd.NA, math.nan, 0
+    df["rank"], df["p_next"], df["n_pairs_next"], df["test_next"] = pd.NA, math.nan, 0, ""
+    # The real-data row heads the table, unranked: it is what a perfect model scores, not a competitor
+    # (the untrained entries, ranked last, close it).
+    head, df = df[df["baseline"] != ""].sort_values("entry"), df[df["baseline"] == ""]
     if key is None or f"{key}/mean" not in df:
-        return df.sort_values("entry").reset_index(drop=True)
+        return pd.concat([head, df.sort_values("entry")]).reset_index(drop=True)
     ranked = df["status"].eq("FINISHED") & df[f"{key}/mean"].notna()
     better_high = KEY_DIRECTION[key]
     top = df[ranked].sort_values([f"{key}/mean", "entry"], ascending=[not better_high, True])
     rest = df[~ranked].sort_values("entry")
-    df = pd.concat([top, rest]).reset_index(drop=True)
+    df = pd.concat([head, top, rest]).reset_index(drop=True)
+    first = len(head)
     if len(top):
-        df.loc[: len(top) - 1, "rank"] = list(range(1, len(top) + 1))
-    for i in range(len(top) - 1):
-        a, b = df.at[i, f"{key}/pairs"], df.at[i + 1, f"{key}/pairs"]
-        common = sorted(set(a) & set(b))
-        if common:
-            df.at[i, "p_next"] = significance.paired_permutation_p([a[c] for c in common], [b[c] for c in common])
-            df.at[i, "n_pairs_next"] = len(common)
+        df.loc[first: first + len(top) - 1, "rank"] = list(range(1, len(top) + 1))
+    for i in range(first, first + len(top) - 1):
+        a, b = df.at[i, f"{key}/by_seed"], df.at[i + 1, f"{key}/by_seed"]
+        _compare(df, i, a, b)
     return df
+
+
+def _compare(df: pd.DataFrame, i: int, a: dict[str, list[float]], b: dict[str, list[float]]) -> None:
+    """Row i vs row i + 1. One training seed each: pair their evaluation seeds (the same latent draws).
+    Several: the training runs are the units, each its evaluation seeds' mean, compared unpaired (run t of
+    one entry and run t of another share no random stream)."""
+    if len(a) == 1 and len(b) == 1:
+        (va,), (vb,) = a.values(), b.values()
+        # One value each is a single evaluation seed, or a run logged before per-seed values: nothing to test.
+        n = min(len(va), len(vb)) if len(va) > 1 and len(vb) > 1 else 0
+        if n:
+            d = np.asarray(va[:n], dtype=np.float64) - np.asarray(vb[:n], dtype=np.float64)
+            if np.ptp(d) <= 1e-9 * max(1.0, float(np.abs(d).max())):
+                # Every seed gave the same difference (a deterministic translator scored on a fixed held-out
+                # set): the evaluation seeds are not replicates, and a sign-flip test would call any gap
+                # significant. Only training seeds can decide this comparison.
+                df.at[i, "test_next"] = "no test: evaluation seeds identical (deterministic)"
+                return
+            df.at[i, "p_next"] = significance.paired_permutation_p(va[:n], vb[:n])
+            df.at[i, "n_pairs_next"], df.at[i, "test_next"] = n, "paired"
+        return
+    ma, mb = [float(np.mean(v)) for v in a.values()], [float(np.mean(v)) for v in b.values()]
+    df.at[i, "p_next"] = significance.unpaired_permutation_p(ma, mb)
+    df.at[i, "test_next"] = f"{len(ma)} vs {len(mb)} training seeds"
 
 
 def load(uri: str, experiments: Optional[list[str]] = None, fingerprint: Optional[str] = None,

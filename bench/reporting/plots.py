@@ -26,7 +26,9 @@ def _png(fig: Figure) -> bytes:
 def metric_bars(rows: pd.DataFrame, key: str) -> tuple[bytes, str]:
     """Horizontal bars of the entries' means in leaderboard order; returns (png, what the whiskers are)."""
     have = rows[rows["status"].eq("FINISHED") & rows.get(f"{key}/mean", pd.Series(dtype=float)).notna()]
-    names = list(have["entry"])
+    # The real-data row (leaderboard: first, unranked) is drawn in grey and named as a baseline.
+    names = [f"{e} (baseline)" if b else e for e, b in zip(have["entry"], have["baseline"])]
+    colours = ["#999999" if b else "#4c72b0" for b in have["baseline"]]
     means = [float(v) for v in have[f"{key}/mean"]]
     lo_col, hi_col = f"{key}/ci95_low", f"{key}/ci95_high"
     if lo_col in have and have[lo_col].notna().all():
@@ -42,7 +44,7 @@ def metric_bars(rows: pd.DataFrame, key: str) -> tuple[bytes, str]:
     fig = Figure(figsize=(5.6, 0.45 * max(len(names), 2) + 1.2))
     ax = fig.add_subplot()
     ys = list(range(len(names)))[::-1]  # the best entry on top
-    ax.barh(ys, means, xerr=err, color="#4c72b0", ecolor="#222", capsize=3)
+    ax.barh(ys, means, xerr=err, color=colours, ecolor="#222", capsize=3)
     ax.set_yticks(ys, names)
     ax.set_xlabel(label(key))
     ax.set_title(f"{label(key)}   whiskers: {whiskers}", fontsize=9)

@@ -14,11 +14,15 @@ from bench.reporting import significance
 from bench.reporting.leaderboard import Group
 from bench.reporting.table import LABELS
 
-LEGEND = ("Cells: mean ± std over training seeds × evaluation seeds (population std); [a, b]: 95% bootstrap "
+LEGEND = ("Cells: mean ± std over training seeds × evaluation seeds (sample std, n − 1; — for a single value); "
+          "[a, b]: 95% bootstrap "
           "interval where the metric has one (mean over seeds). n: training seeds × evaluation seeds (? = runs "
           "logged before per-seed values were). "
           f"vs next: {significance.METHOD}, between a row and the row below it, on the sort metric. "
-          "Only rows of one fingerprint are ever compared.")
+          "Only rows of one fingerprint are ever compared. "
+          "(baseline): the real-data row, unranked, no model: real training images scored as samples (real_data: "
+          "what a perfect generator scores) or, for translation, each input as its own output (identity: what "
+          "doing nothing scores).")
 
 
 def _num(x: float, mag: Optional[float] = None) -> str:
@@ -38,7 +42,8 @@ def cell(row: pd.Series, key: str) -> str:
     mean = row.get(f"{key}/mean")
     if mean is None or pd.isna(mean):
         return "—"
-    text = f"{_num(mean)} ± {_num(row[f'{key}/std'], mean)}"
+    std = row.get(f"{key}/std")
+    text = f"{_num(mean)} ± " + ("—" if std is None or pd.isna(std) else _num(std, mean))
     lo, hi = row.get(f"{key}/ci95_low"), row.get(f"{key}/ci95_high")
     if lo is not None and hi is not None and not pd.isna(lo) and not pd.isna(hi):
         text += f" [{_num(lo, mean)}, {_num(hi, mean)}]"
@@ -47,9 +52,11 @@ def cell(row: pd.Series, key: str) -> str:
 
 def p_cell(row: pd.Series) -> str:
     p = row.get("p_next")
+    test = row.get("test_next") or ""
     if p is None or pd.isna(p):
-        return ""
-    return f"p={p:.2g}" + (" *" if p < significance.ALPHA else "") + f" (n={int(row['n_pairs_next'])})"
+        return test if test.startswith("no test") else ""
+    units = f"n={int(row['n_pairs_next'])}" if test in ("", "paired") else test  # e.g. "3 vs 3 training seeds"
+    return f"p={p:.2g}" + (" *" if p < significance.ALPHA else "") + f" ({units})"
 
 
 def title(g: Group) -> str:
@@ -66,7 +73,8 @@ def rows(g: Group) -> tuple[list[str], list[list[str]]]:
     for _, r in g.rows.iterrows():
         rank = "" if pd.isna(r["rank"]) else str(int(r["rank"]))
         status = r["status"] if r["status"] == "FINISHED" else f"{r['status']}: {r['failure']}".rstrip(": ")
-        body.append([rank, r["entry"], r["zoo"], *(cell(r, k) for k in g.keys),
+        entry = f"{r['entry']} (baseline)" if r["baseline"] else r["entry"]  # the real-data row, unranked
+        body.append([rank, entry, r["zoo"], *(cell(r, k) for k in g.keys),
                      f"{r['n_train']}×{r['n_eval'] or '?'}", p_cell(r), status])
     return header, body
 
@@ -102,7 +110,7 @@ def to_csv(groups: list[Group]) -> str:
     """Every number, unformatted: one line per (fingerprint, entry)."""
     frames = []
     for g in groups:
-        df = g.rows.drop(columns=[c for c in g.rows if c.endswith("/pairs")] + ["run_ids", "train_seeds"])
+        df = g.rows.drop(columns=[c for c in g.rows if c.endswith("/by_seed")] + ["run_ids", "train_seeds"])
         df.insert(0, "experiment", g.experiment)
         df.insert(0, "fingerprint", g.fingerprint)
         df.insert(0, "protocol", g.protocol)
@@ -121,7 +129,7 @@ def html_table(g: Group) -> str:
            f"<caption>{e(title(g))}</caption>",
            "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead>", "<tbody>"]
     for b, (_, r) in zip(body, g.rows.iterrows()):
-        cls = "ok" if r["status"] == "FINISHED" else "failed"
+        cls = ("baseline" if r["baseline"] else "ok") if r["status"] == "FINISHED" else "failed"
         out.append(f'<tr class="{cls}">' + "".join(f"<td>{e(c)}</td>" for c in b) + "</tr>")
     out.append("</tbody></table>")
     out += [f"<p class='note'>{e(n)}</p>" for n in g.notes]
@@ -134,6 +142,7 @@ table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; } caption { text-align: left; font-weight: bold; padding: 0.4em 0; }
 tr.failed td { color: #a00; } .legend, .note { font-size: 0.85em; color: #555; }
+tr.baseline td { background: #f4f8fc; font-style: italic; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
 figcaption { font-size: 0.85em; color: #444; max-width: 40em; }

@@ -122,10 +122,15 @@ def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = N
 
 def _entry_assets(c, row, files: dict[str, bytes]) -> dict[str, Any]:
     """Sample grids and curves of one entry: one per training run (several when it has training seeds)."""
+    from bench.runner import reference
     from zoo import ZOO
 
     entry, zoo_name = row["entry"], row["zoo"]
     task = ZOO.get(zoo_name).task if zoo_name in ZOO else "unconditional"
+    caption = _grid_caption(task)
+    if row["baseline"]:  # the real-data row (bench/runner/reference.py): no model, no training curves
+        kind = row["baseline"]
+        task, caption = f"baseline: {reference.DESCRIPTIONS[kind]}", reference.GRID_CAPTIONS[kind]
     safe = _SAFE.sub("_", entry)
     grids, curves, figures, unavailable = [], {}, [], {}
     several = len(row["run_ids"]) > 1
@@ -155,7 +160,7 @@ def _entry_assets(c, row, files: dict[str, bytes]) -> dict[str, Any]:
     if curves:
         curve_file = f"img/curves-{safe}.png"
         files[curve_file] = plots.training_curves(entry, curves)
-    return {"entry": entry, "zoo": zoo_name, "task": task, "caption": _grid_caption(task), "grids": grids,
+    return {"entry": entry, "zoo": zoo_name, "task": task, "caption": caption, "grids": grids,
             "figures": figures, "unavailable": unavailable, "curves": curve_file, "status": row["status"], "failure": row["failure"],
             "duration_s": row["duration_s"]}
 

@@ -1,31 +1,63 @@
 """Is the difference between two neighbouring leaderboard rows more than seed noise?
 
-A paired sign-flip permutation test on the per-seed differences: the two entries were scored with the
-same evaluation seeds (and, when a protocol has several, the same training seeds), so value i of one
-and value i of the other form a pair. Under "no difference" each pair's difference is as likely to
-have either sign; the p-value is the share of the 2^n sign patterns whose |mean difference| is at
-least the observed one (two-sided). Exact for n <= 16 pairs, else 20,000 patterns drawn from a
-generator seeded with 0, so a leaderboard is reproducible. With n pairs the smallest attainable p is
-2 / 2^n: two seeds can never show a significant difference, six can (p = 0.031).
+The unit of the test is what was drawn independently for each entry:
+
+- **One training seed per entry**: the evaluation seeds. Both entries were scored with the same
+  evaluation seeds (the same latent draws), so value i of one and value i of the other form a pair: a
+  paired sign-flip permutation test. Under "no difference" each pair's difference is as likely to have
+  either sign; the p-value is the share of the 2^n sign patterns whose |mean difference| is at least the
+  observed one (two-sided). With n pairs the smallest attainable p is 2 / 2^n: two seeds can never show
+  a significant difference, six can (p = 0.031).
+- **Several training seeds**: the training seeds, with the evaluation seeds nested in them (averaged
+  within each training run first). Evaluation seeds of one trained model are not independent evidence
+  about the entry: pooling them as units would call two entries different on the strength of a single
+  lucky training run. Training seed t of one entry shares no random stream with training seed t of
+  another (each entry's seed is derived from its name), so the runs are not pairs: an unpaired
+  two-sample permutation test on the per-run means, the share of the C(a+b, a) ways to split the a+b
+  means into groups of a and b whose |difference of group means| is at least the observed one. With n
+  runs each the smallest attainable p is 2 / C(2n, n): 3 vs 3 gives 0.1 (never significant), 4 vs 4
+  gives 0.029.
+
+Exact up to EXACT_MAX patterns or splits, else DRAWS random ones from a generator seeded with SEED, so a
+leaderboard is reproducible.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Sequence
 
 import numpy as np
 
 ALPHA = 0.05
 EXACT_MAX_PAIRS = 16
+EXACT_MAX_SPLITS = 2 ** EXACT_MAX_PAIRS
 DRAWS = 20_000
 SEED = 0
-METHOD = (f"paired sign-flip permutation test on per-seed values, two-sided, exact up to {EXACT_MAX_PAIRS} "
-          f"pairs (else {DRAWS:,} patterns, seed {SEED}); * = p < {ALPHA}")
+METHOD = ("paired sign-flip permutation test on the per-evaluation-seed values when both rows have one training "
+          "seed, else an unpaired permutation test on the per-training-seed means (evaluation seeds averaged within "
+          f"each training run); two-sided, exact up to {EXACT_MAX_SPLITS:,} patterns (else {DRAWS:,}, seed {SEED}); "
+          f"* = p < {ALPHA}")
+
+
+def sample_std(values: Sequence[float]) -> float:
+    """Sample standard deviation (n - 1 in the denominator); NaN for fewer than two values."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.std(ddof=1)) if v.size > 1 else math.nan
 
 
 def min_attainable_p(n_pairs: int) -> float:
+    """Smallest p the paired sign-flip test can give with n pairs."""
     return 1.0 if n_pairs < 1 else min(1.0, 2.0 / 2 ** n_pairs)
+
+
+def min_attainable_p_unpaired(n_a: int, n_b: int) -> float:
+    """Smallest p the unpaired permutation test can give with n_a vs n_b values (the observed split, and
+    with equal sizes its mirror image, are the only splits as extreme)."""
+    if n_a < 1 or n_b < 1:
+        return 1.0
+    return min(1.0, (2.0 if n_a == n_b else 1.0) / math.comb(n_a + n_b, n_a))
 
 
 def paired_permutation_p(a: Sequence[float], b: Sequence[float]) -> float:
@@ -47,3 +79,30 @@ def paired_permutation_p(a: Sequence[float], b: Sequence[float]) -> float:
     signs = rng.choice((1.0, -1.0), size=(DRAWS, n))
     means = np.abs(signs @ d) / n
     return float((1 + np.sum(means >= observed - tol)) / (1 + DRAWS))
+
+
+def unpaired_permutation_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value for mean(a) != mean(b) over two independent samples (a two-sample permutation test)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or b.ndim != 1:
+        raise ValueError("unpaired values must be two flat sequences")
+    na, nb = len(a), len(b)
+    if na == 0 or nb == 0:
+        return 1.0
+    pooled = np.concatenate([a, b])
+    n = na + nb
+    observed = abs(a.mean() - b.mean())
+    tol = 1e-12 * max(1.0, float(np.abs(pooled).max()))
+    total = pooled.sum()
+    if math.comb(n, na) <= EXACT_MAX_SPLITS:
+        members = np.zeros((math.comb(n, na), n), dtype=bool)
+        for row, idx in enumerate(itertools.combinations(range(n), na)):
+            members[row, list(idx)] = True
+        sum_a = members @ pooled
+        diffs = np.abs(sum_a / na - (total - sum_a) / nb)
+        return float(np.mean(diffs >= observed - tol))
+    rng = np.random.default_rng(SEED)
+    perms = np.argsort(rng.random((DRAWS, n)), axis=1)[:, :na]
+    sum_a = pooled[perms].sum(axis=1)
+    diffs = np.abs(sum_a / na - (total - sum_a) / nb)
+    return float((1 + np.sum(diffs >= observed - tol)) / (1 + DRAWS))

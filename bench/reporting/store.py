@@ -20,7 +20,7 @@ import pandas as pd
 from bench.errors import BenchError
 
 CHILD_COLUMNS = ["run_id", "parent_run_id", "experiment", "protocol", "fingerprint", "entry", "zoo",
-                 "train_seed", "status", "failure", "start_time", "end_time", "metrics"]
+                 "train_seed", "status", "failure", "start_time", "end_time", "metrics", "baseline"]
 
 
 def client(uri: str):
@@ -125,6 +125,7 @@ def child_runs(c, exps: dict[str, str], fingerprint: Optional[str] = None,
             "status": r.info.status, "failure": t.get("bench.failure", ""),
             "start_time": r.info.start_time, "end_time": r.info.end_time,
             "metrics": dict(r.data.metrics),
+            "baseline": t.get("bench.baseline", ""),  # the real-data row: real_data or identity (reference.py)
         })
     return pd.DataFrame(rows, columns=CHILD_COLUMNS)
 

@@ -1,4 +1,5 @@
-"""The comparison table: entries x metrics, mean ± std over evaluation seeds."""
+"""The comparison table: one row per entry (per entry and training seed when a protocol has `train_seeds`) x
+metrics, mean ± sample std over evaluation seeds."""
 
 from __future__ import annotations
 
@@ -15,13 +16,21 @@ LABELS = {"is": "IS", "fid": "FID", "kid/mean": "KID", "classifier_accuracy": "A
           "psnr": "PSNR", "lpips": "LPIPS", "cycle_error": "Cycle"}
 
 
-def _fmt(mean: float, std: float) -> str:
+def _fmt(mean: float, std: float | None) -> str:
     if not math.isfinite(mean):
         return str(mean)
     mag = max(abs(mean), 1e-12)
     digits = 4 if mag < 0.01 else (3 if mag < 10 else 2)
     fmt = f"{{:.{digits}{'e' if mag < 1e-3 else 'f'}}}"
-    return f"{fmt.format(mean)} ± {fmt.format(std)}"
+    # A sample std of one evaluation seed is undefined (results.jsonl: null), not 0.
+    return f"{fmt.format(mean)} ± " + ("—" if std is None or not math.isfinite(std) else fmt.format(std))
+
+
+def _label(r: dict[str, Any]) -> str:
+    if r.get("info", {}).get("baseline"):  # the real-data row (bench/runner/reference.py), not a model
+        return f"{r['entry']} (baseline)"
+    seed = r.get("train_seed")
+    return r["entry"] if seed is None else f"{r['entry']} (training seed {seed})"
 
 
 def rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -31,7 +40,7 @@ def rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     for r in results:
         m = r.get("metrics", {})
         cells = [_fmt(m[k]["mean"], m[k]["std"]) if k in m else "—" for k in keys]
-        body.append([r["entry"], *cells, r["status"] if r["status"] != "FAILED" else f"FAILED: {r['reason']}"])
+        body.append([_label(r), *cells, r["status"] if r["status"] != "FAILED" else f"FAILED: {r['reason']}"])
     return header, body
 
 
@@ -48,10 +57,14 @@ def to_csv(results: list[dict[str, Any]]) -> str:
     keys = sorted({k for r in results for k in r.get("metrics", {})})
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["entry", "status"] + [f"{k}/{s}" for k in keys for s in ("mean", "std")])
+    seeded = any(r.get("train_seed") is not None for r in results)  # a train_seed column only when there are any
+    w.writerow(["entry", *(["train_seed"] if seeded else []), "status"]
+               + [f"{k}/{s}" for k in keys for s in ("mean", "std")])
     for r in results:
         m = r.get("metrics", {})
-        w.writerow([r["entry"], r["status"]] + [m[k][s] if k in m else "" for k in keys for s in ("mean", "std")])
+        seed = [r.get("train_seed", "")] if seeded else []
+        w.writerow([r["entry"], *seed, r["status"]]
+                   + [("" if m[k][s] is None else m[k][s]) if k in m else "" for k in keys for s in ("mean", "std")])
     return buf.getvalue()
 
 

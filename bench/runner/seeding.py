@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -14,6 +14,17 @@ def derive(seed: int, *parts: object) -> int:
     """A 63-bit seed for one purpose: derive(7, 'dcgan', 'init') never collides with derive(7, 'dcgan', 'data')."""
     text = ":".join([str(seed), *map(str, parts)])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def entry_seed(protocol_seed: int, entry: str, train_seed: Optional[int] = None) -> int:
+    """The seed an entry trains from (initial weights, data order, noise all derive from it).
+
+    Training seed 0 and no training seed at all are the same seed, the one protocols had before
+    `train_seeds` existed, so existing weights stay bit-identical; every other training seed is its own.
+    """
+    if not train_seed:
+        return derive(protocol_seed, "entry", entry)
+    return derive(protocol_seed, "entry", entry, "train_seed", train_seed)
 
 
 def capture_global_rng() -> dict[str, Any]:

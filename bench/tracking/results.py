@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -36,12 +36,13 @@ class EvalResult:
     info: dict[str, Any] = field(default_factory=dict)
     env: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
+    train_seed: Optional[int] = None  # None: the entry's single default training run (protocol without train_seeds)
 
 
-def finished_rows(path: Path, fingerprint: str) -> dict[str, dict[str, Any]]:
-    """The newest FINISHED row of every entry of one fingerprint (what `bench run --resume` need not redo).
-    A torn last line (a kill mid-append) is ignored: it was never a complete result."""
-    rows: dict[str, dict[str, Any]] = {}
+def finished_rows(path: Path, fingerprint: str) -> dict[tuple[str, Optional[int]], dict[str, Any]]:
+    """The newest FINISHED row of every (entry, training seed) of one fingerprint (what `bench run --resume`
+    need not redo). A torn last line (a kill mid-append) is ignored: it was never a complete result."""
+    rows: dict[tuple[str, Optional[int]], dict[str, Any]] = {}
     if not path.is_file():
         return rows
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -50,7 +51,7 @@ def finished_rows(path: Path, fingerprint: str) -> dict[str, dict[str, Any]]:
         except json.JSONDecodeError:
             continue
         if row.get("fingerprint") == fingerprint and row.get("status") == "FINISHED":
-            rows[row["entry"]] = row
+            rows[(row["entry"], row.get("train_seed"))] = row
     return rows
 
 
