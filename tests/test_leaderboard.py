@@ -99,9 +99,13 @@ def test_training_seeds_pool_with_eval_seeds_and_are_the_units_of_the_test():
     assert best["fid/mean"] == pytest.approx(np.mean(pooled))
     assert best["fid/std"] == pytest.approx(np.std(pooled, ddof=1))  # sample std, not population
     assert best["fid/ci95_low"] == pytest.approx(np.mean(pooled) - 1)
-    # The unit is the training run (its 3 evaluation seeds averaged): 2 vs 2 runs, smallest p = 2 / C(4, 2).
-    assert best["test_next"] == "2 vs 2 training seeds" and best["p_next"] == pytest.approx(1 / 3)
-    assert "p=0.33 (2 vs 2 training seeds)" in render.markdown([g])
+    # The unit is the training run (its 3 evaluation seeds averaged): Welch's t on 2 vs 2 run means, with the
+    # exact permutation p (never below 2 / C(4, 2) = 1/3 here) beside it.
+    from scipy import stats
+    welch = stats.ttest_ind([11.0, 11.5], [16.0, 16.5], equal_var=False).pvalue
+    assert best["test_next"] == "2 vs 2 training seeds, Welch t; exact permutation p=0.33"
+    assert best["p_next"] == pytest.approx(welch) and welch < 0.05
+    assert "exact permutation p=0.33)" in render.markdown([g])
     assert "2×3" in render.terminal([g])
 
 

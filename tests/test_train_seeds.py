@@ -173,21 +173,33 @@ def test_cells_are_mean_and_sample_std_over_training_times_evaluation_seeds():
     assert "sample std" in render.LEGEND and "population" not in render.LEGEND
 
 
-def test_three_training_seeds_cannot_reach_p_005_however_many_evaluation_seeds():
-    # Perfectly separated, 3 runs x 20 evaluation seeds each: pooling evaluation seeds as units would give
-    # p ~ 1e-6; the training run is the unit, and 3 vs 3 runs cannot go below 2 / C(6, 3) = 0.1.
-    g = _board({"good": _seeded(3, 20, 10.0), "bad": _seeded(3, 20, 30.0)})
-    best = g.rows.iloc[0]
-    assert best["entry"] == "good" and best["test_next"] == "3 vs 3 training seeds"
-    assert best["p_next"] == pytest.approx(0.1)
-    assert "p=0.1 (3 vs 3 training seeds)" in render.markdown([g])
+def _welch(a: dict, b: dict) -> float:
+    from scipy import stats
+
+    return stats.ttest_ind([np.mean(v) for v in a.values()], [np.mean(v) for v in b.values()], equal_var=False).pvalue
 
 
-def test_four_training_seeds_can_reach_p_005_and_overlapping_runs_do_not():
-    g = _board({"good": _seeded(4, 2, 10.0), "bad": _seeded(4, 2, 30.0)})
+def test_three_training_seeds_can_reach_p_005_and_the_run_is_the_unit():
+    # Perfectly separated, 3 runs x 20 evaluation seeds each. The unit is the training run (its evaluation
+    # seeds averaged): Welch's t on 3 vs 3 run means gives p ~ 0.001, not the ~1e-30 that pooling 60
+    # evaluation values as if independent would claim; the exact permutation p (never below 0.1) is shown.
+    good, bad = _seeded(3, 20, 10.0), _seeded(3, 20, 30.0)
+    g = _board({"good": good, "bad": bad})
     best = g.rows.iloc[0]
-    assert best["p_next"] == pytest.approx(2 / 70) and best["p_next"] < significance.ALPHA
-    assert "p=0.029 * (4 vs 4 training seeds)" in render.terminal([g])
+    assert best["entry"] == "good" and best["test_next"].startswith("3 vs 3 training seeds, Welch t")
+    assert best["p_next"] == pytest.approx(_welch(good, bad)) and best["p_next"] < significance.ALPHA
+    pooled = [v for vals in good.values() for v in vals], [v for vals in bad.values() for v in vals]
+    from scipy import stats
+    assert best["p_next"] > 1e6 * stats.ttest_ind(*pooled, equal_var=False).pvalue
+    assert "exact permutation p=0.1" in render.markdown([g])
+
+
+def test_four_training_seeds_are_significant_and_overlapping_runs_are_not():
+    good, bad = _seeded(4, 2, 10.0), _seeded(4, 2, 30.0)
+    g = _board({"good": good, "bad": bad})
+    best = g.rows.iloc[0]
+    assert best["p_next"] == pytest.approx(_welch(good, bad)) and best["p_next"] < significance.ALPHA
+    assert " * (4 vs 4 training seeds, Welch t; exact permutation p=0.029)" in render.terminal([g])
     # Runs that interleave (the entries' training spreads overlap) are not called different.
     g = _board({"good": _seeded(4, 2, 10.0), "bad": _seeded(4, 2, 11.0)})
     assert g.rows.iloc[0]["p_next"] > 0.5
@@ -195,8 +207,8 @@ def test_four_training_seeds_can_reach_p_005_and_overlapping_runs_do_not():
 
 def test_unequal_training_seed_sets_compare_unpaired_and_one_seed_keeps_the_paired_eval_test():
     g = _board({"good": _seeded(3, 2, 10.0), "bad": _seeded(5, 2, 30.0)})
-    assert g.rows.iloc[0]["p_next"] == pytest.approx(1 / 56)
-    assert g.rows.iloc[0]["test_next"] == "3 vs 5 training seeds"
+    assert g.rows.iloc[0]["p_next"] == pytest.approx(_welch(_seeded(3, 2, 10.0), _seeded(5, 2, 30.0)))
+    assert g.rows.iloc[0]["test_next"] == "3 vs 5 training seeds, Welch t; exact permutation p=0.018"
     # One training seed each: the evaluation seeds (same latent draws) pair up, as before.
     one = {"good": {"": [1.0, 1.1, 0.9, 1.2, 1.0, 1.05]}, "bad": {"": [2.0] * 6}}
     g = _board(one)
@@ -295,11 +307,15 @@ def test_three_training_seeds_end_to_end_leaderboard(seeded_run, capsys):
     pooled = [v for r in rows if r["entry"] == "trained" for v in r["metrics"]["fid"]["per_seed"]]
     assert lb.loc["trained", "fid/mean"] == pytest.approx(np.mean(pooled), rel=1e-12)
     assert lb.loc["trained", "fid/std"] == pytest.approx(np.std(pooled, ddof=1), rel=1e-9)
-    # 100 steps beat no training in every run: 3 vs 5 training runs, every split but the observed one
-    # is less extreme, p = 1 / C(8, 3) = 0.018 < 0.05.
+    # 100 steps beat no training in every run: 3 vs 5 training runs, Welch's t on the run means (every
+    # permutation split but the observed one is less extreme: exact p = 1 / C(8, 3) = 0.018).
     assert lb.loc["trained", "rank"] == 1
-    assert lb.loc["trained", "p_next"] == pytest.approx(1 / 56)
-    assert "p=0.018 * (3 vs 5 training seeds)" in out
+    means = {e: [np.mean(r["metrics"]["fid"]["per_seed"]) for r in rows if r["entry"] == e]
+             for e in ("trained", "untrained")}
+    from scipy import stats
+    welch = stats.ttest_ind(means["trained"], means["untrained"], equal_var=False).pvalue
+    assert lb.loc["trained", "p_next"] == pytest.approx(welch) and welch < 0.05
+    assert "(3 vs 5 training seeds, Welch t; exact permutation p=0.018)" in out
 
 
 @needs_data
