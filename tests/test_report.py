@@ -45,7 +45,7 @@ def test_report_has_leaderboard_figures_protocol_and_environment(report):
     for name in linked:
         with Image.open(out / name) as im:
             assert im.format == "PNG" and im.size[0] > 100
-    assert "8×8 grid of samples from fixed noise" in readme and "whiskers: 95% bootstrap interval" in page
+    assert "8×8 grid of samples from fixed noise" in readme and "whiskers: 95% interval" in page
     assert set(meta["files"]) == {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
 
 

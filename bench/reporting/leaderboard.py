@@ -45,7 +45,7 @@ class Group:
 
 
 def interval_keys(key: str) -> tuple[str, str]:
-    """`fid` -> fid/ci95_low|high; `kid/mean` -> kid/ci95_low|high (the bootstrap interval of that mean)."""
+    """`fid` -> fid/ci95_low|high; `kid/mean` -> kid/ci95_low|high (the 95% interval of that mean)."""
     base = key[: -len("/mean")] if key.endswith("/mean") else key
     return f"{base}/ci95_low", f"{base}/ci95_high"
 
@@ -142,7 +142,7 @@ def _add_metric(row: dict, key: str, runs: pd.DataFrame, per_seed: PerSeed) -> N
     lows = [m.get(lo_key) for m in runs["metrics"]]
     highs = [m.get(hi_key) for m in runs["metrics"]]
     if all(v is not None for v in lows + highs):
-        # The bootstrap interval of each evaluation seed, averaged over the runs' seeds (its typical width).
+        # The 95% interval of each evaluation seed, averaged over the runs' seeds (its typical width).
         row[f"{key}/ci95_low"], row[f"{key}/ci95_high"] = float(np.mean(lows)), float(np.mean(highs))
 
 

@@ -34,7 +34,7 @@ def metric_bars(rows: pd.DataFrame, key: str) -> tuple[bytes, str]:
     if lo_col in have and have[lo_col].notna().all():
         err = [[m - float(lo) for m, lo in zip(means, have[lo_col])],
                [float(hi) - m for m, hi in zip(means, have[hi_col])]]
-        whiskers = "95% bootstrap interval (mean over seeds)"
+        whiskers = "95% interval (mean over seeds)"
     else:
         std = [float(s) if not math.isnan(float(s)) else 0.0 for s in have[f"{key}/std"]]
         err = [std, std]

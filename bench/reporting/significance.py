@@ -36,9 +36,10 @@ EXACT_MAX_SPLITS = 2 ** EXACT_MAX_PAIRS
 DRAWS = 20_000
 SEED = 0
 METHOD = ("paired sign-flip permutation test on the per-evaluation-seed values when both rows have one training "
-          "seed, else an unpaired permutation test on the per-training-seed means (evaluation seeds averaged within "
-          f"each training run); two-sided, exact up to {EXACT_MAX_SPLITS:,} patterns (else {DRAWS:,}, seed {SEED}); "
-          f"* = p < {ALPHA}")
+          "seed (it measures evaluation noise only; identical values on every seed are not tested), else Welch's "
+          "t-test on the per-training-seed means (evaluation seeds averaged within each training run), with the "
+          "exact permutation p beside it; two-sided, exact up to "
+          f"{EXACT_MAX_SPLITS:,} patterns (else {DRAWS:,}, seed {SEED}); * = p < {ALPHA}")
 
 
 def sample_std(values: Sequence[float]) -> float:
