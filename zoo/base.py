@@ -11,7 +11,7 @@ import abc
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
 from torch import nn
@@ -180,6 +180,9 @@ class GANModel(abc.ABC):
     summary: ClassVar[str]
     Config: ClassVar[type]
     labelled_per_class: ClassVar[int] = 0  # > 0: the runner also serves a labelled stream (semi-supervised)
+    # Not None: the labelled subset is drawn from this seed instead of the entry's training seed, so every entry
+    # with the same value (e.g. a semi-supervised GAN and its labels-only baseline) gets the same labels.
+    labelled_seed: ClassVar[Optional[int]] = None
 
     def __init__(self, cfg: Any, data: DataSpec, device: torch.device | str = "cpu"):
         self.cfg = cfg

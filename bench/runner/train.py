@@ -108,8 +108,12 @@ class Draw:
         self.labelled_rng = torch.Generator().manual_seed(derive(seed, "labelled-batches"))
         self.labelled_idx = None
         if model.labelled_per_class:
-            self.labelled_idx = labelled_subset(labels, model.labelled_per_class, derive(seed, "labelled-subset"),
-                                                model.data.num_classes)
+            # A family that names its own data seed (sgan's `seed_data`) gets the same labelled subset in every
+            # entry and training seed, so entries that differ in training alone see the same labels.
+            data_seed = model.labelled_seed
+            subset_seed = (derive(seed, "labelled-subset") if data_seed is None
+                           else derive(data_seed, "seed_data", "labelled-subset"))
+            self.labelled_idx = labelled_subset(labels, model.labelled_per_class, subset_seed, model.data.num_classes)
 
     def generators(self) -> dict[str, torch.Generator]:
         return {"data": self.rng, "labelled": self.labelled_rng}
