@@ -362,6 +362,10 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
     env["world_size"] = world.size
     run_root = workdir / f"{protocol.name}-{fp[:12]}"
     results_path = workdir / "results.jsonl"
+    # A run killed inside an atomic write of the comparison table leaves its temp file; nothing reads it,
+    # and this run rewrites the table, so clear it (only rank 0 writes here).
+    for stale_tmp in run_root.glob(".comparison.*.tmp") if run_root.is_dir() else []:
+        stale_tmp.unlink(missing_ok=True)
 
     stale = tracker.close_stale(fp)
     if stale:
