@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -532,7 +533,7 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
         params.update({f"train.{k}": v for k, v in entry.train.model_dump().items()})
     else:
         params["checkpoint"] = entry.checkpoint
-    try:
+    with _child_run(tracker, child, result, f"entry {entry.name}"):
         tracker.log_params(child, params)
         t0 = time.perf_counter()
         if entry.train:
@@ -571,19 +572,6 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
                dist.current())
         tracker.set_tags(child, {"bench.checkpoint": result.checkpoint,
                                  "bench.checkpoint_sha256": result.checkpoint_sha256})
-        result.status = "FINISHED"
-        tracker.end(child, "FINISHED")
-    except EntryFailed as exc:
-        result.reason = str(exc)
-        tracker.set_tags(child, {"bench.failure": result.reason})
-        tracker.end(child, "FAILED")
-        log.warning("entry %s failed: %s", entry.name, exc)
-    except KeyboardInterrupt:
-        _end_quietly(tracker, child, "KILLED")
-        raise
-    except BaseException:
-        _end_quietly(tracker, child, "FAILED")
-        raise
     return result
 
 
@@ -627,7 +615,7 @@ def _run_reference(ref: reference.ReferenceRow, protocol, data, extractor, real_
                                          "bench.fingerprint": fp, "bench.protocol": protocol.name}, parent=parent)
     result = results_mod.EvalResult(protocol.name, fp, ref.name, ref.name, "FAILED", env=env)
     result.info["baseline"] = ref.name
-    try:
+    with _child_run(tracker, child, result, f"real-data row {ref.name}"):
         tracker.log_params(child, {"baseline": ref.name, "baseline.source": ref.description})
         result.timings["train_s"] = 0.0  # nothing to train or load
         fixed = None  # a translation grid shows fixed held-out inputs
@@ -637,20 +625,29 @@ def _run_reference(ref: reference.ReferenceRow, protocol, data, extractor, real_
         tracker.log_artifact(child, save_grid(ref.source, fixed, run_root / ref.name / "samples.png", data))
         _score(result, tracker, child, ref.source, extractor, real_feats, real_stats, protocol, "resize", data,
                dist.SINGLE, ref.unavailable(protocol.evaluation.metrics))
+    return result
+
+
+@contextlib.contextmanager
+def _child_run(tracker, child: str, result: results_mod.EvalResult, label: str):
+    """One child run's outcome, the same for an entry and for the real-data row: FINISHED when the body
+    returns; FAILED with the reason when it raises EntryFailed (the protocol goes on); KILLED or FAILED,
+    re-raised, on anything else."""
+    try:
+        yield
         result.status = "FINISHED"
         tracker.end(child, "FINISHED")
     except EntryFailed as exc:
         result.reason = str(exc)
         tracker.set_tags(child, {"bench.failure": result.reason})
         tracker.end(child, "FAILED")
-        log.warning("real-data row %s failed: %s", ref.name, exc)
+        log.warning("%s failed: %s", label, exc)
     except KeyboardInterrupt:
         _end_quietly(tracker, child, "KILLED")
         raise
     except BaseException:
         _end_quietly(tracker, child, "FAILED")
         raise
-    return result
 
 
 def _end_quietly(tracker, run_id: str, status: str) -> None:
