@@ -16,15 +16,12 @@ For each cell (population, d, N generated vs N_real real) the simulation draws b
   draws; with R draws its Monte-Carlo error is sd/√R, a few percent of the interval half-width.
 A cell passes when coverage is in [90%, 99%] and every point estimate lies inside its own interval.
 
-Known limit, printed rather than hidden: for `same` (a generator equal to the data) both statistics are
-degenerate — their first-order (linear) fluctuation vanishes and what is left is a second-order term.
-A delete-a-group jackknife over-estimates the variance of a degenerate quadratic term by a factor
-2G(G-1.5)/(G-1)² (about 2.1 for G = 10), and the KID blocks by a factor of about B, so those intervals
-are conservative there (coverage near 100%). The same happens, for KID first, whenever the
-difference is small next to the sampling noise (`near` at small N). Such cells are marked
-`conservative`: they never under-cover, but they are wider than they need to be. Removing this needs
-an unbiased estimate of the second-order (degenerate) variance component, e.g. a two-way analysis of
-variance of block kernel sums for KID.
+The `same` population (a generator equal to the data) is the hard case: both statistics are degenerate
+there — their first-order fluctuation vanishes and a second-order term is all that is left. A plain
+delete-a-group jackknife over-estimates that term's variance by 2(G-1)/(G-2) and covered ~100%; the
+intervals now remove that bias with a delete-two estimate (bench/metrics/intervals.py), and this
+simulation is what shows the correction is right. A cell whose coverage is above 99% is marked
+`conservative` (too wide, never too narrow), below 90% or with an estimate outside its own interval `FAIL`.
 """
 
 from __future__ import annotations

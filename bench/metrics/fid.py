@@ -6,8 +6,9 @@ product, unlike the SVD shortcut flagged in SEEDS.md §4.2).
 
 Uncertainty, both seeded from the evaluation seed:
 - `fid/ci95_low`, `fid/ci95_high`: a 95% interval for FID at this protocol's sample sizes, from a
-  delete-a-group jackknife over both sides (`fid_interval_groups` groups; bench/metrics/intervals.py says
-  why and how, and `bench perf coverage` checks its coverage by simulation). It is centred on the
+  delete-a-group jackknife over both sides with its second-order bias removed (`fid_interval_groups`
+  groups; bench/metrics/intervals.py says why and how, and `bench perf coverage` checks its coverage by
+  simulation). It is centred on the
   estimate, so it always contains it.
 - `fid_inf`: FID extrapolated to infinitely many samples (Chong & Forsyth 2020): FID is nearly linear in
   1/N, so FID is measured on `fid_inf_points` random subsets of sizes evenly spaced from N/4 to N, a line

@@ -4,9 +4,9 @@ Subsets are drawn from a seed derived from the evaluation seed, never from a glo
 size is the protocol's `kid_subset_size` (default 1000), shrunk to the smaller of the two sample
 counts when fewer images exist; the size used is reported as `kid/subset_size`. `kid/std` is the spread
 of the per-subset values (which subsets were drawn, not the sampling error of the estimate).
-`kid/ci95_low` and `kid/ci95_high` are a 95% interval for the population MMD² from `kid_interval_blocks`
-disjoint blocks plus the subset-drawing noise (bench/metrics/intervals.py; coverage checked by
-`bench perf coverage`).
+`kid/ci95_low` and `kid/ci95_high` are a 95% interval for the population MMD²: a corrected jackknife
+over `kid_interval_blocks` groups of the unbiased MMD² on all the data, plus the subset-drawing noise
+(bench/metrics/intervals.py; coverage checked by `bench perf coverage`).
 """
 
 from __future__ import annotations

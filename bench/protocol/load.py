@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from bench.errors import BenchError
+from bench.metrics.intervals import METHOD as interval_method
 from bench.protocol.schema import Protocol
 
 PROTOCOL_VERSION = 1
@@ -191,11 +192,12 @@ LATER_KEYS = {
 
 def fingerprint(protocol: Protocol, data_fingerprint: str, extractor_sha256: str,
                 checkpoints: dict[str, str] | None = None, device_type: str = "cpu") -> str:
-    """sha256 of the canonical protocol + data content + extractor weights + device type
-    (+ loaded checkpoints' sha256). CPU and CUDA kernels differ numerically, so scores from the two
-    are never pooled."""
+    """sha256 of the canonical protocol + data content + extractor weights + device type + interval
+    method (+ loaded checkpoints' sha256). CPU and CUDA kernels differ numerically, so scores from the
+    two are never pooled; an interval is a result, so runs whose intervals were computed by different
+    methods never share a fingerprint either."""
     parts = {"protocol": canonical(protocol), "data": data_fingerprint, "extractor": extractor_sha256,
-             "device": device_type}
+             "device": device_type, "intervals": interval_method}
     if checkpoints:
         # An entry that loads a checkpoint is scored on that file's content, not on its path.
         parts["checkpoints"] = checkpoints
