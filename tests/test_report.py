@@ -46,6 +46,11 @@ def test_report_has_leaderboard_figures_protocol_and_environment(report):
         with Image.open(out / name) as im:
             assert im.format == "PNG" and im.size[0] > 100
     assert "8×8 grid of samples from fixed noise" in readme and "whiskers: 95% interval" in page
+    # the comparison in words: two evaluation seeds can never give p < 0.05, and the report says so
+    assert "## Comparisons" in readme and "<h2>Comparisons</h2>" in page
+    line = next(x for x in readme.splitlines() if x.startswith("- `trained` ahead of `untrained` on FID"))
+    assert "**not significant**, p=0.5 (n=2)" in line
+    assert "<code>trained</code> ahead of <code>untrained</code>" in page and "<strong>not significant</strong>" in page
     assert set(meta["files"]) == {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
 
 
@@ -92,3 +97,28 @@ def test_unknown_run_id_is_one_line(tmp_path, capsys):
     assert main(["report", "0123456789abcdef", "--uri", uri, "--out", str(tmp_path / "r")]) == 2
     assert "MLflow run '0123456789abcdef' not found" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_comparisons_state_each_neighbour_verdict_in_words():
+    import pandas as pd
+
+    from bench.reporting.leaderboard import Group
+    from bench.reporting.render import comparisons
+
+    rows = pd.DataFrame([
+        {"entry": "real_data", "rank": pd.NA, "fid/mean": 0.3, "p_next": float("nan"), "test_next": "", "n_pairs_next": 0},
+        {"entry": "a", "rank": 1, "fid/mean": 10.0, "p_next": 0.029, "test_next": "4 vs 4 training seeds", "n_pairs_next": 0},
+        {"entry": "b", "rank": 2, "fid/mean": 12.0, "p_next": 0.2, "test_next": "", "n_pairs_next": 6},
+        {"entry": "c", "rank": 3, "fid/mean": 15.0, "p_next": float("nan"),
+         "test_next": "no test: evaluation seeds identical (deterministic)", "n_pairs_next": 6},
+        {"entry": "d", "rank": 4, "fid/mean": 40.0, "p_next": float("nan"), "test_next": "", "n_pairs_next": 0},
+    ])
+    g = Group(protocol="p", experiment="p", fingerprint="f" * 64, parent_run_ids=[], sort_key="fid", keys=["fid"],
+              rows=rows)
+    lines = comparisons(g)
+    assert len(lines) == 3  # the unranked real-data row is framed, never compared
+    assert lines[0] == "`a` ahead of `b` on FID: 10.00 vs 12.00; significant, p=0.029 * (4 vs 4 training seeds)"
+    assert lines[1].startswith("`b` ahead of `c` on FID: 12.00 vs 15.00; **not significant**, p=0.2 (n=6)")
+    assert "not tested (evaluation seeds identical (deterministic))" in lines[2]
+    assert comparisons(Group(protocol="p", experiment="p", fingerprint="f", parent_run_ids=[], sort_key=None, keys=[],
+                             rows=rows)) == []

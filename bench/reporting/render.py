@@ -60,6 +60,29 @@ def p_cell(row: pd.Series) -> str:
     return f"p={p:.2g}" + (" *" if p < significance.ALPHA else "") + f" ({units})"
 
 
+def comparisons(g: Group) -> list[str]:
+    """One sentence per neighbouring pair of ranked rows on the sort metric: which is ahead, by how much,
+    and whether the difference is significant (the `vs next` test), so a report states it in words."""
+    if not g.sort_key:
+        return []
+    ranked = g.rows[g.rows["rank"].notna()]
+    name = LABELS.get(g.sort_key, g.sort_key)
+    out = []
+    for (_, a), (_, b) in zip(ranked.iterrows(), ranked.iloc[1:].iterrows()):
+        va, vb = a.get(f"{g.sort_key}/mean"), b.get(f"{g.sort_key}/mean")
+        if va is None or vb is None or pd.isna(va) or pd.isna(vb):
+            continue
+        p, test = a.get("p_next"), a.get("test_next") or ""
+        if test.startswith("no test"):
+            verdict = f"not tested ({test.removeprefix('no test: ')}): only training seeds can decide it"
+        elif p is None or pd.isna(p):
+            verdict = "not tested (too few paired values)"
+        else:
+            verdict = ("significant" if p < significance.ALPHA else "**not significant**") + f", {p_cell(a)}"
+        out.append(f"`{a['entry']}` ahead of `{b['entry']}` on {name}: {_num(va)} vs {_num(vb, va)}; {verdict}")
+    return out
+
+
 def title(g: Group) -> str:
     runs = f"{len(g.parent_run_ids)} run{'s' if len(g.parent_run_ids) != 1 else ''}"
     rep = f", {g.repeats} older repeat{'s' if g.repeats != 1 else ''} superseded" if g.repeats else ""

@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from bench.errors import BenchError
 from bench.io import atomic_write_bytes
-from bench.reporting import leaderboard, plots, render, store
+from bench.reporting import leaderboard, plots, render, significance, store
 
 INDEX_BEGIN = "<!-- BEGIN REPORT INDEX: `bench report` rewrites this table -->"
 INDEX_END = "<!-- END REPORT INDEX -->"
@@ -216,7 +216,12 @@ def _markdown(meta, group, bars, entries, protocol_text, env) -> str:
            f"`{meta['experiment']}`, started {meta['run_started']}). Fingerprint `{meta['fingerprint']}`: "
            "scores compare only within it.", ""]
     out += [f"> {n}" for n in meta["notes"]] + ([""] if meta["notes"] else [])
-    out += ["## Leaderboard", "", render.markdown_table(group), f"_{render.LEGEND}_", "", "## Metrics", ""]
+    out += ["## Leaderboard", "", render.markdown_table(group), f"_{render.LEGEND}_", ""]
+    found = render.comparisons(group)
+    if found:
+        out += ["## Comparisons", "", "Each ranked row against the row below it on the sort metric (the `vs next` "
+                f"test of the legend; significant: p < {significance.ALPHA}):", ""] + [f"- {line}" for line in found] + [""]
+    out += ["## Metrics", ""]
     out += [f"![{render.label(k)}]({name})" for k, name, _ in bars] + [""]
     out += ["## Entries", ""]
     for e in entries:
@@ -240,8 +245,13 @@ def _html(meta, group, bars, entries, protocol_text, env) -> str:
             f"</code> (experiment <code>{e(meta['experiment'])}</code>, started {e(meta['run_started'])}). "
             f"Fingerprint <code>{e(meta['fingerprint'])}</code>: scores compare only within it.</p>"]
     body += [f"<p class='note'>{e(n)}</p>" for n in meta["notes"]]
-    body += ["<h2>Leaderboard</h2>", render.html_table(group), f"<p class='legend'>{e(render.LEGEND)}</p>",
-             "<h2>Metrics</h2>"]
+    body += ["<h2>Leaderboard</h2>", render.html_table(group), f"<p class='legend'>{e(render.LEGEND)}</p>"]
+    found = render.comparisons(group)
+    if found:
+        body += ["<h2>Comparisons</h2>", "<p>Each ranked row against the row below it on the sort metric (the "
+                 f"<code>vs next</code> test of the legend; significant: p &lt; {significance.ALPHA}):</p>", "<ul>"]
+        body += [f"<li>{_inline_html(line)}</li>" for line in found] + ["</ul>"]
+    body.append("<h2>Metrics</h2>")
     body += [f"<figure><img class='bar' src='{e(name)}' alt='{e(render.label(k))}'>"
              f"<figcaption>{e(render.label(k))}; whiskers: {e(w)}</figcaption></figure>" for k, name, w in bars]
     body.append("<h2>Entries</h2>")
@@ -263,6 +273,14 @@ def _html(meta, group, bars, entries, protocol_text, env) -> str:
              "<table class='env'>" + "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in env)
              + "</table>"]
     return render.html_page(f"{meta['protocol']}: ganbench report", "\n".join(body))
+
+
+def _inline_html(text: str) -> str:
+    """The Markdown of a comparison line (`code`, **bold**) as HTML."""
+    parts = html.escape(text).split("`")
+    text = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    parts = text.split("**")
+    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
 
 
 def _write_all(out: Path, files: dict[str, bytes]) -> None:
