@@ -104,20 +104,20 @@ def _kid_point(real: np.ndarray, fake: np.ndarray, subsets: int, size: int, rng:
 
 
 def simulate_cell(population: str, d: int, n_gen: int, n_real: int, draws: int, seed: int = 0, groups: int = 10,
-                  blocks: int = 10, kid_subsets: int = 10, kid_subset_size: int = 1000,
+                  kid_subsets: int = 10, kid_subset_size: int = 1000,
                   metrics: tuple[str, ...] = ("fid", "kid")) -> dict:
     # Small matrices: one thread (on a busy 2-core machine, torch's thread pool made this 40x slower).
     threads = torch.get_num_threads()
     if d < 512:
         torch.set_num_threads(1)
     try:
-        return _simulate(population, d, n_gen, n_real, draws, seed, groups, blocks, kid_subsets, kid_subset_size,
+        return _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, kid_subset_size,
                          metrics)
     finally:
         torch.set_num_threads(threads)
 
 
-def _simulate(population, d, n_gen, n_real, draws, seed, groups, blocks, kid_subsets, kid_subset_size, metrics):
+def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, kid_subset_size, metrics):
     shift, scale = POPULATIONS[population]
     pop = Population(d, shift, scale)
     rng = np.random.default_rng([seed, d, n_gen, n_real, int(shift * 1000), int(scale * 1000)])
@@ -133,7 +133,7 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, blocks, kid_sub
         if "kid" in metrics:
             values = _kid_point(real, fake, kid_subsets, size, np.random.RandomState(int(rng.integers(2 ** 31))))
             est = float(values.mean())
-            lo, hi, _ = kid_interval(est, values, real, fake, blocks, int(rng.integers(2 ** 31)))
+            lo, hi, _ = kid_interval(est, values, real, fake, int(rng.integers(2 ** 31)))
             kid_est.append(est), kid_lo.append(lo), kid_hi.append(hi)
     out = {"population": population, "d": d, "n_gen": n_gen, "n_real": n_real, "draws": draws,
            "seconds": time.perf_counter() - t0}

@@ -169,7 +169,7 @@ def translation_data(spec: DataSpec, task: str):
 
 def settings(batch_size: int, metrics: list[str]) -> EvaluationSpec:
     return EvaluationSpec(n_samples=N, seeds=SEEDS, batch_size=batch_size, metrics=metrics, is_splits=2,
-                          kid_subsets=10, kid_interval_blocks=4, fid_interval_groups=4, fid_inf_points=3, ppl_samples=N,
+                          kid_subsets=10, fid_interval_groups=4, fid_inf_points=3, ppl_samples=N,
                           truncation_psis=[0.5, 1.0])
 
 

@@ -4,9 +4,9 @@ Subsets are drawn from a seed derived from the evaluation seed, never from a glo
 size is the protocol's `kid_subset_size` (default 1000), shrunk to the smaller of the two sample
 counts when fewer images exist; the size used is reported as `kid/subset_size`. `kid/std` is the spread
 of the per-subset values (which subsets were drawn, not the sampling error of the estimate).
-`kid/ci95_low` and `kid/ci95_high` are a 95% interval for the population MMD²: a corrected jackknife
-over `kid_interval_blocks` groups of the unbiased MMD² on all the data, plus the subset-drawing noise
-(bench/metrics/intervals.py; coverage checked by `bench perf coverage`).
+`kid/ci95_low` and `kid/ci95_high` are a 95% interval for the population MMD²: the variance of the
+unbiased MMD² on all the data (from its Hoeffding decomposition, estimated from all pairs of points) plus
+the subset-drawing noise (bench/metrics/intervals.py; coverage checked by `bench perf coverage`).
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     size = subset_size(s.kid_subset_size, len(fake), len(real))
     mmds = subset_mmds(real, fake, s.kid_subsets, size, derive_seed(ctx.seed, "kid"))
     out = {"kid/mean": float(mmds.mean()), "kid/std": float(mmds.std()), "kid/subset_size": float(size)}
-    if s.kid_interval_blocks:
+    if s.kid_interval:
         out["kid/ci95_low"], out["kid/ci95_high"], _ = kid_interval(
-            out["kid/mean"], mmds, real.cpu().numpy(), fake.cpu().numpy(), s.kid_interval_blocks,
-            derive_seed(ctx.seed, "kid-blocks"))
+            out["kid/mean"], mmds, real.cpu().numpy(), fake.cpu().numpy(),
+            derive_seed(ctx.seed, "kid-variance"))
     return out
 
 

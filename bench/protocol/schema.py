@@ -134,7 +134,7 @@ class EvaluationSpec(_Strict):
     is_splits: int = Field(10, gt=0)
     kid_subsets: int = Field(100, gt=0)
     kid_subset_size: int = Field(1000, gt=1, description="shrunk to min(this, n_fake, n_real)")
-    kid_interval_blocks: int = Field(10, ge=0, description="jackknife groups behind the KID 95% interval (0 = off)")
+    kid_interval: bool = Field(True, description="a 95% interval for KID (variance from all pairs of points)")
     fid_interval_groups: int = Field(10, ge=0, description="jackknife groups behind the FID 95% interval (0 = off)")
     fid_inf_points: int = Field(5, ge=0, description="subset sizes for the FID_inf extrapolation (0 = off)")
     prc_neighborhood: int = Field(3, gt=0, description="k of the k-NN manifolds for precision/recall")
@@ -154,7 +154,7 @@ class EvaluationSpec(_Strict):
             raise ValueError("truncation_psis must be distinct values in [0, 1]")
         return v
 
-    @field_validator("kid_interval_blocks", "fid_interval_groups")
+    @field_validator("fid_interval_groups")
     @classmethod
     def _off_or_two(cls, v: int) -> int:
         if v == 1:
