@@ -15,8 +15,9 @@ from bench.reporting.leaderboard import Group
 from bench.reporting.table import LABELS
 
 LEGEND = ("Cells: mean ± std over training seeds × evaluation seeds (sample std, n − 1; — for a single value); "
-          "[a, b]: 95% interval where the metric has one, averaged over seeds (delete-a-group jackknife with its "
-          "second-order bias removed; FID's covers FID at this sample size, KID's the population MMD²; coverage checked by "
+          "[a, b]: 95% interval where the metric has one, averaged over seeds (FID: delete-a-group jackknife with its "
+          "second-order bias removed, covers FID at this sample size; KID: variance from all pairs of points, covers "
+          "the population MMD²; coverage checked by "
           "`bench perf coverage`). n: training seeds × evaluation seeds (? = runs "
           "logged before per-seed values were). "
           f"vs next: {significance.METHOD}, between a row and the row below it, on the sort metric. "
