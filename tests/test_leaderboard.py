@@ -148,6 +148,9 @@ def test_two_protocols_two_groups_never_mixed(tmp_path_factory, tmp_path, capsys
     fp_same, fp_changed = fps["work-1"].pop(), fps["work-3"].pop()
     assert printed.count("regression-tiny · fingerprint") == 2
     assert f"fingerprint {fp_same[:12]} · experiment regression-tiny · 2 runs, 2 older repeats superseded" in printed
+    # each group states its neighbouring comparison in words, in the terminal and in the Markdown file
+    assert printed.count("trained ahead of untrained on FID") == 2 and "not significant" in printed
+    assert (out.parent / "lb.md").read_text().count("- `trained` ahead of `untrained` on FID") == 2
 
     table = list(csv.DictReader(open(str(out) + ".csv")))
     assert len(table) == 4

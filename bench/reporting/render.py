@@ -110,7 +110,8 @@ def terminal(groups: list[Group]) -> str:
         header, body = rows(g)
         widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
         line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-        out += [title(g), line(header), line(["-" * w for w in widths]), *map(line, body), *g.notes, ""]
+        out += [title(g), line(header), line(["-" * w for w in widths]), *map(line, body), *g.notes]
+        out += [f"  {c.replace('**', '').replace('`', '')}" for c in comparisons(g)] + [""]
     out.append(LEGEND)
     return "\n".join(out) + "\n"
 
@@ -127,6 +128,8 @@ def markdown(groups: list[Group], heading: str = "###") -> str:
     out = []
     for g in groups:
         out += [f"{heading} {title(g)}", "", markdown_table(g)]
+        found = comparisons(g)
+        out += [f"- {c}" for c in found] + ([""] if found else [])
     out.append(f"_{LEGEND}_")
     return "\n".join(out) + "\n"
 
