@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue from each entry's latest.pt")
     run.add_argument("--nproc", type=int, default=1,
                      help="data-parallel processes on this machine (re-launches itself under torchrun)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check the data, weights and checkpoints and print the fingerprint; train, score and log nothing")
 
     val = sub.add_parser("validate", help="check protocol files without running them")
     val.add_argument("protocols", nargs="+")
@@ -240,6 +242,12 @@ def _run(args) -> int:
     from bench.runner import distributed
 
     loaded = load_protocol(args.protocol)  # checked once here, before any process is started
+    if args.dry_run:
+        from bench.pipeline import dry_run
+
+        fp = dry_run(loaded)
+        print(f"{loaded.protocol.name}  fingerprint {fp[:12]}  (dry run: nothing trained, scored or logged)\n{fp}")
+        return 0
     if args.nproc > 1 and not distributed.launched_by_torchrun():
         return _torchrun(args)
     if args.nproc < 1:

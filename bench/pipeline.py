@@ -335,6 +335,16 @@ def _check_writable(folder: Path) -> None:
         raise BenchError(f"work folder {folder} is not writable ({exc.strerror or exc})") from None
 
 
+def dry_run(loaded: LoadedProtocol) -> str:
+    """The fingerprint `run_protocol` would score under, after the same preflight (data, weights,
+    checkpoints) and the same extractor, without training, scoring or opening the store."""
+    protocol = loaded.protocol
+    device, data, loaded_ckpts = preflight(loaded)
+    extractor = make_extractor(protocol.evaluation.extractor, data, derive(protocol.seed, "judge"), device,
+                               protocol.evaluation.weights)
+    return protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts, device.type)
+
+
 def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) -> RunSummary:
     protocol = loaded.protocol
     world = dist.init_from_env(pick_device(protocol.device).type)

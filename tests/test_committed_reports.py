@@ -1,0 +1,26 @@
+"""The committed reports that README calls current carry the fingerprint that the current code gives their
+protocol, on any machine (`bench run --dry-run`, from an empty cache: shipped judges are files, so nothing
+machine-dependent enters it). A change that moves a shipped protocol's fingerprint fails here until its
+report is re-run (or moved to the stale list in README and reports/README.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.cli import main
+from tests.conftest import REPO, needs_data
+
+# Reports re-run with the current code (README "Protocol files shipped": the others are marked stale).
+CURRENT = ["quickstart", "cityscapes-pix2pixhd"]
+
+
+@needs_data
+@pytest.mark.parametrize("name", CURRENT)
+def test_committed_report_fingerprint_is_what_the_protocol_gives_now(name, capsys):
+    committed = json.loads((REPO / "reports" / name / "report.json").read_text())["fingerprint"]
+    assert main(["run", str(REPO / "protocols" / f"{name}.yaml"), "--dry-run"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith(f"{name}  fingerprint {committed[:12]}  (dry run"), printed
+    assert printed[1] == committed
