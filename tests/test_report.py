@@ -118,7 +118,9 @@ def test_comparisons_state_each_neighbour_verdict_in_words():
     lines = comparisons(g)
     assert len(lines) == 3  # the unranked real-data row is framed, never compared
     assert lines[0] == "`a` ahead of `b` on FID: 10.00 vs 12.00; significant, p=0.029 * (4 vs 4 training seeds)"
-    assert lines[1].startswith("`b` ahead of `c` on FID: 12.00 vs 15.00; **not significant**, p=0.2 (n=6)")
+    assert lines[1] == ("`b` ahead of `c` on FID: 12.00 vs 15.00; **not significant**, p=0.2 (n=6) over evaluation "
+                        "seeds only (one training run each; training-seed variance not measured)")
+    assert "evaluation seeds only" not in lines[0]  # a training-seed test is not qualified
     assert "not tested (evaluation seeds identical (deterministic))" in lines[2]
     assert comparisons(Group(protocol="p", experiment="p", fingerprint="f", parent_run_ids=[], sort_key=None, keys=[],
                              rows=rows)) == []

@@ -80,6 +80,10 @@ def comparisons(g: Group) -> list[str]:
             verdict = "not tested (too few paired values)"
         else:
             verdict = ("significant" if p < significance.ALPHA else "**not significant**") + f", {p_cell(a)}"
+            if test in ("", "paired"):
+                # One training run per row: the test sees evaluation noise only. Re-running a one-seed protocol
+                # has reordered trained entries (cifar10-zoo, 2026-12-01), so the sentence must say so.
+                verdict += " over evaluation seeds only (one training run each; training-seed variance not measured)"
         out.append(f"`{a['entry']}` ahead of `{b['entry']}` on {name}: {_num(va)} vs {_num(vb, va)}; {verdict}")
     return out
 
