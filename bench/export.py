@@ -23,6 +23,7 @@ from bench.protocol import LoadedProtocol
 from bench.protocol.load import fingerprint as protocol_fingerprint
 from bench.runner import checkpoint
 from bench.runner.sampling import fake_batches
+from zoo.base import task_of
 from bench.runner.seeding import derive
 from zoo import ZOO
 
@@ -71,7 +72,7 @@ def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int
                              "or pass --checkpoint")
     with torch.random.fork_rng(devices=[]):
         model = ZOO.get(entry.zoo).build(entry.config, data.spec, device, where=f"entries[{entry.name}].config")
-    if getattr(model, "task", "unconditional") != "unconditional":
+    if task_of(model) != "unconditional":
         raise BenchError(f"export-samples writes latent samples of unconditional entries; '{entry.name}' is a "
                          f"{model.task} image-to-image model")
     payload = checkpoint.read(path)

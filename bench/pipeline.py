@@ -25,7 +25,7 @@ from bench.features import segmenter as semantic
 from bench.io import atomic_write_bytes, sha256_file, sha256_tensor
 from bench.data.transforms import fit_float, to_float
 from bench.metrics import METRICS, MetricContext
-from bench.metrics.base import MetricUnavailable
+from bench.metrics.base import NEEDS_TEXT, MetricUnavailable, inputs_of
 from bench.metrics.fid import frechet
 from bench.runner.precision import Precision
 from bench.protocol import LoadedProtocol
@@ -42,6 +42,7 @@ from bench.runner.train import GRID, EntryFailed, save_grid, train_entry
 from bench.tracking import results as results_mod
 from bench.tracking.mlflow_tracker import Tracker, resolve_uri
 from zoo import ZOO
+from zoo.base import Classifier, StyleSampler, task_of
 
 log = logging.getLogger("bench")
 
@@ -131,12 +132,12 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
     per_seed: dict[str, list[float]] = {}
     unavailable = {} if unavailable is None else unavailable
     classify = None
-    if hasattr(model, "classify") and data is not None and data.eval_labels is not None:
+    if isinstance(model, Classifier) and data is not None and data.eval_labels is not None:
         def classify():  # the K+1 logits of a classifier-style D on the held-out labelled images
             for i in range(0, len(data.eval_images), ev.batch_size):
                 x = fit_float(to_float(data.eval_images[i:i + ev.batch_size]), model.resolution, fit)
                 yield model.classify(x), data.eval_labels[i:i + ev.batch_size]
-    translation = getattr(model, "task", "unconditional") != "unconditional"
+    translation = task_of(model) != "unconditional"
     # An image-to-image model translates the first n held-out inputs once per eval seed (the seed and
     # each image's index drive its test-time dropout); an unconditional one draws n latents per seed.
     n = min(ev.n_samples, len(data.eval_inputs)) if translation else ev.n_samples
@@ -172,7 +173,7 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
                                      seed, ev.batch_size)
 
         truncated_stats = None
-        if not translation and hasattr(model, "synthesize") and hasattr(model, "mapping"):
+        if not translation and isinstance(model, StyleSampler):
             def truncated_stats(psi: float, seed=seed):  # the same n latents as `fake`, drawn with ψ
                 batches = fake_batches(model, n, seed, ev.batch_size, res, ch, fit, psi=psi)
                 return stream_features(batches, extractor, f"eval seed {seed} psi {psi:g}", n)[1].as_fid_stats()
@@ -238,12 +239,14 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
                         protocol.dataset.channels, data=data)
     loaded_ckpts = {}
     ckpt_bytes: list[int] = []
+    provided: dict[str, frozenset[str]] = {}  # entry -> the metric inputs its model can give (declared)
     for entry in protocol.entries:
         # Every entry is built once here (on the CPU, cheap), so a config that cannot work with this
         # data fails now, not after the judge and earlier entries have trained.
         with torch.random.fork_rng(devices=[]), torch.device("meta"):  # shapes only: nothing allocated
             built = ZOO.get(entry.zoo).build(entry.config, data.spec, "meta", where=f"entries[{entry.name}].config")
-        res, task = built.resolution, getattr(built, "task", "unconditional")
+        res, task = built.resolution, task_of(built)
+        provided[f"{entry.name} ({entry.zoo})"] = inputs_of(built, data)
         if task != data.task and not (task == "unconditional" and data.task == "unconditional"):
             raise BenchError(f"entries[{entry.name}]: zoo entry '{entry.zoo}' is a {task} model but data set "
                              f"'{protocol.dataset.name}' is {data.task} data")
@@ -257,14 +260,14 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
             except RuntimeError:
                 raise BenchError(f"entries[{entry.name}]: zoo entry '{entry.zoo}' cannot read the {in_ch}-channel "
                                  f"label-map inputs of '{protocol.dataset.name}' (pix2pixhd reads label maps)") from None
-        if getattr(built, "needs_segmenter", False) and not semantic.available(data):
+        if "segmenter" in built.requires() and not semantic.available(data):
             raise BenchError(f"entries[{entry.name}]: L_sem needs the semantic network S, which is trained on label "
                              f"maps that data set '{protocol.dataset.name}' does not have (facades_sr has them); "
                              "set lambda_sem: 0")
         if entry.train and entry.train.steps and not built.optimizers():  # e.g. pix2pixhd_sem's bicubic baseline
             raise BenchError(f"entries[{entry.name}]: zoo entry '{entry.zoo}' has nothing to train with this config; "
                              "use train: {steps: 0}")
-        if getattr(built, "needs_vgg", False):
+        if "vgg19" in built.requires():
             from bench.features import weights
             from bench.io import offline
 
@@ -299,11 +302,22 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
             checkpoint.check_config(payload, built, path)
             with torch.device("meta"):
                 checkpoint.load_into(payload, built, path, weights_only=True)
+    _check_metrics(protocol.evaluation.metrics, provided)
     if workdir is not None:
         _check_writable(workdir)
         # Every entry's checkpoints stay on disk, and the largest is briefly written twice (temp + rename).
         _check_space(workdir, sum(ckpt_bytes) + max(ckpt_bytes, default=0))
     return device, data, loaded_ckpts
+
+
+def _check_metrics(metrics: list[str], provided: dict[str, frozenset[str]]) -> None:
+    """Refuse, before anything trains, a metric that no entry can feed (`ssim` in a protocol of DCGANs). A
+    metric that fits some entries only (classifier_accuracy beside sgan) is reported unavailable for the rest."""
+    for name in metrics:
+        needs = METRICS.get(name).needs
+        if provided and not any(needs in given for given in provided.values()):
+            raise BenchError(f"evaluation.metrics: '{name}' needs {NEEDS_TEXT[needs]}, which no entry provides "
+                             f"({', '.join(provided)}); remove it from the protocol")
 
 
 def _checkpoint_bytes(model, train) -> int:
@@ -476,7 +490,7 @@ def _follow(loaded: LoadedProtocol, workdir: Path, resume: bool, world: dist.Wor
             else:
                 path = resolve_checkpoint(entry.checkpoint, loaded.path)
                 checkpoint.load_into(checkpoint.read(path), model, path, weights_only=True)
-            if getattr(model, "task", "unconditional") == "unconditional":
+            if task_of(model) == "unconditional":
                 for eval_seed in protocol.evaluation.seeds:
                     seed_features(model, extractor, protocol, eval_seed, entry.fit, world)
         except EntryFailed:
@@ -501,9 +515,9 @@ def _build_entry(entry, protocol, data, device, train_seed: int | None = None):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive(seed, "init"))
         model = family.build(entry.config, data.spec, device, where=f"entries[{entry.name}].config")
-    if getattr(model, "needs_vgg", False):
+    if "vgg19" in model.requires():
         model.attach_vgg(vgg19_features())
-    if getattr(model, "needs_segmenter", False):
+    if "segmenter" in model.requires():
         model.attach_segmenter(semantic.for_data(data, device, role="training"))
     return model, seed
 
@@ -571,10 +585,10 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
             fixed_z = model.sample_latent(GRID, torch.Generator().manual_seed(derive(seed, "fixed-noise")))
             tracker.log_artifact(child, save_grid(model, fixed_z, grid, data))
         result.timings["train_s"] = time.perf_counter() - t0
-        if hasattr(model, "write_figures"):
-            # The family's sampling figures (StyleGAN: truncation, mixing, noise, interpolation) from the
-            # final weights, seeded per entry, attached to the run beside the sample grid.
-            figures = model.write_figures(run_dir / "figures", derive(seed, "figures"))
+        # The family's sampling figures (StyleGAN: truncation, mixing, noise, interpolation) from the
+        # final weights, seeded per entry, attached to the run beside the sample grid.
+        figures = model.figures(run_dir / "figures", derive(seed, "figures"))
+        if figures:
             for path in figures.values():
                 tracker.log_artifact(child, path, "figures")
             result.info["figures"] = {k: str(v) for k, v in figures.items()}

@@ -168,6 +168,13 @@ CASES = [
      "inception-v3-compat weights missing"),
     ("unreachable-mlflow", edit('uri: "sqlite:///STORE/mlflow.db"', 'uri: "http://127.0.0.1:9"'), "is not usable"),
     ("read-only-workdir", read_only_workdir, "not writable"),
+    # a metric no entry can feed is refused before training, naming what it needs (was "unavailable" after)
+    ("metric-no-entry-can-feed", edit("metrics: [is, fid]", "metrics: [is, fid, ssim]"),
+     "'ssim' needs (output, target) pairs of a paired image-to-image model, which no entry provides (e (mnist_gan))"),
+    ("metric-needs-a-classifier", edit("metrics: [is, fid]", "metrics: [classifier_accuracy]"),
+     "'classifier_accuracy' needs class logits"),
+    ("metric-needs-a-style-generator", edit("metrics: [is, fid]", "metrics: [fid_truncation]"),
+     "'fid_truncation' needs a style-based generator"),
 ]
 
 

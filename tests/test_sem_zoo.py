@@ -144,7 +144,7 @@ def test_bicubic_baseline_returns_its_input_and_trains_nothing():
     m = build(generator="bicubic")
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert torch.equal(m.translate(x), x)
-    assert m.modules().keys() == {"G"} and m.optimizers() == {} and not m.needs_segmenter
+    assert m.modules().keys() == {"G"} and m.optimizers() == {} and "segmenter" not in m.requires()
     assert m.card()["params"] == {"G": 0}
     with pytest.raises(BenchError, match="nothing to train"):
         m.train_step(PairDraw(), 0)
@@ -200,7 +200,7 @@ class Boom(nn.Module):
 
 def test_lambda_sem_zero_removes_the_term():
     m = build(**TINY, lambda_sem=0.0)
-    assert not m.needs_segmenter
+    assert "segmenter" not in m.requires()
     m.attach_segmenter(Boom())
     logs = m.train_step(PairDraw(), 0)
     assert "G/sem" not in logs and logs["G"] == pytest.approx(logs["G/gan"] + 100 * logs["G/L1"], rel=1e-5)

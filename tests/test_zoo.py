@@ -100,3 +100,57 @@ def test_zoo_cli_list_and_inspect(capsys):
     assert "3x64x64" in out and "8192" in out
     assert main(["zoo", "inspect", "dcgan", "resolution=63"]) == 2
     assert "not one of" in capsys.readouterr().err
+
+
+# --- declared capabilities (zoo/base.py): what a family can do is inherited, never probed ---------------------
+
+def test_each_family_declares_exactly_the_capabilities_it_has():
+    from zoo.base import Classifier, CycleTranslator, StyleSampler, Translator
+
+    declared = {name: {c.__name__ for c in (Translator, CycleTranslator, StyleSampler, Classifier)
+                       if issubclass(ZOO.get(name), c)} for name in ZOO.names()}
+    assert declared == {
+        "cyclegan": {"Translator", "CycleTranslator"}, "pix2pix": {"Translator"}, "pix2pixhd": {"Translator"},
+        "pix2pixhd_sem": {"Translator"}, "stylegan": {"StyleSampler"}, "sgan": {"Classifier"},
+        "dcgan": set(), "mlp_gan": set(), "mnist_gan": set(), "progan": set(), "wgan": set(), "wgan_gp": set()}
+    # and each declared method is really there and callable (an abstract one would refuse to build)
+    assert [n for n in ZOO.names() if getattr(ZOO.get(n), "__abstractmethods__", None)] == []
+    assert {n for n in ZOO.names() if ZOO.get(n).uses_segmenter} == {"pix2pixhd_sem"}
+
+
+def test_metric_inputs_follow_the_declared_capabilities():
+    from bench.metrics.base import inputs_of
+
+    def meta(name, data, **cfg):  # shapes only: nothing allocated, as preflight builds
+        with torch.device("meta"):
+            return ZOO.get(name).build(cfg, data, "meta")
+
+    base = {"fake", "real+fake"}
+    rgb = DataSpec("x", 256, 3)
+    assert inputs_of(meta("dcgan", MNIST)) == base | {"generator"}
+    assert inputs_of(meta("sgan", MNIST)) == base | {"generator", "labels"}
+    assert inputs_of(meta("stylegan", rgb, resolution=256)) == base | {"generator", "style"}
+    assert inputs_of(meta("progan", rgb, resolution=256)) == base | {"generator"}
+    assert inputs_of(meta("pix2pix", rgb)) == base | {"paired"}
+    assert inputs_of(meta("cyclegan", rgb)) == base | {"cycle"}
+
+
+def test_extras_are_requested_by_config_not_probed():
+    facades = DataSpec("facades", 256, 3)
+    hd = ZOO.get("pix2pixhd")
+    with torch.device("meta"):
+        assert hd.build({"resolution": 256, "lambda_vgg": 10.0}, facades, "meta").requires() == {"vgg19"}
+        assert hd.build({"resolution": 256, "lambda_vgg": 0.0}, facades, "meta").requires() == frozenset()
+    assert ZOO.get("dcgan").build({}, MNIST).requires() == frozenset()
+    assert ZOO.get("dcgan").build({}, MNIST).figures("unused") == {}  # no family figures, nothing written
+
+
+def test_no_capability_sniffing_outside_the_zoo():
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "bench"
+    found = [f"{p.relative_to(root.parent)}:{i}" for p in root.rglob("*.py")
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             if re.search(r"\bhasattr\(|getattr\((model|built|m|self\.model)\b", line)]
+    assert found == [], found

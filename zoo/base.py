@@ -172,7 +172,13 @@ class Training:
 
 
 class GANModel(abc.ABC):
-    """One zoo family. Subclasses set the class attributes and implement the abstract methods."""
+    """One zoo family. Subclasses set the class attributes and implement the abstract methods.
+
+    What a family can do beyond this contract is declared, never probed: it inherits `Translator`,
+    `CycleTranslator`, `StyleSampler` or `Classifier` below, lists the pretrained auxiliary networks it
+    trains against in `requires()`, and writes family figures in `figures()`. The runner, checkpointing,
+    preflight and the metrics ask those (isinstance, requires), so a new family touches only its own file.
+    """
 
     family: ClassVar[str]
     task: ClassVar[str] = "unconditional"
@@ -183,6 +189,9 @@ class GANModel(abc.ABC):
     # Not None: the labelled subset is drawn from this seed instead of the entry's training seed, so every entry
     # with the same value (e.g. a semi-supervised GAN and its labels-only baseline) gets the same labels.
     labelled_seed: ClassVar[Optional[int]] = None
+    # True: runs with this family train a semantic network S on the data's label maps (bench/features/
+    # segmenter.py), so the leakage checks must keep the judge S apart from it. Known before building.
+    uses_segmenter: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, data: DataSpec, device: torch.device | str = "cpu"):
         self.cfg = cfg
@@ -231,6 +240,25 @@ class GANModel(abc.ABC):
     @abc.abstractmethod
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1], shape (B, C, R, R), from latents; networks in eval mode."""
+
+    # -- declared extras (defaults: none) ---------------------------------------------------
+    def requires(self) -> frozenset[str]:
+        """Pretrained auxiliary networks this configured model trains against, which the runner resolves
+        through the weights manifest and attaches before training: "vgg19" (`attach_vgg`), "segmenter"
+        (`attach_segmenter`). Depends on the config (pix2pixHD without its VGG loss needs none)."""
+        return frozenset()
+
+    def figures(self, out_dir: Any, seed: int = 0) -> dict[str, Any]:
+        """The family's own figures from the final weights (name -> written file); most families have none."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Training state besides modules and optimisers (image pools, growth phase) for the checkpoint."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"{self.family} keeps no extra state, got keys {sorted(state)}")
 
     # -- shared behaviour ------------------------------------------------------------------
     def sample_latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -297,6 +325,48 @@ class GANModel(abc.ABC):
     def inspect(self) -> dict[str, list[tuple[str, str, tuple[int, ...], int]]]:
         """Layer-by-layer output shapes of each network for a batch of one."""
         raise NotImplementedError
+
+
+class Translator(abc.ABC):
+    """An image-to-image model: `translate(x)` maps inputs in [-1, 1] to outputs in [-1, 1]. `task` is "paired"
+    (scored against targets: SSIM, PSNR, LPIPS) or "unpaired". `sample_seeds` (one per row) seed any test-time
+    noise per image, so an output never depends on the batch it was translated in (zoo/translation.py)."""
+
+    task: ClassVar[str]
+
+    @abc.abstractmethod
+    def translate(self, x: torch.Tensor, sample_seeds: Optional[typing.Sequence[int]] = None) -> torch.Tensor: ...
+
+
+class CycleTranslator(Translator):
+    """An unpaired translator with the inverse map F: B -> A as well, for cycle and identity errors."""
+
+    @abc.abstractmethod
+    def translate_back(self, b: torch.Tensor, sample_seeds: Optional[typing.Sequence[int]] = None) -> torch.Tensor: ...
+
+
+class StyleSampler(abc.ABC):
+    """A style-based generator (Karras et al. 2019): z -> w by `mapping`, w -> image by `synthesize`, with
+    truncation ψ towards the tracked average w. Enables PPL in w and the truncation curve."""
+
+    @abc.abstractmethod
+    def mapping(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def synthesize(self, ws: torch.Tensor, noise: Any = None, psi: float = 1.0, **kwargs: Any) -> torch.Tensor: ...
+
+
+class Classifier(abc.ABC):
+    """A discriminator that is also a K-class classifier (semi-supervised GAN, Salimans et al. 2016 §5):
+    `classify(images)` gives class logits for held-out labelled images (classifier_accuracy)."""
+
+    @abc.abstractmethod
+    def classify(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+def task_of(model: Any) -> str:
+    """"unconditional", "paired" or "unpaired": what a model (or a reference row standing in for one) does."""
+    return model.task if isinstance(model, Translator) else "unconditional"
 
 
 class Draw(typing.Protocol):

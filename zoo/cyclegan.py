@@ -28,6 +28,7 @@ from zoo import i2i_losses as L
 from zoo.image_pool import ImagePool
 from zoo.layers import dcgan_init
 from zoo.patchgan import conv_bias, norm_layer, patch_discriminator
+from zoo.base import CycleTranslator
 from zoo.translation import Inspection, TranslationGAN, adam
 
 
@@ -120,7 +121,7 @@ class ResnetGenerator(nn.Module):
         return self.model(x)
 
 
-class CycleGAN(TranslationGAN):
+class CycleGAN(TranslationGAN, CycleTranslator):
     family = "cyclegan"
     task = "unpaired"
     seed_section = "SEEDS.md §2.8 (002:L4620-5250, L3959-3983)"

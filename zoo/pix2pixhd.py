@@ -203,9 +203,8 @@ class Pix2PixHD(TranslationGAN):
     def optimizers(self):
         return {"G": self.opt_G, "D": self.opt_D}
 
-    @property
-    def needs_vgg(self) -> bool:
-        return self.cfg.lambda_vgg > 0
+    def requires(self) -> frozenset[str]:
+        return frozenset({"vgg19"}) if self.cfg.lambda_vgg > 0 else frozenset()
 
     def attach_vgg(self, features: nn.Module) -> None:
         """Hand in torchvision's vgg19().features with its weights already loaded (never downloaded here).
@@ -221,7 +220,7 @@ class Pix2PixHD(TranslationGAN):
 
     def train_step(self, draw, step):
         cfg = self.cfg
-        if self.needs_vgg and self.vgg is None:
+        if "vgg19" in self.requires() and self.vgg is None:
             raise RuntimeError("pix2pixhd's VGG loss needs VGG19 features: call attach_vgg(features) first, "
                                "or set lambda_vgg: 0")
         self.train(True)
@@ -239,7 +238,7 @@ class Pix2PixHD(TranslationGAN):
         loss_fm = L.feature_matching(real_f32, fake_feats, cfg.n_layers_D, cfg.lambda_feat)
         loss_G = loss_gan + loss_fm
         logs = {"G/gan": loss_gan.item(), "G/feat": loss_fm.item()}
-        if self.needs_vgg:
+        if "vgg19" in self.requires():
             with self.autocast():
                 loss_vgg = cfg.lambda_vgg * self.vgg(fake, y).float()
             loss_G = loss_G + loss_vgg

@@ -156,9 +156,8 @@ class Pix2PixHDSem(TranslationGAN):
         return {} if self.D is None else {"G": self.opt_G, "D": self.opt_D}
 
     # -- the frozen semantic network -------------------------------------------------------------
-    @property
-    def needs_segmenter(self) -> bool:
-        return self.cfg.generator != "bicubic" and self.cfg.lambda_sem > 0
+    def requires(self) -> frozenset[str]:
+        return frozenset({"segmenter"}) if self.cfg.generator != "bicubic" and self.cfg.lambda_sem > 0 else frozenset()
 
     def attach_segmenter(self, S: nn.Module) -> None:
         """Hand in S (a FrozenSegmenter). Frozen again here, so no caller can make it trainable by accident."""
@@ -205,7 +204,7 @@ class Pix2PixHDSem(TranslationGAN):
     def train_step(self, draw, step):
         if self.D is None:
             raise BenchError("pix2pixhd_sem with generator: bicubic has nothing to train; use train: {steps: 0}")
-        if self.needs_segmenter and self.S is None:
+        if "segmenter" in self.requires() and self.S is None:
             raise RuntimeError("pix2pixhd_sem's L_sem needs the semantic network S: call attach_segmenter(S) "
                                "first, or set lambda_sem: 0")
         self.train(True)

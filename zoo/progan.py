@@ -373,7 +373,7 @@ class ProGAN(ProgressiveGAN):
         S, r, c = self.schedule.final_stage, self.cfg.resolution, self.data.channels
         return {"G": trace_at(self.G, S, (1, self.cfg.latent_dim)), "D": trace_at(self.D, S, (1, c, r, r))}
 
-    def write_figures(self, out_dir, seed: int = 0) -> dict:
+    def figures(self, out_dir, seed: int = 0) -> dict:
         """The sampling figure a model without W has: a spherical walk in Z (zoo/style_figures.py)."""
         from pathlib import Path
 

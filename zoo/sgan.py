@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.base import Recipe, TwoPlayerGAN, trace_shapes
+from zoo.base import Classifier, Recipe, TwoPlayerGAN, trace_shapes
 from zoo.mnist_gan import Generator
 
 
@@ -95,7 +95,7 @@ def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tens
     return ((real_features.detach().mean(0) - fake_features.mean(0)) ** 2).mean()
 
 
-class SGAN(TwoPlayerGAN):
+class SGAN(TwoPlayerGAN, Classifier):
     family = "sgan"
     seed_section = "SEEDS.md §2.5 (002:L3520-3624)"
     summary = "Semi-supervised GAN: K+1-class D (index K = fake), 100 labels, feature-matching G"

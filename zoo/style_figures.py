@@ -25,6 +25,7 @@ import torch
 from torchvision.utils import save_image
 
 from bench.io import atomic_write_bytes
+from zoo.base import StyleSampler
 
 PSIS = (1.0, 0.7, 0.5, 0.0, -0.5, -1.0)
 
@@ -125,7 +126,7 @@ def latent_interpolation(model, z0: torch.Tensor, z1: torch.Tensor, steps: int =
         raise ValueError(f"space must be 'w' or 'z', got {space!r}")
     t = torch.linspace(0, 1, steps).view(-1, 1)
     z0, z1 = z0.reshape(1, -1).float().cpu(), z1.reshape(1, -1).float().cpu()
-    if not hasattr(model, "mapping"):
+    if not isinstance(model, StyleSampler):
         if space == "w":
             raise ValueError(f"{model.family} has no W space: use space='z'")
         out = model.generate(slerp(z0, z1, t))

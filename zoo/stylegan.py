@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from zoo.base import StyleSampler
 from zoo.progan import (Discriminator, Growing, LossKind, ProgressiveConfig, ProgressiveGAN, stage_of,
                         trace_at)
 from zoo.style_layers import (LRELU, AdaIN, Bias, Blur, ConstantInput, EqualConv2d, EqualLinear,
@@ -196,7 +197,7 @@ def z_seed(z: torch.Tensor) -> int:
                           "little") >> 1
 
 
-class StyleGAN(ProgressiveGAN):
+class StyleGAN(ProgressiveGAN, StyleSampler):
     family = "stylegan"
     seed_section = "SEEDS.md §2.13 (002:L6932-7298, L7669-7684; 001:L170-237)"
     summary = ("StyleGAN v1: mapping network (8 FC, lr×0.01), constant input, noise + AdaIN per layer, "
@@ -287,7 +288,7 @@ class StyleGAN(ProgressiveGAN):
         ws = G.broadcast(G.mapping(z))
         return self.synthesize(ws, self.seeded_noise(z, G), psi, self.cfg.truncation_cutoff)
 
-    def write_figures(self, out_dir, seed: int = 0) -> dict:
+    def figures(self, out_dir, seed: int = 0) -> dict:
         """Truncation sweep, style mixing grid, noise resampling and W interpolation as PNGs (zoo/style_figures.py)."""
         from zoo import style_figures
 

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from zoo.base import GANModel, trace_shapes
+from zoo.base import GANModel, Translator, trace_shapes
 
 
 class Inspection(dict):
@@ -44,7 +44,7 @@ def adam(params, cfg, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2))
 
 
-class TranslationGAN(GANModel):
+class TranslationGAN(GANModel, Translator):
     task = "paired"
 
     latent_dim = property(lambda self: 0)
@@ -60,14 +60,6 @@ class TranslationGAN(GANModel):
         G = self.sampling_net("G")
         G.eval()
         return G(x.to(self.device)).float()
-
-    # -- state the runner checkpoints besides modules and optimisers ------------------------
-    def extra_state(self) -> dict[str, Any]:
-        return {}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        if state:
-            raise ValueError(f"{self.family} keeps no extra state, got keys {sorted(state)}")
 
     # -- description ------------------------------------------------------------------------
     def receptive_fields(self) -> dict[str, Any]:

@@ -265,6 +265,6 @@ def for_run(protocol, data, device: torch.device | str = "cpu") -> dict[str, Fro
 
     if not available(data):
         return {}
-    used = {"training": any(getattr(ZOO.get(e.zoo), "uses_segmenter", False) for e in protocol.entries),
+    used = {"training": any(ZOO.get(e.zoo).uses_segmenter for e in protocol.entries),
             "judge": "seg_agreement" in protocol.evaluation.metrics}
     return {role: for_data(data, device, role=role) for role in ROLES if used[role]}

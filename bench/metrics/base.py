@@ -6,7 +6,10 @@ A metric declares what it `needs`:
 - "paired": (output, target) image pairs of a translation model (SSIM, PSNR, LPIPS);
 - "cycle": the two generators of an unpaired model applied to held-out images (cycle/identity error);
 - "labels": class logits of a classifier-style discriminator on held-out labelled images;
-- "generator": the unconditional model itself, for latent-space metrics (PPL, the truncation curve).
+- "generator": the unconditional model itself, for latent-space metrics (PPL);
+- "style": a style-based generator with a mapping network and truncation (the truncation curve).
+What a model provides follows from the capabilities its family declares (`inputs_of`), so preflight can
+refuse a metric that no entry of a protocol can feed before anything trains.
 The context carries whatever the evaluation could provide; a metric whose inputs or pretrained
 weights are missing raises `MetricUnavailable` with the reason, and the run reports it as such
 instead of a number.
@@ -21,7 +24,38 @@ from typing import Any, Callable, Iterator, Literal, Optional
 import numpy as np
 import torch
 
-Needs = Literal["fake", "real+fake", "paired", "cycle", "labels", "generator"]
+Needs = Literal["fake", "real+fake", "paired", "cycle", "labels", "generator", "style"]
+
+# What each kind of input is, for one-line refusals ("'ssim' needs <this>").
+NEEDS_TEXT = {
+    "fake": "generated images",
+    "real+fake": "generated and real images",
+    "paired": "(output, target) pairs of a paired image-to-image model",
+    "cycle": "an unpaired translator with its inverse map (CycleGAN)",
+    "labels": "class logits from a classifier-style discriminator (sgan) on labelled held-out images",
+    "generator": "an unconditional generator's latent space",
+    "style": "a style-based generator with a mapping network and truncation (StyleGAN)",
+}
+
+
+def inputs_of(model: Any, data: Any = None) -> frozenset[str]:
+    """The metric inputs an evaluation of `model` can provide, from the capabilities its family declares
+    (zoo/base.py), and from the data where the input comes from it (held-out labels)."""
+    from zoo.base import Classifier, CycleTranslator, StyleSampler, task_of
+
+    task = task_of(model)
+    out = {"fake", "real+fake"}
+    if task == "unconditional":
+        out.add("generator")
+    if isinstance(model, StyleSampler):
+        out.add("style")
+    if task == "paired":
+        out.add("paired")
+    if isinstance(model, CycleTranslator):
+        out.add("cycle")
+    if isinstance(model, Classifier) and (data is None or getattr(data, "eval_labels", None) is not None):
+        out.add("labels")
+    return frozenset(out)
 
 # Image batches are float tensors in [-1, 1], shape (B, C, H, W), streamed one batch at a time.
 Batches = Callable[[], Iterator[torch.Tensor]]

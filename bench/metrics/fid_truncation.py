@@ -29,6 +29,6 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return {key(psi): frechet(ctx.real_stats, ctx.truncated_stats(float(psi))) for psi in psis}
 
 
-FID_TRUNCATION = Metric("fid_truncation", higher_is_better=False, needs="generator", compute=compute,
+FID_TRUNCATION = Metric("fid_truncation", higher_is_better=False, needs="style", compute=compute,
                         description="FID at each truncation psi in evaluation.truncation_psis (StyleGAN): the "
                                     "variety-vs-quality curve")

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from bench.metrics import lpips as lpips_metric
 from bench.metrics.base import Metric, MetricContext, MetricUnavailable, derive_seed
 from bench.runner.seeding import derive
+from zoo.base import StyleSampler, task_of
 
 PPL_EPSILON = 1e-4
 PPL_MAX_SIDE = 256
@@ -75,8 +76,8 @@ def path_lengths(model, net, n: int, batch_size: int, space: str, seed: int, eps
                  device: torch.device | None = None) -> np.ndarray:
     """n per-pair distances d(G(ℓ(t)), G(ℓ(t+ε))) / ε² (float64), every pair's draws seeded from `seed`
     and its index (batch-size independent)."""
-    device = device or getattr(model, "device", torch.device("cpu"))
-    styled = hasattr(model, "mapping") and hasattr(model, "synthesize")
+    device = device or model.device
+    styled = isinstance(model, StyleSampler)
     if space == "w" and not styled:
         raise MetricUnavailable("ppl_w needs a model with a mapping network (StyleGAN)")
     out = []
@@ -110,13 +111,13 @@ def filtered_mean(d: np.ndarray, low: float = 1.0, high: float = 99.0) -> float:
 
 def compute(ctx: MetricContext) -> dict[str, float]:
     model = ctx.generator
-    if model is None or getattr(model, "task", "unconditional") != "unconditional":
+    if model is None or task_of(model) != "unconditional":
         raise MetricUnavailable("ppl needs an unconditional generator (latent walks)")
     net = lpips_metric.lpips_network(ctx, "ppl", net="vgg")  # the paper's LPIPS uses VGG-16 features
     n = int(getattr(ctx.settings, "ppl_samples", 1000))
     bs = int(getattr(ctx.settings, "batch_size", 100))
     out = {}
-    spaces = ["z", "w"] if hasattr(model, "mapping") and hasattr(model, "synthesize") else ["z"]
+    spaces = ["z", "w"] if isinstance(model, StyleSampler) else ["z"]
     for space in spaces:
         d = path_lengths(model, net, n, bs, space, derive_seed(ctx.seed, f"ppl-{space}"), device=ctx.device)
         out[f"ppl_{space}"] = filtered_mean(d)

@@ -52,7 +52,7 @@ def payload(model, step: int, generators: dict[str, torch.Generator], fingerprin
         "optimizers": {n: o.state_dict() for n, o in model.optimizers().items()},
         "schedulers": {n: s.state_dict() for n, s in (schedulers or {}).items()},
         "ema": model.ema.state_dict() if model.ema is not None else None,
-        "extra": model.extra_state() if hasattr(model, "extra_state") else {},  # image pools
+        "extra": model.extra_state(),  # image pools, growth phase
         "precision": model.trainer.precision.state_dict(),
         "generators": {n: g.get_state() for n, g in generators.items()},
         "global_rng": rank_rng[0],
@@ -150,8 +150,7 @@ def load_into(payload: dict[str, Any], model, path: Path, weights_only: bool = F
         for name, opt in model.optimizers().items():
             opt.load_state_dict(payload["optimizers"][name])
         model.trainer.precision.load_state_dict(payload.get("precision") or {})
-        if hasattr(model, "load_extra_state"):
-            model.load_extra_state(payload.get("extra") or {})
+        model.load_extra_state(payload.get("extra") or {})
 
 
 def check_config(payload: dict[str, Any], model, path: Path) -> None:

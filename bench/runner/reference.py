@@ -31,6 +31,7 @@ import torch
 
 from bench.data.transforms import to_float
 from bench.protocol.schema import REFERENCE_ROW_NAMES
+from zoo.base import CycleTranslator
 
 REAL_DATA, IDENTITY = REFERENCE_ROW_NAMES  # entry names a protocol may not use while evaluation.reference is on
 
@@ -75,7 +76,7 @@ class RealDataSamples:
         return to_float(self.images[z.long().cpu()]).to(self.device)
 
 
-class IdentityMap:
+class IdentityMap(CycleTranslator):
     """The identity map behind the translation interface (`translate`, `translate_back`)."""
 
     def __init__(self, task: str, device: torch.device | str = "cpu"):
@@ -104,6 +105,7 @@ class ReferenceRow:
         from bench.metrics import METRICS
 
         what = {"generator": "a latent space (there is no generator to walk or truncate)",
+                "style": "a mapping network (there is no generator to truncate)",
                 "labels": "class logits (there is no discriminator to classify with)"}
         return {name: f"{name} needs {what[METRICS.get(name).needs]}; the {self.name} row is {self.description}"
                 for name in metrics if METRICS.get(name).needs in what}

@@ -31,7 +31,7 @@ from bench.runner import checkpoint
 from bench.runner import distributed as dist
 from bench.runner.precision import Precision
 from bench.runner.seeding import derive
-from zoo.base import Training
+from zoo.base import Training, task_of
 from zoo.ema import EMA
 
 logger = logging.getLogger("bench")
@@ -58,7 +58,7 @@ def save_grid(model, z: torch.Tensor, path: Path, data=None) -> Path:
     """The fixed-noise 8x8 grid; for image-to-image models, 8 held-out rows of input | output | target
     (paired) or a | G(a) | F(G(a)) (unpaired)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if getattr(model, "task", "unconditional") != "unconditional" and data is not None:
+    if task_of(model) != "unconditional" and data is not None:
         imgs, nrow = translation_rows(model, data), 3
     else:
         with torch.no_grad():
