@@ -39,6 +39,7 @@ from bench.features.stats import RunningStats
 from bench.runner.sampling import cycle_batches, fake_batches, real_batches, stream_features, translated_batches
 from bench.runner.seeding import derive, entry_seed, pick_device
 from bench.runner.train import GRID, EntryFailed, save_grid, train_entry
+from bench.tracking import layout
 from bench.tracking import results as results_mod
 from bench.tracking.mlflow_tracker import Tracker, resolve_uri
 from zoo import ZOO
@@ -396,13 +397,8 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
     if stale:
         say(f"marked {len(stale)} MLflow run(s) of a killed earlier attempt KILLED")
     done_before = results_mod.finished_rows(results_path, fp) if resume else {}
-    parent = tracker.start_run(protocol.name, {
-        "bench.protocol": protocol.name, "bench.fingerprint": fp, "bench.git_sha": env["git_sha"],
-        "bench.device": env["device"], "bench.cpu": env["cpu"], "bench.threads": str(env["torch_threads"]),
-        "bench.extractor": extractor.name,
-        "bench.extractor_sha256": extractor.sha256,
-        **{f"bench.version.{k}": v for k, v in env["packages"].items()},
-    })
+    parent = tracker.start_run(protocol.name, layout.parent_tags(protocol.name, fp, env, extractor.name,
+                                                                 extractor.sha256))
     summary_results: list[dict[str, Any]] = []
     status = "FAILED"
     try:
@@ -543,11 +539,9 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
                parent, device, resume, env, train_seed: int | None = None) -> results_mod.EvalResult:
     model, seed = _build_entry(entry, protocol, data, device, train_seed)
     card = model.card()
-    tags = {"bench.entry": entry.name, "bench.zoo": entry.zoo, "bench.fingerprint": fp, "bench.protocol": protocol.name}
-    if train_seed is not None:  # bench/reporting/store.py reads it back: the leaderboard's unit is (entry, seed)
-        tags["bench.train_seed"] = str(train_seed)
-    child = tracker.start_run(entry.name if train_seed is None else f"{entry.name}/seed-{train_seed}", tags,
-                              parent=parent)
+    # the training seed is tagged when there are several: the leaderboard's unit is (entry, training seed)
+    child = tracker.start_run(layout.child_name(entry.name, train_seed),
+                              layout.child_tags(protocol.name, fp, entry.name, entry.zoo, train_seed), parent=parent)
     result = results_mod.EvalResult(protocol.name, fp, entry.name, entry.zoo, "FAILED", env=env,
                                     train_seed=train_seed)
     run_dir = entry_dir(run_root, entry.name, train_seed)
@@ -594,8 +588,8 @@ def _run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real
             result.info["figures"] = {k: str(v) for k, v in figures.items()}
         _score(result, tracker, child, model, extractor, real_feats, real_stats, protocol, entry.fit, data,
                dist.current())
-        tracker.set_tags(child, {"bench.checkpoint": result.checkpoint,
-                                 "bench.checkpoint_sha256": result.checkpoint_sha256})
+        tracker.set_tags(child, {layout.CHECKPOINT: result.checkpoint,
+                                 layout.CHECKPOINT_SHA256: result.checkpoint_sha256})
     return result
 
 
@@ -607,7 +601,7 @@ def _score(result, tracker, child, model, extractor, real_feats, real_stats, pro
     result.metrics = evaluate(model, extractor, real_feats, real_stats, protocol, fit, unavailable, data, world)
     if unavailable:
         result.info["unavailable"] = unavailable
-        tracker.set_tags(child, {f"bench.unavailable.{k}": v[:500] for k, v in unavailable.items()})
+        tracker.set_tags(child, layout.unavailable_tags(unavailable))
     result.timings["eval_s"] = time.perf_counter() - t0
     flat = {}
     for k, v in result.metrics.items():
@@ -635,8 +629,8 @@ def _run_reference(ref: reference.ReferenceRow, protocol, data, extractor, real_
                    tracker, parent, env) -> results_mod.EvalResult:
     """Score the real-data row like an entry, with nothing to train or load (bench/runner/reference.py). It is
     evaluated on this process alone: the other torchrun ranks have finished their entries and do not join."""
-    child = tracker.start_run(ref.name, {"bench.entry": ref.name, "bench.zoo": ref.name, "bench.baseline": ref.name,
-                                         "bench.fingerprint": fp, "bench.protocol": protocol.name}, parent=parent)
+    child = tracker.start_run(ref.name, layout.child_tags(protocol.name, fp, ref.name, ref.name, baseline=ref.name),
+                              parent=parent)
     result = results_mod.EvalResult(protocol.name, fp, ref.name, ref.name, "FAILED", env=env)
     result.info["baseline"] = ref.name
     with _child_run(tracker, child, result, f"real-data row {ref.name}"):
@@ -663,7 +657,7 @@ def _child_run(tracker, child: str, result: results_mod.EvalResult, label: str):
         tracker.end(child, "FINISHED")
     except EntryFailed as exc:
         result.reason = str(exc)
-        tracker.set_tags(child, {"bench.failure": result.reason})
+        tracker.set_tags(child, {layout.FAILURE: result.reason})
         tracker.end(child, "FAILED")
         log.warning("%s failed: %s", label, exc)
     except KeyboardInterrupt:

@@ -32,6 +32,7 @@ from typing import Any, Optional
 from bench.errors import BenchError
 from bench.io import atomic_write_bytes
 from bench.metrics import KEY_DIRECTION
+from bench.tracking import layout
 
 FORMAT = 1
 DEFAULT_TOLERANCE = {"rel": 0.05, "abs": 0.0}
@@ -64,10 +65,10 @@ def find_parent(protocol_path: str, uri: Optional[str], run_id: Optional[str]):
     c = store.client(uri)
     if run_id:
         run = store.get_run(c, run_id)
-        run = store.get_run(c, run.data.tags["mlflow.parentRunId"]) if "mlflow.parentRunId" in run.data.tags else run
-        if run.data.tags.get("bench.protocol") != p.name:
+        run = store.get_run(c, run.data.tags[layout.PARENT]) if layout.PARENT in run.data.tags else run
+        if run.data.tags.get(layout.PROTOCOL) != p.name:
             raise BenchError(f"MLflow run {run_id} is a run of protocol "
-                             f"'{run.data.tags.get('bench.protocol', '?')}', not '{p.name}'")
+                             f"'{run.data.tags.get(layout.PROTOCOL, '?')}', not '{p.name}'")
         return c, uri, run
     return c, uri, store.latest_parent(c, store.experiment_ids(c, [p.tracking.experiment or p.name]), p.name)
 
@@ -87,8 +88,8 @@ def scores(c, uri: str, parent) -> RunScores:
                    for k in group.keys if f"{k}/mean" in r and not _missing(r[f"{k}/mean"])}
         entries[r["entry"]] = {"status": r["status"], "failure": r["failure"], "metrics": metrics}
     t = parent.data.tags
-    return RunScores(uri, parent.info.run_id, t.get("bench.protocol", ""), t.get("bench.fingerprint", ""),
-                     t.get("bench.git_sha", "unknown"), entries)
+    return RunScores(uri, parent.info.run_id, t.get(layout.PROTOCOL, ""), t.get(layout.FINGERPRINT, ""),
+                     t.get(layout.GIT_SHA, "unknown"), entries)
 
 
 def _missing(x: Any) -> bool:

@@ -196,7 +196,7 @@ def test_cycle_and_identity_errors_match_hand_computed_values():
     assert out["cycle_error/a"] == pytest.approx(0.1, abs=1e-7)
     assert out["cycle_error/b"] == pytest.approx(0.3, abs=1e-7)
     assert out["cycle_error"] == pytest.approx(0.2, abs=1e-7)
-    # G adds 0.25 and F halves: identity compares G(b) with b (target domain, SEEDS FLAG) and F(a) with a.
+    # G adds 0.25 and F halves: identity compares G(b) with b (target domain; CycleGAN §5.2) and F(a) with a.
     ctx = _ctx(cycle=_cycle_stream(a, b, g=lambda t: t + 0.25, f=lambda t: t / 2))
     out = _compute("identity_error", ctx)
     assert out["identity_error/b"] == pytest.approx(0.25, abs=1e-7)

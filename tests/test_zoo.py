@@ -154,3 +154,17 @@ def test_no_capability_sniffing_outside_the_zoo():
              for i, line in enumerate(p.read_text().splitlines(), 1)
              if re.search(r"\bhasattr\(|getattr\((model|built|m|self\.model)\b", line)]
     assert found == [], found
+
+
+def test_the_mlflow_layout_is_spelled_in_one_place():
+    """Tags are written and read only through bench/tracking/layout.py: a literal tag name anywhere else
+    could drift from what the other side writes (the leaderboard once read a tag nothing wrote)."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "bench"
+    literal = re.compile(r"""["'`]bench\.[a-z_]+|["'`]?mlflow\.parentRunId""")
+    found = [f"{p.relative_to(root.parent)}:{i}" for p in root.rglob("*.py") if p.name != "layout.py"
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             if literal.search(line) and not line.lstrip().startswith(("#", "import", "from"))]
+    assert found == [], found

@@ -124,7 +124,8 @@ def trace_shapes(module: nn.Module, *inputs: torch.Tensor) -> list[tuple[str, st
 
 @dataclass(frozen=True)
 class Recipe:
-    """The adversarial training knobs every two-player family shares (SEEDS.md §1, §3, §7).
+    """The adversarial training knobs every two-player family shares (the GAN game of Goodfellow et al.
+    2014 and the common stabilisation tricks: TTUR, label smoothing, clipping, GP, R1, instance noise).
 
     A family's `Config` inherits these and restates the defaults its paper uses. All of them are
     plain protocol config keys, checked like any other.
@@ -138,7 +139,7 @@ class Recipe:
     beta2: float = 0.999
     weight_decay: float = 0.0
     n_d: int = 1  # D (critic) steps per G step
-    fresh_batches: bool = True  # new real batch + noise per D step (ref); false = the seed's reuse (§6.5)
+    fresh_batches: bool = True  # new real batch + noise per D step (WGAN Alg. 1); false = reuse (some course code)
     real_target: float = 1.0  # 0.9 = one-sided smoothing
     fake_target: float = 0.0  # 0.1 with real 0.9 = two-sided smoothing
     clip_weights: float = 0.0  # WGAN: clamp every D parameter to ±c after each D step (0 = off)
@@ -380,13 +381,13 @@ def make_optimizer(params, cfg: Recipe, lr: float) -> torch.optim.Optimizer:
 
 
 class TwoPlayerGAN(GANModel):
-    """One generator `G`, one discriminator `D` and the shared adversarial loop of SEEDS.md §7.
+    """One generator `G`, one discriminator `D` and the shared adversarial loop (Goodfellow et al. 2014, Alg. 1).
 
     Each iteration: `n_d` D steps (a fresh real batch and fresh noise each, unless `fresh_batches` is
     off), each followed by weight clipping when set, then one G step with D frozen. The D loss is the
-    recipe's loss on separate real and fake passes (BatchNorm sees each half on its own, as the seed's
-    two `train_on_batch` calls), plus the gradient penalty and R1 when set; instance noise is added to
-    every D input. Subclasses build `G` and `D` and call `build_optimizers()`.
+    recipe's loss on separate real and fake passes (BatchNorm sees each half on its own, as the course
+    MNIST GAN's two Keras `train_on_batch` calls), plus the gradient penalty and R1 when set; instance
+    noise is added to every D input. Subclasses build `G` and `D` and call `build_optimizers()`.
     """
 
     G: nn.Module
@@ -463,7 +464,7 @@ class TwoPlayerGAN(GANModel):
     def backward_G(self, batch_size: int, step: int) -> dict[str, float]:
         from zoo import losses
 
-        self.D.requires_grad_(False)  # D frozen in the G step, as the seed's combined model
+        self.D.requires_grad_(False)  # D frozen in the G step, as the course's Keras combined model
         with self.autocast():
             fake = self.with_instance_noise(self.generator_fakes(batch_size), step)
             out = self.D(fake).float()

@@ -1,19 +1,23 @@
-"""CycleGAN (Zhu et al. 2017): two ResNet generators, two 70x70 PatchGANs, cycle + identity losses
-(SEEDS.md §2.8, 002:L4620-5250).
+"""CycleGAN (Zhu et al. 2017, "Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial
+Networks", ICCV): two ResNet generators, two 70x70 PatchGANs, cycle + identity losses (reference code:
+junyanz/pytorch-CycleGAN-and-pix2pix, `models/cycle_gan_model.py` and `models/networks.py`).
 
-G: A→B and F: B→A share the ResNet architecture [ref; the seeds give only the block counts, FLAG §2.8]:
+G: A→B and F: B→A share the ResNet architecture of the paper's appendix and the reference `ResnetGenerator`:
 c7s1-64, d128, d256, R256×n, u128, u64, c7s1-C, tanh. Reflection padding for the 7x7 and residual convs;
 instance norm without affine parameters, so every conv keeps its bias; the residual block is
-conv-IN-ReLU-conv-IN + input (002:L4854-4861), no long skips. n = 9 blocks at 256 px and 6 below
-(002:L4887-4891): 11,378,179 and 7,837,699 parameters for RGB. D_A (real A vs F(b)) and D_B (real B vs
-G(a)) are unconditional 70x70 PatchGANs with instance norm (2,764,737 parameters each for RGB).
+conv-IN-ReLU-conv-IN + input (`ResnetBlock`), no long skips. n = 9 blocks at 256 px and 6 below (the
+paper's appendix: 6 for 128 px, 9 for 256 px and up): 11,378,179 and 7,837,699 parameters for RGB.
+D_A (real A vs F(b)) and D_B (real B vs G(a)) are unconditional 70x70 PatchGANs with instance norm
+(2,764,737 parameters each for RGB).
 
-Losses (reference): LSGAN without the ½ (002:L5027), adversarial weight 1, cycle λ = 10 per direction,
-identity 0.5·λ in the correct form ‖G(b) − b‖₁ + ‖F(a) − a‖₁ (FLAG §6.12), D loss 0.5·(real + fake).
-Each iteration does a G step (both generators, D frozen) and then a D step (both discriminators, on
-fakes drawn through a 50-image pool each, p = 0.5; FLAG §6.13: the reference's G-then-D, not the seed's
-"simultaneous"). One Adam (2e-4, 0.5, 0.999) for the two generators, one for the two discriminators.
-No dropout by default, and none at test time (002:L4954-4956).
+Losses (reference): LSGAN without the ½ (the paper's §4, the reference's MSELoss), adversarial weight 1,
+cycle λ = 10 per direction (Eq. 2-3), identity 0.5·λ in the correct form ‖G(b) − b‖₁ + ‖F(a) − a‖₁ (the
+paper's §5.2; a common course version writes ‖G(a) − a‖₁ + ‖F(b) − b‖₁, which is wrong: it feeds each
+generator its source domain), D loss 0.5·(real + fake). Each iteration does a G step (both generators,
+D frozen) and then a D step (both discriminators, on fakes drawn through a 50-image pool each, p = 0.5;
+the reference's `optimize_parameters` order, not the "simultaneous" update some course notes describe).
+One Adam (2e-4, 0.5, 0.999) for the two generators, one for the two discriminators. No dropout by
+default, and none at test time (the reference's cycle_gan model defaults to `--no_dropout`).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ class Config:
     resolution: int = 256
     ngf: int = 64
     ndf: int = 64
-    n_blocks: int = 0  # residual blocks; 0 = by resolution: 9 at >= 256 px, 6 below (002:L4887-4891)
+    n_blocks: int = 0  # residual blocks; 0 = by resolution: 9 at >= 256 px, 6 below (paper appendix)
     n_layers_D: Literal[0, 1, 2, 3, 4, 5] = 3
     norm: Literal["instance", "batch"] = "instance"
     dropout: float = 0.0  # inside the residual blocks (the reference's use_dropout; off for CycleGAN)
@@ -124,7 +128,7 @@ class ResnetGenerator(nn.Module):
 class CycleGAN(TranslationGAN, CycleTranslator):
     family = "cyclegan"
     task = "unpaired"
-    seed_section = "SEEDS.md §2.8 (002:L4620-5250, L3959-3983)"
+    seed_section = "Zhu et al. 2017, CycleGAN (ICCV), §3-4, §5.2, appendix; junyanz/pytorch-CycleGAN-and-pix2pix"
     summary = "CycleGAN: two ResNet G (A→B, B→A), two 70x70 PatchGANs, LSGAN + 10·cycle + 5·identity, image pools"
     Config = Config
 

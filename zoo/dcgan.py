@@ -1,12 +1,14 @@
-"""DCGAN (Radford et al. 2015) at 32 or 64 px, 1 or 3 channels (SEEDS.md §2.3-2.4).
+"""DCGAN (Radford, Metz & Chintala 2016, "Unsupervised Representation Learning with Deep Convolutional
+GANs", ICLR; arXiv 2015) at 32 or 64 px, 1 or 3 channels.
 
 G: z(100) -> Dense -> 4x4x(8*ngf) + BN + ReLU, then stride-2 transposed convs halving the width at
    each doubling (32 px: 512-256-128-C; 64 px: 512-256-128-64-C), BN + ReLU except the output, tanh.
 D: stride-2 convs (32 px: C-64-128-256; 64 px: C-64-128-256-512), LeakyReLU 0.2, BN except the first,
    flatten -> Dense 1 (a logit). No pooling, no hidden FC layers.
-The seeds give shapes but no kernel (FLAG §2.3): kernel 4 (p1) is the default, kernel 5 (p2) is
-selectable. Init N(0, 0.02); Adam 2e-4, beta1 0.5; non-saturating BCE by default, and every loss
-variant of the shared recipe (`loss: minimax | nonsaturating | lsgan | hinge | wasserstein`).
+The layer shapes fix no kernel size: kernel 4 (p1, as pytorch/examples `dcgan/main.py`) is the default,
+kernel 5 (p2, the paper's released code) is selectable. Init N(0, 0.02); Adam 2e-4, beta1 0.5 (§4);
+non-saturating BCE by default, and every loss variant of the shared recipe
+(`loss: minimax | nonsaturating | lsgan | hinge | wasserstein`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from zoo.layers import dcgan_init, down_conv, up_conv
 class Config(Recipe):
     resolution: Literal[32, 64] = 32
     latent_dim: int = 100
-    ngf: int = 64  # G widths are 8*ngf, 4*ngf, ... (ngf 64 gives the seeds' 512-256-128-64)
+    ngf: int = 64  # G widths are 8*ngf, 4*ngf, ... (ngf 64: 512-256-128-64, as pytorch/examples dcgan)
     ndf: int = 64  # D widths are ndf, 2*ndf, ...
     kernel: Literal[4, 5] = 4
     # D normalisation after every conv but the first: BatchNorm (DCGAN), or none / layer / instance
@@ -38,7 +40,8 @@ class Config(Recipe):
         if self.ngf < 1 or self.ndf < 1 or self.latent_dim < 1:
             raise ValueError("ngf, ndf and latent_dim must be positive")
         if self.gp_lambda and self.d_norm == "batch":
-            # SEEDS.md FLAG §6.6: BN couples the samples whose per-sample gradient norms the penalty targets.
+            # Gulrajani et al. 2017, §4: BN couples the samples whose per-sample gradient norms the penalty
+            # targets.
             raise ValueError("a gradient penalty needs a critic without BatchNorm: set d_norm to none, layer or instance")
 
 
@@ -92,7 +95,7 @@ class Discriminator(nn.Module):
 
 class DCGAN(TwoPlayerGAN):
     family = "dcgan"
-    seed_section = "SEEDS.md §2.3-2.4 (002:L522-556, L1670-1891)"
+    seed_section = "Radford et al. 2016, DCGAN (ICLR), §3-4; pytorch/examples dcgan"
     summary = "DCGAN 32/64 px: strided (transposed) convs, BN, ReLU/LeakyReLU, N(0,0.02) init, NS-BCE"
     Config = Config
 

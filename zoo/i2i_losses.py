@@ -1,10 +1,11 @@
-"""Image-to-image losses (SEEDS.md §2.7, §2.8, §2.14, §2.16): small pure functions, one formula each.
+"""Image-to-image losses (pix2pix, CycleGAN, pix2pixHD): small pure functions, one formula each.
 
-Adversarial terms follow the reference code's GANLoss: the D (or G) output grid is compared with an
-all-`target` grid, BCE on logits for `nonsaturating` (pix2pix's "vanilla": averaged over patches,
-002:L4438-4440) or MSE for `lsgan`. The LSGAN form here has no ½ (CycleGAN's, 002:L5027, and the
-reference's MSELoss), so the adversarial weight 1 stands in the paper's ratio to λ_cyc = 10; zoo/losses.py
-keeps the ½ of 002:L653-654 for the unconditional families. D losses are halved, 0.5·(real + fake).
+Adversarial terms follow the reference code's GANLoss (junyanz/pytorch-CycleGAN-and-pix2pix
+`models/networks.py`): the D (or G) output grid is compared with an all-`target` grid, BCE on logits for
+`nonsaturating` (pix2pix's "vanilla": averaged over patches, Isola et al. 2017 §3.2.2) or MSE for
+`lsgan`. The LSGAN form here has no ½ (CycleGAN's, Zhu et al. 2017 §4, and the reference's MSELoss), so
+the adversarial weight 1 stands in the paper's ratio to λ_cyc = 10; zoo/losses.py keeps the ½ of Mao et
+al. 2017 (LSGAN) for the unconditional families. D losses are halved, 0.5·(real + fake).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def adversarial(kind: str, out: torch.Tensor, target: float) -> torch.Tensor:
 
 
 def d_adversarial(kind: str, real_out: torch.Tensor, fake_out: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
-    """D loss 0.5·(ℓ(D(real), real_target) + ℓ(D(fake), 0)); real_target 0.9 is the seed's one-sided smoothing."""
+    """D loss 0.5·(ℓ(D(real), real_target) + ℓ(D(fake), 0)); real_target 0.9 is one-sided smoothing
+    (Salimans et al. 2016 §3.4)."""
     return 0.5 * (adversarial(kind, real_out, real_target) + adversarial(kind, fake_out, 0.0))
 
 
@@ -44,20 +46,21 @@ def multiscale_adversarial(kind: str, outputs: Sequence[Sequence[torch.Tensor]],
 
 
 def l1(fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L_L1 = E‖y − G(x)‖₁ as a mean over pixels (002:L4398)."""
+    """L_L1 = E‖y − G(x)‖₁ as a mean over pixels (Isola et al. 2017, Eq. 3)."""
     return (fake - target).abs().mean()
 
 
 def cycle_loss(a: torch.Tensor, rec_a: torch.Tensor, b: torch.Tensor, rec_b: torch.Tensor,
                lambda_a: float = 10.0, lambda_b: float = 10.0) -> torch.Tensor:
-    """λ_A·E‖F(G(a)) − a‖₁ + λ_B·E‖G(F(b)) − b‖₁ (002:L4735, λ = 10 per direction)."""
+    """λ_A·E‖F(G(a)) − a‖₁ + λ_B·E‖G(F(b)) − b‖₁ (Zhu et al. 2017, Eq. 2; λ = 10 per direction)."""
     return lambda_a * l1(rec_a, a) + lambda_b * l1(rec_b, b)
 
 
 def identity_loss(G: Callable[[torch.Tensor], torch.Tensor], F_: Callable[[torch.Tensor], torch.Tensor],
                   a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """E‖G(b) − b‖₁ + E‖F(a) − a‖₁ with G: A→B and F: B→A: each generator fed its *target* domain should
-    leave it alone (002:L3980 and the code at L5065-5072; 002:L4922's G(a) − a is wrong, FLAG §6.12)."""
+    leave it alone (Zhu et al. 2017 §5.2; the reference's loss_idt_A = ‖G_A(real_B) − real_B‖₁). A common
+    course version writes E‖G(a) − a‖₁ + E‖F(b) − b‖₁, which is wrong: it feeds each generator its source."""
     return l1(G(b), b) + l1(F_(a), a)
 
 

@@ -1,6 +1,7 @@
-"""The image history buffer D is trained on (Shrivastava et al. 2017; CycleGAN; SEEDS.md §2.8, §3).
+"""The image history buffer D is trained on (Shrivastava et al. 2017, SimGAN, §2.3; Zhu et al. 2017, CycleGAN, §4).
 
-Per image, as the reference `ImagePool` (the seed's version buffers whole batches, FLAG §6.14): while
+Per image, as the reference `ImagePool` (junyanz/pytorch-CycleGAN-and-pix2pix `util/image_pool.py`; a
+common course version buffers whole batches instead): while
 the pool holds fewer than `size` images, each incoming image is stored and returned unchanged. Once
 full, with probability `p` a uniformly chosen stored image is returned and the incoming one takes its
 slot; otherwise the incoming image is returned. Images are handled in batch order, so a later image of

@@ -1,14 +1,16 @@
 """Small pure GAN loss functions on discriminator logits. Each one is a formula, not a framework.
 
-Adversarial losses come in pairs (D loss, G loss), selected by name (SEEDS.md §1):
-- `minimax`: D minimises BCE; G *minimises* E[log(1 − D(G(z)))] (the saturating form, with the sign the
-  seed code gets wrong at 002:L2442: it must be +mean(log(1 − D)), not −).
-- `nonsaturating`: D as above; G minimises −E[log D(G(z))].
-- `lsgan`: ½E[(D(x) − b)²] + ½E[(D(G(z)) − a)²] for D, ½E[(D(G(z)) − 1)²] for G (002:L653-654).
-- `hinge`: E[relu(1 − D(x))] + E[relu(1 + D(G(z)))] for D, −E[D(G(z))] for G (002:L660-661).
-- `wasserstein`: the critic minimises E[C(G(z))] − E[C(x)] (the minimised form; 002:L643 writes the
-  maximised one), G minimises −E[C(G(z))].
-The BCE D loss is averaged over its real and fake halves, as the seed loop's 0.5·(real + fake).
+Adversarial losses come in pairs (D loss, G loss), selected by name:
+- `minimax`: D minimises BCE; G *minimises* E[log(1 − D(G(z)))] (the saturating form of Goodfellow et al.
+  2014, Eq. 1; a common course snippet writes −mean(log(1 − D)), which has the wrong sign: it must be
+  +mean(log(1 − D))).
+- `nonsaturating`: D as above; G minimises −E[log D(G(z))] (Goodfellow et al. 2014, §3).
+- `lsgan`: ½E[(D(x) − b)²] + ½E[(D(G(z)) − a)²] for D, ½E[(D(G(z)) − 1)²] for G (Mao et al. 2017, LSGAN).
+- `hinge`: E[relu(1 − D(x))] + E[relu(1 + D(G(z)))] for D, −E[D(G(z))] for G (Lim & Ye 2017; Miyato et
+  al. 2018).
+- `wasserstein`: the critic minimises E[C(G(z))] − E[C(x)] (Arjovsky et al. 2017; the minimised form, where
+  some course notes write the maximised one as "L_D"), G minimises −E[C(G(z))].
+The BCE D loss is averaged over its real and fake halves, 0.5·(real + fake), as the course's MNIST loop.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def bce_to_target(logits: torch.Tensor, target: float) -> torch.Tensor:
 
 def d_loss_bce(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_target: float = 1.0,
                fake_target: float = 0.0) -> torch.Tensor:
-    """Discriminator BCE, averaged over the real and the fake half as the seed loop does."""
+    """Discriminator BCE, averaged over the real and the fake half as the course's MNIST loop does."""
     return 0.5 * (bce_to_target(real_logits, real_target) + bce_to_target(fake_logits, fake_target))
 
 
@@ -91,8 +93,8 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
                      alpha: torch.Tensor) -> torch.Tensor:
     """WGAN-GP: E[(‖∇C(x̂)‖₂ − 1)²] at x̂ = αx + (1 − α)G(z), one α per sample (shape (B, 1, 1, 1)).
 
-    The norm runs over every non-batch dimension; the seed's `norm(2, dim=1)` (002:L2743) takes it over
-    channels only, which is a different (wrong) penalty on image inputs.
+    The norm runs over every non-batch dimension; the `norm(2, dim=1)` of a common course snippet takes it
+    over channels only, which is a different (wrong) penalty on image inputs.
     """
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
     out = critic(x_hat)
@@ -101,10 +103,11 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
 
 
 def r1_penalty(disc: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, gamma: float) -> torch.Tensor:
-    """R1 = (γ/2)·E‖∇D(x_real)‖² on real data only (Mescheder et al. 2018; γ = 10 in 002:L7634).
+    """R1 = (γ/2)·E‖∇D(x_real)‖² on real data only (Mescheder et al. 2018, "Which Training Methods for GANs
+    do actually Converge?"; γ = 10 as StyleGAN on FFHQ).
 
-    One convention: γ multiplies ½·E‖∇‖², so the seed code's `0.5 * mean(...)` times λ_r1 equals this
-    with λ_r1 = γ (FLAG §2.11).
+    One convention: γ multiplies ½·E‖∇‖², so a course snippet's `0.5 * mean(...)` times λ_r1 equals this
+    with λ_r1 = γ.
     """
     x = real.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(disc(x).sum(), x, create_graph=True)

@@ -1,12 +1,12 @@
-"""The fully connected ("vanilla") GAN of SEEDS.md §2.1 (002:L499-520).
+"""The fully connected ("vanilla") GAN (Goodfellow et al. 2014, "Generative Adversarial Nets", NeurIPS).
 
 G: z(100) -> Linear 256 -> Linear 512 -> Linear 1024 (LeakyReLU 0.2 after each) -> Linear C·R·R, tanh.
 D: C·R·R -> Linear 512 -> Linear 256 (LeakyReLU 0.2) -> Linear 1 (a logit).
-The seeds say only "2-3 fully connected layers with gradually increasing sizes" for G and decreasing
-ones for D; the widths above are ganbench's choice (FLAG §2.1: not seed-backed) and are config keys.
+The usual template says only "2-3 fully connected layers with gradually increasing sizes" for G and
+decreasing ones for D; the widths above are ganbench's choice (no source fixes them) and are config keys.
 No normalisation layers, so every sample is processed on its own (which also makes data-parallel
 training match a single process exactly). PyTorch's default Linear init; non-saturating BCE; Adam 2e-4,
-beta1 0.5 as everywhere in the seeds.
+beta1 0.5 as DCGAN (Radford et al. 2016).
 Trainable parameters on 28x28x1: G 1,486,352, D 533,505.
 """
 
@@ -23,8 +23,8 @@ from zoo.base import Recipe, TwoPlayerGAN, trace_shapes
 @dataclass(frozen=True)
 class Config(Recipe):
     latent_dim: int = 100
-    g_widths: tuple[int, ...] = (256, 512, 1024)  # non-seed choice: 2-3 widening hidden layers
-    d_widths: tuple[int, ...] = (512, 256)  # non-seed choice: 2-3 narrowing hidden layers
+    g_widths: tuple[int, ...] = (256, 512, 1024)  # ganbench's choice: 2-3 widening hidden layers
+    d_widths: tuple[int, ...] = (512, 256)  # ganbench's choice: 2-3 narrowing hidden layers
 
     def __post_init__(self):
         super().__post_init__()
@@ -68,7 +68,7 @@ class Discriminator(nn.Module):
 
 class MlpGAN(TwoPlayerGAN):
     family = "mlp_gan"
-    seed_section = "SEEDS.md §2.1 (002:L499-520)"
+    seed_section = "Goodfellow et al. 2014, Generative Adversarial Nets (NeurIPS), Eq. 1; MLP G and D"
     summary = "Fully connected GAN: z -> 256-512-1024 -> image (tanh); D image -> 512-256 -> logit (widths non-seed)"
     Config = Config
 

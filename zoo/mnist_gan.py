@@ -1,4 +1,5 @@
-"""The MNIST convolutional GAN of the seed case study (SEEDS.md §2.2), as specified.
+"""The MNIST convolutional GAN of a GANs course's Keras case study (a small DCGAN, cf. Radford et al. 2016),
+as specified.
 
 G: z(100) -> Dense 6272 (no activation, no BN) -> 7x7x128 -> ConvT 64 k5 s2 'same' + BN + ReLU
    -> 14x14x64 -> ConvT 1 k5 s2 'same' + tanh -> 28x28x1.
@@ -24,7 +25,7 @@ class Config(Recipe):
     lr_G: float = 2e-4
     lr_D: float = 2e-4
     beta1: float = 0.5
-    beta2: float = 0.999  # Keras default; the seed only sets beta_1
+    beta2: float = 0.999  # Keras default; the course code only sets beta_1
     real_target: float = 0.9  # one-sided label smoothing, fake target stays 0
     # Keras BatchNormalization: momentum 0.99 of the old statistics == PyTorch momentum 0.01, eps 1e-3.
     bn_momentum: float = 0.01
@@ -46,7 +47,7 @@ class Generator(nn.Module):
         self.up2 = nn.ConvTranspose2d(64, 1, 5, stride=2, padding=2, output_padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.project(z).view(-1, 128, 7, 7)  # the seed code applies no activation here
+        x = self.project(z).view(-1, 128, 7, 7)  # the course code applies no activation here
         x = torch.relu(self.bn1(self.up1(x)))
         return torch.tanh(self.up2(x))
 
@@ -67,7 +68,7 @@ class Discriminator(nn.Module):
 
 class MnistGAN(TwoPlayerGAN):
     family = "mnist_gan"
-    seed_section = "SEEDS.md §2.2 (002:L1171-1480)"
+    seed_section = "Course MNIST DCGAN case study (Keras); cf. Radford et al. 2016, DCGAN (ICLR)"
     summary = "Seed MNIST conv GAN: Dense->7x7x128->ConvT k5 x2, BCE with one-sided smoothing 0.9"
     Config = Config
 

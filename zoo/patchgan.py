@@ -1,4 +1,4 @@
-"""PatchGAN discriminators and their receptive fields (SEEDS.md §2.7, 000:L14-50).
+"""PatchGAN discriminators and their receptive fields (Isola et al. 2017, pix2pix, §3.2.2 and §4.4).
 
 `NLayerDiscriminator` is the official pix2pix/CycleGAN stack: a stride-2 k4 conv without norm, then
 `n_layers − 1` stride-2 convs with norm, one stride-1 conv with norm, and a stride-1 conv to one channel
@@ -11,7 +11,8 @@ n_layers selects the patch size the pix2pix paper compares: 0 = PixelGAN (1x1 co
 input gives 256/126/30/6 output grids. pix2pixHD's copy of the stack pads by 2 (ceil((4 − 1)/2)), which
 changes the grids (35 on 256) but neither the receptive field nor the parameter count.
 
-`receptive_field` is the back-recursion R ← S·(R − 1) + K of 000:L35-50; `empirical_receptive_field`
+`receptive_field` is the back-recursion R ← S·(R − 1) + K of the pix2pix authors' phillipi/pix2pix
+`scripts/receptive_field_sizes.m`; `empirical_receptive_field`
 measures it by backpropagating one central output element to the input.
 """
 
@@ -117,7 +118,7 @@ def patch_discriminator(in_ch: int, ndf: int = 64, n_layers: int = 3, norm: Norm
 
 def receptive_field(layers: Sequence[tuple[int, int]]) -> int:
     """RF in input pixels of one output element of a conv stack [(kernel, stride), ...] (input first):
-    back from R = 1 at the output, R ← S·(R − 1) + K per layer (000:L35-50: 4 → 7 → 16 → 34 → 70)."""
+    back from R = 1 at the output, R ← S·(R − 1) + K per layer (4 → 7 → 16 → 34 → 70 for the 70x70 PatchGAN)."""
     r = 1
     for k, s in reversed(list(layers)):
         r = s * (r - 1) + k

@@ -1,26 +1,29 @@
-"""Pix2Pix (Isola et al. 2017): U-Net generator + conditional PatchGAN (SEEDS.md §2.7, 002:L4200-4618).
+"""Pix2Pix (Isola et al. 2017, "Image-to-Image Translation with Conditional Adversarial Networks", CVPR):
+U-Net generator + conditional PatchGAN (reference code junyanz/pytorch-CycleGAN-and-pix2pix).
 
-G (no z: dropout is the noise, 002:L4540-4545), all convs k4 s2 p1. Encoder level: LeakyReLU 0.2 →
+G (no z: dropout is the noise, the paper's §3.1), all convs k4 s2 p1. Encoder level: LeakyReLU 0.2 →
 conv → norm; decoder level: ReLU → transposed conv → norm (→ dropout 0.5); each decoder level's output
 is concatenated with the encoder features of the same size (skip first); the last level maps to C
 channels with tanh. As in the reference code the activation opens the next level, so skips carry the
 normalised, pre-activation encoder features. Three generators:
-- `unet_256` [ref, default]: 8 levels to 1x1x512 (64-128-256-512-512-512-512-512); no norm on the first
+- `unet_256` [reference, default]: 8 levels to 1x1x512 (64-128-256-512-512-512-512-512); no norm on the first
   and innermost encoder convs; dropout on decoder levels 2-4 (the reference code's placement: the
   innermost decoder level has none); 54,413,955 parameters with BatchNorm (bias only on the output conv).
-- `unet_128` [ref]: 7 levels to 1x1 (dropout on decoder levels 2-3); 41,828,995 parameters.
-- `unet_seed` [seed]: 6 levels 256 → 4x4x512 (64-128-256-512-512-512, 002:L4233-4239); BN on every
-  encoder level but the first (the bottleneck is 4x4 here, so it is normalised too), dropout on every
-  decoder level but the output (002:L4251). The seed text implies BN on the first level as well; by
-  default it has none (reference code; DCGAN's "no BN on the input layer", 002:L2629-2638) and
-  `first_norm: true` adds it (FLAG §6.16).
+- `unet_128` [reference]: 7 levels to 1x1 (dropout on decoder levels 2-3); 41,828,995 parameters.
+- `unet_seed` [course]: 6 levels 256 → 4x4x512 (64-128-256-512-512-512), the U-Net of a common course
+  description, not the paper's; BN on every encoder level but the first (the bottleneck is 4x4 here, so it
+  is normalised too), dropout on every decoder level but the output (that description's "typically 50%"
+  on each step). That description implies BN on the first level as well; by default it has none
+  (reference code; DCGAN's "no BN on the input layer", Radford et al. 2016 §3) and `first_norm: true`
+  adds it.
 D: conditional PatchGAN on concat(input, output) (6 channels for RGB pairs), `n_layers_D` 0/1/3/5 for the
 paper's 1/16/70/286 patches. Loss (reference): BCE on logits averaged over patches (`loss: lsgan`
 selectable), G: ℓ(D(x, G(x)), 1) + λ_L1·‖y − G(x)‖₁ with λ_L1 = 100; D: 0.5·(real + fake), D step first.
-`real_target: 0.9` gives the seed's one-sided smoothing (not in the paper, FLAG §6.15). `l1_only` drops
-D: the paper's L1-only U-Net baseline. Adam 2e-4 (0.5, 0.999), N(0, 0.02) init.
+`real_target: 0.9` gives one-sided smoothing (Salimans et al. 2016 §3.4; often recommended for pix2pix
+in course notes, but not in the paper or its code). `l1_only` drops D: the paper's L1-only U-Net
+baseline. Adam 2e-4 (0.5, 0.999), N(0, 0.02) init.
 
-Inference keeps dropout on by default (`test_dropout`; 002:L4581-4585) and uses BatchNorm's running
+Inference keeps dropout on by default (`test_dropout`; the paper's §3.3) and uses BatchNorm's running
 statistics. The paper also normalises with the test batch's own statistics; that makes an image's
 translation depend on the rest of its evaluation batch, so here it does not. For the same reason the
 evaluation passes one seed per image (`translate(x, sample_seeds=...)`) and each image's dropout masks
@@ -51,14 +54,14 @@ class Config:
     ngf: int = 64
     ndf: int = 64
     n_layers_D: Literal[0, 1, 2, 3, 4, 5] = 3  # 0 PixelGAN, 1 → 16x16, 3 → 70x70, 5 → 286x286 patches
-    norm: Literal["batch", "instance"] = "batch"  # G and D; instance for style-like tasks (002:L4553-4558)
-    first_norm: bool = False  # norm on the first encoder conv (the seed text implies it; the reference has none)
+    norm: Literal["batch", "instance"] = "batch"  # G and D; instance for style-like tasks (reference `--norm`)
+    first_norm: bool = False  # norm on the first encoder conv (a course U-Net implies it; the reference has none)
     dropout: float = 0.5
     test_dropout: bool = True  # keep dropout on in translate(): pix2pix's noise at inference
     loss: Literal["nonsaturating", "lsgan"] = "nonsaturating"
     lambda_L1: float = 100.0
     l1_only: bool = False  # no D and no adversarial term: the L1-only baseline of the paper
-    real_target: float = 1.0  # 0.9 = the seed's one-sided smoothing (not in the paper)
+    real_target: float = 1.0  # 0.9 = one-sided smoothing (Salimans et al. 2016; not in the pix2pix paper)
     lr_G: float = 2e-4
     lr_D: float = 2e-4
     beta1: float = 0.5
@@ -166,7 +169,7 @@ class UNetGenerator(nn.Module):
 
 def unet(kind: str, in_ch: int, out_ch: int, ngf: int = 64, norm: str = "batch", dropout: float = 0.5,
          first_norm: bool = False) -> UNetGenerator:
-    """The named generator: `unet_256` / `unet_128` (reference) or `unet_seed` (the seeds' 6 levels)."""
+    """The named generator: `unet_256` / `unet_128` (reference) or `unet_seed` (the 6-level course U-Net)."""
     n = GENERATORS[kind]
     if kind == "unet_seed":
         return UNetGenerator(in_ch, out_ch, n, ngf, norm, dropout, set(range(n - 1)), first_norm, innermost_norm=True)
@@ -182,7 +185,7 @@ def set_test_dropout(net: nn.Module, on: bool, sample_generators: list[torch.Gen
 class Pix2Pix(TranslationGAN):
     family = "pix2pix"
     task = "paired"
-    seed_section = "SEEDS.md §2.7 (002:L4200-4618; 000:L1-56; 003)"
+    seed_section = "Isola et al. 2017, pix2pix (CVPR), §3, Eq. 4; junyanz/pytorch-CycleGAN-and-pix2pix"
     summary = "Pix2Pix: U-Net G (dropout as noise) + conditional 70x70 PatchGAN, BCE + 100·L1"
     Config = Config
 

@@ -1,5 +1,6 @@
-"""Pix2PixHD (Wang et al. 2018): coarse-to-fine generator, multi-scale PatchGANs, feature matching
-(SEEDS.md §2.14 from 000:L57-130, with the generator and losses from the paper and official code [ref]).
+"""Pix2PixHD (Wang et al. 2018, "High-Resolution Image Synthesis and Semantic Manipulation with Conditional
+GANs", CVPR, §3.2): coarse-to-fine generator, multi-scale PatchGANs, feature matching (official code
+NVIDIA/pix2pixHD, `models/networks.py` and `models/pix2pixHD_model.py`).
 
 G1, the global generator: c7s1-64, d128, d256, d512, d1024, R1024×9, u512, u256, u128, u64, c7s1-C;
 instance norm (no affine, convs keep bias), reflection padding, tanh. G2, the local enhancer
@@ -10,8 +11,8 @@ local enhancer is ngf/2 wide (the official `--ngf` names the enhancer's width in
 
 D: `num_D` identical PatchGANs (n_layers 3, instance norm) on the conditional pair concat(input, image)
 at 1x, 1/2x, 1/4x, downsampled by AvgPool2d(3, stride 2, padding 1, count_include_pad=False).
-`d_padding` 2 is the official ceil((4 − 1)/2) (grids 35/67/131 on 256/512/1024 px); 1 gives 000's stack
-(30/62/126). num_D = 3 as in the paper and 000 (the official code defaults to 2).
+`d_padding` 2 is the official ceil((4 − 1)/2) (grids 35/67/131 on 256/512/1024 px); 1 gives pix2pix's
+stack (30/62/126). num_D = 3 as in the paper (the official code defaults to 2).
 
 Losses: LSGAN (no ½) summed over the discriminators, D loss 0.5·(real + fake); feature matching
 λ_feat = 10 over every D's intermediate layers but the last, weighted 4/(n_layers + 1) per layer and
@@ -22,7 +23,7 @@ and, after the G step, in the D loss. G step, then D step, Adam 2e-4 (0.5, 0.999
 
 Label-map inputs (cityscapes): G reads the data's `input_channels`, label_nc one-hot channels + the
 instance boundary map (bench/data/labelmap.py), and D the pair concat(input, image). Not here: the
-instance-wise feature encoder, and 004's "semantic network" variant (§2.15).
+instance-wise feature encoder, and the "semantic network" variant of a course summary (`pix2pixhd_sem`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Config:
     ndf: int = 64
     n_layers_D: int = 3
     num_D: int = 3
-    d_padding: Literal[1, 2] = 2  # official pix2pixHD: 2 (35x35 on 256 px); 1 = 000's stack (30x30)
+    d_padding: Literal[1, 2] = 2  # official pix2pixHD: 2 (35x35 on 256 px); 1 = pix2pix's stack (30x30)
     norm: Literal["instance", "batch"] = "instance"
     loss: Literal["lsgan", "nonsaturating"] = "lsgan"
     lambda_feat: float = 10.0
@@ -176,7 +177,7 @@ def input_channels(data) -> int:
 class Pix2PixHD(TranslationGAN):
     family = "pix2pixhd"
     task = "paired"
-    seed_section = "SEEDS.md §2.14 (000:L57-130) + [ref] generator, LSGAN, VGG loss"
+    seed_section = "Wang et al. 2018, Pix2PixHD (CVPR), §3.2; NVIDIA/pix2pixHD"
     summary = "Pix2PixHD: global (+ local enhancer) ResNet G, 3-scale PatchGANs, LSGAN + 10·FM + 10·VGG"
     Config = Config
 

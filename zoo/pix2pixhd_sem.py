@@ -1,33 +1,37 @@
-"""pix2pixhd_sem: the 004 "Pix2PixHD" variant, a low-resolution → high-resolution synthesiser with a frozen
-semantic network S (SEEDS.md §2.15, 004:L1-92). Not the Pix2PixHD paper (that is `pix2pixhd`, §2.14):
-004 differs in its inputs, losses and generator (FLAG §6.26), and this family follows 004.
+"""pix2pixhd_sem: a "semantic network" variant of Pix2PixHD, a low-resolution → high-resolution synthesiser
+with a frozen semantic network S, as a course summary of Pix2PixHD describes it. Not the Pix2PixHD paper
+(Wang et al. 2018; that is `pix2pixhd`): the summary differs from the paper in its inputs (low-resolution
+images, not label maps), its losses (L1 + a semantic-network loss with a log-likelihood GAN term, not
+LSGAN + feature matching + VGG) and its generator (encoder→decoder skips), and this family follows the summary.
 
-G (004:L13-20): an encoder ("a series of convolutional layers"), a bottleneck ("a set of residual
+G: an encoder ("a series of convolutional layers"), a bottleneck ("a set of residual
 blocks") and a decoder ("transposed convolutions and residual connections"), with skips from encoder to
 decoder. Built from the pix2pixHD/CycleGAN blocks: c7s1-ngf, `n_downsample` d-blocks (3x3 stride 2,
 doubling), `n_blocks` residual blocks, as many u-blocks (3x3 stride-2 transposed convs, halving), c7s1-C,
 tanh; instance norm, reflection padding. Each u-block's output is *added* to the encoder features of the
-same size: 004's encoder→decoder skips taken as the residual connections it names, which adds no
+same size: the summary's encoder→decoder skips taken as the residual connections it names, which adds no
 parameter, so G has exactly the parameters of the ResNet generator it is built on (11,378,179 for RGB
 with the defaults, CycleGAN's resnet_9blocks). Its input is the low-resolution image bicubically upsampled
 to the output size (bench/data/superres.py says why); its output is the full-resolution image.
-Defaults (ngf 64, 2 downsamplings, 9 blocks) are that generator's, since 004 gives no sizes [not seed].
+Defaults (ngf 64, 2 downsamplings, 9 blocks) are that generator's, since the summary gives no sizes
+(ganbench's choice).
 
-D (004:L22-27, "PatchGAN plus multi-scale discriminators"): pix2pixHD's `MultiscaleDiscriminator`
+D ("PatchGAN plus multi-scale discriminators"): pix2pixHD's `MultiscaleDiscriminator`
 (zoo/pix2pixhd.py), `num_D` 70x70 PatchGANs at 1x, 1/2x, 1/4x, conditional on concat(x, image) since
-004's L_GAN is D(x, y) / D(x, G(x)).
+the summary's L_GAN is D(x, y) / D(x, G(x)).
 
-Losses (004:L35-57, L86-90):
-  L_GAN = E[log D(x, y)] + E[log(1 − D(x, G(x)))]   summed over the D scales; `loss: nonsaturating` (004's
-          log form: BCE on logits, G non-saturating) by default, `lsgan` (the paper's) selectable
+Losses (as the summary writes them):
+  L_GAN = E[log D(x, y)] + E[log(1 − D(x, G(x)))]   summed over the D scales; `loss: nonsaturating` (the
+          summary's log form: BCE on logits, G non-saturating) by default, `lsgan` (the paper's) selectable
   L_L1  = E‖y − G(x)‖₁
   L_sem = E‖S(G(x)) − S(y)‖₁                        S frozen, S(y) a constant target
   L_G   = L_GAN + λ_L1·L_L1 + λ_sem·L_sem
-004 gives no λ (FLAG): λ_L1 = 100 as pix2pix (SEEDS.md §2.15's suggestion) and λ_sem = 10, the weight
-pix2pixHD gives its VGG loss, the closest analogue of S in the paper [both not seed]. `lambda_sem: 0`
+The summary gives no λ: λ_L1 = 100 as pix2pix (Isola et al. 2017) and λ_sem = 10, the weight pix2pixHD
+gives its VGG loss, the closest analogue of S in the paper (both ganbench's choices). `lambda_sem: 0`
 removes the term (S is then never run, nor needed). D loss 0.5·(real + fake) as pix2pix. Step order as
-004:L59-75: G forward, D step on real and generated pairs, then G step with D frozen. No feature
-matching: 004 never mentions it (FLAG §6.26). Adam 2e-4 (0.5, 0.999) [ref, pix2pixHD].
+the summary's training loop: G forward, D step on real and generated pairs, then G step with D frozen. No
+feature matching: the summary never mentions it (the paper's central loss). Adam 2e-4 (0.5, 0.999), as
+the official pix2pixHD options.
 
 What L_sem compares (`sem_output`): S's per-pixel class probabilities (softmax, the default), as the mean
 absolute difference over pixels and classes (so at most 2/K per pixel). Probabilities, not logits:
@@ -72,9 +76,9 @@ class Config:
     num_D: int = 3
     d_padding: Literal[1, 2] = 2  # pix2pixHD's official padding (grids 35/19/11 on 256 px)
     norm: Literal["instance", "batch"] = "instance"
-    loss: Literal["nonsaturating", "lsgan"] = "nonsaturating"  # 004's log-likelihood L_GAN
-    lambda_L1: float = 100.0  # not in 004: pix2pix's value
-    lambda_sem: float = 10.0  # not in 004: pix2pixHD's VGG weight
+    loss: Literal["nonsaturating", "lsgan"] = "nonsaturating"  # the summary's log-likelihood L_GAN
+    lambda_L1: float = 100.0  # not in the summary: pix2pix's value
+    lambda_sem: float = 10.0  # not in the summary: pix2pixHD's VGG weight
     sem_output: Literal["softmax", "logits"] = "softmax"
     lr_G: float = 2e-4
     lr_D: float = 2e-4
@@ -129,7 +133,7 @@ def semantic_loss(S: nn.Module, fake: torch.Tensor, real: torch.Tensor, output: 
 class Pix2PixHDSem(TranslationGAN):
     family = "pix2pixhd_sem"
     task = "paired"
-    seed_section = "SEEDS.md §2.15 (004:L1-92): G + multi-scale PatchGAN + frozen semantic network S"
+    seed_section = "Course summary of Pix2PixHD (not Wang et al. 2018): L1 + frozen semantic network S"
     summary = "004 Pix2PixHD variant: low-res → high-res enc-dec G, 3-scale PatchGAN, GAN + 100·L1 + 10·L_sem"
     Config = Config
     uses_segmenter = True  # the runner trains or loads S (bench/features/segmenter.py) for runs with this family
@@ -171,7 +175,7 @@ class Pix2PixHDSem(TranslationGAN):
             card["semantic_net"] = dict(getattr(self.S, "info", {}))
         return card
 
-    # -- training (004:L59-75) ---------------------------------------------------------------------
+    # -- training (the summary's loop) ---------------------------------------------------------------
     def backward_D(self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
         cfg = self.cfg
         with self.autocast():

@@ -1,5 +1,5 @@
-"""ProGAN (Karras et al. 2018, "Progressive Growing of GANs"; SEEDS.md §2.12), and the growth machinery StyleGAN
-reuses.
+"""ProGAN (Karras et al. 2018, "Progressive Growing of GANs for Improved Quality, Stability, and Variation",
+ICLR; official code tkarras/progressive_growing_of_gans), and the growth machinery StyleGAN reuses.
 
 G: z (512, PixelNorm-ed) -> dense to 4×4×C (+ bias, LeakyReLU 0.2, PixelNorm) -> 3×3 conv; then per stage
    2× nearest upsample + two 3×3 convs, each followed by LeakyReLU 0.2 and PixelNorm (ε = 1e-8); a 1×1 toRGB
@@ -7,20 +7,23 @@ G: z (512, PixelNorm-ed) -> dense to 4×4×C (+ bias, LeakyReLU 0.2, PixelNorm) 
 D: the mirror: a 1×1 fromRGB (+ LeakyReLU) per stage; per stage two 3×3 convs (LeakyReLU) and a 2×2 average
    pool; at 4×4 minibatch stddev (group 4, one extra channel), a 3×3 conv, dense C·16 -> C, dense -> 1.
 Widths min(fmap_base / 2^stage, fmap_max) with stage = log2(res) − 1 (8192/512: 512 up to 32 px, then
-256/128/64/32/16). Every conv and dense layer has an equalised learning rate with gain √2 (`gain`; the seed
-says c = 1.0, FLAG §6.20); the first dense layer uses gain/4 and toRGB / the last dense layer gain 1, as
-the official code. Loss WGAN-GP (λ = 10) plus the drift term 0.001·E[D(x)²]; Adam 1e-3, betas (0, 0.99),
-one critic step per G step; the Adam moments are cleared at every fade start and fade end
-(`reset_optimizer`, the official `reset_opt_for_new_lod`).
+256/128/64/32/16). Every conv and dense layer has an equalised learning rate (§4.1) with gain √2 (`gain`;
+a common course version says c = 1.0, which is not the papers' constant); the first dense layer uses gain/4
+and toRGB / the last dense layer gain 1, as the official code. Loss WGAN-GP (λ = 10) plus the drift term
+0.001·E[D(x)²]; Adam 1e-3, betas (0, 0.99), one critic step per G step (the paper's appendix A.1); the
+Adam moments are cleared at every fade start and fade end (`reset_optimizer`, the official
+`reset_opt_for_new_lod`).
 
-Growth: training starts at `start_resolution` (4 or 8 px, 002:L6524) and doubles up to `resolution`. A new
-block fades in over `fade_steps` (α from 0 to 1 linearly) and then stabilises for `stable_steps`; the
-paper counts images (800k fade + 800k stable per resolution), this zoo counts training steps so that CPU
-protocols can size them. During a fade G outputs (1 − α)·upsample(toRGB_old(x)) + α·toRGB_new(block(x)),
-D sees (1 − α)·fromRGB_old(avgpool(img)) + α·block(fromRGB_new(img)) (the old path goes through the old
-fromRGB: FLAG §6.22), and the real images are blended the same way, (1 − α)·upsample(avgpool(x)) + α·x,
-as in the paper. `resolution` is the current stage's size, so the runner feeds reals at that size;
-`generate` upsamples (nearest) to the configured final size so evaluation always sees the protocol's size.
+Growth (§2, Fig. 2): training starts at `start_resolution` (4 px in the paper; 8 also works) and doubles
+up to `resolution`. A new block fades in over `fade_steps` (α from 0 to 1 linearly) and then stabilises
+for `stable_steps`; the paper counts images (800k fade + 800k stable per resolution), this zoo counts
+training steps so that CPU protocols can size them. During a fade G outputs
+(1 − α)·upsample(toRGB_old(x)) + α·toRGB_new(block(x)), D sees
+(1 − α)·fromRGB_old(avgpool(img)) + α·block(fromRGB_new(img)) (the old path goes through the old fromRGB,
+as in the paper's Fig. 2; descriptions that blend the pooled RGB image straight into feature maps omit
+it), and the real images are blended the same way, (1 − α)·upsample(avgpool(x)) + α·x, as in the paper.
+`resolution` is the current stage's size, so the runner feeds reals at that size; `generate` upsamples
+(nearest) to the configured final size so evaluation always sees the protocol's size.
 
 The current stage and α live in G's and D's buffers (`stage`, `alpha`): they travel with the state dict,
 the EMA copy and a checkpoint loaded for scoring only; `extra_state()` holds the schedule position (steps
@@ -66,14 +69,14 @@ class ProgressiveConfig(Recipe):
     """Keys every progressive family shares, on top of the shared adversarial recipe."""
 
     resolution: int = 1024  # final side length (a power of two, 4 ... 1024)
-    start_resolution: int = 4  # 4 or 8 in the seeds (002:L6524)
+    start_resolution: int = 4  # 4 in the paper; 8 is also common
     # Growth in training steps (the paper: 800k real images of fade + 800k of stabilisation per resolution).
     fade_steps: int = 1000
     stable_steps: int = 1000
     latent_dim: int = 512
     fmap_base: int = 8192  # channels min(fmap_base / 2^stage, fmap_max), stage = log2(res) − 1
     fmap_max: int = 512
-    gain: float = SQRT2  # equalised-LR gain of LeakyReLU layers: √2 (He, the papers); the seed's c = 1.0
+    gain: float = SQRT2  # equalised-LR gain of LeakyReLU layers: √2 (He, the papers); 1.0 = a course version's c
     mbstd_group: int = 4  # minibatch-stddev group size (1 = no stddev channel)
     drift: float = 0.0  # ε_drift·E[D(x)²] added to the D loss (ProGAN: 0.001)
     reset_optimizer: bool = True  # clear the Adam moments when a fade starts or ends (official code)
@@ -294,7 +297,7 @@ class ProgressiveGAN(TwoPlayerGAN):
         raise NotImplementedError
 
     def fade_reals(self, x: torch.Tensor, alpha: float) -> torch.Tensor:
-        """During a fade the reals blend their own lower resolution in, as G's output does (the paper, §3)."""
+        """During a fade the reals blend their own lower resolution in, as G's output does (the paper, Fig. 2)."""
         return x if alpha >= 1.0 else blend(upsample2x(downsample2x(x)), x, alpha)
 
     def adjust_d_loss(self, loss, real_out, fake_out, logs):
@@ -348,7 +351,7 @@ class ProgressiveGAN(TwoPlayerGAN):
 
 class ProGAN(ProgressiveGAN):
     family = "progan"
-    seed_section = "SEEDS.md §2.12 (002:L6511-6930)"
+    seed_section = "Karras et al. 2018, Progressive Growing of GANs (ICLR), §2-4, App. A"
     summary = ("ProGAN: progressive growing with fade-in, equalised LR, PixelNorm, minibatch stddev, "
                "WGAN-GP λ 10 + drift 0.001, Adam 1e-3 (0, 0.99)")
     Config = Config

@@ -1,25 +1,28 @@
-"""Semi-supervised GAN with a K+1-class discriminator (SEEDS.md §2.5; Salimans et al. 2016).
+"""Semi-supervised GAN with a K+1-class discriminator (Salimans et al. 2016, "Improved Techniques for
+Training GANs", NeurIPS, §5; reference code openai/improved-gan).
 
 D sorts an image into one of K real classes or class K ("fake"); on MNIST K = 10, so 11 logits. Only
-`labelled_per_class` training images per class carry labels (10 x 10 = the seeds' 100 labelled
-digits); every training image also serves unlabelled. With l the logits and lse = logsumexp:
+`labelled_per_class` training images per class carry labels (10 x 10 = 100 labelled digits, the
+paper's MNIST setting, Table 1); every training image also serves unlabelled. With l the logits and
+lse = logsumexp:
 - supervised:   L_sup   = CE over the K real logits on labelled images = −log p(y | x, y < K)
 - unsupervised: L_unsup = −E_data log(1 − p(K | x)) − E_G log p(K | x)
                         = E_data[lse(l) − lse(l_<K)] + E_G[lse(l) − l_K]
 - D minimises L_sup + L_unsup;
 - G: feature matching (the default, Salimans et al.): ‖E f(x) − E f(G(z))‖² on D's penultimate
-  features (the seed's one-layer MSE of batch means, 002:L2593-2609), or `g_loss: nonsaturating`,
+  features (§3.1: the squared distance between batch means of one layer), or `g_loss: nonsaturating`,
   −E_G log(1 − p(K | G(z))), which asks D to put fakes in real classes.
 `unsupervised: false` trains D on L_sup alone and never trains G: the plain classifier of the same
-backbone on the same labels that the seeds compare against (error 10-20% vs < 1%, 002:L3584-3588).
+backbone on the same labels, the baseline a semi-supervised GAN is compared against (course notes quote
+error 10-20% for the labels alone vs < 1% with the GAN; Salimans et al. report ≈ 0.93% with 100 labels).
 
-The seeds give no architecture (FLAG §2.5). G is the seed MNIST generator (§2.2); D is the seed MNIST
-discriminator's conv stack without BatchNorm and with dropout 0.3 after each conv (the seeds call BN
-and dropout important against overfitting 100 labels, L3615-3618; BN's batch coupling across the
-labelled/unlabelled/fake streams is avoided), ending in K+1 logits.
+The architecture is ganbench's choice, not the reference's: G is the course's MNIST generator
+(zoo/mnist_gan.py); D is that model's discriminator conv stack without BatchNorm and with dropout 0.3
+after each conv (BN and dropout are the usual advice against overfitting 100 labels; BN's batch coupling
+across the labelled/unlabelled/fake streams is avoided), ending in K+1 logits.
 
 Two settings come from the reference code of Salimans et al. (openai/improved-gan,
-mnist_svhn_cifar10/train_mnist_feature_matching.py), not from the seed's generic GAN recipe (§1):
+mnist_svhn_cifar10/train_mnist_feature_matching.py), not from the generic DCGAN-style recipe:
 - Adam lr 0.003 for D and G (`lr = 0.003`, `mom1=0.5`), not 2e-4. With 2e-4 the unlabelled and
   generated images changed nothing within the mnist-zoo budget (1,000 steps of 64): D was no better
   than the same D on the 100 labels alone (reports/sgan-investigation.md).
@@ -44,7 +47,7 @@ from zoo.mnist_gan import Generator
 @dataclass(frozen=True)
 class Config(Recipe):
     latent_dim: int = 100
-    labelled_per_class: int = 10  # 10 x 10 classes = the seeds' 100 labelled MNIST images
+    labelled_per_class: int = 10  # 10 x 10 classes = 100 labelled MNIST images (Salimans et al.)
     unsupervised: bool = True  # false = supervised-only baseline on the same labels (G untrained)
     g_loss: Literal["feature_matching", "nonsaturating"] = "feature_matching"
     dropout: float = 0.3
@@ -52,7 +55,7 @@ class Config(Recipe):
     lr_G: float = 3e-3
     lr_D: float = 3e-3
     seed_data: int = 1  # the reference's --seed_data: picks the labelled subset, independent of the training seed
-    bn_momentum: float = 0.01  # the seed generator's Keras-style BatchNorm
+    bn_momentum: float = 0.01  # the course MNIST generator's Keras-style BatchNorm
     bn_eps: float = 1e-3
 
     def __post_init__(self):
@@ -97,7 +100,7 @@ def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tens
 
 class SGAN(TwoPlayerGAN, Classifier):
     family = "sgan"
-    seed_section = "SEEDS.md §2.5 (002:L3520-3624)"
+    seed_section = "Salimans et al. 2016, Improved Techniques for Training GANs (NeurIPS), §3.1, §5"
     summary = "Semi-supervised GAN: K+1-class D (index K = fake), 100 labels, feature-matching G"
     Config = Config
 

@@ -8,7 +8,8 @@ and PNG artifacts.
   from row i and the rest from column j (4 layers = the 4-8 px styles: pose, face shape; 8 = up to 32 px).
 - `noise_resampling`: one w, several noise draws (stochastic variation) and the per-pixel standard
   deviation over the draws (Figure 4c).
-- `latent_interpolation`: linear in W (smoother than Z, 002:L6996) or spherical in Z.
+- `latent_interpolation`: linear in W (smoother than Z: shorter perceptual paths, Karras et al. 2019 §4.1)
+  or spherical in Z.
 
 Every figure draws its noise from a generator seeded by `seed` and reuses the same maps across the
 images it compares, so only the quantity on the figure's axis changes. `write_figures` writes all four.

@@ -1,12 +1,14 @@
-"""Blocks shared by the progressive families (ProGAN and StyleGAN; SEEDS.md §2.12-2.13).
+"""Blocks shared by the progressive families (ProGAN, Karras et al. 2018; StyleGAN, Karras et al. 2019).
 
 - Equalised learning rate (Karras et al. 2018, §4.1): weights are stored N(0, 1) and scaled at run time by
-  gain/√fan_in, so Adam's per-parameter step size is the same for every layer whatever its fan-in. The seed's
-  constant is c = 1.0 (002:L6850), ProGAN/StyleGAN use He's √2 for layers followed by LeakyReLU (FLAG §6.20);
-  the families make it a config key. A learning-rate multiplier `lrmul` (StyleGAN's mapping network, 0.01)
-  stores weights N(0, 1/lrmul²) and multiplies weight and bias by lrmul at run time, as the official code.
-- PixelNorm: a / sqrt(mean_c(a²) + 1e-8) at every pixel (002:L6798-6827).
-- Minibatch standard deviation (002:L6727-6747, group 4, biased variance, ε 1e-8, one extra channel).
+  gain/√fan_in, so Adam's per-parameter step size is the same for every layer whatever its fan-in. A common
+  course version sets the constant to c = 1.0; ProGAN/StyleGAN use He's √2 for layers followed by LeakyReLU
+  (tkarras/progressive_growing_of_gans `networks.py`, `get_weight`); the families make it a config key.
+  A learning-rate multiplier `lrmul` (StyleGAN's mapping network, 0.01) stores weights N(0, 1/lrmul²)
+  and multiplies weight and bias by lrmul at run time, as the official code.
+- PixelNorm: a / sqrt(mean_c(a²) + 1e-8) at every pixel (Karras et al. 2018, §4.2).
+- Minibatch standard deviation (Karras et al. 2018, §3; the official `minibatch_stddev_layer`: group 4,
+  biased variance, ε 1e-8, one extra channel).
 - StyleGAN's constant input, noise injection, AdaIN and the [1, 2, 1] blur.
 - The growth schedule and the fade-in blend: (1 − α)·old + α·new, with the old path skipped at α = 1.
 """

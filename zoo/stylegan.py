@@ -1,17 +1,20 @@
-"""StyleGAN v1 (Karras et al. 2019, "A Style-Based Generator Architecture"; SEEDS.md §2.13), grown as ProGAN.
+"""StyleGAN v1 (Karras, Laine & Aila 2019, "A Style-Based Generator Architecture for Generative Adversarial
+Networks", CVPR; official code NVlabs/stylegan), grown as ProGAN.
 
 Mapping network f: z (512, PixelNorm-ed) -> 8 × [equalised dense 512 -> 512, learning-rate multiplier 0.01,
 LeakyReLU 0.2] -> w. Synthesis: a learned 4×4×512 constant, then per layer (two per resolution, 18 at
 1024 px) conv -> noise injection (one N(0, 1) map per sample, a learned per-channel scale initialised to 0)
--> bias -> LeakyReLU 0.2 -> AdaIN with (y_s, y_b) = A(w), the official v1 order (the seed's conv -> IN ->
-style -> noise -> activation differs: FLAG §6.23). Upsampling layers are 2× nearest -> 3×3 conv -> [1, 2, 1]
+-> bias -> LeakyReLU 0.2 -> AdaIN with (y_s, y_b) = A(w), the official v1 order (`layer_epilogue` in
+NVlabs/stylegan `training/networks_stylegan.py`; the conv -> IN -> style -> noise -> activation order of
+some course descriptions differs). Upsampling layers are 2× nearest -> 3×3 conv -> [1, 2, 1]
 blur; a 1×1 toRGB per resolution with ProGAN's fade-in. D is ProGAN's with the blur before every downsampling
 conv (`zoo.progan.Discriminator`).
 
 Training (`train_step`): non-saturating logistic loss, the D loss summing the real and fake terms
-(D_logistic), R1 γ = 10 on reals; Adam 1e-3 with betas (0, 0.99) for both networks (the seed's recipe of
-G 3e-4 / D 2e-4 with β1 0.5 is FLAG §6.25). Style-mixing regularisation with probability
-`style_mixing_prob` (official 0.9; the seed text says 40% mixed, FLAG §6.24): a second latent's w takes over
+(D_logistic), R1 γ = 10 on reals; Adam 1e-3 with betas (0, 0.99) for both networks (the paper's appendix C;
+a course recipe of G 3e-4 / D 2e-4 with β1 0.5 is not the paper's). Style-mixing regularisation (§3.1)
+with probability `style_mixing_prob` (official 0.9, `G_style` in `networks_stylegan.py`; a course
+description says 40% mixed, which is not the official value): a second latent's w takes over
 from a crossover layer drawn uniformly from 1 .. (active layers − 1). The decision and crossover are drawn
 per sample (the official code draws one per minibatch) so that data-parallel ranks see exactly what one
 process sees. w_avg tracks the batch mean of w (before mixing) with decay 0.995 in every G step, in a buffer of
@@ -57,7 +60,7 @@ class Config(ProgressiveConfig):
     w_dim: int = 512
     mapping_layers: int = 8
     mapping_lrmul: float = 0.01
-    style_mixing_prob: float = 0.9  # official; the seed text: 0.4 (FLAG §6.24)
+    style_mixing_prob: float = 0.9  # official (networks_stylegan.py G_style); a course description: 0.4
     truncation_psi: float = 1.0  # applied by generate(): 1 = none (FID); the paper's figures use 0.7
     truncation_cutoff: int = 8  # truncate layers < cutoff (8 = 4..32 px); 0 = every layer
     w_avg_decay: float = 0.995
@@ -199,7 +202,7 @@ def z_seed(z: torch.Tensor) -> int:
 
 class StyleGAN(ProgressiveGAN, StyleSampler):
     family = "stylegan"
-    seed_section = "SEEDS.md §2.13 (002:L6932-7298, L7669-7684; 001:L170-237)"
+    seed_section = "Karras et al. 2019, StyleGAN (CVPR), §2-3, App. C; NVlabs/stylegan"
     summary = ("StyleGAN v1: mapping network (8 FC, lr×0.01), constant input, noise + AdaIN per layer, "
                "style mixing, truncation, progressive growing; NS loss + R1 γ 10, Adam 1e-3 (0, 0.99)")
     Config = Config

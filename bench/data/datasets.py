@@ -1,7 +1,7 @@
 """Real data sets, split into a training part and a held-out evaluation part.
 
-The evaluation part is never trained on; it is the reference for FID/KID (SEEDS.md §4.4, "dataset
-leakage"). Images are kept as uint8 (N, C, H, W): that is how the feature extractors read both the
+The evaluation part is never trained on; it is the reference for FID/KID (a held-out reference avoids
+dataset leakage). Images are kept as uint8 (N, C, H, W): that is how the feature extractors read both the
 real and the generated side, so both go through identical preprocessing.
 
 Data sets: mnist (IDX files) and cifar10 (a zip of class folders, the folders, or torchvision's python

@@ -11,7 +11,7 @@ downloader fills the cache (`BENCH_OFFLINE=1` forbids it).
 sorted by relative path; names with spaces are fine), with the same centre crop. Labels do not exist.
 
 Split: the protocol seed carves `eval_size` held-out images first and trains on `train_size` of the
-rest, so the FID reference is never trained on (SEEDS.md §4.4). The fingerprint is the sha256 of every
+rest, so the FID reference is never trained on (no dataset leakage). The fingerprint is the sha256 of every
 used file's relative name and bytes; decoded, cropped, resized tensors are cached under it.
 """
 

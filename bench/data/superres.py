@@ -1,9 +1,10 @@
-"""Super-resolution pairs for the 004 "Pix2PixHD" variant (SEEDS.md §2.15: "paired low-res/high-res data",
-004:L61): y is a photo at `dataset.resolution`, x the same photo downscaled `dataset.scale` times.
+"""Super-resolution pairs for the semantic-network Pix2PixHD variant (`pix2pixhd_sem`, trained on "paired
+low-res/high-res data" as a course summary of Pix2PixHD puts it): y is a photo at `dataset.resolution`,
+x the same photo downscaled `dataset.scale` times.
 
 What G receives: the low-resolution image brought back to full size by bicubic interpolation, not the
-small image itself. 004's generator is an encoder-decoder with encoder→decoder skips, and a skip joins
-feature maps of one size, so its input and output share a size (the "pre-upsampling" layout of SRCNN and
+small image itself. That variant's generator is an encoder-decoder with encoder→decoder skips, and a
+skip joins feature maps of one size, so its input and output share a size (the "pre-upsampling" layout of SRCNN and
 VDSR). It also keeps everything downstream unchanged: preflight's "an image-to-image model translates
 at the data's size" holds, and the runner's random crop and flip (bench/runner/train.py `Draw`) cut both
 halves of a pair at the same offset, which would misalign them if x were `scale` times smaller.

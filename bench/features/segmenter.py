@@ -1,8 +1,9 @@
-"""S, the frozen "Semantic Network" of the 004 Pix2PixHD variant (SEEDS.md §2.15, 004:L29-33).
+"""S, the frozen "Semantic Network" of the semantic-network Pix2PixHD variant (`pix2pixhd_sem`).
 
-004 gives S a job, "measure how well the generated image matches the semantic labels", and no
-architecture or weights. Pretrained segmentation nets cannot be had offline, so, like the CIFAR-10 judge
-(bench/features/judge.py), ganbench trains one itself: a small U-Net-shaped encoder-decoder that maps a
+That variant comes from a course summary of Pix2PixHD, not the paper; the summary gives S a job,
+"measure how well the generated image matches the semantic labels", and no architecture or weights.
+Pretrained segmentation nets cannot be had offline, so, like the CIFAR-10 judge (bench/features/judge.py),
+ganbench trains one itself: a small U-Net-shaped encoder-decoder that maps a
 photo to per-pixel class logits, trained with cross-entropy on the data set's training photos and their
 label maps (facades: the 400 `train/` photos, 12 CMP classes, bench/data/superres.py), then frozen.
 

@@ -1,6 +1,6 @@
 """Classification accuracy of a classifier-style discriminator on held-out labelled real images.
 
-For the semi-supervised GAN (SEEDS.md §2.5) D has K+1 outputs: classes 0..K−1 are the real
+For the semi-supervised GAN (Salimans et al. 2016, §5) D has K+1 outputs: classes 0..K−1 are the real
 categories and index K is "fake". The metric reads `ctx.classify`, a stream of (logits, labels)
 batches on held-out labelled *real* images, and counts a hit when the argmax over the first K
 logits equals the label. The fake logit is left out on purpose: the question is "which digit is

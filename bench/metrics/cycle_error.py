@@ -7,10 +7,10 @@ accumulated in float64 over the whole split, never as a mean of per-batch means,
 batch does not count more than its pixels.
 
 - `cycle_error/a` = mean|F(G(a)) − a| (A→B→A), `cycle_error/b` = mean|G(F(b)) − b| (B→A→B),
-  `cycle_error` = their mean (the seeds' "cycle-consistency error on test images").
+  `cycle_error` = their mean (the "cycle-consistency error on test images" of CycleGAN evaluations).
 - `identity_error/b` = mean|G(b) − b|, `identity_error/a` = mean|F(a) − a|, `identity_error` = their mean.
-  SEEDS.md FLAG: the identity term feeds each generator an image of its *target* domain (G gets b),
-  not of its source domain as one seed formula writes.
+  The identity term feeds each generator an image of its *target* domain (G gets b; Zhu et al. 2017
+  §5.2), not of its source domain as a common course formula writes.
 """
 
 from __future__ import annotations

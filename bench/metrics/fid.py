@@ -2,7 +2,8 @@
 
 The statistics are accumulated in float64 while features stream in; torch-fidelity computes the
 headline value (a trace of the eigenvalue square roots of Σ_r Σ_g, valid for the non-symmetric
-product, unlike the SVD shortcut flagged in SEEDS.md §4.2).
+product, unlike the SVD shortcut of a common course snippet, which is valid only for a symmetric PSD
+matrix).
 
 Uncertainty, both seeded from the evaluation seed:
 - `fid/ci95_low`, `fid/ci95_high`: a 95% interval for FID at this protocol's sample sizes, from a

@@ -1,7 +1,8 @@
-"""Label agreement of the frozen semantic network S on a super-resolution model's outputs (SEEDS.md §2.15).
+"""Label agreement of the frozen semantic network S on a super-resolution model's outputs (`pix2pixhd_sem`).
 
-004's semantic loss asks that S see in G(x) what it sees in y. This metric scores exactly that on the
-held-out pairs, per pixel, with S's most likely class (argmax of its logits) at the protocol resolution:
+The semantic loss of that Pix2PixHD variant (a course summary's, not the paper's) asks that S see in
+G(x) what it sees in y. This metric scores exactly that on the held-out pairs, per pixel, with S's most
+likely class (argmax of its logits) at the protocol resolution:
 
 - `seg_agreement`: fraction of pixels where S(G(x)) and S(y) name the same class: 1 = S cannot tell the
   output from the target. This is the headline: it measures G, whatever S's own errors.

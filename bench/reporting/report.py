@@ -22,6 +22,7 @@ from typing import Any, Optional
 from bench.errors import BenchError
 from bench.io import atomic_write_bytes
 from bench.reporting import leaderboard, plots, render, significance, store
+from bench.tracking import layout
 
 INDEX_BEGIN = "<!-- BEGIN REPORT INDEX: `bench report` rewrites this table -->"
 INDEX_END = "<!-- END REPORT INDEX -->"
@@ -59,12 +60,12 @@ def resolve(target: str, uri: Optional[str]) -> tuple[Any, Any, str, list[str]]:
     uri = uri or resolve_uri(None)
     c = store.client(uri)
     run = store.get_run(c, target)
-    parent_id = run.data.tags.get("mlflow.parentRunId")
+    parent_id = run.data.tags.get(layout.PARENT)
     if parent_id:
-        notes.append(f"{target} is the entry run {run.data.tags.get('bench.entry', '?')}; "
+        notes.append(f"{target} is the entry run {run.data.tags.get(layout.ENTRY, '?')}; "
                      f"reporting its protocol run {parent_id}")
         run = store.get_run(c, parent_id)
-    if "bench.fingerprint" not in run.data.tags:
+    if layout.FINGERPRINT not in run.data.tags:
         raise BenchError(f"MLflow run {target} is not a `bench run` protocol run (no bench.fingerprint tag)")
     return c, run, uri, notes
 
@@ -73,7 +74,7 @@ def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = N
                  command: Optional[str] = None) -> Report:
     c, parent, uri, notes = resolve(target, uri)
     tags = parent.data.tags
-    protocol, fingerprint, pid = tags.get("bench.protocol", "?"), tags["bench.fingerprint"], parent.info.run_id
+    protocol, fingerprint, pid = tags.get(layout.PROTOCOL, "?"), tags[layout.FINGERPRINT], parent.info.run_id
     exps = {parent.info.experiment_id: c.get_experiment(parent.info.experiment_id).name}
     runs = store.child_runs(c, exps, parent_run_id=pid)
     if runs.empty:
@@ -82,7 +83,7 @@ def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = N
     if parent.info.status != "FINISHED":
         notes.append(f"protocol run {pid} is {parent.info.status}; entries it did not reach are missing")
     others = [p for p in store.parent_runs(c, exps, protocol)
-              if p.info.run_id != pid and p.data.tags.get("bench.fingerprint") == fingerprint]
+              if p.info.run_id != pid and p.data.tags.get(layout.FINGERPRINT) == fingerprint]
     if others:
         notes.append(f"{len(others)} other run(s) of this fingerprint are in the store; "
                      "`bench leaderboard` pools them")
@@ -150,9 +151,8 @@ def _entry_assets(c, row, files: dict[str, bytes]) -> dict[str, Any]:
                     figures.append((fig_name, FIGURE_CAPTIONS.get(stem, stem) + (f"; training seed {seed}"
                                                                                  if several else "")))
         run = c.get_run(run_id)
-        for tag, reason in sorted(run.data.tags.items()):  # metrics that could not be computed, and why
-            if tag.startswith("bench.unavailable."):
-                unavailable.setdefault(tag[len("bench.unavailable."):], reason)
+        for metric, reason in layout.unavailable_of(run.data.tags).items():  # metrics with no number, and why
+            unavailable.setdefault(metric, reason)
         for key in sorted(run.data.metrics):
             if key.startswith(("loss/", "train/")):
                 curves[f"{key}@seed {seed}" if several else key] = store.history(c, run_id, key)
@@ -192,15 +192,14 @@ def _grid_caption(task: str) -> str:
 
 def _environment(parent, group) -> list[tuple[str, str]]:
     t, p = parent.data.tags, parent.data.params
-    rows = [("fingerprint", t.get("bench.fingerprint", "")), ("protocol run", parent.info.run_id),
-            ("code version (git sha)", t.get("bench.git_sha", "unknown")), ("device", t.get("bench.device", "")),
-            ("extractor", f"{t.get('bench.extractor', '')} (sha256 {t.get('bench.extractor_sha256', '')})"),
+    rows = [("fingerprint", t.get(layout.FINGERPRINT, "")), ("protocol run", parent.info.run_id),
+            ("code version (git sha)", t.get(layout.GIT_SHA, "unknown")), ("device", t.get(layout.DEVICE, "")),
+            ("extractor", f"{t.get(layout.EXTRACTOR, '')} (sha256 {t.get(layout.EXTRACTOR_SHA256, '')})"),
             ("started", _when(parent.info.start_time))]
     if parent.info.end_time:
         rows.append(("protocol run wall time", f"{(parent.info.end_time - parent.info.start_time) / 1000:.1f} s"))
     rows += [(f"param {k}", v) for k, v in sorted(p.items())]
-    rows += [(f"package {k[len('bench.version.'):]}", v) for k, v in sorted(t.items())
-             if k.startswith("bench.version.")]
+    rows += [(f"package {k}", v) for k, v in layout.versions_of(t).items()]
     rows += [(f"wall time of entry {r['entry']}", f"{r['duration_s']:.1f} s (train + evaluate, MLflow run)")
              for _, r in group.rows.iterrows()]
     return rows

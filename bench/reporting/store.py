@@ -1,9 +1,8 @@
 """Reading protocol runs back out of MLflow (any tracking URI: SQLite file or `mlflow server`).
 
-The layout read here is the one bench/pipeline.py writes: one parent run per `bench run` (tag
-bench.fingerprint, no mlflow.parentRunId) and one child run per entry (tags bench.entry,
-bench.fingerprint, mlflow.parentRunId). Everything is read through MlflowClient with an explicit URI,
-never through mlflow's process-wide "current tracking URI".
+The layout read here is the one bench/pipeline.py writes, both through bench/tracking/layout.py: one
+parent run per `bench run` and one child run per entry and training seed. Everything is read through
+MlflowClient with an explicit URI, never through mlflow's process-wide "current tracking URI".
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.tracking import layout
 
 CHILD_COLUMNS = ["run_id", "parent_run_id", "experiment", "protocol", "fingerprint", "entry", "zoo",
                  "train_seed", "status", "failure", "start_time", "end_time", "metrics", "baseline"]
@@ -81,9 +81,9 @@ def _search(c, exp_ids: list[str], filter_string: str = "") -> list[Any]:
 
 def parent_runs(c, exps: dict[str, str], protocol: Optional[str] = None) -> list[Any]:
     """Protocol (parent) runs, newest first."""
-    flt = "tags.`bench.fingerprint` != ''" if protocol is None else f"tags.`bench.protocol` = '{protocol}'"
-    return [r for r in _search(c, list(exps), flt)
-            if "mlflow.parentRunId" not in r.data.tags and "bench.entry" not in r.data.tags]
+    flt = (layout.tag_filter(layout.FINGERPRINT, "", "!=") if protocol is None
+           else layout.tag_filter(layout.PROTOCOL, protocol))
+    return [r for r in _search(c, list(exps), flt) if layout.is_parent(r.data.tags)]
 
 
 def latest_parent(c, exps: dict[str, str], protocol: str) -> Any:
@@ -106,26 +106,26 @@ def child_runs(c, exps: dict[str, str], fingerprint: Optional[str] = None,
                parent_run_id: Optional[str] = None) -> pd.DataFrame:
     """One row per entry run, with its run-level metrics as a dict (per-seed values are fetched later,
     only for the runs a leaderboard keeps)."""
-    flt = "tags.`bench.entry` != ''"
+    flt = layout.tag_filter(layout.ENTRY, "", "!=")
     if fingerprint:
-        flt += f" and tags.`bench.fingerprint` = '{fingerprint}'"
+        flt += f" and {layout.tag_filter(layout.FINGERPRINT, fingerprint)}"
     if parent_run_id:
-        flt += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
+        flt += f" and {layout.tag_filter(layout.PARENT, parent_run_id)}"
     rows = []
     for r in _search(c, list(exps), flt):
         t = r.data.tags
         rows.append({
-            "run_id": r.info.run_id, "parent_run_id": t.get("mlflow.parentRunId", ""),
+            "run_id": r.info.run_id, "parent_run_id": t.get(layout.PARENT, ""),
             "experiment": exps.get(r.info.experiment_id, r.info.experiment_id),
-            "protocol": t.get("bench.protocol", ""), "fingerprint": t.get("bench.fingerprint", ""),
-            "entry": t["bench.entry"], "zoo": t.get("bench.zoo", ""),
+            "protocol": t.get(layout.PROTOCOL, ""), "fingerprint": t.get(layout.FINGERPRINT, ""),
+            "entry": t[layout.ENTRY], "zoo": t.get(layout.ZOO, ""),
             # Protocols that train an entry under several seeds tag each child run with its seed;
             # runs without the tag are the single default training seed.
-            "train_seed": t.get("bench.train_seed", r.data.params.get("train.seed", "")),
-            "status": r.info.status, "failure": t.get("bench.failure", ""),
+            "train_seed": t.get(layout.TRAIN_SEED, r.data.params.get("train.seed", "")),
+            "status": r.info.status, "failure": t.get(layout.FAILURE, ""),
             "start_time": r.info.start_time, "end_time": r.info.end_time,
             "metrics": dict(r.data.metrics),
-            "baseline": t.get("bench.baseline", ""),  # the real-data row: real_data or identity (reference.py)
+            "baseline": t.get(layout.BASELINE, ""),  # the real-data row: real_data or identity (reference.py)
         })
     return pd.DataFrame(rows, columns=CHILD_COLUMNS)
 

@@ -3,7 +3,7 @@ real images through the same evaluation every entry goes through.
 
 A table is framed by two rows that no training produced: the untrained entries (what nothing scores) and
 this one. It costs no training, only one more evaluation, and it is logged like an entry: its own MLflow
-child run (tag `bench.baseline`) and results.jsonl row (`info.baseline`).
+child run (tagged BASELINE, bench/tracking/layout.py) and results.jsonl row (`info.baseline`).
 
 - Unconditional data: `real_data`, a stand-in generator whose samples are *training* images. Its
   "latent" for an evaluation seed is a list of training-image indices: a random permutation of the

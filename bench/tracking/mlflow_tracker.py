@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from bench.errors import BenchError
+from bench.tracking import layout
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 _BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
@@ -114,9 +115,9 @@ class Tracker:
 
     def start_run(self, name: str, tags: dict[str, str], parent: Optional[str] = None) -> str:
         # Who owns the run: a later run can tell a crashed attempt (dead pid) from a live one.
-        tags = {"bench.host": socket.gethostname(), "bench.pid": str(os.getpid()), **{k: str(v) for k, v in tags.items()}}
+        tags = {layout.HOST: socket.gethostname(), layout.PID: str(os.getpid()), **{k: str(v) for k, v in tags.items()}}
         if parent:
-            tags["mlflow.parentRunId"] = parent
+            tags[layout.PARENT] = parent
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         return run.info.run_id
 
@@ -124,15 +125,15 @@ class Tracker:
         """Mark KILLED the RUNNING runs of this fingerprint whose process on this host is gone (a SIGKILL
         or power cut leaves them RUNNING forever otherwise). Runs of live processes are left alone."""
         runs = self.client.search_runs([self.experiment_id],
-                                       filter_string=f"tags.`bench.fingerprint` = '{fingerprint}' and "
+                                       filter_string=f"{layout.tag_filter(layout.FINGERPRINT, fingerprint)} and "
                                                      "attributes.status = 'RUNNING'", max_results=1000)
         closed = []
         for run in runs:
             tags = run.data.tags
-            if tags.get("bench.host") != socket.gethostname() or not tags.get("bench.pid", "").isdigit():
+            if tags.get(layout.HOST) != socket.gethostname() or not tags.get(layout.PID, "").isdigit():
                 continue
-            if int(tags["bench.pid"]) != os.getpid() and not _alive(int(tags["bench.pid"])):
-                self.client.set_tag(run.info.run_id, "bench.failure", "the process running it died (killed)")
+            if int(tags[layout.PID]) != os.getpid() and not _alive(int(tags[layout.PID])):
+                self.client.set_tag(run.info.run_id, layout.FAILURE, "the process running it died (killed)")
                 self.client.set_terminated(run.info.run_id, "KILLED")
                 closed.append(run.info.run_id)
         return closed

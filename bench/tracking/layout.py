@@ -1,0 +1,89 @@
+"""The MLflow layout, defined once: every tag ganbench writes on a run and reads back.
+
+A protocol run is one parent run (run name = the protocol's name) with run-wide facts as tags, and one
+child run per scored row: each entry once per training seed (run name `<entry>` or `<entry>/seed-<t>`) and
+the real-data row (tag BASELINE). Metrics are logged on the child as `<key>` (the mean over evaluation
+seeds; interval ends are keys of their own, e.g. `fid/ci95_low`), `<key>/seed_std` (sample std, with two or
+more evaluation seeds), and per-seed values as the history of `per_seed/<key>` (step i = the i-th
+evaluation seed); training curves as `loss/<name>` and `train/<name>`. The pipeline writes
+through these names and the leaderboard, reports and the regression gate read through them, so a renamed
+tag cannot leave a reader looking for the old one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+PARENT = "mlflow.parentRunId"  # MLflow's own: set on every child run
+
+# -- the parent (protocol) run -------------------------------------------------------------------------
+PROTOCOL = "bench.protocol"
+FINGERPRINT = "bench.fingerprint"
+GIT_SHA = "bench.git_sha"
+DEVICE = "bench.device"
+CPU = "bench.cpu"
+THREADS = "bench.threads"
+EXTRACTOR = "bench.extractor"
+EXTRACTOR_SHA256 = "bench.extractor_sha256"
+VERSION_PREFIX = "bench.version."  # + package name: its installed version
+
+# -- child runs (one per entry and training seed, and the real-data row) ---------------------------------
+ENTRY = "bench.entry"
+ZOO = "bench.zoo"
+TRAIN_SEED = "bench.train_seed"  # only when the protocol trains the entry under several seeds
+BASELINE = "bench.baseline"  # the real-data row: "real_data" or "identity" (bench/runner/reference.py)
+CHECKPOINT = "bench.checkpoint"
+CHECKPOINT_SHA256 = "bench.checkpoint_sha256"
+FAILURE = "bench.failure"  # why a run FAILED or was marked KILLED
+UNAVAILABLE_PREFIX = "bench.unavailable."  # + metric name: why that metric has no number
+
+# -- ownership of a RUNNING run, so a later attempt can close a crashed one ---------------------------------
+HOST = "bench.host"
+PID = "bench.pid"
+
+UNAVAILABLE_MAX = 500  # characters of a reason kept in a tag
+
+
+def parent_tags(protocol: str, fingerprint: str, env: Mapping[str, Any], extractor: str,
+                extractor_sha256: str) -> dict[str, str]:
+    return {PROTOCOL: protocol, FINGERPRINT: fingerprint, GIT_SHA: env["git_sha"], DEVICE: env["device"],
+            CPU: env["cpu"], THREADS: str(env["torch_threads"]), EXTRACTOR: extractor,
+            EXTRACTOR_SHA256: extractor_sha256,
+            **{f"{VERSION_PREFIX}{k}": v for k, v in env["packages"].items()}}
+
+
+def child_tags(protocol: str, fingerprint: str, entry: str, zoo: str, train_seed: Optional[int] = None,
+               baseline: Optional[str] = None) -> dict[str, str]:
+    tags = {ENTRY: entry, ZOO: zoo, FINGERPRINT: fingerprint, PROTOCOL: protocol}
+    if train_seed is not None:
+        tags[TRAIN_SEED] = str(train_seed)
+    if baseline is not None:
+        tags[BASELINE] = baseline
+    return tags
+
+
+def child_name(entry: str, train_seed: Optional[int] = None) -> str:
+    return entry if train_seed is None else f"{entry}/seed-{train_seed}"
+
+
+def unavailable_tags(reasons: Mapping[str, str]) -> dict[str, str]:
+    return {f"{UNAVAILABLE_PREFIX}{k}": v[:UNAVAILABLE_MAX] for k, v in reasons.items()}
+
+
+def unavailable_of(tags: Mapping[str, str]) -> dict[str, str]:
+    """metric -> reason, from a child run's tags."""
+    return {k[len(UNAVAILABLE_PREFIX):]: v for k, v in sorted(tags.items()) if k.startswith(UNAVAILABLE_PREFIX)}
+
+
+def versions_of(tags: Mapping[str, str]) -> dict[str, str]:
+    """package -> version, from a parent run's tags."""
+    return {k[len(VERSION_PREFIX):]: v for k, v in sorted(tags.items()) if k.startswith(VERSION_PREFIX)}
+
+
+def is_parent(tags: Mapping[str, str]) -> bool:
+    return PARENT not in tags and ENTRY not in tags
+
+
+def tag_filter(tag: str, value: str, op: str = "=") -> str:
+    """An MLflow search clause on one of these tags (names with dots need backquotes)."""
+    return f"tags.`{tag}` {op} '{value}'"
