@@ -35,5 +35,9 @@ class Registry(Generic[T]):
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
+    def values(self) -> list[T]:
+        """In registration order (the metric registry's order is the comparison table's column order)."""
+        return list(self._items.values())
+
     def items(self):
         return [(n, self._items[n]) for n in self.names()]

@@ -267,4 +267,5 @@ def test_metrics_without_their_stream_are_unavailable(name):
     with pytest.raises(MetricUnavailable, match="needs"):
         metric.compute(_ctx())
     assert metric.description and metric.needs in typing.get_args(Needs)
-    assert KEY_DIRECTION[name] == metric.higher_is_better
+    assert {k.name for k in metric.keys} <= set(KEY_DIRECTION)  # every declared key has its direction
+    assert KEY_DIRECTION[metric.keys[0].name] == metric.keys[0].higher_is_better

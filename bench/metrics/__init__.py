@@ -18,21 +18,25 @@ from bench.metrics.seg_agreement import SEG_AGREEMENT
 from bench.metrics.ssim import SSIM
 from bench.registry import Registry
 
+# Registry order is the order of the comparison table's columns (the keys declared `table=True`).
 METRICS: Registry[Metric] = Registry("metric", {m.name: m for m in (
-    INCEPTION_SCORE, FID, KID, PRECISION_RECALL,
-    SSIM, PSNR, LPIPS, CYCLE_ERROR, IDENTITY_ERROR, LPIPS_DIVERSITY, CLASSIFIER_ACCURACY,
+    INCEPTION_SCORE, FID, KID, CLASSIFIER_ACCURACY, PRECISION_RECALL,
+    SSIM, PSNR, LPIPS, CYCLE_ERROR, IDENTITY_ERROR, LPIPS_DIVERSITY,
     PPL, FID_TRUNCATION, SEG_AGREEMENT,
 )})
 
-_TRUNC = re.compile(r"fid_trunc/psi_[0-9.]+")
+_KEYS = {k.name: k for m in METRICS.values() for k in m.keys}
+_PATTERNS = [(re.compile(rx), up) for m in METRICS.values() for rx, up in m.key_patterns]
 
 
 class _Directions(dict):
-    """Key -> higher is better; the truncation curve's keys depend on the protocol's ψ list."""
+    """Key -> higher is better, from what each metric declares; keys following a declared pattern (the
+    truncation curve's fid_trunc/psi_<ψ>, one per protocol ψ) are looked up by it."""
 
     def __missing__(self, key: str) -> bool:
-        if _TRUNC.fullmatch(str(key)) or key == "fid_trunc":  # fid_trunc/psi_<ψ>, and the curve as a whole
-            return False
+        for rx, up in _PATTERNS:
+            if rx.fullmatch(str(key)):
+                return up
         raise KeyError(key)
 
     def get(self, key, default=None):
@@ -42,19 +46,14 @@ class _Directions(dict):
             return default
 
     def __contains__(self, key) -> bool:
-        return dict.__contains__(self, key) or bool(_TRUNC.fullmatch(str(key)))  # the curve's points
+        return dict.__contains__(self, key) or any(rx.fullmatch(str(key)) for rx, _ in _PATTERNS)
 
 
 # Which direction is better for each reported key (for sorting and regression checks).
-KEY_DIRECTION = _Directions({
-    "is": True, "fid": False, "fid_inf": False, "kid/mean": False, "precision": True, "recall": True,
-    "ssim": True, "psnr": True, "lpips": False,
-    "cycle_error": False, "cycle_error/a": False, "cycle_error/b": False,
-    "identity_error": False, "identity_error/a": False, "identity_error/b": False,
-    "lpips_diversity": True, "classifier_accuracy": True,
-    "ppl_z": False, "ppl_w": False,
-    "seg_agreement": True, "seg_agreement/label": True, "seg_agreement/label_miou": True,
-    "seg_agreement/ceiling": True,
-})
+KEY_DIRECTION = _Directions({name: k.higher_is_better for name, k in _KEYS.items()})
+# Column labels of tables and reports (a key without a declared label is shown as itself).
+LABELS = {name: k.title for name, k in _KEYS.items()}
+# The comparison table's columns, in registry order.
+TABLE_KEYS = tuple(name for name, k in _KEYS.items() if k.table)
 
-__all__ = ["METRICS", "Metric", "MetricContext", "KEY_DIRECTION"]
+__all__ = ["METRICS", "Metric", "MetricContext", "KEY_DIRECTION", "LABELS", "TABLE_KEYS"]

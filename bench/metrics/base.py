@@ -93,12 +93,33 @@ class MetricContext:
 
 
 @dataclass(frozen=True)
-class Metric:
+class Key:
+    """One number a metric reports: its result key, which direction is better, the column label tables
+    and reports give it, and whether the compact comparison table (bench/reporting/table.py) shows it."""
+
     name: str
     higher_is_better: bool
+    label: str = ""  # "" = the key itself
+    table: bool = False
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric declares everything the rest of ganbench needs to know about it here, once: what it reports
+    (`keys`: direction, label), what it needs, and how to compute it. Directions, labels and table columns
+    are derived from the registry (bench/metrics/__init__.py), never restated elsewhere."""
+
+    name: str
+    keys: tuple[Key, ...]
     needs: Needs
     compute: Callable[[MetricContext], dict[str, float]]
     description: str
+    # keys whose names follow a pattern (one per protocol setting, e.g. fid_trunc/psi_<ψ>): regex -> direction
+    key_patterns: tuple[tuple[str, bool], ...] = ()
 
 
 def derive_seed(seed: int, purpose: str) -> int:

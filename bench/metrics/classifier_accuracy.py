@@ -23,7 +23,7 @@ from typing import Iterable, Optional
 
 import torch
 
-from bench.metrics.base import Metric, MetricContext, MetricUnavailable
+from bench.metrics.base import Key, Metric, MetricContext, MetricUnavailable
 
 
 def correct_count(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> int:
@@ -61,6 +61,6 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return {"classifier_accuracy": acc, "classifier_accuracy/n": float(n)}
 
 
-CLASSIFIER_ACCURACY = Metric("classifier_accuracy", higher_is_better=True, needs="labels", compute=compute,
+CLASSIFIER_ACCURACY = Metric("classifier_accuracy", keys=(Key("classifier_accuracy", True, "Acc", table=True),), needs="labels", compute=compute,
                              description="accuracy of a K+1-class discriminator on held-out labelled real images "
                                          "(argmax over the K real classes)")

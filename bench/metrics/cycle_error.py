@@ -19,7 +19,7 @@ from typing import Iterable
 
 import torch
 
-from bench.metrics.base import Metric, MetricContext, MetricUnavailable
+from bench.metrics.base import Key, Metric, MetricContext, MetricUnavailable
 
 # key suffix -> (model output, the real image it should reproduce)
 CYCLE_TERMS = {"a": ("F(G(a))", "a"), "b": ("G(F(b))", "b")}
@@ -60,7 +60,9 @@ def compute_identity(ctx: MetricContext) -> dict[str, float]:
     return _report(ctx, "identity_error", IDENTITY_TERMS)
 
 
-CYCLE_ERROR = Metric("cycle_error", higher_is_better=False, needs="cycle", compute=compute_cycle,
+CYCLE_ERROR = Metric("cycle_error", keys=(Key("cycle_error", False, "Cycle", table=True), Key("cycle_error/a", False),
+                                              Key("cycle_error/b", False)), needs="cycle", compute=compute_cycle,
                      description="mean L1 of F(G(a)) − a and G(F(b)) − b on held-out images ([-1,1] units)")
-IDENTITY_ERROR = Metric("identity_error", higher_is_better=False, needs="cycle", compute=compute_identity,
+IDENTITY_ERROR = Metric("identity_error", keys=(Key("identity_error", False), Key("identity_error/a", False),
+                                                    Key("identity_error/b", False)), needs="cycle", compute=compute_identity,
                         description="mean L1 of G(b) − b and F(a) − a on held-out images ([-1,1] units)")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 
-from bench.metrics.base import Metric, MetricContext, derive_seed
+from bench.metrics.base import Key, Metric, MetricContext, derive_seed
 from bench.metrics.intervals import fid_interval
 
 
@@ -80,5 +80,5 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return out
 
 
-FID = Metric("fid", higher_is_better=False, needs="real+fake", compute=compute,
+FID = Metric("fid", keys=(Key("fid", False, "FID", table=True), Key("fid_inf", False)), needs="real+fake", compute=compute,
              description="Fréchet distance of pool features; 0 = identical Gaussians; jackknife 95% interval and FID_inf")

@@ -10,7 +10,7 @@ metric is unavailable for them rather than a copy of their FID.
 
 from __future__ import annotations
 
-from bench.metrics.base import Metric, MetricContext, MetricUnavailable
+from bench.metrics.base import Key, Metric, MetricContext, MetricUnavailable
 from bench.metrics.fid import frechet
 
 DEFAULT_PSIS = (0.5, 0.7, 1.0)
@@ -29,6 +29,7 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return {key(psi): frechet(ctx.real_stats, ctx.truncated_stats(float(psi))) for psi in psis}
 
 
-FID_TRUNCATION = Metric("fid_truncation", higher_is_better=False, needs="style", compute=compute,
+FID_TRUNCATION = Metric("fid_truncation", keys=(Key("fid_trunc", False),),
+                        key_patterns=((r"fid_trunc/psi_[0-9.]+", False),), needs="style", compute=compute,
                         description="FID at each truncation psi in evaluation.truncation_psis (StyleGAN): the "
                                     "variety-vs-quality curve")

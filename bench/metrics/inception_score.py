@@ -6,7 +6,7 @@ With the judge extractor p(y|x) is the judge's softmax over the data set's class
 
 from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
 
-from bench.metrics.base import Metric, MetricContext, derive_seed
+from bench.metrics.base import Key, Metric, MetricContext, derive_seed
 
 
 def compute(ctx: MetricContext) -> dict[str, float]:
@@ -16,5 +16,5 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return {"is": out[KEY_METRIC_ISC_MEAN], "is/split_std": out[KEY_METRIC_ISC_STD], "is/splits": float(splits)}
 
 
-INCEPTION_SCORE = Metric("is", higher_is_better=True, needs="fake", compute=compute,
+INCEPTION_SCORE = Metric("is", keys=(Key("is", True, "IS", table=True),), needs="fake", compute=compute,
                          description="exp of the mean KL between per-image and marginal class distributions")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from torch_fidelity.metric_kid import kernel_mmd
 
-from bench.metrics.base import Metric, MetricContext, derive_seed
+from bench.metrics.base import Key, Metric, MetricContext, derive_seed
 from bench.metrics.intervals import kid_interval
 
 
@@ -48,5 +48,5 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return out
 
 
-KID = Metric("kid", higher_is_better=False, needs="real+fake", compute=compute,
+KID = Metric("kid", keys=(Key("kid/mean", False, "KID", table=True),), needs="real+fake", compute=compute,
              description="unbiased MMD² (cubic polynomial kernel) over seeded subsets; mean, std and a 95% interval")

@@ -34,7 +34,7 @@ import torch
 from bench.errors import BenchError
 from bench.features import weights as weights_manifest
 from bench.io import offline
-from bench.metrics.base import Metric, MetricContext, MetricUnavailable
+from bench.metrics.base import Key, Metric, MetricContext, MetricUnavailable
 
 # lpips net name -> (weights manifest entry of its ImageNet backbone, smallest image side it accepts)
 BACKBONES = {"alex": ("alexnet", 31), "vgg": ("vgg16", 16)}
@@ -154,5 +154,5 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return {"lpips": float(v.mean()), "lpips/std": float(v.std())}
 
 
-LPIPS = Metric("lpips", higher_is_better=False, needs="paired", compute=compute,
+LPIPS = Metric("lpips", keys=(Key("lpips", False, "LPIPS", table=True),), needs="paired", compute=compute,
                description="learned perceptual distance of output vs target (AlexNet, v0.1 heads); 0 = identical")

@@ -24,7 +24,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from bench.metrics.base import Metric, MetricContext, MetricUnavailable, derive_seed
+from bench.metrics.base import Key, Metric, MetricContext, MetricUnavailable, derive_seed
 from bench.metrics.lpips import distances, lpips_network
 
 
@@ -70,5 +70,5 @@ def compute(ctx: MetricContext) -> dict[str, float]:
             "lpips_diversity/pairs": float(pairs)}
 
 
-LPIPS_DIVERSITY = Metric("lpips_diversity", higher_is_better=True, needs="fake", compute=compute,
+LPIPS_DIVERSITY = Metric("lpips_diversity", keys=(Key("lpips_diversity", True),), needs="fake", compute=compute,
                          description="mean LPIPS between seeded random pairs of generated images; ~0 = mode collapse")

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.metrics import lpips as lpips_metric
-from bench.metrics.base import Metric, MetricContext, MetricUnavailable, derive_seed
+from bench.metrics.base import Key, Metric, MetricContext, MetricUnavailable, derive_seed
 from bench.runner.seeding import derive
 from zoo.base import StyleSampler, task_of
 
@@ -124,6 +124,6 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return out
 
 
-PPL = Metric("ppl", higher_is_better=False, needs="generator", compute=compute,
+PPL = Metric("ppl", keys=(Key("ppl_z", False), Key("ppl_w", False)), needs="generator", compute=compute,
              description="perceptual path length (LPIPS-VGG16 / eps^2 along latent walks): ppl_z (slerp in Z), "
                          "ppl_w (lerp in W, StyleGAN); lower = smoother latent space")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.metrics.base import Metric, MetricContext
+from bench.metrics.base import Key, Metric, MetricContext
 
 BLOCK = 512
 
@@ -46,5 +46,5 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return {"precision": p, "recall": r}
 
 
-PRECISION_RECALL = Metric("precision_recall", higher_is_better=True, needs="real+fake", compute=compute,
+PRECISION_RECALL = Metric("precision_recall", keys=(Key("precision", True), Key("recall", True)), needs="real+fake", compute=compute,
                           description="improved precision and recall with k-NN manifolds (k = 3)")

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from bench.metrics.base import Metric, MetricContext, MetricUnavailable
+from bench.metrics.base import Key, Metric, MetricContext, MetricUnavailable
 
 DATA_RANGE = 1.0
 
@@ -48,5 +48,5 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return {"psnr": mean_psnr(values), "psnr/inf_fraction": float(torch.isinf(values).double().mean())}
 
 
-PSNR = Metric("psnr", higher_is_better=True, needs="paired", compute=compute,
+PSNR = Metric("psnr", keys=(Key("psnr", True, "PSNR", table=True),), needs="paired", compute=compute,
               description="peak signal-to-noise ratio (dB, data range 1 on [0,1]); +inf = identical images")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from bench.features.segmenter import confusion, scores
-from bench.metrics.base import Metric, MetricContext, MetricUnavailable
+from bench.metrics.base import Key, Metric, MetricContext, MetricUnavailable
 
 
 @torch.no_grad()
@@ -61,7 +61,9 @@ def compute(ctx: MetricContext) -> dict[str, float]:
             "seg_agreement/label_miou": fake["miou"], "seg_agreement/ceiling": real["pixel_accuracy"]}
 
 
-SEG_AGREEMENT = Metric("seg_agreement", higher_is_better=True, needs="paired", compute=compute,
+SEG_AGREEMENT = Metric("seg_agreement", keys=(Key("seg_agreement", True), Key("seg_agreement/label", True),
+                                                  Key("seg_agreement/label_miou", True),
+                                                  Key("seg_agreement/ceiling", True)), needs="paired", compute=compute,
                        description="pixel agreement of the judge segmenter S (not the S that L_sem trains against) "
                                    "on output vs target (argmax); /label: S(output) vs the true label map, "
                                    "/ceiling: S(target) vs it")

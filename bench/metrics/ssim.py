@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
-from bench.metrics.base import Metric, MetricContext, MetricUnavailable
+from bench.metrics.base import Key, Metric, MetricContext, MetricUnavailable
 
 WANG_2004 = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, K1=0.01, K2=0.03, data_range=1.0)
 WINDOW = 2 * int(3.5 * 1.5 + 0.5) + 1  # the 11-tap window scikit-image derives from σ = 1.5
@@ -60,5 +60,5 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return {"ssim": float(values.mean()), "ssim/std": float(values.std())}
 
 
-SSIM = Metric("ssim", higher_is_better=True, needs="paired", compute=compute,
+SSIM = Metric("ssim", keys=(Key("ssim", True, "SSIM", table=True),), needs="paired", compute=compute,
               description="structural similarity of output vs target (Wang 2004: 11x11 Gaussian σ=1.5); 1 = identical")

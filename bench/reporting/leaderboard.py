@@ -21,9 +21,8 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.metrics import KEY_DIRECTION
+from bench.metrics import KEY_DIRECTION, TABLE_KEYS
 from bench.reporting import significance
-from bench.reporting.table import TABLE_KEYS
 
 PerSeed = Callable[[str, str], list[float]]  # (run_id, key) -> per-evaluation-seed values
 

@@ -9,10 +9,9 @@ from typing import Optional
 
 import pandas as pd
 
-from bench.metrics import KEY_DIRECTION
+from bench.metrics import KEY_DIRECTION, LABELS
 from bench.reporting import significance
 from bench.reporting.leaderboard import Group
-from bench.reporting.table import LABELS
 
 LEGEND = ("Cells: mean ± std over training seeds × evaluation seeds (sample std, n − 1; — for a single value); "
           "[a, b]: 95% interval where the metric has one, averaged over seeds (FID: delete-a-group jackknife with its "

@@ -8,12 +8,10 @@ import io
 import math
 from typing import Any
 
-from bench.metrics import KEY_DIRECTION
+from bench.metrics import KEY_DIRECTION, LABELS, TABLE_KEYS
 
 # Keys shown in the table, in order; other keys stay in results.jsonl and MLflow.
-TABLE_KEYS = ("is", "fid", "kid/mean", "classifier_accuracy", "ssim", "psnr", "lpips", "cycle_error")
-LABELS = {"is": "IS", "fid": "FID", "kid/mean": "KID", "classifier_accuracy": "Acc", "ssim": "SSIM",
-          "psnr": "PSNR", "lpips": "LPIPS", "cycle_error": "Cycle"}
+__all__ = ["LABELS", "TABLE_KEYS", "markdown", "rows", "to_csv"]  # labels and columns: declared by each metric
 
 
 def _fmt(mean: float, std: float | None) -> str:
