@@ -147,10 +147,14 @@ def test_two_protocols_two_groups_never_mixed(tmp_path_factory, tmp_path, capsys
     assert fps["work-1"] == fps["work-2"] and fps["work-1"] != fps["work-3"]
     fp_same, fp_changed = fps["work-1"].pop(), fps["work-3"].pop()
     assert printed.count("regression-tiny · fingerprint") == 2
-    assert f"fingerprint {fp_same[:12]} · experiment regression-tiny · 2 runs, 2 older repeats superseded" in printed
-    # each group states its neighbouring comparison in words, in the terminal and in the Markdown file
-    assert printed.count("trained ahead of untrained on FID") == 2 and "not significant" in printed
-    assert (out.parent / "lb.md").read_text().count("- `trained` ahead of `untrained` on FID") == 2
+    assert (f"fingerprint {fp_same[:12]} · features judge:mnist · experiment regression-tiny · 2 runs, "
+            "2 older repeats superseded") in printed
+    # each group states its neighbouring comparison in words, in the terminal and in the Markdown file; the
+    # feature space is named wherever a feature-space score is (the judge is not Inception)
+    assert printed.count("trained ahead of untrained on FID (judge:mnist)") == 2 and "not significant" in printed
+    md = (out.parent / "lb.md").read_text()
+    assert md.count("- `trained` ahead of `untrained` on FID (judge:mnist)") == 2
+    assert "| FID (judge:mnist) ↓ |" in md and "| KID (judge:mnist) ↓ |" in md
 
     table = list(csv.DictReader(open(str(out) + ".csv")))
     assert len(table) == 4

@@ -36,7 +36,10 @@ def test_report_has_leaderboard_figures_protocol_and_environment(report):
     for text in (readme, page):
         assert fp in text and "n_samples: 150" in text and "bench report" in text
         assert "trained" in text and "untrained" in text and "package torch" in text
-    assert "| # | entry | zoo | IS ↑ | FID ↓ | KID ↓ |" in readme
+    # a judge is not Inception: every feature-space column and the header say which features these are
+    assert "| # | entry | zoo | IS (judge:mnist) ↑ | FID (judge:mnist) ↓ | KID (judge:mnist) ↓ |" in readme
+    assert "Features: `judge:mnist`, not Inception" in readme and "never with published numbers" in page
+    assert "![FID (judge:mnist) ↓](img/bar-fid.png)" in readme
     assert page.count('<table class="leaderboard"') == 1
     linked = set(re.findall(r"\]\((img/[^)]+)\)", readme))
     assert linked == set(re.findall(r"src='(img/[^']+)'", page))
@@ -124,3 +127,17 @@ def test_comparisons_state_each_neighbour_verdict_in_words():
     assert "not tested (evaluation seeds identical (deterministic))" in lines[2]
     assert comparisons(Group(protocol="p", experiment="p", fingerprint="f", parent_run_ids=[], sort_key=None, keys=[],
                              rows=rows)) == []
+
+
+def test_feature_space_labels_name_every_extractor_but_inception():
+    from bench.metrics import label
+    from bench.reporting.render import feature_space
+
+    assert label("fid", "judge:cifar10") == "FID (judge:cifar10)" and label("fid_inf", "dinov2") == "fid_inf (dinov2)"
+    assert label("fid_trunc/psi_0.5", "judge:celeba") == "fid_trunc/psi_0.5 (judge:celeba)"
+    assert label("fid", "inception-v3-compat") == "FID" and label("fid") == "FID"  # published numbers' space
+    assert label("ssim", "judge:cifar10") == "SSIM" and label("ppl_z", "judge:x") == "ppl_z"  # pixel / LPIPS space
+    assert label("lpips_diversity", "judge:x") == "lpips_diversity"
+    assert "not Inception" in feature_space("judge:mnist") and "not Inception" not in feature_space(
+        "inception-v3-compat")
+    assert feature_space("") == ""

@@ -226,6 +226,9 @@ def test_comparison_table_shows_training_seeds_and_an_undefined_std():
     assert "a (training seed 1)" in md and "12.00 ± —" in md and "| b | 10.00 ± 0.50" in md
     assert table.to_csv(rows).splitlines()[:2] == ["entry,train_seed,status,fid/mean,fid/std", "a,1,FINISHED,12.0,"]
     assert "train_seed" not in table.to_csv(rows[1:])  # protocols without training seeds: the old columns
+    assert "| FID ↓ |" in md  # no extractor recorded: the plain label
+    rows[0]["info"] = {"extractor": "judge:cifar10"}
+    assert "| FID (judge:cifar10) ↓ |" in table.markdown(rows)  # a judge: the feature space is named
 
 
 # --- end to end on real MNIST ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ METRICS: Registry[Metric] = Registry("metric", {m.name: m for m in (
 )})
 
 _KEYS = {k.name: k for m in METRICS.values() for k in m.keys}
-_PATTERNS = [(re.compile(rx), up) for m in METRICS.values() for rx, up in m.key_patterns]
+_PATTERNS = [(re.compile(rx), up, feats) for m in METRICS.values() for rx, up, feats in m.key_patterns]
 
 
 class _Directions(dict):
@@ -34,7 +34,7 @@ class _Directions(dict):
     truncation curve's fid_trunc/psi_<ψ>, one per protocol ψ) are looked up by it."""
 
     def __missing__(self, key: str) -> bool:
-        for rx, up in _PATTERNS:
+        for rx, up, _ in _PATTERNS:
             if rx.fullmatch(str(key)):
                 return up
         raise KeyError(key)
@@ -46,7 +46,7 @@ class _Directions(dict):
             return default
 
     def __contains__(self, key) -> bool:
-        return dict.__contains__(self, key) or any(rx.fullmatch(str(key)) for rx, _ in _PATTERNS)
+        return dict.__contains__(self, key) or any(rx.fullmatch(str(key)) for rx, _, _ in _PATTERNS)
 
 
 # Which direction is better for each reported key (for sorting and regression checks).
@@ -56,4 +56,23 @@ LABELS = {name: k.title for name, k in _KEYS.items()}
 # The comparison table's columns, in registry order.
 TABLE_KEYS = tuple(name for name, k in _KEYS.items() if k.table)
 
-__all__ = ["METRICS", "Metric", "MetricContext", "KEY_DIRECTION", "LABELS", "TABLE_KEYS"]
+# The feature space published IS/FID/KID numbers are computed in (torch-fidelity's port of the TF Inception).
+INCEPTION = "inception-v3-compat"
+
+
+def in_feature_space(key: str) -> bool:
+    """Whether `key` is computed from the extractor's features (and so depends on which extractor)."""
+    if key in _KEYS:
+        return _KEYS[key].features
+    return any(feats for rx, _, feats in _PATTERNS if rx.fullmatch(str(key)))
+
+
+def label(key: str, extractor: str = "") -> str:
+    """A key's column label. A feature-space score from any extractor but Inception names it, e.g.
+    "FID (judge:cifar10)": such numbers are not comparable with published (Inception) ones."""
+    text = LABELS.get(key, key)
+    if extractor and extractor != INCEPTION and in_feature_space(key):
+        return f"{text} ({extractor})"
+    return text
+
+__all__ = ["METRICS", "Metric", "MetricContext", "KEY_DIRECTION", "LABELS", "TABLE_KEYS", "INCEPTION", "label"]

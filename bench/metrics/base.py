@@ -101,6 +101,9 @@ class Key:
     higher_is_better: bool
     label: str = ""  # "" = the key itself
     table: bool = False
+    # True: the number is computed in the extractor's feature space (IS, FID, KID, precision/recall), so it
+    # means what published numbers mean only with Inception; tables then name the feature space.
+    features: bool = False
 
     @property
     def title(self) -> str:
@@ -118,8 +121,9 @@ class Metric:
     needs: Needs
     compute: Callable[[MetricContext], dict[str, float]]
     description: str
-    # keys whose names follow a pattern (one per protocol setting, e.g. fid_trunc/psi_<ψ>): regex -> direction
-    key_patterns: tuple[tuple[str, bool], ...] = ()
+    # keys whose names follow a pattern (one per protocol setting, e.g. fid_trunc/psi_<ψ>):
+    # (regex, higher is better, in the extractor's feature space)
+    key_patterns: tuple[tuple[str, bool, bool], ...] = ()
 
 
 def derive_seed(seed: int, purpose: str) -> int:

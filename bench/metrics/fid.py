@@ -80,5 +80,5 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return out
 
 
-FID = Metric("fid", keys=(Key("fid", False, "FID", table=True), Key("fid_inf", False)), needs="real+fake", compute=compute,
+FID = Metric("fid", keys=(Key("fid", False, "FID", table=True, features=True), Key("fid_inf", False, features=True)), needs="real+fake", compute=compute,
              description="Fréchet distance of pool features; 0 = identical Gaussians; jackknife 95% interval and FID_inf")

@@ -29,7 +29,7 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return {key(psi): frechet(ctx.real_stats, ctx.truncated_stats(float(psi))) for psi in psis}
 
 
-FID_TRUNCATION = Metric("fid_truncation", keys=(Key("fid_trunc", False),),
-                        key_patterns=((r"fid_trunc/psi_[0-9.]+", False),), needs="style", compute=compute,
+FID_TRUNCATION = Metric("fid_truncation", keys=(Key("fid_trunc", False, features=True),),
+                        key_patterns=((r"fid_trunc/psi_[0-9.]+", False, True),), needs="style", compute=compute,
                         description="FID at each truncation psi in evaluation.truncation_psis (StyleGAN): the "
                                     "variety-vs-quality curve")

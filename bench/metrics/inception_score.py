@@ -16,5 +16,5 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return {"is": out[KEY_METRIC_ISC_MEAN], "is/split_std": out[KEY_METRIC_ISC_STD], "is/splits": float(splits)}
 
 
-INCEPTION_SCORE = Metric("is", keys=(Key("is", True, "IS", table=True),), needs="fake", compute=compute,
+INCEPTION_SCORE = Metric("is", keys=(Key("is", True, "IS", table=True, features=True),), needs="fake", compute=compute,
                          description="exp of the mean KL between per-image and marginal class distributions")

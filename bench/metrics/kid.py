@@ -48,5 +48,5 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return out
 
 
-KID = Metric("kid", keys=(Key("kid/mean", False, "KID", table=True),), needs="real+fake", compute=compute,
+KID = Metric("kid", keys=(Key("kid/mean", False, "KID", table=True, features=True),), needs="real+fake", compute=compute,
              description="unbiased MMD² (cubic polynomial kernel) over seeded subsets; mean, std and a 95% interval")

@@ -46,5 +46,5 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     return {"precision": p, "recall": r}
 
 
-PRECISION_RECALL = Metric("precision_recall", keys=(Key("precision", True), Key("recall", True)), needs="real+fake", compute=compute,
+PRECISION_RECALL = Metric("precision_recall", keys=(Key("precision", True, features=True), Key("recall", True, features=True)), needs="real+fake", compute=compute,
                           description="improved precision and recall with k-NN manifolds (k = 3)")

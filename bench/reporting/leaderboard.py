@@ -41,6 +41,7 @@ class Group:
     repeats: int = 0  # older runs of an (entry, training seed) that a newer run replaced
     latest_time: int = 0
     notes: list[str] = field(default_factory=list)
+    extractor: str = ""  # the feature space of IS/FID/KID (one per fingerprint); "" = not recorded
 
 
 def interval_keys(key: str) -> tuple[str, str]:
@@ -87,9 +88,11 @@ def _group(g: pd.DataFrame, per_seed: PerSeed, sort: Optional[str]) -> Group:
     df = _rank(df, sort_key if sort_key in keys else None)
     parents = (g.sort_values("start_time", ascending=False)["parent_run_id"].drop_duplicates().tolist())
     first = g.iloc[0]
+    extractors = [x for x in g.get("extractor", pd.Series(dtype=str)).tolist() if isinstance(x, str) and x]
     return Group(protocol=first["protocol"], experiment=first["experiment"], fingerprint=first["fingerprint"],
                  parent_run_ids=[p for p in parents if p], sort_key=sort_key if sort_key in keys else None,
-                 keys=keys, rows=df, repeats=repeats, latest_time=int(g["start_time"].max()), notes=notes)
+                 keys=keys, rows=df, repeats=repeats, latest_time=int(g["start_time"].max()), notes=notes,
+                 extractor=extractors[0] if extractors else "")
 
 
 def _entry_row(entry: str, runs: pd.DataFrame, keys: list[str], per_seed: PerSeed) -> dict:

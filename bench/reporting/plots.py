@@ -23,7 +23,7 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def metric_bars(rows: pd.DataFrame, key: str) -> tuple[bytes, str]:
+def metric_bars(rows: pd.DataFrame, key: str, extractor: str = "") -> tuple[bytes, str]:
     """Horizontal bars of the entries' means in leaderboard order; returns (png, what the whiskers are)."""
     have = rows[rows["status"].eq("FINISHED") & rows.get(f"{key}/mean", pd.Series(dtype=float)).notna()]
     # The real-data row (leaderboard: first, unranked) is drawn in grey and named as a baseline.
@@ -46,8 +46,8 @@ def metric_bars(rows: pd.DataFrame, key: str) -> tuple[bytes, str]:
     ys = list(range(len(names)))[::-1]  # the best entry on top
     ax.barh(ys, means, xerr=err, color=colours, ecolor="#222", capsize=3)
     ax.set_yticks(ys, names)
-    ax.set_xlabel(label(key))
-    ax.set_title(f"{label(key)}   whiskers: {whiskers}", fontsize=9)
+    ax.set_xlabel(label(key, extractor))
+    ax.set_title(f"{label(key, extractor)}   whiskers: {whiskers}", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _png(fig), whiskers

@@ -9,7 +9,8 @@ from typing import Optional
 
 import pandas as pd
 
-from bench.metrics import KEY_DIRECTION, LABELS
+from bench.metrics import INCEPTION, KEY_DIRECTION
+from bench.metrics import label as key_label
 from bench.reporting import significance
 from bench.reporting.leaderboard import Group
 
@@ -35,8 +36,20 @@ def _num(x: float, mag: Optional[float] = None) -> str:
     return f"{x:.{digits}{'e' if mag < 1e-3 else 'f'}}"
 
 
-def label(key: str) -> str:
-    return f"{LABELS.get(key, key)} {'↑' if KEY_DIRECTION[key] else '↓'}"
+def feature_space(extractor: str) -> str:
+    """One sentence for a report header or leaderboard: which features IS/FID/KID were computed in, and
+    whether they may be read beside published numbers."""
+    if not extractor:
+        return ""
+    if extractor == INCEPTION:
+        return (f"Features: `{extractor}` (torch-fidelity's port of the TF Inception-v3): IS, FID and KID are "
+                "computed as published numbers are, at this protocol's sample sizes.")
+    return (f"Features: `{extractor}`, not Inception. IS, FID and KID here compare only within this fingerprint, "
+            f"never with published numbers; a protocol with `extractor: {INCEPTION}` gives those.")
+
+
+def label(key: str, extractor: str = "") -> str:
+    return f"{key_label(key, extractor)} {'↑' if KEY_DIRECTION[key] else '↓'}"
 
 
 def cell(row: pd.Series, key: str) -> str:
@@ -66,7 +79,7 @@ def comparisons(g: Group) -> list[str]:
     if not g.sort_key:
         return []
     ranked = g.rows[g.rows["rank"].notna()]
-    name = LABELS.get(g.sort_key, g.sort_key)
+    name = key_label(g.sort_key, g.extractor)
     out = []
     for (_, a), (_, b) in zip(ranked.iterrows(), ranked.iloc[1:].iterrows()):
         va, vb = a.get(f"{g.sort_key}/mean"), b.get(f"{g.sort_key}/mean")
@@ -90,13 +103,14 @@ def comparisons(g: Group) -> list[str]:
 def title(g: Group) -> str:
     runs = f"{len(g.parent_run_ids)} run{'s' if len(g.parent_run_ids) != 1 else ''}"
     rep = f", {g.repeats} older repeat{'s' if g.repeats != 1 else ''} superseded" if g.repeats else ""
-    return f"{g.protocol} · fingerprint {g.fingerprint[:12]} · experiment {g.experiment} · {runs}{rep}"
+    space = f" · features {g.extractor}" if g.extractor else ""
+    return f"{g.protocol} · fingerprint {g.fingerprint[:12]}{space} · experiment {g.experiment} · {runs}{rep}"
 
 
 def rows(g: Group) -> tuple[list[str], list[list[str]]]:
-    sort_label = LABELS.get(g.sort_key, g.sort_key) if g.sort_key else ""
+    sort_label = key_label(g.sort_key, g.extractor) if g.sort_key else ""
     vs = f"vs next ({sort_label})" if sort_label else "vs next"
-    header = ["#", "entry", "zoo"] + [label(k) for k in g.keys] + ["n", vs, "status"]
+    header = ["#", "entry", "zoo"] + [label(k, g.extractor) for k in g.keys] + ["n", vs, "status"]
     body = []
     for _, r in g.rows.iterrows():
         rank = "" if pd.isna(r["rank"]) else str(int(r["rank"]))

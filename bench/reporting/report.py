@@ -93,7 +93,7 @@ def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = N
     files: dict[str, bytes] = {}
     bars = []
     for key in group.keys:
-        png, whiskers = plots.metric_bars(group.rows, key)
+        png, whiskers = plots.metric_bars(group.rows, key, group.extractor)
         name = f"img/bar-{_SAFE.sub('_', key)}.png"
         files[name] = png
         bars.append((key, name, whiskers))
@@ -214,6 +214,8 @@ def _markdown(meta, group, bars, entries, protocol_text, env) -> str:
            f"Written by `{meta['command']}` from MLflow run `{meta['parent_run_id']}` (experiment "
            f"`{meta['experiment']}`, started {meta['run_started']}). Fingerprint `{meta['fingerprint']}`: "
            "scores compare only within it.", ""]
+    space = render.feature_space(group.extractor)
+    out += [space, ""] if space else []
     out += [f"> {n}" for n in meta["notes"]] + ([""] if meta["notes"] else [])
     out += ["## Leaderboard", "", render.markdown_table(group), f"_{render.LEGEND}_", ""]
     found = render.comparisons(group)
@@ -221,7 +223,7 @@ def _markdown(meta, group, bars, entries, protocol_text, env) -> str:
         out += ["## Comparisons", "", "Each ranked row against the row below it on the sort metric (the `vs next` "
                 f"test of the legend; significant: p < {significance.ALPHA}):", ""] + [f"- {line}" for line in found] + [""]
     out += ["## Metrics", ""]
-    out += [f"![{render.label(k)}]({name})" for k, name, _ in bars] + [""]
+    out += [f"![{render.label(k, group.extractor)}]({name})" for k, name, _ in bars] + [""]
     out += ["## Entries", ""]
     for e in entries:
         status = "" if e["status"] == "FINISHED" else f" — **{e['status']}**: {e['failure']}"
@@ -243,6 +245,8 @@ def _html(meta, group, bars, entries, protocol_text, env) -> str:
     body = [f"<p>Written by <code>{e(meta['command'])}</code> from MLflow run <code>{e(meta['parent_run_id'])}"
             f"</code> (experiment <code>{e(meta['experiment'])}</code>, started {e(meta['run_started'])}). "
             f"Fingerprint <code>{e(meta['fingerprint'])}</code>: scores compare only within it.</p>"]
+    space = render.feature_space(group.extractor)
+    body += [f"<p>{_inline_html(space)}</p>"] if space else []
     body += [f"<p class='note'>{e(n)}</p>" for n in meta["notes"]]
     body += ["<h2>Leaderboard</h2>", render.html_table(group), f"<p class='legend'>{e(render.LEGEND)}</p>"]
     found = render.comparisons(group)
@@ -251,8 +255,9 @@ def _html(meta, group, bars, entries, protocol_text, env) -> str:
                  f"<code>vs next</code> test of the legend; significant: p &lt; {significance.ALPHA}):</p>", "<ul>"]
         body += [f"<li>{_inline_html(line)}</li>" for line in found] + ["</ul>"]
     body.append("<h2>Metrics</h2>")
-    body += [f"<figure><img class='bar' src='{e(name)}' alt='{e(render.label(k))}'>"
-             f"<figcaption>{e(render.label(k))}; whiskers: {e(w)}</figcaption></figure>" for k, name, w in bars]
+    body += [f"<figure><img class='bar' src='{e(name)}' alt='{e(render.label(k, group.extractor))}'>"
+             f"<figcaption>{e(render.label(k, group.extractor))}; whiskers: {e(w)}</figcaption></figure>"
+             for k, name, w in bars]
     body.append("<h2>Entries</h2>")
     for en in entries:
         status = "" if en["status"] == "FINISHED" else f" — {en['status']}: {en['failure']}"

@@ -20,7 +20,7 @@ from bench.errors import BenchError
 from bench.tracking import layout
 
 CHILD_COLUMNS = ["run_id", "parent_run_id", "experiment", "protocol", "fingerprint", "entry", "zoo",
-                 "train_seed", "status", "failure", "start_time", "end_time", "metrics", "baseline"]
+                 "train_seed", "status", "failure", "start_time", "end_time", "metrics", "baseline", "extractor"]
 
 
 def client(uri: str):
@@ -127,6 +127,16 @@ def child_runs(c, exps: dict[str, str], fingerprint: Optional[str] = None,
             "metrics": dict(r.data.metrics),
             "baseline": t.get(layout.BASELINE, ""),  # the real-data row: real_data or identity (reference.py)
         })
+    # The feature space is a run-wide fact on the parent run: one lookup per protocol run.
+    extractors: dict[str, str] = {}
+    for row in rows:
+        pid = row["parent_run_id"]
+        if pid and pid not in extractors:
+            try:
+                extractors[pid] = c.get_run(pid).data.tags.get(layout.EXTRACTOR, "")
+            except Exception:  # noqa: BLE001 - a deleted parent: the label just cannot name the space
+                extractors[pid] = ""
+        row["extractor"] = extractors.get(pid, "")
     return pd.DataFrame(rows, columns=CHILD_COLUMNS)
 
 

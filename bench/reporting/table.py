@@ -8,7 +8,7 @@ import io
 import math
 from typing import Any
 
-from bench.metrics import KEY_DIRECTION, LABELS, TABLE_KEYS
+from bench.metrics import KEY_DIRECTION, LABELS, TABLE_KEYS, label
 
 # Keys shown in the table, in order; other keys stay in results.jsonl and MLflow.
 __all__ = ["LABELS", "TABLE_KEYS", "markdown", "rows", "to_csv"]  # labels and columns: declared by each metric
@@ -33,7 +33,8 @@ def _label(r: dict[str, Any]) -> str:
 
 def rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     keys = [k for k in TABLE_KEYS if any(k in r.get("metrics", {}) for r in results)]
-    header = ["entry"] + [f"{LABELS[k]} {'↑' if KEY_DIRECTION[k] else '↓'}" for k in keys] + ["status"]
+    extractor = next((r["info"]["extractor"] for r in results if r.get("info", {}).get("extractor")), "")
+    header = ["entry"] + [f"{label(k, extractor)} {'↑' if KEY_DIRECTION[k] else '↓'}" for k in keys] + ["status"]
     body = []
     for r in results:
         m = r.get("metrics", {})
