@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from bench.errors import BenchError
 from bench.features.extractors import make_extractor
-from bench.pipeline import entry_dir, preflight, resolve_checkpoint
+from bench.entries import entry_dir
+from bench.preflight import preflight, resolve_checkpoint
 from bench.protocol import LoadedProtocol
 from bench.protocol.load import fingerprint as protocol_fingerprint
 from bench.runner import checkpoint

@@ -1,7 +1,7 @@
 """Scores do not depend on `evaluation.batch_size`, which a protocol's fingerprint leaves out (DESIGN.md).
 
 Every family of the shipped protocols (protocols/*.yaml) is built small, seeded and untrained, and scored
-by `bench.pipeline.evaluate` with the metrics its protocol lists, at batch sizes 3 and 8 with n = 13 (a
+by `bench.evaluation.evaluate` with the metrics its protocol lists, at batch sizes 3 and 8 with n = 13 (a
 multiple of neither, so every sample sits at another place in another batch). The image streams are
 compared as uint8: float rounding of convolutions and matrix products run on batches of other sizes may move
 a rare value by one quantisation step (at most 15 of 600k here), never more. Every score must agree to 1e-4
@@ -38,7 +38,7 @@ from bench.features import weights as weights_manifest
 from bench.features.extractors import Extractor
 from bench.metrics import ppl
 from bench.metrics.base import MetricContext
-from bench.pipeline import evaluate
+from bench.evaluation import evaluate
 from bench.protocol.schema import EvaluationSpec
 from bench.runner import sampling
 from bench.runner.sampling import (cycle_batches, fake_batches, real_batches, sample_seeds, stream_features,

@@ -18,7 +18,7 @@ import mlflow
 import pytest
 import torch
 
-import bench.pipeline as pipeline
+import bench.preflight as preflight
 from bench.cli import main
 from bench.errors import BenchError
 from bench.runner import checkpoint
@@ -86,7 +86,7 @@ def test_a_disk_that_fills_during_training_ends_the_run_with_one_line_and_failed
                                                                                        monkeypatch, capsys):
     disk = small_disk(8192)  # room for the sample grid, not for a ~12 MiB checkpoint
     # Skip the preflight estimate: this is the second line of defence, a disk that fills mid-run.
-    monkeypatch.setattr(pipeline, "_check_space", lambda folder, need: None)
+    monkeypatch.setattr(preflight, "_check_space", lambda folder, need: None)
     p = tiny_protocol(tmp_path, entries=ENTRY, n_samples=50, batch_size=50)
     code = main(["run", str(p), "--workdir", str(disk / "runs")])
     err = capsys.readouterr().err.strip().splitlines()

@@ -26,7 +26,7 @@ import torchvision
 from torch import nn
 
 import bench.metrics.lpips as lpips_metric
-from bench import pipeline
+from bench import evaluation
 from bench.data.transforms import to_float
 from bench.features import segmenter as semantic
 from bench.features import weights as weights_manifest
@@ -105,20 +105,20 @@ def random_alexnet(alexnet_file, monkeypatch):
 
 
 def run(model, data, n_samples: int, batch_size: int, metrics: list[str], monkeypatch=None):
-    """pipeline.evaluate with one eval seed; returns (value per key, unavailable, the MetricContext it built)."""
+    """evaluation.evaluate with one eval seed; returns (value per key, unavailable, the MetricContext it built)."""
     seen: list[MetricContext] = []
     if monkeypatch is not None:
         def spy(*args, **kwargs):
             seen.append(MetricContext(*args, **kwargs))
             return seen[-1]
-        monkeypatch.setattr(pipeline, "MetricContext", spy)
+        monkeypatch.setattr(evaluation, "MetricContext", spy)
     protocol = SimpleNamespace(evaluation=EvaluationSpec(n_samples=n_samples, seeds=[3], batch_size=batch_size,
                                                          metrics=metrics),
                                dataset=SimpleNamespace(resolution=RES, channels=3))
     extractor = tiny_extractor(3)
     real, stats = stream_features(real_batches(data.eval_images, batch_size), extractor, "real", EVAL)
     unavailable: dict[str, str] = {}
-    out = pipeline.evaluate(model, extractor, real, stats.as_fid_stats(), protocol, "resize", unavailable, data)
+    out = evaluation.evaluate(model, extractor, real, stats.as_fid_stats(), protocol, "resize", unavailable, data)
     return {k: v["per_seed"][0] for k, v in out.items()}, unavailable, (seen[0] if seen else None)
 
 
@@ -219,7 +219,7 @@ def test_pix2pix_scores_at_small_n_do_not_depend_on_the_batch_size(random_alexne
         extractor = tiny_extractor(3)
         real, stats = stream_features(real_batches(data.eval_images, bs), extractor, "real", EVAL)
         unavailable: dict[str, str] = {}
-        out = pipeline.evaluate(model, extractor, real, stats.as_fid_stats(), protocol, "resize", unavailable, data)
+        out = evaluation.evaluate(model, extractor, real, stats.as_fid_stats(), protocol, "resize", unavailable, data)
         assert unavailable == {}
         return {k: v["per_seed"][0] for k, v in out.items()}
 

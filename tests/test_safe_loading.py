@@ -216,7 +216,7 @@ def test_what_bench_caches_loads_from_the_cache(tmp_path):
 
 
 def test_real_features_recompute_and_replace_a_poisoned_entry_end_to_end(tmp_path, monkeypatch):
-    from bench.pipeline import real_features
+    from bench.evaluation import real_features
 
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
     weight = torch.rand(3 * 8 * 8, 5, generator=torch.Generator().manual_seed(0))

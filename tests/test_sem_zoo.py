@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from bench import pipeline
+from bench import entries, evaluation
 from bench.cli import main
 from bench.data.superres import FACADES_PALETTE, degrade, label_ids, load_facades_sr, load_superres
 from bench.data.transforms import to_float
@@ -392,21 +392,21 @@ def test_seg_agreement_is_measured_by_the_judge_not_by_the_S_the_model_trained_a
         contexts.append(MetricContext(*args, **kwargs))
         return contexts[-1]
 
-    monkeypatch.setattr(pipeline, "MetricContext", spy)
+    monkeypatch.setattr(evaluation, "MetricContext", spy)
     g = torch.Generator().manual_seed(3)
     inputs, targets = (torch.randint(0, 256, (4, 3, 32, 32), generator=g, dtype=torch.uint8) for _ in range(2))
     maps = S_train(to_float(targets)).argmax(1)  # the training S reads the targets perfectly, the judge does not
     data = SimpleNamespace(spec=DataSpec("sr", 32, 3), eval_inputs=inputs, eval_images=targets, eval_labels=None,
                            task="paired", has_label_maps=True, eval_label_maps=maps)
     entry = SimpleNamespace(name="sem", zoo="pix2pixhd_sem", config=TINY)
-    model, _ = pipeline._build_entry(entry, SimpleNamespace(seed=0), data, torch.device("cpu"))
+    model, _ = entries.build_entry(entry, SimpleNamespace(seed=0), data, torch.device("cpu"))
     assert model.S is S_train  # L_sem trains against the training S
     protocol = SimpleNamespace(evaluation=EvaluationSpec(n_samples=4, seeds=[0], batch_size=3,
                                                          metrics=["seg_agreement"]),
                                dataset=SimpleNamespace(resolution=32, channels=3))
     extractor = tiny_extractor(3)
     real, stats = stream_features(real_batches(targets, 3), extractor, "real", 4)
-    out = pipeline.evaluate(model, extractor, real, stats.as_fid_stats(), protocol, "resize", {}, data)
+    out = evaluation.evaluate(model, extractor, real, stats.as_fid_stats(), protocol, "resize", {}, data)
     assert contexts[0].segmenter is S_judge
     with torch.no_grad():
         judge_ceiling = semantic.scores(semantic.confusion(S_judge(to_float(targets)).argmax(1), maps, 3))

@@ -16,7 +16,7 @@ of its own, never the S that `pix2pixhd_sem`'s L_sem trains against, so a G is n
 quirks it was optimised to please.
 
 Counts are pooled over all held-out pixels (not averaged per image), as segmentation scores are. The
-outputs are the quantised images every paired metric sees (bench/pipeline.py `pairs`). Without S (a data
+outputs are the quantised images every paired metric sees (bench/evaluation.py `pairs`). Without S (a data
 set without label maps) the metric is unavailable, never a number.
 """
 

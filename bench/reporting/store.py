@@ -1,6 +1,6 @@
 """Reading protocol runs back out of MLflow (any tracking URI: SQLite file or `mlflow server`).
 
-The layout read here is the one bench/pipeline.py writes, both through bench/tracking/layout.py: one
+The layout read here is the one bench/entries.py and bench/pipeline.py write, both through bench/tracking/layout.py: one
 parent run per `bench run` and one child run per entry and training seed. Everything is read through
 MlflowClient with an explicit URI, never through mlflow's process-wide "current tracking URI".
 """
