@@ -182,7 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _dispatch(args) -> int:
     if args.command == "validate":
-        from bench.protocol import load_protocol
+        from bench.protocol.load import load_protocol
 
         for path in args.protocols:
             loaded = load_protocol(path)
@@ -225,7 +225,7 @@ def _dispatch(args) -> int:
         return _stats(args)
     if args.command == "export-samples":
         from bench.export import export_samples
-        from bench.protocol import load_protocol
+        from bench.protocol.load import load_protocol
 
         info = export_samples(load_protocol(args.protocol), args.entry, Path(args.out), args.seed,
                               Path(args.workdir), args.checkpoint)
@@ -237,7 +237,7 @@ def _dispatch(args) -> int:
 
 def _run(args) -> int:
     from bench.pipeline import run_protocol
-    from bench.protocol import load_protocol
+    from bench.protocol.load import load_protocol
     from bench.runner import distributed
 
     loaded = load_protocol(args.protocol)  # checked once here, before any process is started
@@ -364,7 +364,7 @@ def _leaderboard(args) -> int:
     uri, experiments = args.uri, []
     for target in args.targets:
         if Path(target).is_file() or target.endswith((".yaml", ".yml")):
-            from bench.protocol import load_protocol
+            from bench.protocol.load import load_protocol
 
             p = load_protocol(target).protocol
             uri = uri or resolve_uri(p.tracking.uri)

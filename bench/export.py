@@ -20,7 +20,7 @@ from bench.errors import BenchError
 from bench.features.extractors import make_extractor
 from bench.entries import entry_dir
 from bench.preflight import preflight, resolve_checkpoint
-from bench.protocol import LoadedProtocol
+from bench.protocol.load import LoadedProtocol
 from bench.protocol.load import fingerprint as protocol_fingerprint
 from bench.runner import checkpoint
 from bench.runner.sampling import fake_batches

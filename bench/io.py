@@ -57,6 +57,12 @@ def atomic_torch_save(obj: Any, path: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def derive(seed: int, *parts: object) -> int:
+    """A 63-bit seed for one purpose: derive(7, 'dcgan', 'init') never collides with derive(7, 'dcgan', 'data')."""
+    text = ":".join([str(seed), *map(str, parts)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

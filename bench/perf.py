@@ -209,7 +209,7 @@ def perf_scale(nprocs: list[int], steps: int = 300, n: int = 4000, protocol: str
         path = Path(protocol) if protocol else tmp / "perf-scale.yaml"
         if not protocol:
             path.write_text(SCALE_PROTOCOL.format(steps=steps, n=n, store=tmp.as_posix()))
-        from bench.protocol import load_protocol
+        from bench.protocol.load import load_protocol
 
         p = load_protocol(path).protocol
         base = None

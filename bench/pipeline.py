@@ -20,7 +20,7 @@ from bench.features import segmenter as semantic
 from bench.features.extractors import make_extractor
 from bench.io import atomic_write_bytes
 from bench.preflight import preflight, resolve_checkpoint
-from bench.protocol import LoadedProtocol
+from bench.protocol.load import LoadedProtocol
 from bench.protocol.load import fingerprint as protocol_fingerprint
 from bench.reporting import table
 from bench.runner import checkpoint
@@ -30,6 +30,7 @@ from bench.runner.train import EntryFailed, train_entry
 from bench.tracking import layout
 from bench.tracking import results as results_mod
 from bench.tracking.mlflow_tracker import Tracker, resolve_uri
+from zoo import ZOO
 from zoo.base import task_of
 
 
@@ -67,7 +68,8 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
     acc = extractor.info.get("heldout_accuracy")
     say(f"extractor {extractor.name} ready" + (f" (held-out accuracy {acc:.4f}, cache {extractor.info['cache']})"
                                                 if acc is not None else ""))
-    segmenters = semantic.for_run(protocol, data, device)  # role -> S; empty unless label maps and a user of S
+    trained_against_s = any(ZOO.get(e.zoo).uses_segmenter for e in protocol.entries)  # declared by the family
+    segmenters = semantic.for_run(protocol, data, trained_against_s, device)  # role -> S; {} unless label maps
     for role, S in segmenters.items():
         say(f"semantic network S ({role}) ready (held-out pixel accuracy {S.info['heldout_pixel_accuracy']:.4f}, "
             f"mIoU {S.info['heldout_miou']:.4f}, cache {S.info['cache']})")

@@ -16,7 +16,7 @@ from bench.features.extractors import preflight_extractor
 from bench.io import sha256_file
 from bench.metrics import METRICS
 from bench.metrics.base import NEEDS_TEXT, inputs_of
-from bench.protocol import LoadedProtocol
+from bench.protocol.load import LoadedProtocol
 from bench.runner import checkpoint
 from bench.runner import distributed as dist
 from bench.runner.precision import Precision

@@ -41,7 +41,7 @@ class BenchRegression:
     def _baseline_path(self, protocol: str, baseline: Optional[str]) -> Path:
         if baseline:
             return Path(baseline)
-        from bench.protocol import load_protocol
+        from bench.protocol.load import load_protocol
 
         name = load_protocol(protocol).protocol.name
         return (self.baselines / f"{name}.json") if self.baselines else regression.default_path(name)
@@ -55,7 +55,7 @@ class BenchRegression:
         path = self._baseline_path(protocol, str(baseline) if baseline else None)
         try:
             if rerun:
-                from bench.protocol import load_protocol
+                from bench.protocol.load import load_protocol
 
                 run = regression.rerun_protocol(load_protocol(protocol), Path(workdir or self._tmp / "runs"))
             if self.update:

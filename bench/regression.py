@@ -56,7 +56,7 @@ class RunScores:
 
 def find_parent(protocol_path: str, uri: Optional[str], run_id: Optional[str]):
     """(client, uri, parent run) of `run_id`, else of the protocol's newest finished run."""
-    from bench.protocol import load_protocol
+    from bench.protocol.load import load_protocol
     from bench.reporting import store
     from bench.tracking.mlflow_tracker import resolve_uri
 
@@ -293,7 +293,7 @@ def check(protocol_path: str, baseline_path: Optional[str] = None, run_id: Optio
     """Compare a run of the protocol with its baseline: `rerun` scores it now (bench run), else the
     newest finished run in the store (or `run_id`) is read. `allow_improvement` lets metrics that
     improved beyond tolerance pass (else they are SUSPICIOUS and fail)."""
-    from bench.protocol import load_protocol
+    from bench.protocol.load import load_protocol
 
     loaded = load_protocol(protocol_path)
     path = Path(baseline_path) if baseline_path else default_path(loaded.protocol.name)
@@ -321,7 +321,7 @@ def rerun_protocol(loaded, workdir: Path) -> str:
 
 def update(protocol_path: str, out: Optional[str] = None, run_id: Optional[str] = None, uri: Optional[str] = None,
            rel: Optional[float] = None, abs_: Optional[float] = None) -> tuple[Path, dict[str, Any]]:
-    from bench.protocol import load_protocol
+    from bench.protocol.load import load_protocol
 
     name = load_protocol(protocol_path).protocol.name
     path = Path(out) if out else default_path(name)

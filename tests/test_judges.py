@@ -24,7 +24,7 @@ from bench.features.extractors import make_extractor, preflight_extractor
 from bench.features.judge import SHIPPED_RECIPES, read_judge_file, shipped_file
 from bench.features.weights import manifest, resolve
 from bench.io import sha256_file
-from bench.protocol import load_protocol
+from bench.protocol.load import load_protocol
 from tests.conftest import DATA, REPO, needs_data, tiny_protocol
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from bench.data import load_dataset
-from bench.protocol import load_protocol
+from bench.protocol.load import load_protocol
 from bench.runner import checkpoint
 from bench.runner.seeding import derive
 from tests.conftest import REPO, needs_data, write_protocol

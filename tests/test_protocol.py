@@ -4,7 +4,7 @@ import pytest
 
 from bench.cli import main
 from bench.errors import BenchError
-from bench.protocol import load_protocol
+from bench.protocol.load import load_protocol
 from bench.protocol.load import canonical, fingerprint
 from tests.conftest import REPO, tiny_protocol
 

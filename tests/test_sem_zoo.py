@@ -370,13 +370,11 @@ def test_the_judge_S_is_a_second_network_of_the_same_recipe(tmp_path, monkeypatc
     assert len(list((tmp_path / "segmenters").glob("*.pt"))) == 2  # each under its own cache key
     with pytest.raises(ValueError, match="unknown segmenter role"):
         semantic.recipe_for("loss")
-    protocol = SimpleNamespace(entries=[SimpleNamespace(zoo="pix2pixhd_sem")],
-                               evaluation=SimpleNamespace(metrics=["seg_agreement"]))
-    assert semantic.for_run(protocol, data) == {"training": training, "judge": judge}
-    protocol.entries = [SimpleNamespace(zoo="pix2pix")]
-    assert semantic.for_run(protocol, data) == {"judge": judge}
+    protocol = SimpleNamespace(evaluation=SimpleNamespace(metrics=["seg_agreement"]))
+    assert semantic.for_run(protocol, data, True) == {"training": training, "judge": judge}  # e.g. pix2pixhd_sem
+    assert semantic.for_run(protocol, data, False) == {"judge": judge}  # e.g. pix2pix
     protocol.evaluation.metrics = ["psnr"]
-    assert semantic.for_run(protocol, data) == {}
+    assert semantic.for_run(protocol, data, False) == {}
 
 
 def test_seg_agreement_is_measured_by_the_judge_not_by_the_S_the_model_trained_against(monkeypatch):

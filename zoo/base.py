@@ -16,17 +16,8 @@ from typing import Any, ClassVar, Literal, Optional
 import torch
 from torch import nn
 
+from bench.data.base import DataSpec  # noqa: F401 (the data contract, re-exported for families)
 from bench.errors import BenchError
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """What a family needs to know about the data it will be trained on."""
-
-    name: str
-    resolution: int
-    channels: int
-    num_classes: int = 0
 
 
 def parse_config(config_cls: type, overrides: dict[str, Any] | None, where: str) -> Any:

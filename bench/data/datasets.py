@@ -30,45 +30,7 @@ from bench.errors import BenchError
 from bench.io import cache_dir, offline, safe_unpickle, sha256_file
 from bench.protocol.schema import DatasetSpec
 from bench.registry import Registry
-from zoo.base import DataSpec
-
-
-@dataclass
-class RealData:
-    spec: DataSpec
-    train_images: torch.Tensor  # uint8 (N, C, H, W)
-    train_labels: Optional[torch.Tensor]
-    eval_images: torch.Tensor
-    eval_labels: Optional[torch.Tensor]
-    fingerprint: str  # sha256 of the source files' decoded content
-    source: str  # the folder the files were read from
-    # Image-to-image data (bench/data/translation.py): what the model translates, aligned with
-    # train_images/eval_images for paired data, the other domain for unpaired data.
-    train_inputs: Optional[torch.Tensor] = None
-    eval_inputs: Optional[torch.Tensor] = None
-    task: str = "unconditional"  # or "paired" / "unpaired"
-    flip: bool = False  # training augmentation (dataset.flip)
-    # Per-image content digests of the held-out images as read from the source, before any resize
-    # (`image_digests`); None = digest `eval_images` themselves. What measures (a judge) must never have
-    # trained on one of these: checked against the judge file's own list when the extractor is built.
-    eval_digests: Optional[torch.Tensor] = None
-
-    def reference_digests(self) -> torch.Tensor:
-        return self.eval_digests if self.eval_digests is not None else image_digests(self.eval_images)
-
-
-DIGEST_BYTES = 16  # a truncated sha256 per image: 2^-64 collision odds over 10^5 images are nil
-
-
-def image_digests(images) -> torch.Tensor:
-    """uint8 (N, DIGEST_BYTES): the sha256 of each image's uint8 pixels (shape-independent bytes)."""
-    arr = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    if arr.dtype != np.uint8:
-        raise TypeError("image digests are taken of uint8 pixels")
-    out = np.zeros((len(arr), DIGEST_BYTES), dtype=np.uint8)
-    for i, x in enumerate(arr):
-        out[i] = np.frombuffer(hashlib.sha256(np.ascontiguousarray(x).tobytes()).digest()[:DIGEST_BYTES], np.uint8)
-    return torch.from_numpy(out)
+from bench.data.base import DataSpec, RealData, image_digests  # noqa: F401 (RealData, image_digests: re-exported)
 
 
 def _search_roots(spec: DatasetSpec, subdirs: list[str]) -> list[Path]:
@@ -254,7 +216,7 @@ CIFAR10_ZIP = "cifar10-test-jpg.zip"
 CIFAR10_TRAIN_ZIP = "cifar10-train-jpg.zip"
 CIFAR10_BATCHES = "cifar-10-batches-py"
 CIFAR10_SIZE = 32
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+CIFAR10_SUFFIXES = (".jpg", ".jpeg", ".png")  # members of the CIFAR-10 JPEG zips
 # Part of the decoded-array cache key together with Pillow's version: another libjpeg may decode the
 # same bytes to slightly different pixels, and those pixels (not the bytes) are the data fingerprint.
 _DECODE_VERSION = 1
@@ -305,8 +267,8 @@ def _member_label(name: str, where: str) -> tuple[str, int]:
     split, cls, fname = parts
     if cls not in CIFAR10_CLASSES:
         raise BenchError(f"{where}: unknown cifar10 class folder '{cls}'; valid: {', '.join(CIFAR10_CLASSES)}")
-    if not fname.lower().endswith(IMAGE_SUFFIXES):
-        raise BenchError(f"{where}: not an image file (cifar10 reads {', '.join(IMAGE_SUFFIXES)})")
+    if not fname.lower().endswith(CIFAR10_SUFFIXES):
+        raise BenchError(f"{where}: not an image file (cifar10 reads {', '.join(CIFAR10_SUFFIXES)})")
     return split, CIFAR10_CLASSES.index(cls)
 
 

@@ -24,11 +24,11 @@ from typing import Optional
 import torch
 
 from bench.data.transforms import resize_uint8
-from bench.data.translation import IMAGE_SUFFIXES, _cached, _decode, _Hasher, center_square, images_under
+from bench.data.base import (IMAGE_SUFFIXES, ContentHasher, DataSpec, RealData, cached_arrays, center_square,
+                              decode_image, images_under)
 from bench.errors import BenchError
 from bench.io import cache_dir, offline
 from bench.protocol.schema import DatasetSpec
-from zoo.base import DataSpec
 
 # Folder names CelebA's aligned images come in: the official one, and the half-size copy in ../shared/data.
 CELEBA_FOLDERS = ("img_align_celeba", "img_align_celeba_89x109")
@@ -69,7 +69,7 @@ def _download_celeba(target: Path) -> Path:  # pragma: no cover - needs the netw
 
 def _read(path: Path, channels: int, crop: Optional[int], size: int) -> torch.Tensor:
     """uint8 (1, C, size, size): centred square crop (default: the short side), then an antialiased resize."""
-    arr = _decode(path, "RGB" if channels == 3 else "L")
+    arr = decode_image(path, "RGB" if channels == 3 else "L")
     h, w = arr.shape[1:]
     if crop is not None and crop > min(h, w):
         raise BenchError(f"{path}: image is {w}x{h}, smaller than dataset.center_crop {crop}")
@@ -77,7 +77,6 @@ def _read(path: Path, channels: int, crop: Optional[int], size: int) -> torch.Te
 
 
 def _load(spec: DatasetSpec, seed: int, root: Path, name: str):
-    from bench.data.datasets import RealData
 
     files = images_under(root)
     need = spec.train_size + spec.eval_size
@@ -89,7 +88,7 @@ def _load(spec: DatasetSpec, seed: int, root: Path, name: str):
     perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist()
     held = [files[i] for i in perm[:spec.eval_size]]
     train = [files[i] for i in perm[spec.eval_size:need]]
-    h = _Hasher()
+    h = ContentHasher()
     for p in train:
         h.add(root, p)
     h.h.update(b"--held-out--")  # keeps "which file is held out" in the hash
@@ -103,7 +102,7 @@ def _load(spec: DatasetSpec, seed: int, root: Path, name: str):
             return torch.cat([_read(p, ch, crop, res) for p in paths])
         return {"train": stack(train), "eval": stack(held)}
 
-    t = _cached(fingerprint, decode, kind="folder", res=res, crop=crop, channels=ch)
+    t = cached_arrays(fingerprint, decode, kind="folder", res=res, crop=crop, channels=ch)
     return RealData(spec=DataSpec(name, res, ch, 0), train_images=t["train"], train_labels=None,
                     eval_images=t["eval"], eval_labels=None, fingerprint=fingerprint, source=str(root))
 

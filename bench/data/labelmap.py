@@ -47,10 +47,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.data.transforms import resize_uint8
-from bench.data.translation import IMAGE_SUFFIXES, _cached, _decode, _Hasher, _root
+from bench.data.base import IMAGE_SUFFIXES, ContentHasher, DataSpec, RealData, cached_arrays, data_root, decode_image
 from bench.errors import BenchError
 from bench.protocol.schema import DatasetSpec
-from zoo.base import DataSpec
 
 # Data set name -> (folder under $BENCH_DATA, default label_nc). `labelmap` is any folder (dataset.root)
 # and must say how many classes it has.
@@ -208,7 +207,7 @@ def _decode_ids(path: Path) -> np.ndarray:
 def _read_frame(files, res: int, label_nc: int) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
     """One frame -> (ids uint8 (T, res, res), boundaries bool (T, res, res) or None, photos uint8 (T, 3, res, res))."""
     label_path, inst_path, photo_path = files
-    label, photo = _decode_ids(label_path), _decode(photo_path)
+    label, photo = _decode_ids(label_path), decode_image(photo_path)
     bad = label[(label < 0) | (label >= label_nc)]
     if bad.size:
         raise BenchError(f"{label_path}: label id {int(bad.max() if bad.max() >= label_nc else bad.min())} is "
@@ -236,7 +235,6 @@ def _read_split(frames, res: int, label_nc: int) -> dict[str, Optional[torch.Ten
 
 
 def load_labelmap(spec: DatasetSpec, seed: int):
-    from bench.data.datasets import RealData
 
     folder, default_nc = LABELMAP_DEFAULTS[spec.name]
     label_nc = spec.label_nc or default_nc
@@ -248,7 +246,7 @@ def load_labelmap(spec: DatasetSpec, seed: int):
     if spec.load_size is not None:
         raise BenchError(f"{spec.name}: label maps are not crop-jittered (pix2pixHD trains cityscapes on "
                          "whole frames); remove dataset.load_size")
-    root = _root(spec, folder)
+    root = data_root(spec, folder)
     train = _frames(root, "train", instance)
     if not train:
         raise BenchError(f"{root}: a label-map data set needs train_img/ and train_label/"
@@ -266,7 +264,7 @@ def load_labelmap(spec: DatasetSpec, seed: int):
             if size > len(pool):
                 raise BenchError(f"{spec.name}: {label}_size {size} exceeds the {len(pool)} {label} frames in {root}")
     train, held = sorted(train)[:spec.train_size], sorted(held)[:spec.eval_size]
-    h = _Hasher()
+    h = ContentHasher()
     for frame in train + held:
         for p in frame:
             if p is not None:
@@ -281,7 +279,7 @@ def load_labelmap(spec: DatasetSpec, seed: int):
         tr, ev = _read_split(train, res, label_nc), _read_split(held, res, label_nc)
         return {**{f"train_{k}": v for k, v in tr.items()}, **{f"eval_{k}": v for k, v in ev.items()}}
 
-    t = _cached(fingerprint, decode, kind="labelmap", res=res, label_nc=label_nc, instance=instance,
+    t = cached_arrays(fingerprint, decode, kind="labelmap", res=res, label_nc=label_nc, instance=instance,
                 layout=_LAYOUT_VERSION)
     inputs = {s: LabelMaps(t[f"{s}_ids"], t[f"{s}_edges"], label_nc) for s in ("train", "eval")}
     data_spec = LabelMapSpec(spec.name, res, 3, 0, input_channels=inputs["train"].channels, label_nc=label_nc,

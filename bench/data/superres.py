@@ -43,14 +43,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# bench/data/__init__.py imports datasets.py first, which defines RealData before its registry imports
-# this module, so the subclass below can be made at import time whichever module is imported first.
-from bench.data.datasets import RealData
-from bench.data.translation import (_cached, _decode, _Hasher, _paired_files, _root, _split_pair,
-                                    _stack, center_square, images_under)
+from bench.data.base import (ContentHasher, DataSpec, RealData, cached_arrays, center_square, data_root, decode_image,
+                              images_under)
+from bench.data.translation import paired_files, split_pair, stack_resized
 from bench.errors import BenchError
 from bench.protocol.schema import DatasetSpec
-from zoo.base import DataSpec
 
 DEFAULT_SCALE = 4
 
@@ -141,13 +138,13 @@ def load_facades_sr(spec: DatasetSpec, seed: int) -> SuperResData:
     if spec.ab_half not in (None, "A"):
         raise BenchError("facades_sr: super-resolves the photos (the A half); the label maps (B) are what the "
                          "semantic network S predicts, so dataset.ab_half can only be A")
-    root = _root(spec, "facades")
-    train, test, val = (_paired_files(root, s) for s in ("train", "test", "val"))
+    root = data_root(spec, "facades")
+    train, test, val = (paired_files(root, s) for s in ("train", "test", "val"))
     held = test + val
     if not train or not val:
         raise BenchError(f"{root}: facades_sr needs train/ and val/ folders of AB images (test/ optional)")
     tr, ev = _pick(len(train), len(held), spec, seed, root)
-    h = _Hasher()
+    h = ContentHasher()
     for files in train + held:  # S trains on all of train/ and is measured on val/: every file counts
         h.add(root, files[0])
     fingerprint = h.h.hexdigest()
@@ -156,7 +153,7 @@ def load_facades_sr(spec: DatasetSpec, seed: int) -> SuperResData:
         def read(files):
             photos, ids = [], []
             for f in files:
-                a, b = _split_pair(f)
+                a, b = split_pair(f)
                 photos.append(a)
                 ids.append(label_ids(b))
             return photos, ids
@@ -164,14 +161,14 @@ def load_facades_sr(spec: DatasetSpec, seed: int) -> SuperResData:
         train_photos, train_ids = read(train)
         held_photos, held_ids = read([held[i] for i in ev])
         val_photos, val_ids = read(val)
-        y_train = _stack([train_photos[i] for i in tr], load)
-        y_eval = _stack(held_photos, res)
+        y_train = stack_resized([train_photos[i] for i in tr], load)
+        y_eval = stack_resized(held_photos, res)
         return {"train_x": degrade(y_train, scale), "train_y": y_train,
                 "eval_x": degrade(y_eval, scale), "eval_y": y_eval, "eval_maps": _resize_ids(held_ids, res),
-                "seg_train": (_stack(train_photos, res), _resize_ids(train_ids, res)),
-                "seg_heldout": (_stack(val_photos, res), _resize_ids(val_ids, res))}
+                "seg_train": (stack_resized(train_photos, res), _resize_ids(train_ids, res)),
+                "seg_heldout": (stack_resized(val_photos, res), _resize_ids(val_ids, res))}
 
-    t = _cached(fingerprint, decode, kind="facades_sr", res=res, load=load, scale=scale, train=tr, eval=ev,
+    t = cached_arrays(fingerprint, decode, kind="facades_sr", res=res, load=load, scale=scale, train=tr, eval=ev,
                 decoder=_DECODE_VERSION)
     return SuperResData(spec=DataSpec(spec.name, res, 3, 0), train_images=t["train_y"], train_labels=None,
                         eval_images=t["eval_y"], eval_labels=None, fingerprint=fingerprint, source=str(root),
@@ -184,12 +181,12 @@ def load_superres(spec: DatasetSpec, seed: int) -> SuperResData:
     scale, res, load = _check(spec)
     if not spec.root:
         raise BenchError("superres: needs dataset.root, the folder with the images")
-    root = _root(spec, None)
+    root = data_root(spec, None)
     half = spec.ab_half
 
     def files_of(split: str) -> list:
         if half is not None:
-            return _paired_files(root, split)
+            return paired_files(root, split)
         return [(p, None) for p in images_under(root / split, recursive=False)] if (root / split).is_dir() else []
 
     train = files_of("train")
@@ -209,7 +206,7 @@ def load_superres(spec: DatasetSpec, seed: int) -> SuperResData:
         perm = torch.randperm(len(every), generator=torch.Generator().manual_seed(seed)).tolist()
         held_files = [every[i] for i in sorted(perm[:spec.eval_size])]
         train_files = [every[i] for i in sorted(perm[spec.eval_size:spec.eval_size + spec.train_size])]
-    h = _Hasher()
+    h = ContentHasher()
     for files in train_files + held_files:
         for p in files:
             if p is not None:
@@ -218,17 +215,17 @@ def load_superres(spec: DatasetSpec, seed: int) -> SuperResData:
 
     def image(files) -> np.ndarray:
         if half is None:
-            return center_square(_decode(files[0]))
-        a, b = _split_pair(files)
+            return center_square(decode_image(files[0]))
+        a, b = split_pair(files)
         return center_square(a if half == "A" else b)
 
     def decode():
-        y_train = _stack([image(f) for f in train_files], load)
-        y_eval = _stack([image(f) for f in held_files], res)
+        y_train = stack_resized([image(f) for f in train_files], load)
+        y_eval = stack_resized([image(f) for f in held_files], res)
         return {"train_x": degrade(y_train, scale), "train_y": y_train, "eval_x": degrade(y_eval, scale),
                 "eval_y": y_eval}
 
-    t = _cached(fingerprint, decode, kind="superres", res=res, load=load, scale=scale, half=half,
+    t = cached_arrays(fingerprint, decode, kind="superres", res=res, load=load, scale=scale, half=half,
                 decoder=_DECODE_VERSION)
     return SuperResData(spec=DataSpec(spec.name, res, 3, 0), train_images=t["train_y"], train_labels=None,
                         eval_images=t["eval_y"], eval_labels=None, fingerprint=fingerprint, source=str(root),

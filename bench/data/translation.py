@@ -20,8 +20,6 @@ cached in `<cache>/datasets/` under that hash, the sizes and the Pillow version.
 
 from __future__ import annotations
 
-import hashlib
-import io
 from pathlib import Path
 from typing import Optional
 
@@ -31,77 +29,15 @@ import torch
 from bench.data.transforms import resize_uint8
 from bench.errors import BenchError
 from bench.protocol.schema import DatasetSpec
-from zoo.base import DataSpec
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+from bench.data.base import (ContentHasher, DataSpec, RealData, cached_arrays, data_root, decode_image,
+                              images_in)
 
 # Known data sets: the folder name under $BENCH_DATA, and for paired sets the natural direction.
 PAIRED_DEFAULTS = {"facades": "facades", "edges2shoes_swapped": "edges2shoes_swapped", "paired": None}
 UNPAIRED_DEFAULTS = {"horse2zebra": "horse2zebra", "apple2orange": "apple2orange", "unpaired": None}
 
 
-def _root(spec: DatasetSpec, folder: Optional[str]) -> Path:
-    import os
-
-    if spec.root:
-        root = Path(spec.root).expanduser()
-    elif folder and os.environ.get("BENCH_DATA"):
-        root = Path(os.environ["BENCH_DATA"]) / folder
-    else:
-        from bench.io import cache_dir
-
-        if folder is None:
-            raise BenchError(f"dataset '{spec.name}' needs dataset.root: the folder with the images")
-        root = cache_dir() / "data" / folder
-    if not root.is_dir():
-        raise BenchError(f"{spec.name}: data folder {root} not found (set dataset.root or $BENCH_DATA)")
-    return root
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def images_under(folder: Path, recursive: bool = True) -> list[Path]:
-    """Image files in a folder (and its sub-folders), hidden ones skipped, sorted by relative path."""
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    out = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-           and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
-    return sorted(out, key=lambda p: p.relative_to(folder).as_posix())
-
-
-def center_square(a: np.ndarray, side: Optional[int] = None) -> np.ndarray:
-    """The centred side x side square of a (C, H, W) image (default: the short side), so resizing to a
-    square never distorts the picture."""
-    h, w = a.shape[1:]
-    s = min(h, w) if side is None else side
-    top, left = (h - s) // 2, (w - s) // 2
-    return np.ascontiguousarray(a[:, top:top + s, left:left + s])
-
-
-def _decode(path: Path, mode: str = "RGB") -> np.ndarray:
-    """uint8 (3, H, W), or (1, H, W) for mode "L"; one line naming the file when it is not a readable image."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(path.read_bytes())) as im:
-            im.load()
-            arr = np.asarray(im.convert(mode))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise BenchError(f"{path}: not a readable image ({type(exc).__name__})") from None
-    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-
-
-class _Hasher:
-    def __init__(self):
-        self.h = hashlib.sha256()
-
-    def add(self, root: Path, path: Path) -> None:
-        self.h.update(path.relative_to(root).as_posix().encode() + b"\0")
-        self.h.update(hashlib.sha256(path.read_bytes()).digest())
-
-
-def _stack(arrays: list[np.ndarray], size: int) -> torch.Tensor:
+def stack_resized(arrays: list[np.ndarray], size: int) -> torch.Tensor:
     """Resize each image to size x size (bilinear, antialiased) and stack as uint8 (N, 3, size, size)."""
     return torch.cat([resize_uint8(torch.from_numpy(a).unsqueeze(0), size) for a in arrays]) if arrays else \
         torch.empty(0, 3, size, size, dtype=torch.uint8)
@@ -111,27 +47,27 @@ def _sizes(spec: DatasetSpec) -> tuple[int, int]:
     return spec.resolution, spec.load_size or spec.resolution
 
 
-def _paired_files(root: Path, split: str) -> list[tuple[Path, Optional[Path]]]:
+def paired_files(root: Path, split: str) -> list[tuple[Path, Optional[Path]]]:
     """(AB file, None) or (A file, B file) pairs of one split, sorted by name."""
     folder = root / split
     if (folder / "A").is_dir() and (folder / "B").is_dir():
-        a_files = _images_in(folder / "A")
-        b_names = {p.name: p for p in _images_in(folder / "B")}
+        a_files = images_in(folder / "A")
+        b_names = {p.name: p for p in images_in(folder / "B")}
         missing = [p.name for p in a_files if p.name not in b_names]
         if missing:
             raise BenchError(f"{folder / 'B'}: no partner for A image '{missing[0]}'")
         return [(p, b_names[p.name]) for p in a_files]
     if folder.is_dir():
-        return [(p, None) for p in _images_in(folder)]
+        return [(p, None) for p in images_in(folder)]
     return []
 
 
-def _split_pair(files: tuple[Path, Optional[Path]]) -> tuple[np.ndarray, np.ndarray]:
+def split_pair(files: tuple[Path, Optional[Path]]) -> tuple[np.ndarray, np.ndarray]:
     a_path, b_path = files
     if b_path is not None:
-        a, b = _decode(a_path), _decode(b_path)
+        a, b = decode_image(a_path), decode_image(b_path)
     else:
-        ab = _decode(a_path)
+        ab = decode_image(a_path)
         w = ab.shape[2]
         if w % 2:
             raise BenchError(f"{a_path}: an AB image needs an even width (two halves), got {w} px")
@@ -142,13 +78,11 @@ def _split_pair(files: tuple[Path, Optional[Path]]) -> tuple[np.ndarray, np.ndar
 
 
 def load_paired(spec: DatasetSpec, seed: int):
-    from bench.data.datasets import RealData
-
     if spec.channels != 3:
         raise BenchError(f"{spec.name}: paired images are RGB; set dataset.channels: 3")
-    root = _root(spec, PAIRED_DEFAULTS.get(spec.name))
-    train = _paired_files(root, "train")
-    held = _paired_files(root, "test") + _paired_files(root, "val")
+    root = data_root(spec, PAIRED_DEFAULTS.get(spec.name))
+    train = paired_files(root, "train")
+    held = paired_files(root, "test") + paired_files(root, "val")
     if not train or not held:
         raise BenchError(f"{root}: a paired data set needs train/ and test/ (or val/) folders of AB images")
     for label, pool, size in (("train", train, spec.train_size), ("eval", held, spec.eval_size)):
@@ -158,7 +92,7 @@ def load_paired(spec: DatasetSpec, seed: int):
     tr = sorted(torch.randperm(len(train), generator=gen)[:spec.train_size].tolist())
     ev = sorted(torch.randperm(len(held), generator=gen)[:spec.eval_size].tolist())
     res, load = _sizes(spec)
-    h = _Hasher()
+    h = ContentHasher()
     for files in [train[i] for i in tr] + [held[i] for i in ev]:
         for p in files:
             if p is not None:
@@ -168,53 +102,34 @@ def load_paired(spec: DatasetSpec, seed: int):
     def read(files, idx, size):
         xs, ys = [], []
         for i in idx:
-            a, b = _split_pair(files[i])
+            a, b = split_pair(files[i])
             x, y = (a, b) if spec.direction == "AtoB" else (b, a)
             xs.append(x)
             ys.append(y)
-        return _stack(xs, size), _stack(ys, size)
+        return stack_resized(xs, size), stack_resized(ys, size)
 
     def decode():
         (tx, ty), (ex, ey) = read(train, tr, load), read(held, ev, res)
         return {"train_x": tx, "train_y": ty, "eval_x": ex, "eval_y": ey}
 
-    t = _cached(fingerprint, decode, kind="paired", res=res, load=load, direction=spec.direction)
+    t = cached_arrays(fingerprint, decode, kind="paired", res=res, load=load, direction=spec.direction)
     return RealData(spec=DataSpec(spec.name, res, 3, 0), train_images=t["train_y"], train_labels=None,
                     eval_images=t["eval_y"], eval_labels=None, fingerprint=fingerprint, source=str(root),
                     train_inputs=t["train_x"], eval_inputs=t["eval_x"], task="paired")
 
 
-def _cached(fingerprint: str, decode, **params) -> dict:
-    """Decoded, resized tensors keyed by the files' content hash, the sizes and the Pillow version
-    (JPEG decoding may change with it); a second load of the same data skips decoding."""
-    import PIL
-
-    from bench.features.cache import DiskCache, cache_key
-
-    cache = DiskCache("datasets")
-    key = cache_key(data=fingerprint, pillow=PIL.__version__, **params)
-    hit = cache.get(key)
-    if hit is not None:
-        return hit
-    value = decode()
-    cache.put(key, value)
-    return value
-
-
 def load_unpaired(spec: DatasetSpec, seed: int):
-    from bench.data.datasets import RealData
-
     if spec.channels != 3:
         raise BenchError(f"{spec.name}: unpaired images are RGB; set dataset.channels: 3")
-    root = _root(spec, UNPAIRED_DEFAULTS.get(spec.name))
+    root = data_root(spec, UNPAIRED_DEFAULTS.get(spec.name))
     res, load = _sizes(spec)
-    h = _Hasher()
+    h = ContentHasher()
     chosen = {}
     for dom in ("A", "B"):
         train_dir, test_dir = root / f"train{dom}", root / f"test{dom}"
-        test = _images_in(test_dir) if test_dir.is_dir() else []
+        test = images_in(test_dir) if test_dir.is_dir() else []
         if train_dir.is_dir():
-            train, held = _images_in(train_dir), test
+            train, held = images_in(train_dir), test
         else:
             if not test:
                 raise BenchError(f"{root}: an unpaired data set needs train{dom}/ or test{dom}/ with images")
@@ -234,11 +149,11 @@ def load_unpaired(spec: DatasetSpec, seed: int):
     def decode():
         out = {}
         for dom, (train, held) in chosen.items():
-            out[f"train_{dom}"] = _stack([_decode(p) for p in train], load)
-            out[f"eval_{dom}"] = _stack([_decode(p) for p in held], res)
+            out[f"train_{dom}"] = stack_resized([decode_image(p) for p in train], load)
+            out[f"eval_{dom}"] = stack_resized([decode_image(p) for p in held], res)
         return out
 
-    t = _cached(fingerprint, decode, kind="unpaired", res=res, load=load)
+    t = cached_arrays(fingerprint, decode, kind="unpaired", res=res, load=load)
     return RealData(spec=DataSpec(spec.name, res, 3, 0), train_images=t["train_B"], train_labels=None,
                     eval_images=t["eval_B"], eval_labels=None, fingerprint=fingerprint, source=str(root),
                     train_inputs=t["train_A"], eval_inputs=t["eval_A"], task="unpaired")

@@ -46,7 +46,7 @@ from tqdm import tqdm
 from bench.data.transforms import to_float
 from bench.features.cache import DiskCache, cache_key
 from bench.io import sha256_tensor
-from bench.runner.seeding import derive
+from bench.io import derive
 
 log = logging.getLogger(__name__)
 
@@ -259,13 +259,11 @@ def for_data(data, device: torch.device | str = "cpu", *, role: str) -> FrozenSe
     return _LOADED[memo]
 
 
-def for_run(protocol, data, device: torch.device | str = "cpu") -> dict[str, FrozenSegmenter]:
-    """The run's S of each role it uses, trained or loaded once, before any entry: "training" when a family
-    declares `uses_segmenter`, "judge" when the protocol scores seg_agreement; empty without label maps."""
-    from zoo import ZOO
-
+def for_run(protocol, data, trained_against: bool, device: torch.device | str = "cpu") -> dict[str, FrozenSegmenter]:
+    """The run's S of each role it uses, trained or loaded once, before any entry: "training" when an entry's
+    family trains against S (`trained_against`: the caller asks the zoo, which this layer does not import),
+    "judge" when the protocol scores seg_agreement; empty without label maps."""
     if not available(data):
         return {}
-    used = {"training": any(ZOO.get(e.zoo).uses_segmenter for e in protocol.entries),
-            "judge": "seg_agreement" in protocol.evaluation.metrics}
+    used = {"training": trained_against, "judge": "seg_agreement" in protocol.evaluation.metrics}
     return {role: for_data(data, device, role=role) for role in ROLES if used[role]}

@@ -1,4 +1,3 @@
-from bench.protocol.load import load_protocol, LoadedProtocol
-from bench.protocol.schema import Protocol
-
-__all__ = ["load_protocol", "LoadedProtocol", "Protocol"]
+"""Protocols: `schema` (the pydantic model, importable by every layer) and `load` (YAML loading, reference
+checks against the registries, canonical form and fingerprint). This file imports neither, so a lower
+layer that needs the schema does not pull in the loader and every registry it checks against."""

@@ -45,7 +45,7 @@ def resolve(target: str, uri: Optional[str]) -> tuple[Any, Any, str, list[str]]:
 
     notes: list[str] = []
     if Path(target).is_file() or target.endswith((".yaml", ".yml")):
-        from bench.protocol import load_protocol
+        from bench.protocol.load import load_protocol
 
         loaded = load_protocol(target)
         p = loaded.protocol

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 from typing import Any, Optional
 
@@ -10,10 +9,7 @@ import numpy as np
 import torch
 
 
-def derive(seed: int, *parts: object) -> int:
-    """A 63-bit seed for one purpose: derive(7, 'dcgan', 'init') never collides with derive(7, 'dcgan', 'data')."""
-    text = ":".join([str(seed), *map(str, parts)])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+from bench.io import derive  # noqa: E402,F401 (defined with the other hashing helpers; lower layers use it too)
 
 
 def entry_seed(protocol_seed: int, entry: str, train_seed: Optional[int] = None) -> int:

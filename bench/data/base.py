@@ -1,0 +1,151 @@
+"""What every data loader shares, in one place: the data contract a family sees (DataSpec), the loaded
+data (RealData) and its per-image digests, and for image files one suffix list, one folder lookup, one
+listing, one decoder, one content hasher and one decoded-array cache. Loaders import this module and never
+each other's helpers (no import cycles)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from bench.errors import BenchError
+from bench.protocol.schema import DatasetSpec
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a family needs to know about the data it will be trained on."""
+
+    name: str
+    resolution: int
+    channels: int
+    num_classes: int = 0
+
+
+@dataclass
+class RealData:
+    spec: DataSpec
+    train_images: torch.Tensor  # uint8 (N, C, H, W)
+    train_labels: Optional[torch.Tensor]
+    eval_images: torch.Tensor
+    eval_labels: Optional[torch.Tensor]
+    fingerprint: str  # sha256 of the source files' decoded content
+    source: str  # the folder the files were read from
+    # Image-to-image data (bench/data/translation.py): what the model translates, aligned with
+    # train_images/eval_images for paired data, the other domain for unpaired data.
+    train_inputs: Optional[torch.Tensor] = None
+    eval_inputs: Optional[torch.Tensor] = None
+    task: str = "unconditional"  # or "paired" / "unpaired"
+    flip: bool = False  # training augmentation (dataset.flip)
+    # Per-image content digests of the held-out images as read from the source, before any resize
+    # (`image_digests`); None = digest `eval_images` themselves. What measures (a judge) must never have
+    # trained on one of these: checked against the judge file's own list when the extractor is built.
+    eval_digests: Optional[torch.Tensor] = None
+
+    def reference_digests(self) -> torch.Tensor:
+        return self.eval_digests if self.eval_digests is not None else image_digests(self.eval_images)
+
+
+DIGEST_BYTES = 16  # a truncated sha256 per image: 2^-64 collision odds over 10^5 images are nil
+
+
+def image_digests(images) -> torch.Tensor:
+    """uint8 (N, DIGEST_BYTES): the sha256 of each image's uint8 pixels (shape-independent bytes)."""
+    arr = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if arr.dtype != np.uint8:
+        raise TypeError("image digests are taken of uint8 pixels")
+    out = np.zeros((len(arr), DIGEST_BYTES), dtype=np.uint8)
+    for i, x in enumerate(arr):
+        out[i] = np.frombuffer(hashlib.sha256(np.ascontiguousarray(x).tobytes()).digest()[:DIGEST_BYTES], np.uint8)
+    return torch.from_numpy(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Image files in folders (paired/unpaired sets, label maps, CelebA, any folder a user names).
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def data_root(spec: DatasetSpec, folder: Optional[str]) -> Path:
+    if spec.root:
+        root = Path(spec.root).expanduser()
+    elif folder and os.environ.get("BENCH_DATA"):
+        root = Path(os.environ["BENCH_DATA"]) / folder
+    else:
+        from bench.io import cache_dir
+
+        if folder is None:
+            raise BenchError(f"dataset '{spec.name}' needs dataset.root: the folder with the images")
+        root = cache_dir() / "data" / folder
+    if not root.is_dir():
+        raise BenchError(f"{spec.name}: data folder {root} not found (set dataset.root or $BENCH_DATA)")
+    return root
+
+
+def images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def images_under(folder: Path, recursive: bool = True) -> list[Path]:
+    """Image files in a folder (and its sub-folders), hidden ones skipped, sorted by relative path."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    out = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+           and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return sorted(out, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def center_square(a: np.ndarray, side: Optional[int] = None) -> np.ndarray:
+    """The centred side x side square of a (C, H, W) image (default: the short side), so resizing to a
+    square never distorts the picture."""
+    h, w = a.shape[1:]
+    s = min(h, w) if side is None else side
+    top, left = (h - s) // 2, (w - s) // 2
+    return np.ascontiguousarray(a[:, top:top + s, left:left + s])
+
+
+def decode_image(path: Path, mode: str = "RGB") -> np.ndarray:
+    """uint8 (3, H, W), or (1, H, W) for mode "L"; one line naming the file when it is not a readable image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(path.read_bytes())) as im:
+            im.load()
+            arr = np.asarray(im.convert(mode))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise BenchError(f"{path}: not a readable image ({type(exc).__name__})") from None
+    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+
+
+class ContentHasher:
+    def __init__(self):
+        self.h = hashlib.sha256()
+
+    def add(self, root: Path, path: Path) -> None:
+        self.h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        self.h.update(hashlib.sha256(path.read_bytes()).digest())
+
+
+def cached_arrays(fingerprint: str, decode, **params) -> dict:
+    """Decoded, resized tensors keyed by the files' content hash, the sizes and the Pillow version
+    (JPEG decoding may change with it); a second load of the same data skips decoding."""
+    import PIL
+
+    from bench.features.cache import DiskCache, cache_key
+
+    cache = DiskCache("datasets")
+    key = cache_key(data=fingerprint, pillow=PIL.__version__, **params)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    value = decode()
+    cache.put(key, value)
+    return value
+
+
