@@ -293,10 +293,10 @@ def _zoo(args) -> int:
             return family.build(overrides, DataSpec("default", 28, channels, 10), "meta", where=where)
 
     def natural_channels(family):
-        return 1 if family.task == "unconditional" else 3
+        return family.default_channels
 
     if args.zoo_command == "list":
-        print(f"{'entry':<11} {'task':<14} {'G params':>12} {'D params':>10}  seed section / summary")
+        print(f"{'entry':<11} {'task':<14} {'G params':>12} {'D params':>10}  source / summary")
         for name, family in ZOO.items():
             model = build(family, {}, natural_channels(family))
             p = model.card()["params"]
@@ -313,7 +313,7 @@ def _zoo(args) -> int:
     channels = natural_channels(family) if args.channels is None else args.channels
     model = build(family, overrides, channels, where=f"{args.entry} overrides")
     card = model.card()
-    print(f"{args.entry}: {family.summary}\nseed section: {family.seed_section}\nconfig: {card['config']}")
+    print(f"{args.entry}: {family.summary}\nsource: {family.seed_section}\nconfig: {card['config']}")
     inspection = model.inspect()
     if getattr(inspection, "receptive_field", None):
         print(f"receptive field (input pixels per output element): {inspection.receptive_field}")

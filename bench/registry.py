@@ -35,6 +35,15 @@ class Registry(Generic[T]):
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
+    def register(self, name: str, item: T) -> None:
+        """Add an item after import (a plugin family, a metric a test defines); names stay unique."""
+        if name in self._items:
+            raise BenchError(f"{self.kind} '{name}' is already registered")
+        self._items[name] = item
+
+    def unregister(self, name: str) -> None:
+        self._items.pop(name, None)
+
     def values(self) -> list[T]:
         """In registration order (the metric registry's order is the comparison table's column order)."""
         return list(self._items.values())

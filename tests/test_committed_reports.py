@@ -1,4 +1,4 @@
-"""The committed reports that README calls current carry the fingerprint that the current code gives their
+"""The committed reports that docs/protocols.md calls current carry the fingerprint that the current code gives their
 protocol, on any machine (`bench run --dry-run`, from an empty cache: shipped judges are files, so nothing
 machine-dependent enters it). A change that moves a shipped protocol's fingerprint fails here until its
 report is re-run (or moved to the stale list in README and reports/README.md)."""
@@ -12,7 +12,7 @@ import pytest
 from bench.cli import main
 from tests.conftest import REPO, needs_data
 
-# Reports re-run with the current code (README "Protocol files shipped": the others are marked stale).
+# Reports re-run with the current code (docs/protocols.md "Protocol files shipped": the others are marked stale).
 CURRENT = ["quickstart", "cityscapes-pix2pixhd", "cifar10-zoo"]
 
 

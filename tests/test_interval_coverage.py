@@ -1,5 +1,5 @@
 """The FID and KID 95% intervals cover what they claim about 95% of the time (a small grid of
-`bench perf coverage`; README quotes the full table), and the closed forms behind the check are right."""
+`bench perf coverage`; docs/metrics.md quotes the full table), and the closed forms behind the check are right."""
 
 from __future__ import annotations
 

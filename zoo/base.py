@@ -184,6 +184,9 @@ class GANModel(abc.ABC):
     # True: runs with this family train a semantic network S on the data's label maps (bench/features/
     # segmenter.py), so the leakage checks must keep the judge S apart from it. Known before building.
     uses_segmenter: ClassVar[bool] = False
+    # Image channels of the data the family is usually described at: `bench zoo list` and docs/zoo.md count
+    # parameters there (the progressive face models and the image-to-image families are RGB).
+    default_channels: ClassVar[int] = 1
 
     def __init__(self, cfg: Any, data: DataSpec, device: torch.device | str = "cpu"):
         self.cfg = cfg

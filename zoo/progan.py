@@ -239,6 +239,7 @@ class ProgressiveGAN(TwoPlayerGAN):
 
     G: Growing
     D: Growing
+    default_channels = 3  # RGB faces, as the papers count parameters
 
     def _init_growth(self) -> None:
         cfg = self.cfg

@@ -46,6 +46,7 @@ def adam(params, cfg, lr: float) -> torch.optim.Adam:
 
 class TranslationGAN(GANModel, Translator):
     task = "paired"
+    default_channels = 3
 
     latent_dim = property(lambda self: 0)
     resolution = property(lambda self: self.cfg.resolution)

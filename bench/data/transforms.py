@@ -17,7 +17,7 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """Grayscale is replicated to 3 channels when an RGB consumer asks (documented in README)."""
+    """Grayscale is replicated to 3 channels when an RGB consumer asks (documented in docs/data.md)."""
     if x.shape[1] == channels:
         return x
     if x.shape[1] == 1 and channels == 3:

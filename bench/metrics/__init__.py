@@ -1,8 +1,9 @@
 """Every metric by name. Adding one = its file, its test, and one line here."""
 
 import re
+from collections.abc import Iterator, Mapping, Sequence
 
-from bench.metrics.base import Metric, MetricContext
+from bench.metrics.base import Key, Metric, MetricContext
 from bench.metrics.classifier_accuracy import CLASSIFIER_ACCURACY
 from bench.metrics.cycle_error import CYCLE_ERROR, IDENTITY_ERROR
 from bench.metrics.fid import FID
@@ -25,36 +26,64 @@ METRICS: Registry[Metric] = Registry("metric", {m.name: m for m in (
     PPL, FID_TRUNCATION, SEG_AGREEMENT,
 )})
 
-_KEYS = {k.name: k for m in METRICS.values() for k in m.keys}
-_PATTERNS = [(re.compile(rx), up, feats) for m in METRICS.values() for rx, up, feats in m.key_patterns]
+def _declared() -> tuple[dict[str, Key], list[tuple[re.Pattern, bool, bool]]]:
+    """Every declared key and key pattern of the registry as it is now, so a metric registered after
+    import (a plugin, a test) is sorted, labelled and shown like the built-in ones."""
+    keys = {k.name: k for m in METRICS.values() for k in m.keys}
+    patterns = [(re.compile(rx), up, feats) for m in METRICS.values() for rx, up, feats in m.key_patterns]
+    return keys, patterns
 
 
-class _Directions(dict):
+class _Directions(Mapping):
     """Key -> higher is better, from what each metric declares; keys following a declared pattern (the
     truncation curve's fid_trunc/psi_<ψ>, one per protocol ψ) are looked up by it."""
 
-    def __missing__(self, key: str) -> bool:
-        for rx, up, _ in _PATTERNS:
+    def __getitem__(self, key: str) -> bool:
+        keys, patterns = _declared()
+        if key in keys:
+            return keys[key].higher_is_better
+        for rx, up, _ in patterns:
             if rx.fullmatch(str(key)):
                 return up
         raise KeyError(key)
 
-    def get(self, key, default=None):
-        try:
-            return self[key]
-        except KeyError:
-            return default
+    def __iter__(self) -> Iterator[str]:
+        return iter(_declared()[0])
 
-    def __contains__(self, key) -> bool:
-        return dict.__contains__(self, key) or any(rx.fullmatch(str(key)) for rx, _, _ in _PATTERNS)
+    def __len__(self) -> int:
+        return len(_declared()[0])
+
+
+class _Labels(Mapping):
+    """Key -> column label (a key without a declared label is shown as itself)."""
+
+    def __getitem__(self, key: str) -> str:
+        return _declared()[0][key].title
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_declared()[0])
+
+    def __len__(self) -> int:
+        return len(_declared()[0])
+
+
+class _TableKeys(Sequence):
+    """The comparison table's columns: keys declared `table=True`, in registry order."""
+
+    def _now(self) -> tuple[str, ...]:
+        return tuple(name for name, k in _declared()[0].items() if k.table)
+
+    def __getitem__(self, i):
+        return self._now()[i]
+
+    def __len__(self) -> int:
+        return len(self._now())
 
 
 # Which direction is better for each reported key (for sorting and regression checks).
-KEY_DIRECTION = _Directions({name: k.higher_is_better for name, k in _KEYS.items()})
-# Column labels of tables and reports (a key without a declared label is shown as itself).
-LABELS = {name: k.title for name, k in _KEYS.items()}
-# The comparison table's columns, in registry order.
-TABLE_KEYS = tuple(name for name, k in _KEYS.items() if k.table)
+KEY_DIRECTION = _Directions()
+LABELS = _Labels()
+TABLE_KEYS = _TableKeys()
 
 # The feature space published IS/FID/KID numbers are computed in (torch-fidelity's port of the TF Inception).
 INCEPTION = "inception-v3-compat"
@@ -62,9 +91,10 @@ INCEPTION = "inception-v3-compat"
 
 def in_feature_space(key: str) -> bool:
     """Whether `key` is computed from the extractor's features (and so depends on which extractor)."""
-    if key in _KEYS:
-        return _KEYS[key].features
-    return any(feats for rx, _, feats in _PATTERNS if rx.fullmatch(str(key)))
+    keys, patterns = _declared()
+    if key in keys:
+        return keys[key].features
+    return any(feats for rx, _, feats in patterns if rx.fullmatch(str(key)))
 
 
 def label(key: str, extractor: str = "") -> str:
@@ -74,5 +104,6 @@ def label(key: str, extractor: str = "") -> str:
     if extractor and extractor != INCEPTION and in_feature_space(key):
         return f"{text} ({extractor})"
     return text
+
 
 __all__ = ["METRICS", "Metric", "MetricContext", "KEY_DIRECTION", "LABELS", "TABLE_KEYS", "INCEPTION", "label"]
