@@ -18,6 +18,7 @@ from bench.evaluation import evaluate, fid_monitor
 from bench.features import segmenter as semantic
 from bench.io import sha256_file
 from bench.preflight import resolve_checkpoint
+from bench.protocol.load import resolved_config
 from bench.runner import checkpoint
 from bench.runner import distributed as dist
 from bench.runner import reference
@@ -48,7 +49,8 @@ def build_entry(entry, protocol, data, device, train_seed: int | None = None):
     # Initial weights come from a seed of their own, without touching the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive(seed, "init"))
-        model = family.build(entry.config, data.spec, device, where=f"entries[{entry.name}].config")
+        where = f"entries[{entry.name}].config"
+        model = family.build(resolved_config(entry, where), data.spec, device, where=where)
     if "vgg19" in model.requires():
         model.attach_vgg(vgg19_features())
     if "segmenter" in model.requires():

@@ -20,6 +20,7 @@ from bench.errors import BenchError
 from bench.features.extractors import make_extractor
 from bench.entries import entry_dir
 from bench.preflight import preflight, resolve_checkpoint
+from bench.protocol.load import resolved_config
 from bench.protocol.load import LoadedProtocol
 from bench.protocol.load import fingerprint as protocol_fingerprint
 from bench.runner import checkpoint
@@ -72,7 +73,8 @@ def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int
             raise BenchError(f"{path} not found: run `bench run {loaded.path}` first (same --workdir), "
                              "or pass --checkpoint")
     with torch.random.fork_rng(devices=[]):
-        model = ZOO.get(entry.zoo).build(entry.config, data.spec, device, where=f"entries[{entry.name}].config")
+        where = f"entries[{entry.name}].config"
+        model = ZOO.get(entry.zoo).build(resolved_config(entry, where), data.spec, device, where=where)
     if task_of(model) != "unconditional":
         raise BenchError(f"export-samples writes latent samples of unconditional entries; '{entry.name}' is a "
                          f"{model.task} image-to-image model")

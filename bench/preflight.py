@@ -16,6 +16,7 @@ from bench.features.extractors import preflight_extractor
 from bench.io import sha256_file
 from bench.metrics import METRICS
 from bench.metrics.base import NEEDS_TEXT, inputs_of
+from bench.protocol.load import resolved_config
 from bench.protocol.load import LoadedProtocol
 from bench.runner import checkpoint
 from bench.runner import distributed as dist
@@ -51,7 +52,8 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
         # Every entry is built once here (on the CPU, cheap), so a config that cannot work with this
         # data fails now, not after the judge and earlier entries have trained.
         with torch.random.fork_rng(devices=[]), torch.device("meta"):  # shapes only: nothing allocated
-            built = ZOO.get(entry.zoo).build(entry.config, data.spec, "meta", where=f"entries[{entry.name}].config")
+            where = f"entries[{entry.name}].config"
+            built = ZOO.get(entry.zoo).build(resolved_config(entry, where), data.spec, "meta", where=where)
         res, task = built.resolution, task_of(built)
         provided[f"{entry.name} ({entry.zoo})"] = inputs_of(built, data)
         if task != data.task and not (task == "unconditional" and data.task == "unconditional"):

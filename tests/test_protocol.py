@@ -127,3 +127,29 @@ def test_fingerprint_fills_in_config_defaults_and_ignores_bookkeeping(tmp_path):
                                                 "train: {steps: 3, log_every: 2}}\n", store=tmp_path)).protocol
     assert fingerprint(a, "d", "w") == fingerprint(b, "d", "w")
     assert fingerprint(a, "d", "w") != fingerprint(a, "d", "w", device_type="cuda")
+
+
+def test_an_entry_config_is_resolved_once_into_the_family_config(tmp_path):
+    """load_protocol parses each entry's config into its family's typed Config (defaults filled in) once;
+    the fingerprint's canonical form and every build read that object."""
+    import dataclasses
+
+    from bench.protocol.load import canonical, load_protocol, resolved_config
+    from zoo import ZOO
+    from zoo.base import DataSpec
+
+    p = tmp_path / "p.yaml"
+    p.write_text("""name: once
+dataset: {name: mnist, resolution: 28, channels: 1, train_size: 10, eval_size: 10}
+entries:
+  - {name: a, zoo: dcgan, config: {ngf: 8, ndf: 8}, train: {steps: 1}}
+evaluation: {n_samples: 10, seeds: [0]}
+""")
+    proto = load_protocol(p).protocol
+    entry = proto.entries[0]
+    cfg = resolved_config(entry)
+    assert isinstance(cfg, ZOO.get("dcgan").Config) and cfg.ngf == 8 and cfg.latent_dim == 100  # default filled
+    assert resolved_config(entry) is cfg  # parsed once
+    assert canonical(proto)["entries"][0]["config"] == dataclasses.asdict(cfg)
+    model = ZOO.get("dcgan").build(cfg, DataSpec("mnist", 32, 1), "cpu")
+    assert model.cfg is cfg

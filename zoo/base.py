@@ -198,9 +198,10 @@ class GANModel(abc.ABC):
         self.ema = None  # an EMA of G, set by the runner when the protocol asks for one
 
     @classmethod
-    def build(cls, overrides: dict[str, Any] | None, data: DataSpec, device: torch.device | str = "cpu",
+    def build(cls, overrides: Any, data: DataSpec, device: torch.device | str = "cpu",
               where: str = "config") -> "GANModel":
-        cfg = parse_config(cls.Config, overrides, where)
+        """`overrides`: protocol/CLI keys (a dict, parsed and checked here) or an already resolved Config."""
+        cfg = overrides if isinstance(overrides, cls.Config) else parse_config(cls.Config, overrides, where)
         try:
             model = cls(cfg, data, device)
         except (ValueError, RuntimeError) as exc:  # a config that cannot be built for this data

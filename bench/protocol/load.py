@@ -107,9 +107,6 @@ def check_references(protocol: Protocol, where: str) -> None:
     # Imported here so `bench validate` on a broken file fails fast without importing torch models.
     from bench.features.extractors import check_extractor_name
     from bench.metrics import METRICS
-    from zoo import ZOO
-    from zoo.base import parse_config
-
     from bench.data import DATASETS
 
     DATASETS.get(protocol.dataset.name)
@@ -127,11 +124,21 @@ def check_references(protocol: Protocol, where: str) -> None:
             raise BenchError(f"{where}: dataset.{key} applies to {', '.join(sorted(names))} only, "
                              f"not '{ds.name}'")
     for i, entry in enumerate(protocol.entries):
-        family = ZOO.get(entry.zoo)
-        parse_config(family.Config, entry.config, f"{where}: entries[{i}].config")
+        resolved_config(entry, f"{where}: entries[{i}].config")
     for name in protocol.evaluation.metrics:
         METRICS.get(name)
     check_extractor_name(protocol.evaluation.extractor, protocol.dataset.name, protocol.dataset.channels)
+
+
+def resolved_config(entry, where: str = "config") -> Any:
+    """The entry's typed family Config (defaults filled in), parsed once and kept on the entry: the
+    fingerprint, preflight, training and export all read this object, never the raw dict again."""
+    from zoo import ZOO
+    from zoo.base import parse_config
+
+    if entry._resolved is None:
+        entry._resolved = parse_config(ZOO.get(entry.zoo).Config, entry.config, where)
+    return entry._resolved
 
 
 def canonical(protocol: Protocol) -> dict[str, Any]:
@@ -142,9 +149,6 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
     the same fingerprint, and a changed file gives a different one.
     """
     import dataclasses
-
-    from zoo import ZOO
-    from zoo.base import parse_config
 
     d = protocol.model_dump(mode="json")
     d.pop("tracking", None)
@@ -167,7 +171,7 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
             entry["train_seeds"] = sorted(seeds)
         # Every config value, defaults included: a changed family default must change the fingerprint,
         # and `{}` vs the defaults written out must not.
-        entry["config"] = dataclasses.asdict(parse_config(ZOO.get(raw.zoo).Config, raw.config, "config"))
+        entry["config"] = dataclasses.asdict(resolved_config(raw))
         if entry.get("checkpoint"):
             entry["checkpoint"] = True  # the file's sha256 enters the fingerprint, not its path
         for key in ("log_every", "checkpoint_every", "sample_every", "keep_last", "eval_every", "eval_n"):

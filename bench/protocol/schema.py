@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator, PrivateAttr
 
 # Entry names become directory names and MLflow run names: keep them boring.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -96,6 +96,9 @@ class EntrySpec(_Strict):
                                           "bilinear resize, or black border (train) / centre crop (scoring)")
     train_seeds: Optional[list[int]] = Field(None, min_length=1, description="train this entry once per training "
                                              "seed (overrides the protocol's train_seeds)")
+    # The family's typed Config with every default filled in, resolved once when the protocol is loaded
+    # (bench/protocol/load.py `resolved_config`); the fingerprint and every build use this one object.
+    _resolved: Any = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
