@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from bench.errors import BenchError
-from zoo import i2i_losses as L
+from zoo import losses as L
 from zoo.base import DataSpec, count_params
 from zoo.cyclegan import CycleGAN, ResnetGenerator
 from zoo.image_pool import ImagePool

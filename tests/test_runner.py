@@ -146,3 +146,17 @@ def test_failing_entry_is_marked_failed_and_the_others_are_scored(tmp_path, monk
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     failed = [r for r in runs if r.data.tags.get("bench.entry") == "diverges"][0]
     assert failed.info.status == "FAILED" and "non-finite" in failed.data.tags["bench.failure"]
+
+
+def test_a_model_without_the_runner_computes_as_the_runners_fp32():
+    """zoo/base.py's default precision (the zoo does not import the runner) is the runner's "fp32"."""
+    from bench.runner.precision import Precision
+    from zoo.base import ALONE, Training
+
+    default, fp32 = Training().precision, Precision("fp32")
+    assert default.state_dict() == fp32.state_dict() and default.scaler is None is fp32.scaler
+    assert type(default.autocast()) is type(fp32.autocast()) and type(default.off()) is type(fp32.off())
+    from bench.runner.distributed import SINGLE
+
+    assert (ALONE.rank, ALONE.size, ALONE.active, ALONE.is_main) == (SINGLE.rank, SINGLE.size, SINGLE.active,
+                                                                     SINGLE.is_main)

@@ -8,10 +8,12 @@ talks to this interface, so one loop trains every family.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, Callable, ClassVar, Literal, Optional
 
 import torch
 from torch import nn
@@ -150,17 +152,41 @@ class Recipe:
             raise ValueError(f"label smoothing (real_target/fake_target) has no meaning for the {self.loss} loss")
 
 
+class _FullPrecision:
+    """float32 throughout, no loss scaler: a model's arithmetic until the runner hands it a Precision
+    (bench/runner/precision.py, whose "fp32" does exactly this; tests/test_runner.py compares the two)."""
+
+    kind, scaler = "fp32", None
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def off(self):
+        return contextlib.nullcontext()
+
+    def state_dict(self) -> dict:
+        return {"kind": "fp32", "scaler": None}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 class Training:
     """What the runner decides for a training run and every family obeys in `update`: precision
-    (autocast + scaler), gradient-norm clipping and the data-parallel world."""
+    (autocast + scaler), gradient-norm clipping, the data-parallel world and how gradients are averaged
+    over it. The runner (bench/runner/train.py) hands each run its own; without one a model trains in one
+    process in float32, so the zoo never imports the runner."""
 
-    def __init__(self, precision: Any = None, grad_clip: float = 0.0, world: Any = None):
-        from bench.runner.distributed import SINGLE
-        from bench.runner.precision import Precision
-
-        self.precision = precision or Precision()
+    def __init__(self, precision: Any = None, grad_clip: float = 0.0, world: Any = None,
+                 average_gradients: Optional[Callable[[list], None]] = None):
+        self.precision = precision if precision is not None else _FullPrecision()
         self.grad_clip = grad_clip
-        self.world = world or SINGLE
+        self.world = world if world is not None else ALONE
+        self.average_gradients = average_gradients or (lambda params: None)  # one process: nothing to average
+
+
+# One process, rank 0 (the runner's data-parallel World has the same fields).
+ALONE = types.SimpleNamespace(rank=0, size=1, local_rank=0, active=False, is_main=True)
 
 
 class GANModel(abc.ABC):
@@ -286,9 +312,7 @@ class GANModel(abc.ABC):
         with prec.off():
             (prec.scaler.scale(loss) if prec.scaler else loss).backward()
         params = [p for g in opt.param_groups for p in g["params"]]
-        from bench.runner.distributed import average_gradients
-
-        average_gradients(params, t.world)
+        t.average_gradients(params)
         if t.grad_clip:
             if prec.scaler:
                 prec.scaler.unscale_(opt)
@@ -369,10 +393,13 @@ class Draw(typing.Protocol):
     def __call__(self) -> torch.Tensor: ...
 
 
-def make_optimizer(params, cfg: Recipe, lr: float) -> torch.optim.Optimizer:
-    if cfg.optimizer == "rmsprop":  # WGAN (Arjovsky et al.): momentum-free RMSProp
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+def make_optimizer(params, cfg: Any, lr: float) -> torch.optim.Optimizer:
+    """The one optimiser builder of the zoo. A shared-recipe config chooses Adam or RMSProp and a weight
+    decay; an image-to-image config has only Adam's betas (its papers' optimiser), so those default here."""
+    kind, decay = getattr(cfg, "optimizer", "adam"), getattr(cfg, "weight_decay", 0.0)
+    if kind == "rmsprop":  # WGAN (Arjovsky et al.): momentum-free RMSProp
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=decay)
+    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), weight_decay=decay)
 
 
 class TwoPlayerGAN(GANModel):

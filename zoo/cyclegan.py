@@ -28,12 +28,12 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
-from zoo import i2i_losses as L
+from zoo import losses as L
 from zoo.image_pool import ImagePool
 from zoo.layers import dcgan_init
 from zoo.patchgan import conv_bias, norm_layer, patch_discriminator
-from zoo.base import CycleTranslator
-from zoo.translation import Inspection, TranslationGAN, adam
+from zoo.base import CycleTranslator, make_optimizer
+from zoo.translation import Inspection, TranslationGAN
 
 
 @dataclass(frozen=True)
@@ -141,8 +141,8 @@ class CycleGAN(TranslationGAN, CycleTranslator):
         self.D_B = patch_discriminator(c, cfg.ndf, cfg.n_layers_D, cfg.norm)  # real B vs G(a)
         for net in (self.G, self.F, self.D_A, self.D_B):
             dcgan_init(net)
-        self.opt_G = adam([*self.G.parameters(), *self.F.parameters()], cfg, cfg.lr_G)
-        self.opt_D = adam([*self.D_A.parameters(), *self.D_B.parameters()], cfg, cfg.lr_D)
+        self.opt_G = make_optimizer([*self.G.parameters(), *self.F.parameters()], cfg, cfg.lr_G)
+        self.opt_D = make_optimizer([*self.D_A.parameters(), *self.D_B.parameters()], cfg, cfg.lr_D)
         # The pools draw from their own generators, seeded from the run's noise generator on first use
         # (the runner seeds that one after building the model) and checkpointed in extra_state().
         self.pool_A = ImagePool(cfg.pool_size, cfg.pool_p, torch.Generator())

@@ -39,10 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import i2i_losses as L
+from zoo import losses as L
 from zoo.layers import dcgan_init
 from zoo.patchgan import conv_bias, norm_layer, patch_discriminator
-from zoo.translation import TranslationGAN, adam
+from zoo.base import make_optimizer
+from zoo.translation import TranslationGAN
 
 GENERATORS = {"unet_256": 8, "unet_128": 7, "unet_seed": 6}  # stride-2 levels
 
@@ -194,12 +195,12 @@ class Pix2Pix(TranslationGAN):
         c = data.channels
         self.G = unet(cfg.generator, c, c, cfg.ngf, cfg.norm, cfg.dropout, cfg.first_norm)
         dcgan_init(self.G)
-        self.opt_G = adam(self.G.parameters(), cfg, cfg.lr_G)
+        self.opt_G = make_optimizer(self.G.parameters(), cfg, cfg.lr_G)
         self.D = self.opt_D = None
         if not cfg.l1_only:
             self.D = patch_discriminator(2 * c, cfg.ndf, cfg.n_layers_D, cfg.norm)
             dcgan_init(self.D)
-            self.opt_D = adam(self.D.parameters(), cfg, cfg.lr_D)
+            self.opt_D = make_optimizer(self.D.parameters(), cfg, cfg.lr_D)
 
     def modules(self):
         return {"G": self.G} if self.D is None else {"G": self.G, "D": self.D}

@@ -34,12 +34,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from zoo import i2i_losses as L
+from zoo import losses as L
 from zoo.cyclegan import ResnetBlock, c7s1, down, up
 from zoo.image_pool import ImagePool
 from zoo.layers import dcgan_init
 from zoo.patchgan import NLayerDiscriminator, receptive_field
-from zoo.translation import TranslationGAN, adam
+from zoo.base import make_optimizer
+from zoo.translation import TranslationGAN
 
 
 @dataclass(frozen=True)
@@ -192,8 +193,8 @@ class Pix2PixHD(TranslationGAN):
         self.D = MultiscaleDiscriminator(c_in + c, cfg.ndf, cfg.n_layers_D, cfg.num_D, cfg.norm, cfg.d_padding)
         dcgan_init(self.G)
         dcgan_init(self.D)
-        self.opt_G = adam(self.G.parameters(), cfg, cfg.lr_G)
-        self.opt_D = adam(self.D.parameters(), cfg, cfg.lr_D)
+        self.opt_G = make_optimizer(self.G.parameters(), cfg, cfg.lr_G)
+        self.opt_D = make_optimizer(self.D.parameters(), cfg, cfg.lr_D)
         self.vgg: L.VGGPerceptualLoss | None = None
         self.pool = ImagePool(cfg.pool_size, 0.5, torch.Generator())
         self._pool_seeded = False

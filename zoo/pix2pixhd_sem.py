@@ -57,11 +57,12 @@ import torch
 from torch import nn
 
 from bench.errors import BenchError
-from zoo import i2i_losses as L
+from zoo import losses as L
 from zoo.cyclegan import ResnetBlock, c7s1, down, up
 from zoo.layers import dcgan_init
 from zoo.pix2pixhd import MultiscaleDiscriminator
-from zoo.translation import TranslationGAN, adam
+from zoo.base import make_optimizer
+from zoo.translation import TranslationGAN
 
 
 @dataclass(frozen=True)
@@ -150,8 +151,8 @@ class Pix2PixHDSem(TranslationGAN):
         self.D = MultiscaleDiscriminator(2 * c, cfg.ndf, cfg.n_layers_D, cfg.num_D, cfg.norm, cfg.d_padding)
         dcgan_init(self.G)
         dcgan_init(self.D)
-        self.opt_G = adam(self.G.parameters(), cfg, cfg.lr_G)
-        self.opt_D = adam(self.D.parameters(), cfg, cfg.lr_D)
+        self.opt_G = make_optimizer(self.G.parameters(), cfg, cfg.lr_G)
+        self.opt_D = make_optimizer(self.D.parameters(), cfg, cfg.lr_D)
 
     def modules(self):
         return {"G": self.G} if self.D is None else {"G": self.G, "D": self.D}

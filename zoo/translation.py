@@ -40,10 +40,6 @@ def meta_copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module, memo)
 
 
-def adam(params, cfg, lr: float) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2))
-
-
 class TranslationGAN(GANModel, Translator):
     task = "paired"
     default_channels = 3

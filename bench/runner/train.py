@@ -210,7 +210,8 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
     run_dir.mkdir(parents=True, exist_ok=True)
     latest = run_dir / "latest.pt"
     try:
-        model.trainer = Training(Precision(spec.precision, model.device.type), spec.grad_clip, world)
+        model.trainer = Training(Precision(spec.precision, model.device.type), spec.grad_clip, world,
+                                 lambda params: dist.average_gradients(params, world))
         extra = {}
         if data is not None:
             extra = dict(inputs=data.train_inputs, paired=data.task != "unpaired", crop=data.spec.resolution,
