@@ -61,3 +61,40 @@ def test_a_new_family_and_metric_run_end_to_end(registered, tmp_path, capsys):
     assert main(["leaderboard", str(p), "--sort", "brightness", "--no-log"]) == 0
     printed = capsys.readouterr().out
     assert "Bright ↑" in printed and "FID (judge:mnist) ↓" in printed
+
+
+def test_a_metric_setting_lives_in_the_metric_file_and_enters_the_fingerprint_only_when_set(registered, tmp_path,
+                                                                                             capsys):
+    from types import SimpleNamespace
+
+    import torch
+
+    from bench.metrics.base import MetricContext
+    from bench.protocol.load import canonical, load_protocol
+
+    _, metric = registered
+    images = torch.full((4, 1, 8, 8), 0.25)
+    ctx = MetricContext(0, SimpleNamespace(metric_settings={}), fake_images=lambda: iter([images]))
+    assert metric.compute(ctx)["brightness"] == 0.25  # the declared default, 1.0
+    ctx.settings.metric_settings["brightness_scale"] = 2.0
+    assert metric.compute(ctx)["brightness"] == 0.5
+
+    base = tiny_protocol(tmp_path, name="settings").read_text()
+    plain, default, set_ = (tmp_path / f"{n}.yaml" for n in ("plain", "default", "set"))
+    plain.write_text(base)
+    default.write_text(base.replace("kid_subsets: 20", "kid_subsets: 20\n  brightness_scale: 1.0"))
+    set_.write_text(base.replace("kid_subsets: 20", "kid_subsets: 20\n  brightness_scale: 2.0"))
+    loaded = load_protocol(set_).protocol
+    assert loaded.evaluation.metric_settings == {"brightness_scale": 2.0}
+    c_plain, c_default, c_set = (canonical(load_protocol(p).protocol) for p in (plain, default, set_))
+    assert c_plain == c_default and c_set["evaluation"]["brightness_scale"] == 2.0 and c_set != c_plain
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(base.replace("kid_subsets: 20", "kid_subsets: 20\n  brightness_scale: -1"))
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "evaluation.brightness_scale" in err[0] and "template_brightness" in err[0]
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(base.replace("kid_subsets: 20", "kid_subsets: 20\n  brightness_scal: 2.0"))
+    assert main(["validate", str(typo)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'brightness_scal' in evaluation" in err and "brightness_scale" in err

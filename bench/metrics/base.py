@@ -124,6 +124,18 @@ class Metric:
     # keys whose names follow a pattern (one per protocol setting, e.g. fid_trunc/psi_<ψ>):
     # (regex, higher is better, in the extractor's feature space)
     key_patterns: tuple[tuple[str, bool, bool], ...] = ()
+    # Protocol settings of this metric: a pydantic model whose fields (with defaults) are flat `evaluation.<key>`
+    # keys of the YAML. Read them with `setting(ctx, metric, name)`. (The metrics that predate this declare
+    # theirs in EvaluationSpec, which keeps their fingerprints.)
+    settings: Optional[type] = None
+
+
+def setting(ctx: "MetricContext", metric: "Metric", name: str) -> Any:
+    """A declared setting's value for this evaluation: the protocol's, else the metric's default."""
+    given = getattr(ctx.settings, "metric_settings", None) or {}
+    if name in given:
+        return given[name]
+    return metric.settings.model_fields[name].default
 
 
 def derive_seed(seed: int, purpose: str) -> int:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from bench.errors import BenchError
 from bench.metrics.intervals import METHOD as interval_method
-from bench.protocol.schema import Protocol
+from bench.protocol.schema import EvaluationSpec, Protocol
 
 PROTOCOL_VERSION = 1
 
@@ -43,12 +43,44 @@ def load_protocol(path: str | Path) -> LoadedProtocol:
         raise BenchError(f"{path}: malformed YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise BenchError(f"{path}: a protocol is a YAML mapping with keys {', '.join(Protocol.model_fields)}")
+    raw = lift_metric_settings(raw, str(path))
     try:
         protocol = Protocol.model_validate(raw)
     except ValidationError as exc:
         raise BenchError(f"{path}: {describe_validation_error(exc)}") from None
     check_references(protocol, str(path))
     return LoadedProtocol(protocol, path, text)
+
+
+def declared_settings() -> dict[str, Any]:
+    """Flat evaluation key -> the registered metric that declares it (Metric.settings)."""
+    from bench.metrics import METRICS
+
+    return {key: m for m in METRICS.values() if m.settings is not None for key in m.settings.model_fields}
+
+
+def lift_metric_settings(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """Move the flat evaluation keys that registered metrics declare into `evaluation.metric_settings`, each
+    checked by its metric's settings model; every other key is left to the schema (unknown ones refused)."""
+    ev = raw.get("evaluation")
+    if not isinstance(ev, dict):
+        return raw
+    declared = declared_settings()
+    builtin = set(EvaluationSpec.model_fields)
+    lifted = {k: ev[k] for k in ev if k in declared and k not in builtin}
+    if not lifted:
+        return raw
+    values: dict[str, Any] = {}
+    for metric in {id(declared[k]): declared[k] for k in lifted}.values():
+        mine = {k: v for k, v in lifted.items() if declared[k] is metric}
+        try:
+            values.update(metric.settings.model_validate(mine).model_dump(include=set(mine)))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise BenchError(f"{where}: evaluation.{err['loc'][0]}: {err['msg']} (metric {metric.name})") from None
+    ev = {k: v for k, v in ev.items() if k not in lifted}
+    ev["metric_settings"] = {**(ev.get("metric_settings") or {}), **values}
+    return {**raw, "evaluation": ev}
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -59,7 +91,10 @@ def describe_validation_error(exc: ValidationError) -> str:
     loc = [p for p in err["loc"]]
     where = _format_loc(loc[:-1] if err["type"] == "extra_forbidden" else loc) or "top level"
     if err["type"] == "extra_forbidden":
-        valid = sorted(_model_at(Protocol, loc[:-1]).model_fields)
+        owner = _model_at(Protocol, loc[:-1])
+        valid = sorted(owner.model_fields)
+        if owner is EvaluationSpec:  # the flat keys registered metrics declare are valid here too
+            valid = sorted({*valid, *declared_settings()} - {"metric_settings"})
         return f"unknown key '{loc[-1]}' in {where}; valid keys: {', '.join(valid)}"
     if err["type"] == "missing":
         return f"missing required key '{loc[-1]}' in {_format_loc(loc[:-1]) or 'top level'}"
@@ -127,6 +162,9 @@ def check_references(protocol: Protocol, where: str) -> None:
         resolved_config(entry, f"{where}: entries[{i}].config")
     for name in protocol.evaluation.metrics:
         METRICS.get(name)
+    unknown = sorted(set(protocol.evaluation.metric_settings) - set(declared_settings()))
+    if unknown:
+        raise BenchError(f"{where}: evaluation.metric_settings: '{unknown[0]}' is no registered metric's setting")
     check_extractor_name(protocol.evaluation.extractor, protocol.dataset.name, protocol.dataset.channels)
 
 
@@ -158,6 +196,12 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
     # Whether the real-data row is added changes no entry's score, and the row's own scores depend only on what
     # the fingerprint holds (data, evaluation seeds and sizes, extractor): on or off, one fingerprint.
     d["evaluation"].pop("reference", None)
+    # Declared metric settings count as the flat keys the YAML wrote, and only away from their defaults: a
+    # metric's new setting, left alone, must not change any earlier fingerprint.
+    declared = declared_settings()
+    for key, value in sorted(d["evaluation"].pop("metric_settings", {}).items()):
+        if key in declared and value != declared[key].settings.model_fields[key].default:
+            d["evaluation"][key] = value
     ex = d["evaluation"]["extractor"]
     if ex == f"judge:{protocol.dataset.name}":
         d["evaluation"]["extractor"] = "judge"  # the same extractor under two spellings

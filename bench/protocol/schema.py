@@ -149,6 +149,10 @@ class EvaluationSpec(_Strict):
     reference: bool = Field(True, description="also score the real-data row: training images drawn as samples, or "
                             "for translation the identity map (input as output), through this same evaluation "
                             "(bench/runner/reference.py); it costs no training")
+    # Settings a metric declares in its own file (Metric.settings), written as flat evaluation keys in the YAML;
+    # the loader (bench/protocol/load.py) moves them here and checks them against the metric's model, so a new
+    # metric's setting needs no line in this schema.
+    metric_settings: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("truncation_psis")
     @classmethod

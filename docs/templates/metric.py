@@ -8,8 +8,17 @@ come from `keys`; preflight refuses it for a protocol whose entries cannot feed 
 from __future__ import annotations
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
-from bench.metrics.base import Key, Metric, MetricContext, MetricUnavailable
+from bench.metrics.base import Key, Metric, MetricContext, MetricUnavailable, setting
+
+
+class Settings(BaseModel):
+    """This metric's protocol settings: flat `evaluation.<key>` keys, checked when the protocol loads and in
+    the fingerprint only when set away from their defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+    brightness_scale: float = Field(1.0, gt=0, description="multiply the mean pixel value by this")
 
 
 def compute(ctx: MetricContext) -> dict[str, float]:
@@ -19,9 +28,10 @@ def compute(ctx: MetricContext) -> dict[str, float]:
     for batch in ctx.fake_images():  # float [-1, 1], one batch at a time: accumulate, never hold all images
         total += batch.double().sum()
         count += batch.numel()
-    return {"brightness": float(total / count)}
+    return {"brightness": float(total / count) * setting(ctx, TEMPLATE_BRIGHTNESS, "brightness_scale")}
 
 
 TEMPLATE_BRIGHTNESS = Metric(
     "template_brightness", keys=(Key("brightness", True, "Bright", table=True),), needs="fake", compute=compute,
-    description="mean pixel value of the generated images in [-1, 1] (a template, not a quality measure)")
+    description="mean pixel value of the generated images in [-1, 1] (a template, not a quality measure)",
+    settings=Settings)
