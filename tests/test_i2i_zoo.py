@@ -58,7 +58,7 @@ def changed(module, before):
 
 def test_receptive_field_back_recursion():
     stack = [(4, 2), (4, 2), (4, 2), (4, 1), (4, 1)]
-    # back from the output: 4 -> 7 -> 16 -> 34 -> 70 (000:L35-50)
+    # back from the output: 4 -> 7 -> 16 -> 34 -> 70 (phillipi/pix2pix scripts/receptive_field_sizes.m)
     assert [receptive_field(stack[i:]) for i in range(4, -1, -1)] == [4, 7, 16, 34, 70]
     with torch.device(META):
         assert [patch_discriminator(6, 64, n).receptive_field for n in (0, 1, 2, 3, 4, 5)] == [1, 16, 34, 70, 142, 286]
@@ -220,7 +220,7 @@ def test_multiscale_d_returns_every_layer_of_every_scale():
     assert [tuple(f[-1].shape[1:]) for f in out] == [(1, 35, 35), (1, 19, 19), (1, 11, 11)]
     assert [f.shape[1] for f in out[0]] == [64, 128, 256, 512, 1]
     assert d.receptive_fields == [70, 141, 283]
-    assert 4 <= d.receptive_fields[2] / d.receptive_fields[0] < 4.1  # 1/4 scale: x4 per side (000:L70)
+    assert 4 <= d.receptive_fields[2] / d.receptive_fields[0] < 4.1  # 1/4 scale: x4 per side (Wang et al. 2018, §3.2)
     small = MultiscaleDiscriminator(1, ndf=1, num_D=3)
     for k in range(3):
         assert empirical_receptive_field(small, 512, select=lambda o, k=k: o[k][-1]) == small.receptive_fields[k]

@@ -48,7 +48,7 @@ def test_lsgan_hinge_wasserstein_closed_forms():
     assert losses.d_loss("hinge", t(0.0), t(0.0)).item() == pytest.approx(2.0)
     assert losses.d_loss("hinge", t(0.5), t(-0.25)).item() == pytest.approx(0.5 + 0.75)
     assert losses.G_LOSSES["hinge"](t(3.0, 1.0)).item() == pytest.approx(-2.0)
-    # the critic *minimises* E[C(G(z))] − E[C(x)] (FLAG §6.3)
+    # the critic *minimises* E[C(G(z))] − E[C(x)] (Arjovsky et al. 2017, Algorithm 1)
     assert losses.d_loss("wasserstein", t(3.0, 1.0), t(-1.0, 0.0)).item() == pytest.approx(-0.5 - 2.0)
     assert losses.G_LOSSES["wasserstein"](t(-1.0, 0.0)).item() == pytest.approx(0.5)
     with pytest.raises(ValueError, match="unknown loss"):
@@ -56,7 +56,7 @@ def test_lsgan_hinge_wasserstein_closed_forms():
 
 
 def test_two_sided_smoothing_really_targets_0_1_for_fakes():
-    # The seed's `zeros * 0.1` stays 0 (FLAG §6.2). Here the fake-side loss is minimised exactly at
+    # A course snippet's `zeros * 0.1` stays 0 (two-sided smoothing that smooths nothing). Here the fake-side loss is minimised exactly at
     # D(G(z)) = 0.1: its gradient vanishes at logit(0.1) and not at very negative logits.
     at_target = torch.tensor([[math.log(0.1 / 0.9)]], requires_grad=True)
     losses.d_loss("nonsaturating", torch.zeros(1, 1), at_target, 0.9, 0.1).backward()

@@ -87,7 +87,7 @@ def test_n_critic_5_means_5_critic_steps_each_on_a_fresh_batch(name):
     for step in range(2):
         m.train_step(draw, step)
     assert (d["n"], g["n"], draw.calls) == (10, 2, 10)
-    reuse = build(name, fresh_batches=False, **SMALL)  # the seed's loop reuses one batch (FLAG §6.5)
+    reuse = build(name, fresh_batches=False, **SMALL)  # the course loop reuses one batch (fresh_batches: false)
     d2, draw2 = count_steps(reuse.opt_D), CountingDraw()
     reuse.train_step(draw2, 0)
     assert (d2["n"], draw2.calls) == (5, 1)
