@@ -25,6 +25,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="data-parallel processes on this machine (re-launches itself under torchrun)")
     run.add_argument("--dry-run", action="store_true",
                      help="check the data, weights and checkpoints and print the fingerprint; train, score and log nothing")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one protocol key before it is checked, e.g. entries.dcgan.train.steps=10 or "
+                          "evaluation.seeds=[0] (repeatable; entries by name; VALUE is YAML)")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="shorthand for --set device=...")
+    run.add_argument("--uri", help="MLflow tracking URI (shorthand for --set tracking.uri=...)")
 
     val = sub.add_parser("validate", help="check protocol files without running them")
     val.add_argument("protocols", nargs="+")
@@ -184,10 +189,18 @@ def _dispatch(args) -> int:
     if args.command == "validate":
         from bench.protocol.load import load_protocol
 
-        for path in args.protocols:
-            loaded = load_protocol(path)
+        failed = 0
+        for path in args.protocols:  # every file is checked; each bad one gets its one line
+            try:
+                loaded = load_protocol(path)
+            except BenchError as exc:
+                print(f"bench: error: {exc}", file=sys.stderr)
+                failed += 1
+                continue
             print(f"{path}: ok ({loaded.protocol.name}, {len(loaded.protocol.entries)} entries)")
-        return 0
+        if failed and len(args.protocols) > 1:
+            print(f"{failed} of {len(args.protocols)} protocol files have errors", file=sys.stderr)
+        return 2 if failed else 0
     if args.command == "run":
         return _run(args)
     if args.command == "zoo":
@@ -240,7 +253,9 @@ def _run(args) -> int:
     from bench.protocol.load import load_protocol
     from bench.runner import distributed
 
-    loaded = load_protocol(args.protocol)  # checked once here, before any process is started
+    overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else []) + (
+        [f"tracking.uri={args.uri}"] if args.uri else [])
+    loaded = load_protocol(args.protocol, overrides)  # checked once here, before any process is started
     if args.dry_run:
         from bench.pipeline import dry_run
 
@@ -278,6 +293,9 @@ def _torchrun(args) -> int:
            "-m", "bench"] + (["--debug"] if args.debug else []) + ["run", args.protocol, "--workdir", args.workdir]
     if args.resume:
         cmd.append("--resume")
+    for item in args.overrides:
+        cmd += ["--set", item]
+    cmd += (["--device", args.device] if args.device else []) + (["--uri", args.uri] if args.uri else [])
     return subprocess.call(cmd)
 
 

@@ -24,3 +24,15 @@ def test_committed_report_fingerprint_is_what_the_protocol_gives_now(name, capsy
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith(f"{name}  fingerprint {committed[:12]}  (dry run"), printed
     assert printed[1] == committed
+
+
+@needs_data
+def test_set_overrides_reach_the_fingerprint(capsys):
+    path = str(REPO / "protocols" / "quickstart.yaml")
+    assert main(["run", path, "--dry-run"]) == 0
+    plain = capsys.readouterr().out.splitlines()[1]
+    assert main(["run", path, "--dry-run", "--set", "evaluation.seeds=[0]", "--device", "cpu"]) == 0
+    changed = capsys.readouterr().out.splitlines()[1]
+    assert changed != plain  # one evaluation seed is another protocol
+    assert main(["run", path, "--dry-run", "--set", "tracking.uri=sqlite:///elsewhere.db"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == plain  # where results are logged is not a score

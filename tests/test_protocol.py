@@ -8,6 +8,8 @@ from bench.protocol.load import load_protocol
 from bench.protocol.load import canonical, fingerprint
 from tests.conftest import REPO, tiny_protocol
 
+REPO_PROTOCOLS = REPO / "protocols"
+
 
 def _err(capsys) -> str:
     err = capsys.readouterr().err.strip()
@@ -153,3 +155,53 @@ evaluation: {n_samples: 10, seeds: [0]}
     assert canonical(proto)["entries"][0]["config"] == dataclasses.asdict(cfg)
     model = ZOO.get("dcgan").build(cfg, DataSpec("mnist", 32, 1), "cpu")
     assert model.cfg is cfg
+
+
+def test_a_duplicate_yaml_key_is_refused_with_its_line(tmp_path, capsys):
+    p = tmp_path / "dup.yaml"
+    p.write_text("""name: dup
+dataset: {name: mnist, resolution: 28, channels: 1, train_size: 10, eval_size: 10}
+entries:
+  - name: a
+    zoo: dcgan
+    train: {steps: 10, steps: 1000}
+evaluation: {n_samples: 10, seeds: [0]}
+""")
+    assert main(["validate", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "duplicate key 'steps'" in err[0] and "line 6" in err[0], err
+
+
+def test_validate_reports_every_bad_file_and_still_checks_the_good_ones(tmp_path, capsys):
+    good = REPO_PROTOCOLS / "quickstart.yaml"
+    bad1, bad2 = tmp_path / "b1.yaml", tmp_path / "b2.yaml"
+    bad1.write_text("name: [\n")
+    bad2.write_text(good.read_text().replace("n_samples:", "n_sampels:"))
+    assert main(["validate", str(bad1), str(good), str(bad2)]) == 2
+    out, err = capsys.readouterr()
+    assert f"{good}: ok" in out
+    lines = err.strip().splitlines()
+    assert any("b1.yaml: malformed YAML" in x for x in lines) and any("unknown key 'n_sampels'" in x for x in lines)
+    assert lines[-1] == "2 of 3 protocol files have errors"
+
+
+def test_set_overrides_keys_by_dotted_path_and_entries_by_name(tmp_path, capsys):
+    from bench.errors import BenchError
+    from bench.protocol.load import load_protocol
+
+    path = REPO_PROTOCOLS / "quickstart.yaml"
+    plain = load_protocol(path)
+    loaded = load_protocol(path, ["entries.dcgan.train.steps=10", "evaluation.seeds=[0]", "device=cpu",
+                                  "tracking.uri=sqlite:///x.db"])
+    p = loaded.protocol
+    dcgan = next(e for e in p.entries if e.name == "dcgan")
+    assert dcgan.train.steps == 10 and p.evaluation.seeds == [0] and p.device == "cpu"
+    assert p.tracking.uri == "sqlite:///x.db"
+    assert loaded.text.startswith("# quickstart.yaml with --set entries.dcgan.train.steps=10")  # the record says so
+    assert plain.protocol.evaluation.seeds != [0]  # the file itself is untouched
+    with pytest.raises(BenchError, match="no entry named 'dcgn'.*entries: "):
+        load_protocol(path, ["entries.dcgn.train.steps=10"])
+    with pytest.raises(BenchError, match="expected KEY=VALUE"):
+        load_protocol(path, ["entries.dcgan.train.steps"])
+    with pytest.raises(BenchError, match="unknown key 'stepz'"):
+        load_protocol(path, ["entries.dcgan.train.stepz=10"])

@@ -26,7 +26,67 @@ class LoadedProtocol:
     text: str
 
 
-def load_protocol(path: str | Path) -> LoadedProtocol:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last one silently,
+    so `steps: 10` ... `steps: 1000` would run whichever came second)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
+        seen[key] = True
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise BenchError(f"{where}: malformed YAML{at}: {problem}") from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], where: str) -> dict[str, Any]:
+    """`--set a.b.c=VALUE` on the parsed protocol: dotted keys, entries addressed by name
+    (`entries.dcgan.train.steps=10`), VALUE read as YAML (`evaluation.seeds=[0, 1]`)."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, value_text = item.partition("=")
+        if not sep or not key.strip():
+            raise BenchError(f"--set {item!r}: expected KEY=VALUE, e.g. entries.dcgan.train.steps=10")
+        value = _parse_yaml(value_text, f"--set {key}")
+        parts = key.strip().split(".")
+        node: Any = raw
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, list):  # entries, by name
+                match = [e for e in node if isinstance(e, dict) and e.get("name") == part]
+                if not match:
+                    names = ", ".join(str(e.get("name")) for e in node if isinstance(e, dict))
+                    raise BenchError(f"--set {key}: no entry named '{part}' in {where}; entries: {names}")
+                node = match[0]
+            else:
+                node = node.setdefault(part, {})
+                if not isinstance(node, (dict, list)):
+                    raise BenchError(f"--set {key}: '{'.'.join(parts[:i + 1])}' is a value, not a section")
+        if isinstance(node, list):
+            raise BenchError(f"--set {key}: address an entry by name, e.g. entries.<name>.train.steps")
+        node[parts[-1]] = value
+    return raw
+
+
+def load_protocol(path: str | Path, overrides: list[str] | None = None) -> LoadedProtocol:
+    """Read, check and resolve a protocol file; `overrides` (`--set KEY=VALUE`) are applied before checking,
+    and the text kept for the record is then the overridden protocol, with the overrides noted on top."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -34,15 +94,13 @@ def load_protocol(path: str | Path) -> LoadedProtocol:
         raise BenchError(f"{path}: protocol file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BenchError(f"{path}: cannot read protocol ({exc})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise BenchError(f"{path}: malformed YAML{where}: {problem}") from None
+    raw = _parse_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise BenchError(f"{path}: a protocol is a YAML mapping with keys {', '.join(Protocol.model_fields)}")
+    if overrides:
+        raw = apply_overrides(raw, overrides, str(path))
+        text = (f"# {path.name} with --set {' --set '.join(overrides)}\n"
+                + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
     raw = lift_metric_settings(raw, str(path))
     try:
         protocol = Protocol.model_validate(raw)
