@@ -116,11 +116,11 @@ def test_folder_root_and_bad_files_are_one_line_errors_naming_the_file(tmp_path)
     bad = root / "test" / "cat" / "bad.jpg"
     bad.write_bytes(b"this is not a jpeg")
     _one_line_error(lambda: load_dataset(spec(root=str(root), train_size=20, eval_size=10), seed=0),
-                    bad, "not a decodable image")
+                    bad, "not a readable image")
     good = (DATA / "cifar10" / "test" / "cat" / "0000.jpg").read_bytes()
     bad.write_bytes(good[: len(good) // 2])  # truncated: fails when decoded, not later
     _one_line_error(lambda: load_dataset(spec(root=str(root), train_size=20, eval_size=10), seed=0),
-                    bad, "not a decodable image")
+                    bad, "not a readable image")
     bad.unlink()
 
     from PIL import Image
@@ -153,7 +153,7 @@ def test_a_bad_zip_entry_is_named(tmp_path):
             zf.write(DATA / "cifar10" / "test" / cls / "0000.jpg", f"test/{cls}/0000.jpg")
         zf.writestr("test/cat/0001.jpg", b"garbage")
     _one_line_error(lambda: load_dataset(spec(root=str(root), train_size=5, eval_size=5), seed=0),
-                    root / CIFAR10_ZIP, "entry test/cat/0001.jpg", "not a decodable image")
+                    root / CIFAR10_ZIP, "entry test/cat/0001.jpg", "not a readable image")
     (root / CIFAR10_ZIP).write_bytes(b"PK but not a zip")
     _one_line_error(lambda: load_dataset(spec(root=str(root), train_size=5, eval_size=5), seed=0),
                     root / CIFAR10_ZIP, "not a readable zip")

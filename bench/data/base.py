@@ -110,16 +110,35 @@ def center_square(a: np.ndarray, side: Optional[int] = None) -> np.ndarray:
     return np.ascontiguousarray(a[:, top:top + s, left:left + s])
 
 
-def decode_image(path: Path, mode: str = "RGB") -> np.ndarray:
-    """uint8 (3, H, W), or (1, H, W) for mode "L"; one line naming the file when it is not a readable image."""
+ID_MAP_MODES = {"1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N"}  # one integer per pixel (label/instance maps)
+
+
+def decode_image(source: Path | bytes, mode: str = "RGB", where: Optional[str] = None,
+                 size: Optional[int] = None) -> np.ndarray:
+    """The one image decoder of every loader (Pillow, from a path or bytes, decoded at once so a truncated
+    file fails here). mode "RGB": uint8 (3, H, W); "L": uint8 (1, H, W); "ids": a one-channel integer map
+    (label or instance ids) as int64 (H, W), never converted. `size`: the exact side the image must have,
+    checked before decoding (resizing would silently change reference pixels). Any failure is one line
+    naming the file."""
     from PIL import Image, UnidentifiedImageError
 
+    where = where or str(source)
     try:
-        with Image.open(io.BytesIO(path.read_bytes())) as im:
+        with Image.open(io.BytesIO(source if isinstance(source, bytes) else source.read_bytes())) as im:
+            if size is not None and im.size != (size, size):
+                raise BenchError(f"{where}: image is {im.size[0]}x{im.size[1]}, expected {size}x{size}")
+            if mode == "ids" and im.mode not in ID_MAP_MODES:
+                raise BenchError(f"{where}: not a one-channel id map (mode {im.mode}); label and instance maps "
+                                 "hold one integer id per pixel, e.g. cityscapes' *_labelIds.png")
             im.load()
-            arr = np.asarray(im.convert(mode))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise BenchError(f"{path}: not a readable image ({type(exc).__name__})") from None
+            arr = np.asarray(im) if mode == "ids" else np.asarray(im.convert(mode))
+    except UnidentifiedImageError:
+        raise BenchError(f"{where}: not a readable image (Pillow cannot identify it)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        msg = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise BenchError(f"{where}: not a readable image ({msg})") from None
+    if mode == "ids":
+        return arr.astype(np.int64)
     return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
 
 

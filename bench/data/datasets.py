@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import zlib
 import hashlib
-import io
 import os
 import zipfile
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from bench.errors import BenchError
 from bench.io import cache_dir, offline, safe_unpickle, sha256_file
 from bench.protocol.schema import DatasetSpec
 from bench.registry import Registry
-from bench.data.base import DataSpec, RealData, image_digests  # noqa: F401 (RealData, image_digests: re-exported)
+from bench.data.base import DataSpec, RealData, cached_arrays, decode_image, image_digests  # noqa: F401 (RealData, image_digests: re-exported)
 
 
 def _search_roots(spec: DatasetSpec, subdirs: list[str]) -> list[Path]:
@@ -272,25 +271,6 @@ def _member_label(name: str, where: str) -> tuple[str, int]:
     return split, CIFAR10_CLASSES.index(cls)
 
 
-def decode_rgb(data: bytes, where: str, size: Optional[int] = None) -> np.ndarray:
-    """Image bytes -> uint8 (3, H, W) via Pillow; a non-image, truncated or wrongly sized file is a BenchError."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if size is not None and im.size != (size, size):
-                # Checked before decoding; resizing here would silently change the reference pixels.
-                raise BenchError(f"{where}: image is {im.size[0]}x{im.size[1]}, expected {size}x{size}")
-            im.load()  # decode now, so a truncated file fails here and not later
-            rgb = im.convert("RGB")
-    except UnidentifiedImageError:
-        raise BenchError(f"{where}: not a decodable image (Pillow cannot identify it)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        msg = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise BenchError(f"{where}: not a decodable image ({msg})") from None
-    return np.asarray(rgb).transpose(2, 0, 1).copy()
-
-
 def _folder_members(root: Path) -> list[tuple[str, Path]]:
     out = []
     for split in _SPLITS:
@@ -359,7 +339,7 @@ def _decode_cifar10(kind: str, path: Path, members) -> dict[str, dict]:
                 except (zipfile.BadZipFile, OSError) as exc:  # e.g. a CRC mismatch inside the zip
                     raise BenchError(f"{where}: cannot read ({exc})") from None
                 xs, ys, ns = found.setdefault(split, ([], [], []))
-                xs.append(decode_rgb(data, where, CIFAR10_SIZE))
+                xs.append(decode_image(data, "RGB", where, CIFAR10_SIZE))
                 ys.append(label)
                 ns.append(name)
         finally:
@@ -410,25 +390,21 @@ def read_cifar10(kind: str, path: Path) -> tuple[dict[str, dict], str]:
     Decoding 10,000 JPEGs takes seconds, so the arrays are cached by the content of the files; the
     cache writes atomically, so concurrent first loads each leave a complete entry.
     """
-    import PIL
-
-    from bench.features.cache import DiskCache, cache_key
-
     members, content = _cifar10_members(kind, path)
-    cache = DiskCache("datasets")
-    key = cache_key(kind="cifar10-decoded", content=content, pillow=PIL.__version__, decoder=_DECODE_VERSION)
-    hit = cache.get(key)
-    if hit is not None:
-        return hit["splits"], hit["fingerprint"]
-    splits = _decode_cifar10(kind, path, members)
-    h = hashlib.sha256()
-    for split in _SPLITS:
-        if split in splits:
-            h.update(split.encode())
-            h.update(splits[split]["images"].numpy().tobytes())
-            h.update(splits[split]["labels"].numpy().tobytes())
-    fingerprint = h.hexdigest()
-    cache.put(key, {"splits": splits, "fingerprint": fingerprint})
+
+    def decode() -> dict:
+        splits = _decode_cifar10(kind, path, members)
+        h = hashlib.sha256()
+        for split in _SPLITS:
+            if split in splits:
+                h.update(split.encode())
+                h.update(splits[split]["images"].numpy().tobytes())
+                h.update(splits[split]["labels"].numpy().tobytes())
+        return {"splits": splits, "fingerprint": h.hexdigest()}
+
+    # the one decoded-array cache of every loader (bench/data/base.py), keyed by the files' content
+    hit = cached_arrays(content, decode, kind="cifar10-decoded", decoder=_DECODE_VERSION)
+    splits, fingerprint = hit["splits"], hit["fingerprint"]
     return splits, fingerprint
 
 

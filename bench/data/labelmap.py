@@ -36,13 +36,11 @@ the affine map 2x - 1, which the first convolution absorbs (and the generator's 
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,7 +58,6 @@ LABELMAP_DEFAULTS: dict[str, tuple[Optional[str], Optional[int]]] = {
 # Bumped when the decoded tensors change for the same files (tiling, resizing, boundaries).
 _LAYOUT_VERSION = 1
 _CITYSCAPES_STEM = re.compile(r"_(leftImg8bit|gt(Fine|Coarse)_(labelIds|instanceIds))$")
-_SINGLE_CHANNEL = {"1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N"}
 
 # The official cityscapes colours of label ids 0-33 (cityscapesScripts' labels.py), used to draw the
 # label maps in sample grids; other ids and other data sets get seeded colours.
@@ -188,31 +185,15 @@ def _frames(root: Path, split: str, instance: bool) -> list[tuple[Path, Optional
     return [(labels[k], insts.get(k), photos[k]) for k in sorted(labels)]
 
 
-def _decode_ids(path: Path) -> np.ndarray:
-    """A one-channel integer map (H, W) as int64; one line naming the file otherwise."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(path.read_bytes())) as im:
-            if im.mode not in _SINGLE_CHANNEL:
-                raise BenchError(f"{path}: not a one-channel id map (mode {im.mode}); label and instance maps "
-                                 "hold one integer id per pixel, e.g. cityscapes' *_labelIds.png")
-            im.load()
-            arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise BenchError(f"{path}: not a readable image ({type(exc).__name__})") from None
-    return arr.astype(np.int64)
-
-
 def _read_frame(files, res: int, label_nc: int) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
     """One frame -> (ids uint8 (T, res, res), boundaries bool (T, res, res) or None, photos uint8 (T, 3, res, res))."""
     label_path, inst_path, photo_path = files
-    label, photo = _decode_ids(label_path), decode_image(photo_path)
+    label, photo = decode_image(label_path, "ids"), decode_image(photo_path)
     bad = label[(label < 0) | (label >= label_nc)]
     if bad.size:
         raise BenchError(f"{label_path}: label id {int(bad.max() if bad.max() >= label_nc else bad.min())} is "
                          f"outside 0..{label_nc - 1} (dataset.label_nc is {label_nc})")
-    inst = _decode_ids(inst_path) if inst_path is not None else None
+    inst = decode_image(inst_path, "ids") if inst_path is not None else None
     for other, arr in ((photo_path, photo[0]), (inst_path, inst)):
         if arr is not None and arr.shape != label.shape:
             raise BenchError(f"{other}: {arr.shape[1]}x{arr.shape[0]} px, but its label map {label_path.name} is "
