@@ -132,7 +132,31 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stats", help="reference statistics files (pytorch-fid .npz: mu, sigma)")
     stsub = st.add_subparsers(dest="stats_command", required=True)
     stsub.add_parser("show", help="dimension, ||mu||, trace(sigma) and sha256 of a file").add_argument("file")
+    ss = stsub.add_parser("save", help="write a folder's reference statistics (mu, sigma) as pytorch-fid's .npz")
+    ss.add_argument("source", help="folder of images")
+    ss.add_argument("out", help="the .npz file to write")
+    _extractor_args(ss)
+
+    sc = sub.add_parser("score", help="score folder A (generated) against folder B or B.npz statistics, "
+                                      "as `fidelity --input1 A --input2 B`")
+    sc.add_argument("a", help="folder of generated images")
+    sc.add_argument("b", help="folder of reference images, or reference statistics (.npz: mu, sigma)")
+    sc.add_argument("--metrics", default="fid,kid", help="comma-separated: fid, kid, is (default fid,kid)")
+    sc.add_argument("--kid-subsets", type=int, default=100)
+    sc.add_argument("--kid-subset-size", type=int, default=1000)
+    sc.add_argument("--seed", type=int, default=2020, help="KID subset seed (torch-fidelity's default, 2020)")
+    sc.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    _extractor_args(sc)
     return p
+
+
+def _extractor_args(parser) -> None:
+    parser.add_argument("--extractor", default="inception-v3-compat",
+                        help="feature space: inception-v3-compat (published numbers' space) or a shipped judge")
+    parser.add_argument("--weights", default=None, help="extractor weights file (default: the weights manifest)")
+    parser.add_argument("--weights-sha256", default=None, help="the sha256 that file must have")
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--device", default="cpu")
 
 
 def _coverage(args) -> int:
@@ -236,6 +260,8 @@ def _dispatch(args) -> int:
         return _baseline(args)
     if args.command == "stats":
         return _stats(args)
+    if args.command == "score":
+        return _score(args)
     if args.command == "export-samples":
         from bench.export import export_samples
         from bench.protocol.load import load_protocol
@@ -441,8 +467,40 @@ def _baseline(args) -> int:
     return 0
 
 
+def _score(args) -> int:
+    import json
+
+    from bench.metrics import label
+    from bench.score import score
+
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    out = score(args.a, args.b, metrics, args.extractor, args.weights, args.weights_sha256, args.batch_size,
+                args.kid_subsets, args.kid_subset_size, args.seed, args.device)
+    if args.json:
+        print(json.dumps(out, sort_keys=True))
+        return 0
+    print(f"{out['a']} vs {out['b']}: {out['n_a']} images" + (f" vs {out['n_b']}" if "n_b" in out else "")
+          + f", features {out['extractor']} (sha256 {out['extractor_sha256'][:12]})")
+    m = out["metrics"]
+    for key in ("is", "fid", "kid/mean"):
+        if key in m:
+            base = key.removesuffix("/mean")
+            ci = (f" [{m[base + '/ci95_low']:.6g}, {m[base + '/ci95_high']:.6g}]" if f"{base}/ci95_low" in m else "")
+            print(f"  {label(key, out['extractor'])}: {m[key]:.6g}{ci}")
+    return 0
+
+
 def _stats(args) -> int:
     import numpy as np
+
+    if args.stats_command == "save":
+        from bench.score import save_stats
+
+        info = save_stats(args.source, args.out, args.extractor, args.weights, args.weights_sha256, args.batch_size,
+                          args.device)
+        print(f"wrote {info['out']}: statistics of {info['n']} images in {info['extractor']} features, "
+              f"sha256 {info['sha256']}")
+        return 0
 
     from bench.features.stats import load_reference_stats
     from bench.io import sha256_file

@@ -1,0 +1,119 @@
+"""`bench score A B`: two image folders (or a folder against reference statistics in pytorch-fid's `.npz`
+layout) scored through the same extractors, float64 statistics and metric code as a protocol run.
+
+A is the generated side, B the reference, as `fidelity --input1 A --input2 B`: FID is symmetric, KID draws
+its subsets from A first with torch-fidelity's default subset seed (2020), so both agree with a
+torch-fidelity call on the same weights file (tests/test_score.py). IS is computed on A alone. The FID
+interval is the protocol runs' jackknife (bench/metrics/intervals.py); with an `.npz` reference there are no
+reference vectors, so FID is the only metric and has no interval.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from bench.data.base import DataSpec, decode_image, images_under
+from bench.errors import BenchError
+from bench.features.stats import load_reference_stats, save_reference_stats
+from bench.metrics.fid import frechet
+from bench.metrics.intervals import fid_interval, kid_interval
+from bench.metrics.kid import subset_mmds, subset_size
+from bench.runner.sampling import stream_features
+
+TORCH_FIDELITY_SEED = 2020  # torch-fidelity's default rng_seed: KID subsets (and IS splits) draw from it
+METRICS = ("fid", "kid", "is")
+
+
+def read_folder(path: str | Path) -> torch.Tensor:
+    """Every image under a folder as uint8 (N, 3, H, W); all must share one size (extractors resize, but
+    batches stack), and the folder must hold at least two."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise BenchError(f"{root}: not a folder of images")
+    files = images_under(root)
+    if len(files) < 2:
+        raise BenchError(f"{root}: {len(files)} image(s) found; scoring needs at least 2 (.jpg, .jpeg, .png, ...)")
+    arrays = [decode_image(p, "RGB") for p in files]
+    sizes = {a.shape for a in arrays}
+    if len(sizes) > 1:
+        first, other = sorted(sizes)[:2]
+        raise BenchError(f"{root}: images differ in size ({first[2]}x{first[1]} and {other[2]}x{other[1]}); "
+                         "resize them to one size first")
+    return torch.from_numpy(np.stack(arrays))
+
+
+def _extractor(name: str, weights: Optional[str], weights_sha256: Optional[str], resolution: int, device):
+    from bench.features.extractors import make_extractor
+    from bench.protocol.schema import WeightsSpec
+
+    spec = WeightsSpec(path=weights, sha256=weights_sha256) if weights else None
+    data = SimpleNamespace(spec=DataSpec("folder", resolution, 3))
+    return make_extractor(name, data, 0, device, spec)
+
+
+def _features(images: torch.Tensor, extractor, batch_size: int, label: str):
+    batches = (images[i:i + batch_size] for i in range(0, len(images), batch_size))
+    return stream_features(batches, extractor, label, len(images))
+
+
+def score(a: str | Path, b: str | Path, metrics: tuple[str, ...] = ("fid", "kid"), extractor: str = "inception-v3-compat",
+          weights: Optional[str] = None, weights_sha256: Optional[str] = None, batch_size: int = 50,
+          kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = TORCH_FIDELITY_SEED,
+          device: str = "cpu") -> dict[str, Any]:
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise BenchError(f"--metrics: '{unknown[0]}' cannot score two folders; choose from {', '.join(METRICS)}")
+    npz = str(b).endswith(".npz")
+    if npz and set(metrics) - {"fid"}:
+        raise BenchError(f"{b}: reference statistics (mu, sigma) give FID only; use --metrics fid or a folder")
+    fake_images = read_folder(a)
+    ext = _extractor(extractor, weights, weights_sha256, fake_images.shape[-1], torch.device(device))
+    fake, fake_stats = _features(fake_images, ext, batch_size, "A features")
+    out: dict[str, Any] = {"a": str(a), "b": str(b), "n_a": len(fake_images), "extractor": ext.name,
+                           "extractor_sha256": ext.sha256, "metrics": {}}
+    if npz:
+        real_stats, real = load_reference_stats(b), None
+        if real_stats["mu"].shape[0] != fake["pool"].shape[1]:
+            raise BenchError(f"{b}: statistics of dimension {real_stats['mu'].shape[0]}, but {ext.name} features "
+                             f"have {fake['pool'].shape[1]}")
+    else:
+        real_images = read_folder(b)
+        real, stats = _features(real_images, ext, batch_size, "B features")
+        real_stats = stats.as_fid_stats()
+        out["n_b"] = len(real_images)
+    m = out["metrics"]
+    if "fid" in metrics:
+        m["fid"] = frechet(real_stats, fake_stats.as_fid_stats())
+        if real is not None and min(len(real["pool"]), len(fake["pool"])) >= 20:
+            m["fid/ci95_low"], m["fid/ci95_high"] = fid_interval(m["fid"], real["pool"], fake["pool"], 10, seed)
+    if "kid" in metrics:
+        size = subset_size(kid_subset_size, len(fake["pool"]), len(real["pool"]))
+        mmds = subset_mmds(fake["pool"], real["pool"], kid_subsets, size, seed)  # A first, as torch-fidelity
+        m["kid/mean"], m["kid/std"], m["kid/subset_size"] = float(mmds.mean()), float(mmds.std()), size
+        m["kid/ci95_low"], m["kid/ci95_high"], _ = kid_interval(m["kid/mean"], mmds, fake["pool"].numpy(),
+                                                                real["pool"].numpy(), seed)
+    if "is" in metrics:
+        from bench.metrics import METRICS as REGISTRY
+        from bench.metrics.base import MetricContext
+        from bench.protocol.schema import EvaluationSpec
+
+        settings = EvaluationSpec(n_samples=len(fake_images), seeds=[seed], metrics=["is"])
+        m.update(REGISTRY.get("is").compute(MetricContext(seed, settings, fake=fake)))
+    return out
+
+
+def save_stats(source: str | Path, out: str | Path, extractor: str = "inception-v3-compat",
+               weights: Optional[str] = None, weights_sha256: Optional[str] = None, batch_size: int = 50,
+               device: str = "cpu") -> dict[str, Any]:
+    """Reference statistics of a folder (float64 mu, sigma of the extractor's pool features) in pytorch-fid's
+    `.npz` layout, for scoring against it later without the images."""
+    images = read_folder(source)
+    ext = _extractor(extractor, weights, weights_sha256, images.shape[-1], torch.device(device))
+    _, stats = _features(images, ext, batch_size, "features")
+    sha = save_reference_stats(stats.as_fid_stats(), out)
+    return {"source": str(source), "out": str(out), "n": len(images), "extractor": ext.name, "sha256": sha}

@@ -1,0 +1,74 @@
+"""`bench score A B` and `bench stats save`: two folders, or a folder against `.npz` statistics, scored as
+torch-fidelity scores them (`fidelity --input1 A --input2 B`) on the same weights file."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.cli import main
+
+
+def _folder(path, n, seed, smooth):
+    path.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        x = rng.integers(0, 256, (32, 32, 3)).astype(np.float32)
+        if smooth:  # a different distribution: blurred and brightened
+            x = (x + np.roll(x, 1, 0) + np.roll(x, 1, 1) + np.roll(x, 2, 0)) / 4 + 30
+        Image.fromarray(np.clip(x, 0, 255).astype(np.uint8)).save(path / f"{i:03d}.png")
+    return path
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("score")
+    return _folder(root / "a", 30, 0, False), _folder(root / "b", 24, 1, True)
+
+
+def test_folder_scores_equal_torch_fidelity_on_the_same_weights(folders, inception_standin, capsys):
+    import torch_fidelity
+
+    a, b = folders
+    weights, sha = inception_standin
+    args = ["score", str(a), str(b), "--metrics", "fid,kid,is", "--kid-subsets", "10", "--kid-subset-size", "20",
+            "--weights", weights, "--weights-sha256", sha, "--json"]
+    assert main(args) == 0
+    ours = json.loads(capsys.readouterr().out)["metrics"]
+    ref = torch_fidelity.calculate_metrics(input1=str(a), input2=str(b), fid=True, kid=True, isc=True, cuda=False,
+                                           kid_subsets=10, kid_subset_size=20, verbose=False, cache=False,
+                                           feature_extractor_weights_path=weights)
+    assert ours["fid"] == pytest.approx(ref["frechet_inception_distance"], rel=1e-6)
+    assert ours["kid/mean"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-6)
+    assert ours["kid/std"] == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-6)
+    assert ours["fid"] > 1 and ours["fid/ci95_low"] <= ours["fid"] <= ours["fid/ci95_high"]
+    assert ours["is"] > 0
+
+
+def test_scoring_against_saved_statistics_gives_the_folder_fid(folders, inception_standin, tmp_path, capsys):
+    a, b = folders
+    weights, sha = inception_standin
+    ext = ["--weights", weights, "--weights-sha256", sha]
+    assert main(["stats", "save", str(b), str(tmp_path / "b.npz"), *ext]) == 0
+    assert main(["score", str(a), str(b), "--metrics", "fid", "--json", *ext]) == 0
+    assert main(["score", str(a), str(tmp_path / "b.npz"), "--metrics", "fid", "--json", *ext]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    folder, npz = json.loads(lines[-2])["metrics"]["fid"], json.loads(lines[-1])["metrics"]["fid"]
+    assert npz == pytest.approx(folder, rel=1e-6)
+    assert main(["score", str(a), str(tmp_path / "b.npz"), "--metrics", "fid,kid", *ext]) == 2
+    assert "give FID only" in capsys.readouterr().err
+
+
+def test_bad_folders_are_one_line(tmp_path, capsys):
+    (tmp_path / "one").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "one" / "x.png")
+    assert main(["score", str(tmp_path / "one"), str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "scoring needs at least 2" in err[0]
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(mixed / "a.png")
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(mixed / "b.png")
+    assert main(["score", str(mixed), str(mixed)]) == 2
+    assert "images differ in size" in capsys.readouterr().err
