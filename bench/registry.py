@@ -7,7 +7,7 @@ side effects, so a forgotten import cannot silently shrink the zoo or the metric
 from __future__ import annotations
 
 import difflib
-from typing import Generic, Iterator, Mapping, TypeVar
+from typing import Callable, Generic, Iterator, Mapping, Optional, TypeVar
 
 from bench.errors import BenchError
 
@@ -15,13 +15,18 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, items: Mapping[str, T]):
+    def __init__(self, kind: str, items: Mapping[str, T], resolve: Optional[Callable[[str], Optional[T]]] = None):
         self.kind = kind
         self._items = dict(items)
+        self._resolve = resolve  # a name not registered yet (a plugin): found, checked and registered on first use
 
     def get(self, name: str) -> T:
         if name in self._items:
             return self._items[name]
+        found = self._resolve(name) if self._resolve else None
+        if found is not None:
+            self._items[name] = found
+            return found
         close = difflib.get_close_matches(name, list(self._items), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise BenchError(f"unknown {self.kind} '{name}'{hint}; valid: {', '.join(sorted(self._items))}")
