@@ -15,7 +15,7 @@ from bench.features import segmenter as semantic
 from bench.features.extractors import preflight_extractor
 from bench.io import sha256_file
 from bench.metrics import METRICS
-from bench.metrics.base import NEEDS_TEXT, inputs_of
+from bench.metrics.base import check_applicable, inputs_of
 from bench.protocol.load import resolved_config
 from bench.protocol.load import LoadedProtocol
 from bench.runner import checkpoint
@@ -111,21 +111,12 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
             checkpoint.check_config(payload, built, path)
             with torch.device("meta"):
                 checkpoint.load_into(payload, built, path, weights_only=True)
-    _check_metrics(protocol.evaluation.metrics, provided)
+    check_applicable(protocol.evaluation.metrics, provided, METRICS)
     if workdir is not None:
         _check_writable(workdir)
         # Every entry's checkpoints stay on disk, and the largest is briefly written twice (temp + rename).
         _check_space(workdir, sum(ckpt_bytes) + max(ckpt_bytes, default=0))
     return device, data, loaded_ckpts
-
-def _check_metrics(metrics: list[str], provided: dict[str, frozenset[str]]) -> None:
-    """Refuse, before anything trains, a metric that no entry can feed (`ssim` in a protocol of DCGANs). A
-    metric that fits some entries only (classifier_accuracy beside sgan) is reported unavailable for the rest."""
-    for name in metrics:
-        needs = METRICS.get(name).needs
-        if provided and not any(needs in given for given in provided.values()):
-            raise BenchError(f"evaluation.metrics: '{name}' needs {NEEDS_TEXT[needs]}, which no entry provides "
-                             f"({', '.join(provided)}); remove it from the protocol")
 
 def _checkpoint_bytes(model, train) -> int:
     """About what one trained entry's checkpoints take: weights plus two Adam moments per parameter (an

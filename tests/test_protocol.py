@@ -205,3 +205,21 @@ def test_set_overrides_keys_by_dotted_path_and_entries_by_name(tmp_path, capsys)
         load_protocol(path, ["entries.dcgan.train.steps"])
     with pytest.raises(BenchError, match="unknown key 'stepz'"):
         load_protocol(path, ["entries.dcgan.train.stepz=10"])
+
+
+def test_validate_refuses_a_metric_no_entry_can_feed_without_data(tmp_path, capsys):
+    """ssim on a protocol of DCGANs: refused by `bench validate`, from the families' declarations alone."""
+    p = tmp_path / "ssim.yaml"
+    p.write_text("""name: ssim
+dataset: {name: mnist, resolution: 28, channels: 1, train_size: 10, eval_size: 10}
+entries:
+  - {name: a, zoo: dcgan, train: {steps: 1}}
+evaluation: {n_samples: 10, seeds: [0], metrics: [fid, ssim]}
+""")
+    assert main(["validate", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ssim.yaml: evaluation.metrics: 'ssim' needs (output, target) pairs" in err[0], err
+    p.write_text(p.read_text().replace("metrics: [fid, ssim]", "metrics: [fid, classifier_accuracy]").replace(
+        "  - {name: a, zoo: dcgan, train: {steps: 1}}", "  - {name: a, zoo: dcgan, train: {steps: 1}}\n"
+                                                       "  - {name: b, zoo: sgan, train: {steps: 1}}"))
+    assert main(["validate", str(p)]) == 0  # one entry can: the others report it unavailable after scoring

@@ -39,23 +39,37 @@ NEEDS_TEXT = {
 
 
 def inputs_of(model: Any, data: Any = None) -> frozenset[str]:
-    """The metric inputs an evaluation of `model` can provide, from the capabilities its family declares
-    (zoo/base.py), and from the data where the input comes from it (held-out labels)."""
-    from zoo.base import Classifier, CycleTranslator, StyleSampler, task_of
+    """The metric inputs an evaluation of `model` (a built model or a family class) can provide, from the
+    capabilities its family declares (zoo/base.py), and from the data where the input comes from it
+    (held-out labels; without data they are assumed present)."""
+    from zoo.base import Classifier, CycleTranslator, StyleSampler, Translator
 
-    task = task_of(model)
+    cls = model if isinstance(model, type) else type(model)
+    task = model.task if issubclass(cls, Translator) else "unconditional"
     out = {"fake", "real+fake"}
     if task == "unconditional":
         out.add("generator")
-    if isinstance(model, StyleSampler):
+    if issubclass(cls, StyleSampler):
         out.add("style")
     if task == "paired":
         out.add("paired")
-    if isinstance(model, CycleTranslator):
+    if issubclass(cls, CycleTranslator):
         out.add("cycle")
-    if isinstance(model, Classifier) and (data is None or getattr(data, "eval_labels", None) is not None):
+    if issubclass(cls, Classifier) and (data is None or getattr(data, "eval_labels", None) is not None):
         out.add("labels")
     return frozenset(out)
+
+
+def check_applicable(metrics: list[str], provided: dict[str, frozenset[str]], registry: Any, where: str = "") -> None:
+    """Refuse, before anything trains, a metric that no entry can feed (`ssim` in a protocol of DCGANs). A
+    metric that fits some entries only (classifier_accuracy beside sgan) is reported unavailable for the rest."""
+    from bench.errors import BenchError
+
+    for name in metrics:
+        needs = registry.get(name).needs
+        if provided and not any(needs in given for given in provided.values()):
+            raise BenchError(f"{where + ': ' if where else ''}evaluation.metrics: '{name}' needs {NEEDS_TEXT[needs]}, which no entry provides "
+                             f"({', '.join(provided)}); remove it from the protocol")
 
 # Image batches are float tensors in [-1, 1], shape (B, C, H, W), streamed one batch at a time.
 Batches = Callable[[], Iterator[torch.Tensor]]

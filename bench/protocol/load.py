@@ -220,6 +220,13 @@ def check_references(protocol: Protocol, where: str) -> None:
         resolved_config(entry, f"{where}: entries[{i}].config")
     for name in protocol.evaluation.metrics:
         METRICS.get(name)
+    # What each entry's family can feed is declared on the class, so `bench validate` refuses an inapplicable
+    # metric without data or a built model (preflight checks again with the data's labels).
+    from bench.metrics.base import check_applicable, inputs_of
+    from zoo import ZOO
+
+    check_applicable(protocol.evaluation.metrics,
+                     {f"{e.name} ({e.zoo})": inputs_of(ZOO.get(e.zoo)) for e in protocol.entries}, METRICS, where)
     unknown = sorted(set(protocol.evaluation.metric_settings) - set(declared_settings()))
     if unknown:
         raise BenchError(f"{where}: evaluation.metric_settings: '{unknown[0]}' is no registered metric's setting")
