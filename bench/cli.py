@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
     zoo = sub.add_parser("zoo", help="the model zoo")
     zsub = zoo.add_subparsers(dest="zoo_command", required=True)
-    zsub.add_parser("list", help="every entry with family, task, seed section and parameter counts")
+    zsub.add_parser("list", help="every entry with family, task, source and parameter counts")
     ins = zsub.add_parser("inspect", help="layer shapes and parameter counts of one entry")
     ins.add_argument("entry")
     ins.add_argument("overrides", nargs="*", metavar="key=value")
