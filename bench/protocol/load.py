@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from bench.errors import BenchError
 from bench.metrics.intervals import METHOD as interval_method
-from bench.protocol.schema import EvaluationSpec, Protocol
+from bench.protocol.schema import EntrySpec, EvaluationSpec, Protocol
 
 PROTOCOL_VERSION = 1
 
@@ -239,9 +239,12 @@ def resolved_config(entry, where: str = "config") -> Any:
     from zoo import ZOO
     from zoo.base import parse_config
 
-    if entry._resolved is None:
-        entry._resolved = parse_config(ZOO.get(entry.zoo).Config, entry.config, where)
-    return entry._resolved
+    cached = getattr(entry, "_resolved", None)  # a loaded EntrySpec caches it; a plain stand-in parses each time
+    if cached is None:
+        cached = parse_config(ZOO.get(entry.zoo).Config, entry.config, where)
+        if isinstance(entry, EntrySpec):
+            entry._resolved = cached
+    return cached
 
 
 def canonical(protocol: Protocol) -> dict[str, Any]:
