@@ -146,6 +146,10 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--kid-subset-size", type=int, default=1000)
     sc.add_argument("--seed", type=int, default=2020, help="KID subset seed (torch-fidelity's default, 2020)")
     sc.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    sc.add_argument("--workdir", default="runs", help="results.jsonl goes here (default runs/)")
+    sc.add_argument("--uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
+                                                "sqlite:///mlflow.db); experiment `score`")
+    sc.add_argument("--no-log", action="store_true", help="print only: no results.jsonl line, no MLflow run")
     _extractor_args(sc)
     return p
 
@@ -476,11 +480,17 @@ def _score(args) -> int:
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     out = score(args.a, args.b, metrics, args.extractor, args.weights, args.weights_sha256, args.batch_size,
                 args.kid_subsets, args.kid_subset_size, args.seed, args.device)
+    if not args.no_log:
+        from bench.score import record
+        from bench.tracking.mlflow_tracker import resolve_uri
+
+        out["mlflow_run"] = record(out, out["fingerprint"], Path(args.workdir), resolve_uri(args.uri))
     if args.json:
         print(json.dumps(out, sort_keys=True))
         return 0
     print(f"{out['a']} vs {out['b']}: {out['n_a']} images" + (f" vs {out['n_b']}" if "n_b" in out else "")
-          + f", features {out['extractor']} (sha256 {out['extractor_sha256'][:12]})")
+          + f", features {out['extractor']} (sha256 {out['extractor_sha256'][:12]}), fingerprint {out['fingerprint'][:12]}"
+          + (f", MLflow run {out['mlflow_run']}" if "mlflow_run" in out else ""))
     m = out["metrics"]
     for key in ("is", "fid", "kid/mean"):
         if key in m:

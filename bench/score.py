@@ -73,16 +73,21 @@ def score(a: str | Path, b: str | Path, metrics: tuple[str, ...] = ("fid", "kid"
         raise BenchError(f"{b}: reference statistics (mu, sigma) give FID only; use --metrics fid or a folder")
     fake_images = read_folder(a)
     ext = _extractor(extractor, weights, weights_sha256, fake_images.shape[-1], torch.device(device))
+    from bench.io import sha256_file, sha256_tensor
+
+    hashes = {"a": sha256_tensor(fake_images)}
     fake, fake_stats = _features(fake_images, ext, batch_size, "A features")
     out: dict[str, Any] = {"a": str(a), "b": str(b), "n_a": len(fake_images), "extractor": ext.name,
                            "extractor_sha256": ext.sha256, "metrics": {}}
     if npz:
         real_stats, real = load_reference_stats(b), None
+        hashes["b"] = sha256_file(Path(b))
         if real_stats["mu"].shape[0] != fake["pool"].shape[1]:
             raise BenchError(f"{b}: statistics of dimension {real_stats['mu'].shape[0]}, but {ext.name} features "
                              f"have {fake['pool'].shape[1]}")
     else:
         real_images = read_folder(b)
+        hashes["b"] = sha256_tensor(real_images)
         real, stats = _features(real_images, ext, batch_size, "B features")
         real_stats = stats.as_fid_stats()
         out["n_b"] = len(real_images)
@@ -104,6 +109,9 @@ def score(a: str | Path, b: str | Path, metrics: tuple[str, ...] = ("fid", "kid"
 
         settings = EvaluationSpec(n_samples=len(fake_images), seeds=[seed], metrics=["is"])
         m.update(REGISTRY.get("is").compute(MetricContext(seed, settings, fake=fake)))
+    out["fingerprint"] = fingerprint_of(out, hashes["a"], hashes["b"],
+                                        {"metrics": sorted(metrics), "kid_subsets": kid_subsets,
+                                         "kid_subset_size": kid_subset_size, "seed": seed})
     return out
 
 
@@ -117,3 +125,45 @@ def save_stats(source: str | Path, out: str | Path, extractor: str = "inception-
     _, stats = _features(images, ext, batch_size, "features")
     sha = save_reference_stats(stats.as_fid_stats(), out)
     return {"source": str(source), "out": str(out), "n": len(images), "extractor": ext.name, "sha256": sha}
+
+
+SCORE_PROTOCOL = "score"  # the protocol name (and default MLflow experiment) of `bench score` results
+
+
+def fingerprint_of(result: dict[str, Any], a_hash: str, b_hash: str, settings: dict[str, Any]) -> str:
+    """What a folder score depends on: both sides' content, the extractor's weights, the metric settings and
+    the interval method (so two scores share a fingerprint only when they are comparable)."""
+    import hashlib
+    import json
+
+    from bench.metrics.intervals import METHOD
+
+    blob = {"a": a_hash, "b": b_hash, "extractor": result["extractor_sha256"], "settings": settings,
+            "intervals": METHOD, "kind": "folders/1"}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def record(result: dict[str, Any], fingerprint: str, workdir: Path, uri: str, experiment: str = SCORE_PROTOCOL) -> str:
+    """Append the score to workdir/results.jsonl and mirror it to MLflow as a protocol run with one row (the
+    A folder), in the layout the leaderboard reads; returns the MLflow run id."""
+    from bench.tracking import layout
+    from bench.tracking import results as results_mod
+    from bench.tracking.mlflow_tracker import Tracker
+
+    entry = Path(result["a"]).name or "a"
+    metrics = {k: {"mean": float(v), "std": None, "per_seed": [float(v)]} for k, v in result["metrics"].items()}
+    env = results_mod.environment(torch.device("cpu"))
+    row = results_mod.EvalResult(SCORE_PROTOCOL, fingerprint, entry, "folder", "FINISHED", metrics=metrics,
+                                 info={"a": result["a"], "b": result["b"], "extractor": result["extractor"],
+                                       "extractor_sha256": result["extractor_sha256"]}, env=env)
+    tracker = Tracker(uri, experiment)
+    parent = tracker.start_run(SCORE_PROTOCOL, layout.parent_tags(SCORE_PROTOCOL, fingerprint, env, result["extractor"],
+                                                                  result["extractor_sha256"]))
+    child = tracker.start_run(entry, layout.child_tags(SCORE_PROTOCOL, fingerprint, entry, "folder"), parent=parent)
+    tracker.log_params(child, {"a": result["a"], "b": result["b"]})
+    tracker.log_metrics(child, {k: float(v) for k, v in result["metrics"].items()})
+    tracker.log_metrics(child, {f"per_seed/{k}": float(v) for k, v in result["metrics"].items()}, step=0)
+    tracker.end(child, "FINISHED")
+    tracker.end(parent, "FINISHED")
+    results_mod.append(Path(workdir) / "results.jsonl", row)
+    return parent

@@ -27,15 +27,17 @@ def folders(tmp_path_factory):
     return _folder(root / "a", 30, 0, False), _folder(root / "b", 24, 1, True)
 
 
-def test_folder_scores_equal_torch_fidelity_on_the_same_weights(folders, inception_standin, capsys):
+def test_folder_scores_equal_torch_fidelity_on_the_same_weights(folders, inception_standin, tmp_path, capsys):
     import torch_fidelity
 
     a, b = folders
     weights, sha = inception_standin
+    uri = f"sqlite:///{tmp_path.as_posix()}/m.db"
     args = ["score", str(a), str(b), "--metrics", "fid,kid,is", "--kid-subsets", "10", "--kid-subset-size", "20",
-            "--weights", weights, "--weights-sha256", sha, "--json"]
+            "--weights", weights, "--weights-sha256", sha, "--json", "--workdir", str(tmp_path / "w"), "--uri", uri]
     assert main(args) == 0
-    ours = json.loads(capsys.readouterr().out)["metrics"]
+    result = json.loads(capsys.readouterr().out)
+    ours = result["metrics"]
     ref = torch_fidelity.calculate_metrics(input1=str(a), input2=str(b), fid=True, kid=True, isc=True, cuda=False,
                                            kid_subsets=10, kid_subset_size=20, verbose=False, cache=False,
                                            feature_extractor_weights_path=weights)
@@ -44,6 +46,13 @@ def test_folder_scores_equal_torch_fidelity_on_the_same_weights(folders, incepti
     assert ours["kid/std"] == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-6)
     assert ours["fid"] > 1 and ours["fid/ci95_low"] <= ours["fid"] <= ours["fid/ci95_high"]
     assert ours["is"] > 0
+    # logged like a protocol run: a results.jsonl line, and a leaderboard row in the score experiment
+    (row,) = [json.loads(x) for x in (tmp_path / "w" / "results.jsonl").read_text().splitlines()]
+    assert row["protocol"] == "score" and row["entry"] == "a" and row["fingerprint"] == result["fingerprint"]
+    assert row["metrics"]["fid"]["mean"] == ours["fid"]
+    assert main(["leaderboard", "score", "--uri", uri, "--no-log"]) == 0
+    board = capsys.readouterr().out
+    assert f"fingerprint {result['fingerprint'][:12]}" in board and "FID ↓" in board  # Inception's own space
 
 
 def test_scoring_against_saved_statistics_gives_the_folder_fid(folders, inception_standin, tmp_path, capsys):
@@ -51,24 +60,24 @@ def test_scoring_against_saved_statistics_gives_the_folder_fid(folders, inceptio
     weights, sha = inception_standin
     ext = ["--weights", weights, "--weights-sha256", sha]
     assert main(["stats", "save", str(b), str(tmp_path / "b.npz"), *ext]) == 0
-    assert main(["score", str(a), str(b), "--metrics", "fid", "--json", *ext]) == 0
-    assert main(["score", str(a), str(tmp_path / "b.npz"), "--metrics", "fid", "--json", *ext]) == 0
+    assert main(["score", str(a), str(b), "--metrics", "fid", "--json", "--no-log", *ext]) == 0
+    assert main(["score", str(a), str(tmp_path / "b.npz"), "--metrics", "fid", "--json", "--no-log", *ext]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     folder, npz = json.loads(lines[-2])["metrics"]["fid"], json.loads(lines[-1])["metrics"]["fid"]
     assert npz == pytest.approx(folder, rel=1e-6)
-    assert main(["score", str(a), str(tmp_path / "b.npz"), "--metrics", "fid,kid", *ext]) == 2
+    assert main(["score", str(a), str(tmp_path / "b.npz"), "--metrics", "fid,kid", "--no-log", *ext]) == 2
     assert "give FID only" in capsys.readouterr().err
 
 
 def test_bad_folders_are_one_line(tmp_path, capsys):
     (tmp_path / "one").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "one" / "x.png")
-    assert main(["score", str(tmp_path / "one"), str(tmp_path / "missing")]) == 2
+    assert main(["score", str(tmp_path / "one"), str(tmp_path / "missing"), "--no-log"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "scoring needs at least 2" in err[0]
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(mixed / "a.png")
     Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(mixed / "b.png")
-    assert main(["score", str(mixed), str(mixed)]) == 2
+    assert main(["score", str(mixed), str(mixed), "--no-log"]) == 2
     assert "images differ in size" in capsys.readouterr().err
