@@ -5,7 +5,8 @@ A is the generated side, B the reference, as `fidelity --input1 A --input2 B`: F
 its subsets from A first with torch-fidelity's default subset seed (2020), so both agree with a
 torch-fidelity call on the same weights file (tests/test_score.py). IS is computed on A alone. The FID
 interval is the protocol runs' jackknife (bench/metrics/intervals.py); with an `.npz` reference there are no
-reference vectors, so FID is the only metric and has no interval.
+reference vectors, so FID (and IS, on A alone) are the only metrics and FID has no interval.
+Precision/recall and density/coverage use their registered metric on the same features.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from bench.metrics.kid import subset_mmds, subset_size
 from bench.runner.sampling import stream_features
 
 TORCH_FIDELITY_SEED = 2020  # torch-fidelity's default rng_seed: KID subsets (and IS splits) draw from it
-METRICS = ("fid", "kid", "is")
+# fid and kid are computed here in torch-fidelity's order (A's subsets first); the rest through their registered
+# metric with this call's features, exactly as in a protocol run.
+METRICS = ("fid", "kid", "is", "precision_recall", "density_coverage")
 
 
 def read_folder(path: str | Path) -> torch.Tensor:
@@ -69,8 +72,8 @@ def score(a: str | Path, b: str | Path, metrics: tuple[str, ...] = ("fid", "kid"
     if unknown:
         raise BenchError(f"--metrics: '{unknown[0]}' cannot score two folders; choose from {', '.join(METRICS)}")
     npz = str(b).endswith(".npz")
-    if npz and set(metrics) - {"fid"}:
-        raise BenchError(f"{b}: reference statistics (mu, sigma) give FID only; use --metrics fid or a folder")
+    if npz and set(metrics) - {"fid", "is"}:
+        raise BenchError(f"{b}: reference statistics (mu, sigma) give FID (and IS of A) only; use --metrics fid,is or a folder")
     fake_images = read_folder(a)
     ext = _extractor(extractor, weights, weights_sha256, fake_images.shape[-1], torch.device(device))
     from bench.io import sha256_file, sha256_tensor
@@ -102,13 +105,15 @@ def score(a: str | Path, b: str | Path, metrics: tuple[str, ...] = ("fid", "kid"
         m["kid/mean"], m["kid/std"], m["kid/subset_size"] = float(mmds.mean()), float(mmds.std()), size
         m["kid/ci95_low"], m["kid/ci95_high"], _ = kid_interval(m["kid/mean"], mmds, fake["pool"].numpy(),
                                                                 real["pool"].numpy(), seed)
-    if "is" in metrics:
+    rest = [name for name in METRICS if name in metrics and name not in ("fid", "kid")]
+    if rest:
         from bench.metrics import METRICS as REGISTRY
         from bench.metrics.base import MetricContext
         from bench.protocol.schema import EvaluationSpec
 
-        settings = EvaluationSpec(n_samples=len(fake_images), seeds=[seed], metrics=["is"])
-        m.update(REGISTRY.get("is").compute(MetricContext(seed, settings, fake=fake)))
+        settings = EvaluationSpec(n_samples=len(fake_images), seeds=[seed], metrics=rest)
+        for name in rest:
+            m.update(REGISTRY.get(name).compute(MetricContext(seed, settings, fake=fake, real=real or {})))
     out["fingerprint"] = fingerprint_of(out, hashes["a"], hashes["b"],
                                         {"metrics": sorted(metrics), "kid_subsets": kid_subsets,
                                          "kid_subset_size": kid_subset_size, "seed": seed})

@@ -33,19 +33,22 @@ def test_folder_scores_equal_torch_fidelity_on_the_same_weights(folders, incepti
     a, b = folders
     weights, sha = inception_standin
     uri = f"sqlite:///{tmp_path.as_posix()}/m.db"
-    args = ["score", str(a), str(b), "--metrics", "fid,kid,is", "--kid-subsets", "10", "--kid-subset-size", "20",
+    args = ["score", str(a), str(b), "--metrics", "fid,kid,is,precision_recall,density_coverage", "--kid-subsets", "10", "--kid-subset-size", "20",
             "--weights", weights, "--weights-sha256", sha, "--json", "--workdir", str(tmp_path / "w"), "--uri", uri]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
     ours = result["metrics"]
     ref = torch_fidelity.calculate_metrics(input1=str(a), input2=str(b), fid=True, kid=True, isc=True, cuda=False,
-                                           kid_subsets=10, kid_subset_size=20, verbose=False, cache=False,
+                                           prc=True, kid_subsets=10, kid_subset_size=20, verbose=False, cache=False,
+                                           feature_extractor="inception-v3-compat", feature_layer_prc="2048",
                                            feature_extractor_weights_path=weights)
     assert ours["fid"] == pytest.approx(ref["frechet_inception_distance"], rel=1e-6)
     assert ours["kid/mean"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-6)
     assert ours["kid/std"] == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-6)
     assert ours["fid"] > 1 and ours["fid/ci95_low"] <= ours["fid"] <= ours["fid/ci95_high"]
     assert ours["is"] > 0
+    assert ours["precision"] == pytest.approx(ref["precision"]) and ours["recall"] == pytest.approx(ref["recall"])
+    assert 0 <= ours["coverage"] <= 1 and ours["density"] >= 0
     # logged like a protocol run: a results.jsonl line, and a leaderboard row in the score experiment
     (row,) = [json.loads(x) for x in (tmp_path / "w" / "results.jsonl").read_text().splitlines()]
     assert row["protocol"] == "score" and row["entry"] == "a" and row["fingerprint"] == result["fingerprint"]
@@ -66,7 +69,12 @@ def test_scoring_against_saved_statistics_gives_the_folder_fid(folders, inceptio
     folder, npz = json.loads(lines[-2])["metrics"]["fid"], json.loads(lines[-1])["metrics"]["fid"]
     assert npz == pytest.approx(folder, rel=1e-6)
     assert main(["score", str(a), str(tmp_path / "b.npz"), "--metrics", "fid,kid", "--no-log", *ext]) == 2
-    assert "give FID only" in capsys.readouterr().err
+    assert "give FID (and IS of A) only" in capsys.readouterr().err
+    # A against itself: every real ball holds its centre and its k - 1 nearest (the k-th sits on the boundary,
+    # outside under the strict rule), so density is exactly 1 and coverage 1
+    assert main(["score", str(a), str(a), "--metrics", "density_coverage", "--json", "--no-log", *ext]) == 0
+    same = json.loads(capsys.readouterr().out)["metrics"]
+    assert same == {"density": 1.0, "coverage": 1.0}
 
 
 def test_bad_folders_are_one_line(tmp_path, capsys):

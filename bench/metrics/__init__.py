@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from bench.metrics.base import Key, Metric, MetricContext
 from bench.metrics.classifier_accuracy import CLASSIFIER_ACCURACY
 from bench.metrics.cycle_error import CYCLE_ERROR, IDENTITY_ERROR
+from bench.metrics.density_coverage import DENSITY_COVERAGE
 from bench.metrics.fid import FID
 from bench.metrics.fid_truncation import FID_TRUNCATION
 from bench.metrics.inception_score import INCEPTION_SCORE
@@ -21,7 +22,7 @@ from bench.registry import Registry
 
 # Registry order is the order of the comparison table's columns (the keys declared `table=True`).
 METRICS: Registry[Metric] = Registry("metric", {m.name: m for m in (
-    INCEPTION_SCORE, FID, KID, CLASSIFIER_ACCURACY, PRECISION_RECALL,
+    INCEPTION_SCORE, FID, KID, CLASSIFIER_ACCURACY, PRECISION_RECALL, DENSITY_COVERAGE,
     SSIM, PSNR, LPIPS, CYCLE_ERROR, IDENTITY_ERROR, LPIPS_DIVERSITY,
     PPL, FID_TRUNCATION, SEG_AGREEMENT,
 )})
