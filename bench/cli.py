@@ -331,7 +331,7 @@ def _torchrun(args) -> int:
 
 def _zoo(args) -> int:
     from zoo import ZOO
-    from zoo.base import DataSpec, buffer_count
+    from zoo.base import DataSpec, ExternalWeights, buffer_count
 
     import torch
 
@@ -346,10 +346,12 @@ def _zoo(args) -> int:
     if args.zoo_command == "list":
         print(f"{'entry':<11} {'task':<14} {'G params':>12} {'D params':>10}  source / summary")
         for name, family in ZOO.items():
-            model = build(family, {}, natural_channels(family))
-            p = model.card()["params"]
-            print(f"{name:<11} {family.task:<14} {p.get('G', 0):>12,} {p.get('D', p.get('D_A', 0)):>10,}  "
-                  f"{family.seed_section}\n{'':<11} {family.summary}")
+            if issubclass(family, ExternalWeights):  # its networks come from the user's file: no fixed counts
+                g = d = "—"
+            else:
+                p = build(family, {}, natural_channels(family)).card()["params"]
+                g, d = f"{p.get('G', 0):,}", f"{p.get('D', p.get('D_A', 0)):,}"
+            print(f"{name:<11} {family.task:<14} {g:>12} {d:>10}  {family.seed_section}\n{'':<11} {family.summary}")
         return 0
     family = ZOO.get(args.entry)
     overrides = {}

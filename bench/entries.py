@@ -27,6 +27,7 @@ from bench.runner.train import GRID, EntryFailed, save_grid, train_entry
 from bench.tracking import layout
 from bench.tracking import results as results_mod
 from zoo import ZOO
+from zoo.base import ExternalWeights
 
 log = logging.getLogger("bench")
 
@@ -109,9 +110,12 @@ def run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real_
                 result.info["best"] = outcome.best
         else:
             path = resolve_checkpoint(entry.checkpoint, protocol_path)
-            payload = checkpoint.read(path)
-            checkpoint.check_config(payload, model, path)
-            checkpoint.load_into(payload, model, path, weights_only=True)
+            if isinstance(model, ExternalWeights):  # a generator you bring (TorchScript or state dict)
+                model.load_weights(path)
+            else:
+                payload = checkpoint.read(path)
+                checkpoint.check_config(payload, model, path)
+                checkpoint.load_into(payload, model, path, weights_only=True)
             result.checkpoint, result.checkpoint_sha256 = str(path), sha256_file(path)
             grid = run_dir / "samples.png"
             fixed_z = model.sample_latent(GRID, torch.Generator().manual_seed(derive(seed, "fixed-noise")))

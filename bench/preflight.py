@@ -23,7 +23,7 @@ from bench.runner import distributed as dist
 from bench.runner.precision import Precision
 from bench.runner.seeding import pick_device
 from zoo import ZOO
-from zoo.base import task_of
+from zoo.base import ExternalWeights, task_of
 
 
 def resolve_checkpoint(path: str, protocol_path: Path) -> Path:
@@ -73,6 +73,9 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
             raise BenchError(f"entries[{entry.name}]: L_sem needs the semantic network S, which is trained on label "
                              f"maps that data set '{protocol.dataset.name}' does not have (facades_sr has them); "
                              "set lambda_sem: 0")
+        if isinstance(built, ExternalWeights) and not entry.checkpoint:
+            raise BenchError(f"entries[{entry.name}]: zoo entry '{entry.zoo}' scores a generator you bring; give "
+                             "checkpoint: {path, format, latent_dim, resolution, ...} instead of train:")
         if entry.train and entry.train.steps and not built.optimizers():  # e.g. pix2pixhd_sem's bicubic baseline
             raise BenchError(f"entries[{entry.name}]: zoo entry '{entry.zoo}' has nothing to train with this config; "
                              "use train: {steps: 0}")
@@ -105,12 +108,17 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
                 loaded_ckpts[entry.name] = sha256_file(path)
             except OSError as exc:
                 raise BenchError(f"entries[{entry.name}].checkpoint: cannot read {path} ({exc.strerror})") from None
-            # Read and fit it now (into the shape-only model): a damaged, foreign or mismatched checkpoint
-            # is refused before the store is opened, not after other entries have trained.
-            payload = checkpoint.read(path)
-            checkpoint.check_config(payload, built, path)
-            with torch.device("meta"):
-                checkpoint.load_into(payload, built, path, weights_only=True)
+            if isinstance(built, ExternalWeights):
+                # Your own generator's file: loaded on the CPU (never unpickling code) and run once on two
+                # latents, so a wrong format, shape or latent layout is one line before anything runs.
+                ZOO.get(entry.zoo).build(resolved_config(entry, where), data.spec, "cpu", where=where).load_weights(path)
+            else:
+                # Read and fit it now (into the shape-only model): a damaged, foreign or mismatched checkpoint
+                # is refused before the store is opened, not after other entries have trained.
+                payload = checkpoint.read(path)
+                checkpoint.check_config(payload, built, path)
+                with torch.device("meta"):
+                    checkpoint.load_into(payload, built, path, weights_only=True)
     check_applicable(protocol.evaluation.metrics, provided, METRICS)
     if workdir is not None:
         _check_writable(workdir)

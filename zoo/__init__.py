@@ -16,6 +16,7 @@ from zoo.dcgan import DCGAN
 from zoo.mlp_gan import MlpGAN
 from zoo.mnist_gan import MnistGAN
 from zoo.cyclegan import CycleGAN
+from zoo.external import External
 from zoo.pix2pix import Pix2Pix
 from zoo.pix2pixhd import Pix2PixHD
 from zoo.pix2pixhd_sem import Pix2PixHDSem
@@ -63,4 +64,5 @@ ZOO = Registry("zoo entry", {
     "pix2pixhd_sem": Pix2PixHDSem,
     "progan": ProGAN,
     "stylegan": StyleGAN,
+    "external": External,
 }, resolve=_plugin)

@@ -384,6 +384,16 @@ class Classifier(abc.ABC):
     def classify(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
+class ExternalWeights(abc.ABC):
+    """A family whose weights come from a file in a format of its own (zoo/external.py: a TorchScript
+    generator, or a plain state dict with the class that builds it), not from a ganbench checkpoint. It is
+    scored, never trained: `load_weights(path)` reads the file without unpickling code and checks the network
+    against the config, one line if it does not fit."""
+
+    @abc.abstractmethod
+    def load_weights(self, path: Any) -> None: ...
+
+
 def task_of(model: Any) -> str:
     """"unconditional", "paired" or "unpaired": what a model (or a reference row standing in for one) does."""
     return model.task if isinstance(model, Translator) else "unconditional"

@@ -91,7 +91,8 @@ class EntrySpec(_Strict):
     zoo: str
     config: dict[str, Any] = Field(default_factory=dict)
     train: Optional[TrainSpec] = None
-    checkpoint: Optional[str] = Field(None, description="load this checkpoint instead of training")
+    checkpoint: Optional[str] = Field(None, description="load this checkpoint instead of training (a path; or a "
+                                      "mapping {path, format, latent_dim, ...} for a generator you bring)")
     fit: Literal["resize", "pad"] = Field("resize", description="how data meets a model of another resolution: "
                                           "bilinear resize, or black border (train) / centre crop (scoring)")
     train_seeds: Optional[list[int]] = Field(None, min_length=1, description="train this entry once per training "
@@ -99,6 +100,23 @@ class EntrySpec(_Strict):
     # The family's typed Config with every default filled in, resolved once when the protocol is loaded
     # (bench/protocol/load.py `resolved_config`); the fingerprint and every build use this one object.
     _resolved: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _your_generator(cls, data: Any) -> Any:
+        """`checkpoint: {path, format, latent_dim, ...}` is a generator you bring (zoo/external.py): the mapping
+        becomes the `external` family's config and the checkpoint its path."""
+        if not (isinstance(data, dict) and isinstance(data.get("checkpoint"), dict)):
+            return data
+        ckpt = dict(data["checkpoint"])
+        if "path" not in ckpt:
+            raise ValueError("checkpoint: a mapping needs 'path' (and format, latent_dim, resolution, ...)")
+        if data.get("zoo", "external") != "external":
+            raise ValueError("checkpoint given as a mapping is a generator you bring (zoo: external); for a "
+                             f"'{data['zoo']}' checkpoint give its path as a string")
+        if data.get("config"):
+            raise ValueError("for a generator you bring, put its settings under checkpoint:, not config:")
+        return {**data, "zoo": "external", "checkpoint": str(ckpt.pop("path")), "config": ckpt}
 
     @field_validator("name")
     @classmethod
