@@ -112,8 +112,13 @@ def score(a: str | Path, b: str | Path, metrics: tuple[str, ...] = ("fid", "kid"
         from bench.protocol.schema import EvaluationSpec
 
         settings = EvaluationSpec(n_samples=len(fake_images), seeds=[seed], metrics=rest)
+        from bench.metrics.base import MetricUnavailable
+
         for name in rest:
-            m.update(REGISTRY.get(name).compute(MetricContext(seed, settings, fake=fake, real=real or {})))
+            try:
+                m.update(REGISTRY.get(name).compute(MetricContext(seed, settings, fake=fake, real=real or {})))
+            except MetricUnavailable as exc:  # e.g. IS in an embedding without class logits
+                raise BenchError(f"--metrics {name}: {exc} ({ext.name})") from None
     out["fingerprint"] = fingerprint_of(out, hashes["a"], hashes["b"],
                                         {"metrics": sorted(metrics), "kid_subsets": kid_subsets,
                                          "kid_subset_size": kid_subset_size, "seed": seed})

@@ -6,7 +6,8 @@ Both the real and the generated side pass through the same extractor from uint8,
 Names: `judge` (the shipped judge of the protocol's data set), `judge:<name>` (a shipped judge, e.g.
 `judge:cifar10` as a natural-image extractor for any RGB protocol; images are brought to its native size
 and channels), `judge:local` (trained on demand on the protocol's own labelled training part; valid on
-this machine only) and `inception-v3-compat`. See bench/features/judge.py.
+this machine only), `inception-v3-compat`, and the modern feature spaces `clip-vit-l-14` and
+`dinov2-vit-l-14` (bench/features/pretrained.py). See bench/features/judge.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from bench.data.transforms import resize_float, to_channels, to_float
 from bench.errors import BenchError
 
 INCEPTION = "inception-v3-compat"
+# Pretrained networks resolved through the weights manifest (bench/features/pretrained.py for the last two).
+PRETRAINED = (INCEPTION, "clip-vit-l-14", "dinov2-vit-l-14")
 # Bumped whenever the pixels an extractor sees could change, so cached real features are invalidated.
 PREPROCESSING_VERSION = "uint8-v1"
 
@@ -53,7 +56,7 @@ def _judge_dataset(name: str, dataset: str) -> str | None:
 def _valid_names() -> str:
     from bench.features.judge import SHIPPED_RECIPES
 
-    return ", ".join(["judge", *(f"judge:{n}" for n in sorted(SHIPPED_RECIPES)), LOCAL_JUDGE, INCEPTION])
+    return ", ".join(["judge", *(f"judge:{n}" for n in sorted(SHIPPED_RECIPES)), LOCAL_JUDGE, *PRETRAINED])
 
 
 def check_extractor_name(name: str, dataset: str, channels: int | None = None) -> None:
@@ -62,7 +65,7 @@ def check_extractor_name(name: str, dataset: str, channels: int | None = None) -
     inception-v3-compat. With `channels` (the protocol's), also rejects a judge that cannot read those
     images: a judge trained on grayscale data has no way to see colour. Grayscale into an RGB judge is
     replicated."""
-    if name == INCEPTION:
+    if name in PRETRAINED:
         return
     from bench.data.datasets import JUDGE_SOURCES
     from bench.features.judge import SHIPPED_RECIPES
@@ -90,10 +93,10 @@ def preflight_extractor(name: str, weights=None, dataset: str | None = None, cha
     """Resolve and verify what the extractor needs before anything is written (one-line error if missing):
     pretrained or shipped weights, and (given the loaded `data`) that a shipped judge never trained on one
     of the protocol's reference images."""
-    if name == INCEPTION:
+    if name in PRETRAINED:
         from bench.features.weights import resolve
 
-        resolve(INCEPTION, weights.path if weights else None, weights.sha256 if weights else None)
+        resolve(name, weights.path if weights else None, weights.sha256 if weights else None)
         return
     check_extractor_name(name, dataset or "", channels)
     other = _judge_dataset(name, dataset or "")
@@ -119,6 +122,8 @@ def make_extractor(name: str, data, seed: int, device: torch.device, weights=Non
     check_extractor_name(name, data.spec.name, data.spec.channels)
     if name == INCEPTION:
         return _inception(device, weights)
+    if name in PRETRAINED:
+        return _pretrained(name, device, weights)
     if name == LOCAL_JUDGE:
         return _local_judge(data, seed, device, recipe)
     return _shipped_judge(_judge_dataset(name, data.spec.name), data, device)
@@ -197,3 +202,11 @@ def _inception(device, weights) -> Extractor:
         return {"pool": pool.float().cpu(), "logits": logits.float().cpu()}
 
     return Extractor(INCEPTION, sha, run, {"sha256": sha, "weights": str(path)})
+
+
+def _pretrained(name: str, device, weights) -> Extractor:
+    from bench.features.pretrained import features_fn
+    from bench.features.weights import resolve
+
+    path, sha = resolve(name, weights.path if weights else None, weights.sha256 if weights else None)
+    return Extractor(name, sha, features_fn(name, path, device), {"sha256": sha, "weights": str(path)})

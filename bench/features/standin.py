@@ -56,3 +56,45 @@ def build_test_inception_weights(path: str | Path, seed: int = 0, batches: int =
         bn.eval()
     sha = atomic_torch_save(net.state_dict(), path)
     return str(path), sha
+
+
+def build_test_clip_weights(path: str | Path, seed: int = 0) -> tuple[str, str]:
+    """Seeded random-init CLIP ViT-L/14 weights as a TorchScript archive laid out as OpenAI's release (the
+    `visual.*` tower at 224 px with 14 px patches, width 1024, 24 layers, a 768-d projection, and the
+    `text_projection` whose width torch-fidelity reads the embedding size from), stored in float16 as the
+    release is. LayerNorm keeps random features unit-scale, so no calibration is needed. NOT pretrained."""
+    from torch_fidelity.feature_extractor_clip import VisionTransformer
+
+    class _Archive(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.visual = VisionTransformer(input_resolution=224, patch_size=14, width=1024, layers=24, heads=16,
+                                            output_dim=768)
+            self.text_projection = nn.Parameter(torch.randn(768, 768) * 768 ** -0.5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # never used: the archive is read for its weights
+            return x @ self.text_projection
+
+    path = Path(path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = _Archive().half()
+    archive = torch.jit.trace(net, torch.zeros(1, 768, dtype=torch.float16))
+    tmp = path.with_name(path.name + ".tmp")
+    torch.jit.save(archive, str(tmp))
+    tmp.replace(path)
+    from bench.io import sha256_file
+
+    return str(path), sha256_file(path)
+
+
+def build_test_dinov2_weights(path: str | Path, seed: int = 0) -> tuple[str, str]:
+    """Seeded random-init DINOv2 ViT-L/14 weights in the official state-dict layout (float16 to halve the
+    file; they load into the float32 network). NOT pretrained."""
+    from bench.features.dinov2 import DinoV2ViTL14
+
+    net = DinoV2ViTL14()
+    net.init_random(torch.Generator().manual_seed(seed))
+    state = {k: v.half() for k, v in net.state_dict().items()}
+    sha = atomic_torch_save(state, Path(path))
+    return str(path), sha

@@ -33,12 +33,23 @@ class WeightsEntry:
     packaged: Optional[Path] = None  # shipped inside ganbench itself (the judges): looked up there first
 
     def digest_text(self) -> str:
+        if not self.pinned:
+            return "not published; the file's own sha256 enters the fingerprint"
         return self.sha256 or f"{self.sha256_prefix}... (prefix)"
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.sha256 or self.sha256_prefix)
 
     def matches(self, digest: str) -> bool:
         if self.sha256:
             return digest == self.sha256
-        return bool(self.sha256_prefix) and digest.startswith(self.sha256_prefix)
+        if self.sha256_prefix:
+            return digest.startswith(self.sha256_prefix)
+        # No digest is published for this file (DINOv2): any file is accepted and its actual sha256, which
+        # enters the fingerprint and cache keys, keeps runs on different files apart. Pin it with
+        # `weights: {path, sha256}` in the protocol.
+        return True
 
 
 def _inception_url() -> str:
@@ -57,6 +68,17 @@ def _torchvision_entry(name: str, weights_enum: str, used_by: str) -> WeightsEnt
                         sha256_prefix=file.rsplit("-", 1)[-1].split(".")[0])
 
 
+def _clip_entry() -> WeightsEntry:
+    """OpenAI's CLIP ViT-L/14 TorchScript release; the URL's path segment is the file's full sha256 (OpenAI's
+    own loader checks it), and torch-fidelity stores it under `<name>-<sha256>.pt` in torch's hub cache."""
+    from torch_fidelity.feature_extractor_clip import MODEL_METADATA, MODEL_URLS
+
+    sha = MODEL_METADATA["clip-vit-l-14"]["hash"]
+    return WeightsEntry(name="clip-vit-l-14", file=f"clip-vit-l-14-{sha}.pt", used_by="FD/KD/precision-recall in "
+                        "CLIP image-embedding space, extractor clip-vit-l-14", source=MODEL_URLS["clip-vit-l-14"],
+                        sha256=sha)
+
+
 def _manifest() -> dict[str, WeightsEntry]:
     url = _inception_url()
     entries = [
@@ -70,6 +92,13 @@ def _manifest() -> dict[str, WeightsEntry]:
         _torchvision_entry("alexnet", "AlexNet_Weights", "LPIPS backbone (default, net='alex')"),
         _torchvision_entry("vgg16", "VGG16_Weights", "LPIPS backbone (net='vgg')"),
         _torchvision_entry("vgg19", "VGG19_Weights", "VGG19 perceptual loss (pix2pixHD)"),
+        _clip_entry(),
+        WeightsEntry(
+            name="dinov2-vit-l-14",
+            file="dinov2_vitl14_pretrain.pth",
+            used_by="FD/KD/precision-recall in DINOv2 space (FD_DINOv2; Stein et al. 2023), extractor dinov2-vit-l-14",
+            source="https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth",
+        ),
         *_judge_entries(),
     ]
     return {e.name: e for e in entries}
@@ -125,7 +154,8 @@ def missing_message(entry: WeightsEntry) -> str:
         return (f"{entry.name} missing: {entry.file} (sha256 {entry.digest_text()}) not found in {where}; it ships "
                 "with ganbench (bench/judges/): restore it from the repository, or copy it into $BENCH_WEIGHTS_DIR")
     return (f"{entry.name} weights missing: {entry.file} (sha256 {entry.digest_text()}) not found in {where}; "
-            f"get it with `bench weights fetch {entry.name}` when online, or copy it into $BENCH_WEIGHTS_DIR")
+            f"get it with `bench weights fetch {entry.name}` when online, or download {entry.source} and copy it "
+            "into $BENCH_WEIGHTS_DIR")
 
 
 def resolve(name: str, path: Optional[str] = None, sha256: Optional[str] = None,
@@ -160,5 +190,9 @@ def resolve(name: str, path: Optional[str] = None, sha256: Optional[str] = None,
                                            progress=True)
         except Exception:
             raise BenchError(missing_message(entry) + " (download failed)") from None
-        return target, sha256_file(target)
+        digest = sha256_file(target)
+        if not entry.matches(digest):
+            target.unlink()
+            raise BenchError(f"{name}: downloaded file has sha256 {digest}, expected {entry.digest_text()}; removed")
+        return target, digest
     raise BenchError(missing_message(entry))

@@ -6,10 +6,12 @@ With the judge extractor p(y|x) is the judge's softmax over the data set's class
 
 from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
 
-from bench.metrics.base import Key, Metric, MetricContext, derive_seed
+from bench.metrics.base import Key, Metric, MetricContext, MetricUnavailable, derive_seed
 
 
 def compute(ctx: MetricContext) -> dict[str, float]:
+    if "logits" not in ctx.fake:  # an embedding without a classifier head (CLIP, DINOv2)
+        raise MetricUnavailable("IS needs class logits, which this extractor's embedding does not have")
     logits = ctx.fake["logits"]
     splits = min(ctx.settings.is_splits, len(logits))
     out = isc_features_to_metric(logits, splits=splits, shuffle=True, rng_seed=derive_seed(ctx.seed, "is"))

@@ -17,7 +17,8 @@ from bench.runner.train import EntryFailed
 
 
 def stream_features(batches, extractor, desc: str, total: int):
-    """Run uint8 batches through the extractor, keeping pool features, logits and float64 pool stats."""
+    """Run uint8 batches through the extractor, keeping pool features, logits (when the extractor has a
+    classifier head; CLIP and DINOv2 embeddings have none) and float64 pool stats."""
     pools, logits, stats = [], [], None
     with tqdm(total=total, desc=desc, unit="img", leave=False, disable=None, dynamic_ncols=True) as bar:
         for images in batches:
@@ -26,9 +27,13 @@ def stream_features(batches, extractor, desc: str, total: int):
                 stats = RunningStats(out["pool"].shape[1])
             stats.update(out["pool"])
             pools.append(out["pool"])
-            logits.append(out["logits"])
+            if "logits" in out:
+                logits.append(out["logits"])
             bar.update(len(images))
-    return {"pool": torch.cat(pools), "logits": torch.cat(logits)}, stats
+    feats = {"pool": torch.cat(pools)}
+    if logits:
+        feats["logits"] = torch.cat(logits)
+    return feats, stats
 
 
 def fake_batches(model, n: int, seed: int, batch_size: int, resolution: int, channels: int, fit: str = "resize",
