@@ -140,6 +140,11 @@ class Recipe:
     r1_gamma: float = 0.0  # R1 penalty (γ/2)·E‖∇D(x_real)‖² (0 = off)
     instance_noise: float = 0.0  # σ of Gaussian noise added to every D input at step 0
     instance_noise_steps: int = 0  # σ falls linearly to 0 over this many steps (0 = constant σ)
+    # zoo/stabilisers.py; each family declares which of these it supports (`TwoPlayerGAN.stabilisers`)
+    spectral_norm: bool = False  # Miyato et al. 2018: every D weight / its largest singular value
+    diffaug: str = ""  # DiffAugment (Zhao et al. 2020): comma list of color, translation, cutout on every D input
+    replay_pool: int = 0  # experience replay: D's fakes through a pool of this many past fakes (half from history)
+    init: Literal["family", "normal", "xavier", "orthogonal"] = "family"  # conv/linear weight init of G and D
 
     def __post_init__(self):
         if self.lr_G <= 0 or self.lr_D <= 0 or self.n_d < 1 or self.weight_decay < 0:
@@ -150,6 +155,18 @@ class Recipe:
             raise ValueError("clip_weights, gp_lambda, r1_gamma, instance_noise(_steps) must be >= 0")
         if self.loss in ("hinge", "wasserstein") and (self.real_target, self.fake_target) != (1.0, 0.0):
             raise ValueError(f"label smoothing (real_target/fake_target) has no meaning for the {self.loss} loss")
+        from zoo.stabilisers import parse_policy
+
+        parse_policy(self.diffaug)
+        if self.replay_pool < 0:
+            raise ValueError("replay_pool must be >= 0")
+        if self.spectral_norm and self.clip_weights:
+            raise ValueError("spectral_norm and clip_weights both bound D's Lipschitz constant; choose one")
+
+
+# Recipe keys added after protocols were first fingerprinted: they enter a fingerprint only when set away
+# from their default (bench/protocol/load.py), so a new option left alone keeps every earlier fingerprint.
+LATER_CONFIG_KEYS = frozenset({"spectral_norm", "diffaug", "replay_pool", "init", "upsample"})
 
 
 class _FullPrecision:
@@ -426,10 +443,61 @@ class TwoPlayerGAN(GANModel):
     D: nn.Module
     opt_G: torch.optim.Optimizer
     opt_D: torch.optim.Optimizer
+    # The recipe's stabilisers (zoo/stabilisers.py) this family supports: those that act in this class's
+    # backward_D/backward_G need a family that trains through them, and spectral norm and the init choices
+    # need plain conv/linear layers. A family restates this when it differs; a stabiliser it does not list is
+    # refused when the model is built.
+    stabilisers: ClassVar[frozenset[str]] = frozenset({"spectral_norm", "diffaug", "replay_pool", "init"})
+    replay = None  # the experience-replay pool, made on first use (seeded from the noise generator)
 
     def build_optimizers(self) -> None:
+        from zoo.stabilisers import apply_spectral_norm, reinit
+
+        cfg = self.cfg
+        chosen = {"spectral_norm": cfg.spectral_norm, "diffaug": bool(cfg.diffaug),
+                  "replay_pool": bool(cfg.replay_pool), "init": cfg.init != "family"}
+        for key, on in chosen.items():
+            if on and key not in self.stabilisers:
+                raise ValueError(f"{key} is not available for {self.family} (supported: "
+                                 f"{', '.join(sorted(self.stabilisers)) or 'none'})")
+        reinit(self.G, cfg.init)
+        reinit(self.D, cfg.init)
+        if cfg.spectral_norm:
+            apply_spectral_norm(self.D)  # before the optimiser: the parametrisation owns the weights
         self.opt_G = make_optimizer(self.G.parameters(), self.cfg, self.cfg.lr_G)
         self.opt_D = make_optimizer(self.D.parameters(), self.cfg, self.cfg.lr_D)
+
+    def d_input(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        """What D sees of a batch: DiffAugment (when chosen), then instance noise."""
+        if self.cfg.diffaug:
+            from zoo.stabilisers import diffaugment, parse_policy
+
+            x = diffaugment(x, parse_policy(self.cfg.diffaug), self.local_rand)
+        return self.with_instance_noise(x, step)
+
+    def replayed(self, fake: torch.Tensor) -> torch.Tensor:
+        """The fakes D trains on: through the experience-replay pool when chosen (zoo/image_pool.py)."""
+        if not self.cfg.replay_pool:
+            return fake
+        if self.replay is None:
+            from zoo.image_pool import ImagePool
+
+            seed = int(torch.randint(2**62, (), generator=self.noise_rng))
+            self.replay = ImagePool(self.cfg.replay_pool, 0.5, torch.Generator().manual_seed(seed))
+        return self.replay.query(fake)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"replay": self.replay.state_dict()} if self.replay is not None else {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        state = dict(state or {})
+        replay = state.pop("replay", None)
+        super().load_extra_state(state)
+        if replay is not None:
+            from zoo.image_pool import ImagePool
+
+            self.replay = ImagePool(self.cfg.replay_pool, 0.5)
+            self.replay.load_state_dict(replay)
 
     def modules(self):
         return {"G": self.G, "D": self.D}
@@ -464,7 +532,7 @@ class TwoPlayerGAN(GANModel):
         from zoo import losses
 
         cfg = self.cfg
-        real_in, fake_in = self.with_instance_noise(real, step), self.with_instance_noise(fake, step)
+        real_in, fake_in = self.d_input(real, step), self.d_input(self.replayed(fake), step)
         with self.autocast():
             real_out, fake_out = self.D(real_in).float(), self.D(fake_in).float()
         logs: dict[str, float] = {}
@@ -498,7 +566,7 @@ class TwoPlayerGAN(GANModel):
 
         self.D.requires_grad_(False)  # D frozen in the G step, as the course's Keras combined model
         with self.autocast():
-            fake = self.with_instance_noise(self.generator_fakes(batch_size), step)
+            fake = self.d_input(self.generator_fakes(batch_size), step)
             out = self.D(fake).float()
         loss = losses.G_LOSSES[self.cfg.loss](out)
         self.update("G", loss)

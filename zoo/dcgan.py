@@ -6,7 +6,8 @@ G: z(100) -> Dense -> 4x4x(8*ngf) + BN + ReLU, then stride-2 transposed convs ha
 D: stride-2 convs (32 px: C-64-128-256; 64 px: C-64-128-256-512), LeakyReLU 0.2, BN except the first,
    flatten -> Dense 1 (a logit). No pooling, no hidden FC layers.
 The layer shapes fix no kernel size: kernel 4 (p1, as pytorch/examples `dcgan/main.py`) is the default,
-kernel 5 (p2, the paper's released code) is selectable. Init N(0, 0.02); Adam 2e-4, beta1 0.5 (§4);
+kernel 5 (p2, the paper's released code) and 3 (the course's) are selectable, and so is G's upsampling
+(`upsample`: transposed convs as the paper, or nearest-neighbour + conv, or PixelShuffle; zoo/layers.py). Init N(0, 0.02); Adam 2e-4, beta1 0.5 (§4);
 non-saturating BCE by default, and every loss variant of the shared recipe
 (`loss: minimax | nonsaturating | lsgan | hinge | wasserstein`).
 """
@@ -30,7 +31,8 @@ class Config(Recipe):
     latent_dim: int = 100
     ngf: int = 64  # G widths are 8*ngf, 4*ngf, ... (ngf 64: 512-256-128-64, as pytorch/examples dcgan)
     ndf: int = 64  # D widths are ndf, 2*ndf, ...
-    kernel: Literal[4, 5] = 4
+    kernel: Literal[3, 4, 5] = 4  # 3 and 5 are the course's choices, 4 pytorch/examples', 5 the paper code's
+    upsample: Literal["transposed", "nearest", "pixelshuffle"] = "transposed"  # G's upsampling (zoo/layers.py)
     # D normalisation after every conv but the first: BatchNorm (DCGAN), or none / layer / instance
     # for critics trained with a gradient penalty, where BN would couple the samples of a batch.
     d_norm: Literal["batch", "none", "layer", "instance"] = "batch"
@@ -55,8 +57,9 @@ class Generator(nn.Module):
         self.bn0 = nn.BatchNorm2d(widths[0])
         blocks: list[nn.Module] = []
         for c_in, c_out in zip(widths, widths[1:]):
-            blocks += [up_conv(c_in, c_out, cfg.kernel, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-        blocks += [up_conv(widths[-1], channels, cfg.kernel), nn.Tanh()]  # no BN on the output layer
+            blocks += [up_conv(c_in, c_out, cfg.kernel, bias=False, upsample=cfg.upsample), nn.BatchNorm2d(c_out),
+                       nn.ReLU()]
+        blocks += [up_conv(widths[-1], channels, cfg.kernel, upsample=cfg.upsample), nn.Tanh()]  # no BN on the output
         self.body = nn.Sequential(*blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -103,6 +103,9 @@ class SGAN(TwoPlayerGAN, Classifier):
     seed_section = "Salimans et al. 2016, Improved Techniques for Training GANs (NeurIPS), §3.1, §5"
     summary = "Semi-supervised GAN: K+1-class D (index K = fake), 100 labels, feature-matching G"
     Config = Config
+    # Its own D step (supervised + unsupervised losses) does not pass through the shared augmentation and
+    # replay; its networks are plain conv/linear layers.
+    stabilisers = frozenset({"spectral_norm", "init"})
 
     def __init__(self, cfg: Config, data, device="cpu"):
         super().__init__(cfg, data, device)

@@ -284,6 +284,12 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
         # Every config value, defaults included: a changed family default must change the fingerprint,
         # and `{}` vs the defaults written out must not.
         entry["config"] = dataclasses.asdict(resolved_config(raw))
+        from zoo.base import LATER_CONFIG_KEYS
+
+        for key in LATER_CONFIG_KEYS & set(entry["config"]):  # options added later count only when set
+            field = next(f for f in dataclasses.fields(resolved_config(raw)) if f.name == key)
+            if entry["config"][key] == field.default:
+                entry["config"].pop(key)
         if entry.get("checkpoint"):
             entry["checkpoint"] = True  # the file's sha256 enters the fingerprint, not its path
         for key in ("log_every", "checkpoint_every", "sample_every", "keep_last", "eval_every", "eval_n"):

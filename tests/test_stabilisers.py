@@ -1,0 +1,175 @@
+"""The recipe's stabilisers (zoo/stabilisers.py) and DCGAN's architecture options, each by its defining
+property: spectral norm makes every D weight's largest singular value 1, DiffAugment moves, masks and
+recolours images differentiably and reaches every D input, the replay pool feeds D old fakes and is
+checkpointed, the init choices have their distributions, and every kernel/upsampling choice doubles exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from bench.errors import BenchError
+from zoo import ZOO
+from zoo.base import DataSpec
+from zoo.stabilisers import diffaugment, parse_policy
+
+DATA = DataSpec("toy", 32, 3, 10)
+
+
+def _dcgan(**cfg):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = ZOO.get("dcgan").build({"ngf": 8, "ndf": 8, **cfg}, DATA, "cpu")
+    model.noise_rng.manual_seed(1)
+    return model
+
+
+def _reals(n=8, seed=2):
+    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _sigma(layer: nn.Module) -> float:
+    w = layer.weight
+    if isinstance(layer, nn.ConvTranspose2d):
+        w = w.transpose(0, 1)
+    return float(torch.linalg.matrix_norm(w.reshape(w.shape[0], -1).double(), ord=2))
+
+
+def test_spectral_norm_gives_every_d_weight_unit_largest_singular_value():
+    model = _dcgan(spectral_norm=True, d_norm="none", loss="hinge")
+    layers = [m for m in model.D.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert layers and all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in layers)
+    model.D.train()
+    with torch.no_grad():
+        for _ in range(200):  # one power iteration per training forward
+            model.D(_reals())
+    model.D.eval()
+    assert [round(_sigma(m), 2) for m in layers] == [1.0] * len(layers)
+    plain = _dcgan(d_norm="none")
+    assert abs(_sigma(next(m for m in plain.D.modules() if isinstance(m, nn.Conv2d))) - 1) > 0.2
+    assert all(torch.isfinite(torch.tensor(list(model.train_step(lambda: _reals(), 0).values()))))
+
+
+def test_stabilisers_a_family_cannot_honour_are_refused():
+    with pytest.raises(BenchError, match="choose one"):
+        _dcgan(spectral_norm=True, clip_weights=0.01)
+    with pytest.raises(BenchError, match="spectral_norm is not available for progan"):
+        ZOO.get("progan").build({"resolution": 8, "spectral_norm": True}, DataSpec("toy", 8, 3, 0), "meta")
+    with pytest.raises(BenchError, match="replay_pool is not available for sgan"):
+        ZOO.get("sgan").build({"replay_pool": 4}, DataSpec("mnist", 28, 1, 10), "meta")
+    with pytest.raises(BenchError, match="unknown policy 'blur'"):
+        _dcgan(diffaug="translation,blur")
+
+
+def _uniform(seed):
+    g = torch.Generator().manual_seed(seed)
+    return lambda n, *shape: torch.rand(n, *shape, generator=g)
+
+
+def test_translation_shifts_by_whole_pixels_with_zero_fill():
+    x = torch.rand(6, 3, 32, 32) + 1  # strictly positive, so the zero fill is visible
+    out = diffaugment(x, ("translation",), _uniform(0))
+    for i in range(len(x)):
+        found = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+                 if torch.equal(out[i], nn.functional.pad(x[i], (4, 4, 4, 4))[:, 4 - dy:36 - dy, 4 - dx:36 - dx])]
+        assert len(found) == 1, i  # exactly one shift of at most 32/8 = 4 pixels explains the output
+    assert any(out[i].eq(0).any() for i in range(len(x)))
+
+
+def test_cutout_zeroes_one_half_size_square():
+    x = torch.rand(16, 3, 32, 32) + 1
+    out = diffaugment(x, ("cutout",), _uniform(1))
+    for i in range(len(x)):
+        zero = out[i, 0].eq(0)
+        rows, cols = zero.any(1).nonzero().flatten(), zero.any(0).nonzero().flatten()
+        assert len(rows) <= 16 and len(cols) <= 16 and zero.sum() == len(rows) * len(cols)  # one rectangle
+        assert torch.equal(out[i][:, ~zero], x[i][:, ~zero])  # everything else untouched
+    assert max(int(out[i, 0].eq(0).sum()) for i in range(len(x))) == 16 * 16  # unclipped squares are 16 x 16
+
+
+def test_diffaugment_is_differentiable_and_empty_policy_is_identity():
+    x = (torch.rand(4, 3, 16, 16) * 2 - 1).requires_grad_()
+    out = diffaugment(x, parse_policy("color,translation,cutout"), _uniform(2))
+    out.square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    y = torch.rand(2, 3, 8, 8)
+    assert diffaugment(y, parse_policy(""), _uniform(3)) is y
+    bright = diffaugment(torch.zeros(64, 3, 8, 8), ("color",), _uniform(4))
+    assert bright.mean(dim=(1, 2, 3)).std() > 0.1  # brightness moves each image by its own draw
+
+
+def test_every_d_input_is_augmented_in_both_steps():
+    model = _dcgan(diffaug="translation,cutout")
+    seen = []
+    model.D.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+    reals = _reals()
+    model.train_step(lambda: reals, 0)
+    assert len(seen) == 3  # D on reals, D on fakes (D step), D on fakes (G step)
+    assert not torch.equal(seen[0], reals) and seen[0].eq(0).any()  # zero fill / cutout reached D
+    assert all(s.eq(0).any() for s in seen[1:])
+
+
+def test_replay_pool_feeds_old_fakes_and_is_checkpointed():
+    model = _dcgan(replay_pool=16)
+    for step in range(4):
+        model.train_step(lambda: _reals(8, step), step)
+    assert len(model.replay) == 16
+    state = model.extra_state()
+    other = _dcgan(replay_pool=16)
+    other.load_extra_state(state)
+    assert all(torch.equal(a, b) for a, b in zip(model.replay.images, other.replay.images))
+    fresh = torch.zeros(8, 3, 32, 32)
+    assert torch.equal(model.replayed(fresh), other.replayed(fresh))  # same generator state, same draws
+    assert model.replayed(fresh).abs().sum(dim=(1, 2, 3)).gt(0).any()  # some come from the history
+
+
+@pytest.mark.parametrize("kind", ["normal", "xavier", "orthogonal"])
+def test_init_choices(kind):
+    model = _dcgan(init=kind, d_norm="none")
+    conv = next(m for m in model.D.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 3)
+    w = conv.weight.detach().reshape(conv.out_channels, -1)
+    fan_in, fan_out = conv.weight[0].numel(), conv.out_channels * conv.weight[0, 0].numel()
+    if kind == "normal":
+        assert w.std().item() == pytest.approx(0.02, rel=0.1)
+    elif kind == "xavier":
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert w.abs().max() <= bound and w.abs().max() > 0.95 * bound
+    else:
+        assert torch.allclose(w @ w.T, torch.eye(len(w)), atol=1e-5)  # orthonormal rows (out <= in*k*k)
+    assert dataclasses.asdict(model.cfg)["init"] == kind
+
+
+@pytest.mark.parametrize("kernel", [3, 4, 5])
+@pytest.mark.parametrize("upsample", ["transposed", "nearest", "pixelshuffle"])
+@pytest.mark.parametrize("resolution", [32, 64])
+def test_every_kernel_and_upsampling_doubles_exactly(kernel, upsample, resolution):
+    spec = DataSpec("toy", resolution, 1, 0)
+    model = ZOO.get("dcgan").build({"ngf": 4, "ndf": 4, "kernel": kernel, "upsample": upsample,
+                                    "resolution": resolution}, spec, "cpu")
+    x = model.generate(torch.randn(2, 100))
+    assert x.shape == (2, 1, resolution, resolution)
+    assert model.D(x).shape == (2, 1)
+
+
+def test_new_options_left_at_their_defaults_keep_the_fingerprint(tmp_path):
+    from bench.protocol.load import canonical, load_protocol
+    from tests.conftest import write_protocol
+
+    text = """name: fp
+seed: 0
+dataset: {{name: mnist, resolution: 28, channels: 1, train_size: 100, eval_size: 50}}
+entries:
+  - {{name: d, zoo: dcgan, config: {config}, train: {{steps: 1}}}}
+evaluation: {{n_samples: 20, seeds: [0], metrics: [fid]}}
+"""
+    def entry_config(config):
+        path = write_protocol(tmp_path / "p.yaml", text.format(config=config))
+        return canonical(load_protocol(path).protocol)["entries"][0]["config"]
+
+    plain = entry_config("{}")
+    assert not {"spectral_norm", "diffaug", "replay_pool", "init", "upsample"} & set(plain)
+    assert entry_config("{spectral_norm: false, upsample: transposed}") == plain
+    assert entry_config("{spectral_norm: true, d_norm: none}")["spectral_norm"] is True

@@ -1,0 +1,117 @@
+"""Stabilisers any two-player family can select through its recipe (zoo/base.py `Recipe`), beside the loss,
+TTUR, smoothing, clipping, GP, R1 and instance noise the recipe already has.
+
+- Spectral normalisation (Miyato et al. 2018, "Spectral Normalization for GANs", ICLR, §2.1): every weight of
+  D divided by an estimate of its largest singular value, refined by one power iteration per training
+  forward pass (torch's `parametrizations.spectral_norm`, which keeps the iteration vectors as buffers, so
+  they are checkpointed with D).
+- DiffAugment (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN Training", NeurIPS, §3):
+  the same kind of random, differentiable transform applied to every image D sees, real and fake, in D's step
+  and in G's, so D cannot memorise the few real images and G is not taught the augmentation. `color`:
+  brightness + U(-0.5, 0.5), saturation x U(0, 2), contrast x U(0.5, 1.5); `translation`: an integer shift of up
+  to 1/8 of the side with zero fill; `cutout`: a zeroed square of half the side at a random centre.
+- Initialisation choices: `normal` N(0, 0.02) (DCGAN), `xavier` (Glorot and Bengio 2010, uniform, as Keras'
+  default in the course MNIST GAN), `orthogonal` (Saxe et al. 2014), applied to every conv and linear weight;
+  `family` keeps the family's own.
+
+Every random draw comes from the model's seeded noise generator (`local_rand`), never the global RNG.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+DIFFAUG_POLICIES = ("color", "translation", "cutout")
+WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+
+
+def parse_policy(text: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in parts if p not in DIFFAUG_POLICIES]
+    if bad:
+        raise ValueError(f"diffaug: unknown policy '{bad[0]}'; choose from {', '.join(DIFFAUG_POLICIES)} "
+                         "(comma-separated)")
+    return parts
+
+
+def diffaugment(x: torch.Tensor, policy: tuple[str, ...], rand: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """Augment a batch (B, C, H, W) in [-1, 1]; `rand(n, *shape)` gives U(0, 1) draws of shape (n, *shape)."""
+    for name in policy:
+        x = _OPS[name](x, rand)
+    return x
+
+
+def _color(x, rand):
+    b = len(x)
+    x = x + (rand(b, 1, 1, 1).to(x.dtype) - 0.5)  # brightness
+    mean = x.mean(dim=1, keepdim=True)
+    x = (x - mean) * (rand(b, 1, 1, 1).to(x.dtype) * 2) + mean  # saturation
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (rand(b, 1, 1, 1).to(x.dtype) + 0.5) + mean  # contrast
+
+
+def _translation(x, rand, ratio: float = 0.125):
+    b, _, h, w = x.shape
+    sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    # integer shifts in [-s, s], uniform, per sample
+    dy = (rand(b, 1) * (2 * sh + 1)).floor().long().clamp(max=2 * sh).squeeze(1) - sh
+    dx = (rand(b, 1) * (2 * sw + 1)).floor().long().clamp(max=2 * sw).squeeze(1) - sw
+    padded = nn.functional.pad(x, (sw, sw, sh, sh))  # zero fill where the image moved away
+    rows = (torch.arange(h, device=x.device)[None, :] + sh - dy.to(x.device)[:, None])  # (B, H)
+    cols = (torch.arange(w, device=x.device)[None, :] + sw - dx.to(x.device)[:, None])  # (B, W)
+    idx_b = torch.arange(b, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[idx_b, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2)
+
+
+def _cutout(x, rand, ratio: float = 0.5):
+    b, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    # the square's centre anywhere in the image (so it may be clipped at a border)
+    cy = (rand(b, 1) * (h + (1 - ch % 2))).floor().long().squeeze(1).to(x.device)
+    cx = (rand(b, 1) * (w + (1 - cw % 2))).floor().long().squeeze(1).to(x.device)
+    ys = torch.arange(h, device=x.device)[None, :] - (cy[:, None] - ch // 2)
+    xs = torch.arange(w, device=x.device)[None, :] - (cx[:, None] - cw // 2)
+    inside = ((ys >= 0) & (ys < ch))[:, :, None] & ((xs >= 0) & (xs < cw))[:, None, :]  # (B, H, W)
+    return x * (~inside)[:, None].to(x.dtype)
+
+
+_OPS = {"color": _color, "translation": _translation, "cutout": _cutout}
+
+
+def apply_spectral_norm(module: nn.Module, what: str = "D") -> int:
+    """Wrap every conv and linear weight of `module` in spectral normalisation; returns how many. Refuses a
+    network whose weights live in other layer types (equalised-learning-rate layers scale their weights at
+    run time, and leaving them unnormalised would silently skip most of D)."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    layers = [m for m in module.modules() if isinstance(m, WEIGHTED)]
+    covered = {id(m.weight) for m in layers}
+    other = [n for n, p in module.named_parameters() if p.dim() >= 2 and id(p) not in covered]
+    if other or not layers:
+        raise ValueError(f"spectral_norm: {what} has weights outside conv/linear layers ({other[0] if other else 'none'}); "
+                         "this family's layers cannot be spectrally normalised")
+    for m in layers:
+        spectral_norm(m)
+    return len(layers)
+
+
+def reinit(module: nn.Module, kind: str) -> None:
+    """Re-initialise every conv and linear weight (biases to 0); norm layers keep the family's init."""
+    if kind == "family":
+        return
+    for m in module.modules():
+        if isinstance(m, WEIGHTED):
+            if kind == "normal":
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            elif kind == "xavier":
+                nn.init.xavier_uniform_(m.weight)
+            elif kind == "orthogonal":
+                nn.init.orthogonal_(m.weight)
+            else:
+                raise ValueError(f"init: unknown '{kind}'")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
