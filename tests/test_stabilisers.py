@@ -173,3 +173,54 @@ evaluation: {{n_samples: 20, seeds: [0], metrics: [fid]}}
     assert not {"spectral_norm", "diffaug", "replay_pool", "init", "upsample"} & set(plain)
     assert entry_config("{spectral_norm: false, upsample: transposed}") == plain
     assert entry_config("{spectral_norm: true, d_norm: none}")["spectral_norm"] is True
+
+
+def test_minibatch_discrimination_sees_the_rest_of_the_batch():
+    from zoo.stabilisers import MinibatchDiscrimination
+
+    torch.manual_seed(0)
+    layer = MinibatchDiscrimination(12, kernels=7, kernel_dim=5)
+    f = torch.randn(6, 12)
+    out = layer(f)
+    assert out.shape == (6, 12 + 7) and torch.equal(out[:, :12], f)
+    same = layer(f[:1].repeat(6, 1))
+    assert torch.allclose(same[:, 12:], torch.full((6, 7), 5.0))  # n − 1 identical others, exp(0) each
+    moved = f.clone()
+    moved[5] += 3
+    assert not torch.allclose(layer(moved)[0, 12:], out[0, 12:])  # sample 0's output depends on sample 5
+    model = _dcgan(minibatch_kernels=10)
+    assert model.D(_reals(4)).shape == (4, 1)
+    assert all(torch.isfinite(torch.tensor(list(model.train_step(lambda: _reals(), 0).values()))))
+
+
+def test_bcr_penalises_a_d_that_is_not_invariant_to_flips_and_shifts():
+    from zoo.stabilisers import consistency_penalty
+
+    x = _reals(8)
+    mean_d = lambda t: t.mean(dim=(1, 2, 3))[:, None]  # noqa: E731  (invariant to flips; shifts only drop pixels)
+    left_d = lambda t: t[:, :, :, :16].mean(dim=(1, 2, 3))[:, None]  # noqa: E731
+    flat = torch.ones(8, 3, 32, 32)  # no shift or flip changes a constant image except by zero fill
+    assert consistency_penalty(mean_d, flat * 0, mean_d(flat * 0), _uniform(0)) == 0
+    assert consistency_penalty(left_d, x, left_d(x), _uniform(0)) > consistency_penalty(mean_d, x, mean_d(x), _uniform(0))
+    model = _dcgan(bcr_real=10.0, bcr_fake=10.0)
+    logs = model.train_step(lambda: _reals(), 0)
+    assert logs["D/bcr_real"] > 0 and logs["D/bcr_fake"] > 0
+
+
+def test_historical_averaging_pulls_towards_the_mean_of_past_parameters():
+    model = _dcgan(hist_avg=1.0)
+    snapshots = []
+    for step in range(3):
+        model.train_step(lambda: _reals(8, step), step)
+        snapshots.append([p.detach().clone() for p in model.G.parameters()])
+    history = model.history["G"]
+    assert history.count == 3
+    for m, *ps in zip(history.mean, *snapshots):
+        assert torch.allclose(m, sum(ps) / 3, atol=1e-6)  # θ̄ is the mean over every update so far
+    expected = sum((p - m).pow(2).sum() for p, m in zip(model.G.parameters(), history.mean))
+    assert float(history.penalty()) == pytest.approx(float(expected))
+    other = _dcgan(hist_avg=1.0)
+    other.load_extra_state(model.extra_state())  # checkpointed with the model
+    history_d = model.history["D"].mean
+    assert other.history["G"].count == 3 and all(torch.equal(a, b) for a, b in zip(other.history["D"].mean, history_d))
+    assert len(history_d) == len(list(model.D.parameters()))

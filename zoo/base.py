@@ -145,6 +145,9 @@ class Recipe:
     diffaug: str = ""  # DiffAugment (Zhao et al. 2020): comma list of color, translation, cutout on every D input
     replay_pool: int = 0  # experience replay: D's fakes through a pool of this many past fakes (half from history)
     init: Literal["family", "normal", "xavier", "orthogonal"] = "family"  # conv/linear weight init of G and D
+    bcr_real: float = 0.0  # bCR (Zhao et al. 2021): λ of E‖D(x) − D(T(x))‖² on reals (the paper: 10)
+    bcr_fake: float = 0.0  # and on fakes
+    hist_avg: float = 0.0  # historical averaging (Salimans et al. 2016, §3.3): λ of ‖θ − θ̄‖² for each player
 
     def __post_init__(self):
         if self.lr_G <= 0 or self.lr_D <= 0 or self.n_d < 1 or self.weight_decay < 0:
@@ -158,15 +161,16 @@ class Recipe:
         from zoo.stabilisers import parse_policy
 
         parse_policy(self.diffaug)
-        if self.replay_pool < 0:
-            raise ValueError("replay_pool must be >= 0")
+        if min(self.replay_pool, self.bcr_real, self.bcr_fake, self.hist_avg) < 0:
+            raise ValueError("replay_pool, bcr_real, bcr_fake and hist_avg must be >= 0")
         if self.spectral_norm and self.clip_weights:
             raise ValueError("spectral_norm and clip_weights both bound D's Lipschitz constant; choose one")
 
 
 # Recipe keys added after protocols were first fingerprinted: they enter a fingerprint only when set away
 # from their default (bench/protocol/load.py), so a new option left alone keeps every earlier fingerprint.
-LATER_CONFIG_KEYS = frozenset({"spectral_norm", "diffaug", "replay_pool", "init", "upsample"})
+LATER_CONFIG_KEYS = frozenset({"spectral_norm", "diffaug", "replay_pool", "init", "upsample", "bcr_real", "bcr_fake",
+                               "hist_avg", "minibatch_kernels"})
 
 
 class _FullPrecision:
@@ -447,15 +451,18 @@ class TwoPlayerGAN(GANModel):
     # backward_D/backward_G need a family that trains through them, and spectral norm and the init choices
     # need plain conv/linear layers. A family restates this when it differs; a stabiliser it does not list is
     # refused when the model is built.
-    stabilisers: ClassVar[frozenset[str]] = frozenset({"spectral_norm", "diffaug", "replay_pool", "init"})
+    stabilisers: ClassVar[frozenset[str]] = frozenset({"spectral_norm", "diffaug", "replay_pool", "init", "bcr",
+                                                       "hist_avg"})
     replay = None  # the experience-replay pool, made on first use (seeded from the noise generator)
+    history: dict = {}  # historical averages per player, when hist_avg is on
 
     def build_optimizers(self) -> None:
         from zoo.stabilisers import apply_spectral_norm, reinit
 
         cfg = self.cfg
         chosen = {"spectral_norm": cfg.spectral_norm, "diffaug": bool(cfg.diffaug),
-                  "replay_pool": bool(cfg.replay_pool), "init": cfg.init != "family"}
+                  "replay_pool": bool(cfg.replay_pool), "init": cfg.init != "family",
+                  "bcr": bool(cfg.bcr_real or cfg.bcr_fake), "hist_avg": bool(cfg.hist_avg)}
         for key, on in chosen.items():
             if on and key not in self.stabilisers:
                 raise ValueError(f"{key} is not available for {self.family} (supported: "
@@ -466,6 +473,18 @@ class TwoPlayerGAN(GANModel):
             apply_spectral_norm(self.D)  # before the optimiser: the parametrisation owns the weights
         self.opt_G = make_optimizer(self.G.parameters(), self.cfg, self.cfg.lr_G)
         self.opt_D = make_optimizer(self.D.parameters(), self.cfg, self.cfg.lr_D)
+        if cfg.hist_avg:
+            from zoo.stabilisers import HistoricalAverage
+
+            self.history = {"G": HistoricalAverage(self.G), "D": HistoricalAverage(self.D)}
+
+    def with_history(self, name: str, loss: torch.Tensor, logs: dict[str, float]) -> torch.Tensor:
+        """Historical averaging's λ‖θ − θ̄‖² on player `name`'s loss (when chosen)."""
+        if not self.history:
+            return loss
+        penalty = self.history[name].penalty()
+        logs[f"{name}/hist"] = float(penalty)
+        return loss + self.cfg.hist_avg * penalty
 
     def d_input(self, x: torch.Tensor, step: int) -> torch.Tensor:
         """What D sees of a batch: DiffAugment (when chosen), then instance noise."""
@@ -487,17 +506,22 @@ class TwoPlayerGAN(GANModel):
         return self.replay.query(fake)
 
     def extra_state(self) -> dict[str, Any]:
-        return {"replay": self.replay.state_dict()} if self.replay is not None else {}
+        out: dict[str, Any] = {"replay": self.replay.state_dict()} if self.replay is not None else {}
+        if self.history:
+            out["history"] = {k: h.state_dict() for k, h in self.history.items()}
+        return out
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         state = dict(state or {})
-        replay = state.pop("replay", None)
+        replay, history = state.pop("replay", None), state.pop("history", None)
         super().load_extra_state(state)
         if replay is not None:
             from zoo.image_pool import ImagePool
 
             self.replay = ImagePool(self.cfg.replay_pool, 0.5)
             self.replay.load_state_dict(replay)
+        for name, h in (history or {}).items():
+            self.history[name].load_state_dict(h)
 
     def modules(self):
         return {"G": self.G, "D": self.D}
@@ -554,7 +578,19 @@ class TwoPlayerGAN(GANModel):
                 r1 = losses.r1_penalty(self.D, real_in.float(), cfg.r1_gamma)
                 loss = loss + r1
                 logs["D/r1"] = r1.item()
+        if cfg.bcr_real or cfg.bcr_fake:
+            from zoo.stabilisers import consistency_penalty
+
+            with self.autocast():
+                for lam, x, out, side in ((cfg.bcr_real, real_in, real_out, "real"), (cfg.bcr_fake, fake_in, fake_out, "fake")):
+                    if lam:
+                        term = consistency_penalty(self.D, x, out, self.local_rand)
+                        loss = loss + lam * term
+                        logs[f"D/bcr_{side}"] = term.item()
+        loss = self.with_history("D", loss, logs)
         self.update("D", loss)
+        if self.history:
+            self.history["D"].record()
         if cfg.clip_weights:
             with torch.no_grad():
                 for p in self.D.parameters():
@@ -569,9 +605,12 @@ class TwoPlayerGAN(GANModel):
             fake = self.d_input(self.generator_fakes(batch_size), step)
             out = self.D(fake).float()
         loss = losses.G_LOSSES[self.cfg.loss](out)
-        self.update("G", loss)
+        logs = {"G": loss.item()}
+        self.update("G", self.with_history("G", loss, logs))
+        if self.history:
+            self.history["G"].record()
         self.D.requires_grad_(True)
-        return {"G": loss.item()}
+        return logs
 
     def train_step(self, draw, step):
         self.train(True)

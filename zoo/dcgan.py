@@ -23,6 +23,7 @@ from torch import nn
 
 from zoo.base import Recipe, TwoPlayerGAN, trace_shapes
 from zoo.layers import dcgan_init, down_conv, up_conv
+from zoo.stabilisers import MinibatchDiscrimination
 
 
 @dataclass(frozen=True)
@@ -33,14 +34,16 @@ class Config(Recipe):
     ndf: int = 64  # D widths are ndf, 2*ndf, ...
     kernel: Literal[3, 4, 5] = 4  # 3 and 5 are the course's choices, 4 pytorch/examples', 5 the paper code's
     upsample: Literal["transposed", "nearest", "pixelshuffle"] = "transposed"  # G's upsampling (zoo/layers.py)
+    # > 0: minibatch discrimination before D's last layer with this many kernels (Salimans et al. 2016, §3.2: 100)
+    minibatch_kernels: int = 0
     # D normalisation after every conv but the first: BatchNorm (DCGAN), or none / layer / instance
     # for critics trained with a gradient penalty, where BN would couple the samples of a batch.
     d_norm: Literal["batch", "none", "layer", "instance"] = "batch"
 
     def __post_init__(self):
         super().__post_init__()
-        if self.ngf < 1 or self.ndf < 1 or self.latent_dim < 1:
-            raise ValueError("ngf, ndf and latent_dim must be positive")
+        if self.ngf < 1 or self.ndf < 1 or self.latent_dim < 1 or self.minibatch_kernels < 0:
+            raise ValueError("ngf, ndf and latent_dim must be positive, minibatch_kernels >= 0")
         if self.gp_lambda and self.d_norm == "batch":
             # Gulrajani et al. 2017, §4: BN couples the samples whose per-sample gradient norms the penalty
             # targets.
@@ -90,10 +93,13 @@ class Discriminator(nn.Module):
             layers += [down_conv(c_in, c_out, cfg.kernel, bias=norm is None), *([norm] if norm else []),
                        nn.LeakyReLU(0.2)]
         self.body = nn.Sequential(*layers)
-        self.fc = nn.Linear(4 * 4 * widths[-1], 1)
+        features = 4 * 4 * widths[-1]
+        self.minibatch = MinibatchDiscrimination(features, cfg.minibatch_kernels) if cfg.minibatch_kernels else None
+        self.fc = nn.Linear(features + cfg.minibatch_kernels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(x).flatten(1))
+        f = self.body(x).flatten(1)
+        return self.fc(self.minibatch(f) if self.minibatch is not None else f)
 
 
 class DCGAN(TwoPlayerGAN):

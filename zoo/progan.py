@@ -236,9 +236,10 @@ class ProgressiveGAN(TwoPlayerGAN):
     Subclasses build `G` and `D` (both `Growing`), call `build_optimizers()` and `_init_growth()`, and
     implement `fakes(n, track)`: a batch of training fakes drawn only from the model's noise generator.
     """
-    # Equalised-learning-rate layers scale their weights at run time (no spectral norm, no re-init), and the
-    # resolution changes as the networks grow (no pool of old fakes); DiffAugment acts on whatever D sees.
-    stabilisers = frozenset({"diffaug"})
+    # Equalised-learning-rate layers scale their weights at run time (no spectral norm, no re-init), the
+    # resolution changes as the networks grow (no pool of old fakes) and so do the parameter sets (no
+    # historical average); DiffAugment and bCR act on whatever D sees.
+    stabilisers = frozenset({"diffaug", "bcr"})
 
     G: Growing
     D: Growing

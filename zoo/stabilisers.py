@@ -10,6 +10,12 @@ TTUR, smoothing, clipping, GP, R1 and instance noise the recipe already has.
   and in G's, so D cannot memorise the few real images and G is not taught the augmentation. `color`:
   brightness + U(-0.5, 0.5), saturation x U(0, 2), contrast x U(0.5, 1.5); `translation`: an integer shift of up
   to 1/8 of the side with zero fill; `cutout`: a zeroed square of half the side at a random centre.
+- Balanced consistency regularisation, bCR (Zhao et al. 2021, "Improved Consistency Regularization for GANs",
+  AAAI, §3): λ_real·E‖D(x) − D(T(x))‖² + λ_fake·E‖D(G(z)) − D(T(G(z)))‖² added to D's loss, with T a random
+  horizontal flip and a translation of up to 1/8 of the side (the paper's flip-and-translate).
+- Historical averaging (Salimans et al. 2016, "Improved Techniques for Training GANs", §3.3): each player's
+  loss gets λ·‖θ − θ̄‖², θ̄ the mean of that player's parameters over all its past updates (checkpointed).
+- Minibatch discrimination (Salimans et al. 2016, §3.2), a layer for D's last features: `MinibatchDiscrimination`.
 - Initialisation choices: `normal` N(0, 0.02) (DCGAN), `xavier` (Glorot and Bengio 2010, uniform, as Keras'
   default in the course MNIST GAN), `orthogonal` (Saxe et al. 2014), applied to every conv and linear weight;
   `family` keeps the family's own.
@@ -115,3 +121,61 @@ def reinit(module: nn.Module, kind: str) -> None:
                 raise ValueError(f"init: unknown '{kind}'")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def flip_translate(x: torch.Tensor, rand: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """bCR's T: a horizontal flip with probability 1/2, then DiffAugment's translation."""
+    flip = rand(len(x), 1, 1, 1).to(x.device) < 0.5
+    return _translation(torch.where(flip, x.flip(-1), x), rand)
+
+
+def consistency_penalty(disc: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, out: torch.Tensor,
+                        rand: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """E‖D(x) − D(T(x))‖² for D outputs `out` = D(x) already computed (both sides carry gradients to D)."""
+    other = disc(flip_translate(x.detach(), rand)).float()
+    return (out - other).pow(2).flatten(1).sum(1).mean()
+
+
+class HistoricalAverage:
+    """θ̄, the running mean of a network's parameters over every update so far, and the penalty ‖θ − θ̄‖²."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.count = 0
+        self.mean = [torch.zeros_like(p, dtype=torch.float32) for p in module.parameters()]
+
+    def penalty(self) -> torch.Tensor:
+        if not self.count:  # no history before the first update: θ̄ = θ
+            return torch.zeros((), device=next(self.module.parameters()).device)
+        return sum((p.float() - m).pow(2).sum() for p, m in zip(self.module.parameters(), self.mean))
+
+    @torch.no_grad()
+    def record(self) -> None:
+        """Fold the current parameters into θ̄ (after each update)."""
+        self.count += 1
+        for p, m in zip(self.module.parameters(), self.mean):
+            m += (p.float() - m) / self.count
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "mean": [m.cpu() for m in self.mean]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count = int(state["count"])
+        self.mean = [m.to(p.device) for m, p in zip(state["mean"], self.module.parameters())]
+
+
+class MinibatchDiscrimination(nn.Module):
+    """Salimans et al. 2016, §3.2: features f (N, A) -> M = f·T (N, B, C); c_b(i, j) = exp(−‖M_i,b − M_j,b‖₁);
+    o(i)_b = Σ_{j≠i} c_b(i, j); output [f, o] (N, A + B). D can then see how alike the samples of a batch are,
+    which is what a collapsed generator cannot hide. B = 100 kernels of C = 5 dims as the paper's code."""
+
+    def __init__(self, in_features: int, kernels: int = 100, kernel_dim: int = 5):
+        super().__init__()
+        self.kernels, self.kernel_dim = kernels, kernel_dim
+        self.T = nn.Parameter(torch.randn(in_features, kernels * kernel_dim) * 0.05)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        m = (f @ self.T).view(len(f), self.kernels, self.kernel_dim)
+        l1 = (m[:, None] - m[None]).abs().sum(-1)  # (N, N, B)
+        c = torch.exp(-l1) * (1 - torch.eye(len(f), device=f.device, dtype=f.dtype))[:, :, None]  # j ≠ i
+        return torch.cat([f, c.sum(1)], dim=1)
