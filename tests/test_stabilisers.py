@@ -224,3 +224,37 @@ def test_historical_averaging_pulls_towards_the_mean_of_past_parameters():
     history_d = model.history["D"].mean
     assert other.history["G"].count == 3 and all(torch.equal(a, b) for a, b in zip(other.history["D"].mean, history_d))
     assert len(history_d) == len(list(model.D.parameters()))
+
+
+def test_self_attention_starts_as_identity_and_sees_far_pixels():
+    from zoo.stabilisers import SelfAttention
+
+    torch.manual_seed(0)
+    block = SelfAttention(16)
+    x = torch.randn(2, 16, 8, 8)
+    assert torch.equal(block(x), x)  # γ = 0 at init
+    with torch.no_grad():
+        block.gamma.fill_(1.0)
+    y = x.clone()
+    y[:, :, 7, 7] += 5.0  # one far corner
+    assert not torch.allclose(block(y)[:, :, 0, 0], block(x)[:, :, 0, 0])  # reaches the opposite corner
+    for res in (4, 8, 16):
+        model = ZOO.get("dcgan").build({"ngf": 8, "ndf": 8, "attention_res": res}, DATA, "cpu")
+        assert sum(isinstance(m, SelfAttention) for m in model.G.modules()) == 1
+        assert sum(isinstance(m, SelfAttention) for m in model.D.modules()) == 1
+        assert model.generate(torch.randn(2, 100)).shape == (2, 3, 32, 32)
+    with pytest.raises(BenchError, match="attention_res must be one of"):
+        ZOO.get("dcgan").build({"attention_res": 32}, DATA, "meta")
+
+
+def test_real_then_fake_is_two_d_updates_with_the_fake_pass_through_the_updated_d():
+    model = _dcgan(d_step="real_then_fake", init="xavier")
+    reals = _reals()
+    seen_weights = []
+    model.D.register_forward_pre_hook(lambda mod, args: seen_weights.append(model.D.fc.weight.detach().clone()))
+    logs = model.train_step(lambda: reals, 0)
+    assert model.opt_D.state[model.D.fc.weight]["step"] == 2  # two Adam steps per D step
+    assert not torch.equal(seen_weights[0], seen_weights[1])  # the fake pass saw the D updated on reals
+    assert logs["D"] == pytest.approx(0.5 * (logs["D/real"] + logs["D/fake"]))
+    with pytest.raises(BenchError, match="real_then_fake"):
+        _dcgan(d_step="real_then_fake", loss="hinge")

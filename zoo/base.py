@@ -148,6 +148,10 @@ class Recipe:
     bcr_real: float = 0.0  # bCR (Zhao et al. 2021): λ of E‖D(x) − D(T(x))‖² on reals (the paper: 10)
     bcr_fake: float = 0.0  # and on fakes
     hist_avg: float = 0.0  # historical averaging (Salimans et al. 2016, §3.3): λ of ‖θ − θ̄‖² for each player
+    # "joint": one D update on the real and the fake half; "real_then_fake": two updates per D step, first on
+    # the real batch, then on the fake batch with the updated D (the course MNIST GAN's two Keras
+    # `train_on_batch` calls; BCE losses only)
+    d_step: Literal["joint", "real_then_fake"] = "joint"
 
     def __post_init__(self):
         if self.lr_G <= 0 or self.lr_D <= 0 or self.n_d < 1 or self.weight_decay < 0:
@@ -163,6 +167,10 @@ class Recipe:
         parse_policy(self.diffaug)
         if min(self.replay_pool, self.bcr_real, self.bcr_fake, self.hist_avg) < 0:
             raise ValueError("replay_pool, bcr_real, bcr_fake and hist_avg must be >= 0")
+        if self.d_step == "real_then_fake" and (self.loss not in ("minimax", "nonsaturating") or self.gp_lambda
+                                                  or self.bcr_real or self.bcr_fake or self.hist_avg):
+            raise ValueError("d_step real_then_fake is the course's two Keras BCE updates: it needs loss minimax or "
+                             "nonsaturating and no gp_lambda, bcr or hist_avg")
         if self.spectral_norm and self.clip_weights:
             raise ValueError("spectral_norm and clip_weights both bound D's Lipschitz constant; choose one")
 
@@ -170,7 +178,7 @@ class Recipe:
 # Recipe keys added after protocols were first fingerprinted: they enter a fingerprint only when set away
 # from their default (bench/protocol/load.py), so a new option left alone keeps every earlier fingerprint.
 LATER_CONFIG_KEYS = frozenset({"spectral_norm", "diffaug", "replay_pool", "init", "upsample", "bcr_real", "bcr_fake",
-                               "hist_avg", "minibatch_kernels"})
+                               "hist_avg", "minibatch_kernels", "d_step", "attention_res"})
 
 
 class _FullPrecision:
@@ -557,6 +565,8 @@ class TwoPlayerGAN(GANModel):
 
         cfg = self.cfg
         real_in, fake_in = self.d_input(real, step), self.d_input(self.replayed(fake), step)
+        if cfg.d_step == "real_then_fake":
+            return self.backward_D_real_then_fake(real_in, fake_in)
         with self.autocast():
             real_out, fake_out = self.D(real_in).float(), self.D(fake_in).float()
         logs: dict[str, float] = {}
@@ -595,6 +605,29 @@ class TwoPlayerGAN(GANModel):
             with torch.no_grad():
                 for p in self.D.parameters():
                     p.clamp_(-cfg.clip_weights, cfg.clip_weights)
+        return logs
+
+    def backward_D_real_then_fake(self, real_in: torch.Tensor, fake_in: torch.Tensor) -> dict[str, float]:
+        """Two D updates, as two Keras `train_on_batch` calls: the real batch, then the fake batch through the
+        updated D. Logged D loss is their mean, as the course code prints it."""
+        from zoo import losses
+
+        cfg, logs = self.cfg, {}
+        for side, x, target in (("real", real_in, cfg.real_target), ("fake", fake_in, cfg.fake_target)):
+            with self.autocast():
+                loss = losses.bce_to_target(self.D(x).float(), target)
+            logs[f"D/{side}"] = loss.item()
+            if side == "real" and cfg.r1_gamma:
+                with self.trainer.precision.off():
+                    r1 = losses.r1_penalty(self.D, x.float(), cfg.r1_gamma)
+                loss = loss + r1
+                logs["D/r1"] = r1.item()
+            self.update("D", loss)
+            if cfg.clip_weights:
+                with torch.no_grad():
+                    for p in self.D.parameters():
+                        p.clamp_(-cfg.clip_weights, cfg.clip_weights)
+        logs["D"] = 0.5 * (logs["D/real"] + logs["D/fake"])
         return logs
 
     def backward_G(self, batch_size: int, step: int) -> dict[str, float]:

@@ -23,7 +23,7 @@ from torch import nn
 
 from zoo.base import Recipe, TwoPlayerGAN, trace_shapes
 from zoo.layers import dcgan_init, down_conv, up_conv
-from zoo.stabilisers import MinibatchDiscrimination
+from zoo.stabilisers import MinibatchDiscrimination, SelfAttention
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class Config(Recipe):
     upsample: Literal["transposed", "nearest", "pixelshuffle"] = "transposed"  # G's upsampling (zoo/layers.py)
     # > 0: minibatch discrimination before D's last layer with this many kernels (Salimans et al. 2016, §3.2: 100)
     minibatch_kernels: int = 0
+    # > 0: a SAGAN self-attention block (Zhang et al. 2019) in G and in D where their feature maps have this side
+    attention_res: int = 0
     # D normalisation after every conv but the first: BatchNorm (DCGAN), or none / layer / instance
     # for critics trained with a gradient penalty, where BN would couple the samples of a batch.
     d_norm: Literal["batch", "none", "layer", "instance"] = "batch"
@@ -44,6 +46,9 @@ class Config(Recipe):
         super().__post_init__()
         if self.ngf < 1 or self.ndf < 1 or self.latent_dim < 1 or self.minibatch_kernels < 0:
             raise ValueError("ngf, ndf and latent_dim must be positive, minibatch_kernels >= 0")
+        inner = [4 * 2**i for i in range(int(math.log2(self.resolution // 4)))]  # G's maps before the output
+        if self.attention_res and self.attention_res not in inner:
+            raise ValueError(f"attention_res must be one of the inner feature-map sides {inner} (or 0 = off)")
         if self.gp_lambda and self.d_norm == "batch":
             # Gulrajani et al. 2017, §4: BN couples the samples whose per-sample gradient norms the penalty
             # targets.
@@ -58,10 +63,12 @@ class Generator(nn.Module):
         self.start = widths[0]
         self.project = nn.Linear(cfg.latent_dim, 4 * 4 * widths[0])
         self.bn0 = nn.BatchNorm2d(widths[0])
-        blocks: list[nn.Module] = []
+        blocks: list[nn.Module] = [SelfAttention(widths[0])] if cfg.attention_res == 4 else []
+        size = 4
         for c_in, c_out in zip(widths, widths[1:]):
+            size *= 2
             blocks += [up_conv(c_in, c_out, cfg.kernel, bias=False, upsample=cfg.upsample), nn.BatchNorm2d(c_out),
-                       nn.ReLU()]
+                       nn.ReLU(), *([SelfAttention(c_out)] if size == cfg.attention_res else [])]
         blocks += [up_conv(widths[-1], channels, cfg.kernel, upsample=cfg.upsample), nn.Tanh()]  # no BN on the output
         self.body = nn.Sequential(*blocks)
 
@@ -85,13 +92,14 @@ class Discriminator(nn.Module):
         super().__init__()
         n_down = int(math.log2(cfg.resolution // 4))
         widths = [cfg.ndf * 2**i for i in range(n_down)]
-        layers: list[nn.Module] = [down_conv(channels, widths[0], cfg.kernel), nn.LeakyReLU(0.2)]
         size = cfg.resolution // 2
+        layers: list[nn.Module] = [down_conv(channels, widths[0], cfg.kernel), nn.LeakyReLU(0.2),
+                                   *([SelfAttention(widths[0])] if size == cfg.attention_res else [])]
         for c_in, c_out in zip(widths, widths[1:]):
             size //= 2
             norm = d_norm_layer(cfg.d_norm, c_out, size)
             layers += [down_conv(c_in, c_out, cfg.kernel, bias=norm is None), *([norm] if norm else []),
-                       nn.LeakyReLU(0.2)]
+                       nn.LeakyReLU(0.2), *([SelfAttention(c_out)] if size == cfg.attention_res else [])]
         self.body = nn.Sequential(*layers)
         features = 4 * 4 * widths[-1]
         self.minibatch = MinibatchDiscrimination(features, cfg.minibatch_kernels) if cfg.minibatch_kernels else None

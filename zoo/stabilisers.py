@@ -16,6 +16,7 @@ TTUR, smoothing, clipping, GP, R1 and instance noise the recipe already has.
 - Historical averaging (Salimans et al. 2016, "Improved Techniques for Training GANs", §3.3): each player's
   loss gets λ·‖θ − θ̄‖², θ̄ the mean of that player's parameters over all its past updates (checkpointed).
 - Minibatch discrimination (Salimans et al. 2016, §3.2), a layer for D's last features: `MinibatchDiscrimination`.
+- Self-attention (Zhang et al. 2019, SAGAN, ICML, §3): `SelfAttention`, a non-local block at one resolution.
 - Initialisation choices: `normal` N(0, 0.02) (DCGAN), `xavier` (Glorot and Bengio 2010, uniform, as Keras'
   default in the course MNIST GAN), `orthogonal` (Saxe et al. 2014), applied to every conv and linear weight;
   `family` keeps the family's own.
@@ -179,3 +180,26 @@ class MinibatchDiscrimination(nn.Module):
         l1 = (m[:, None] - m[None]).abs().sum(-1)  # (N, N, B)
         c = torch.exp(-l1) * (1 - torch.eye(len(f), device=f.device, dtype=f.dtype))[:, :, None]  # j ≠ i
         return torch.cat([f, c.sum(1)], dim=1)
+
+
+class SelfAttention(nn.Module):
+    """SAGAN's attention block (Zhang et al. 2019, §3, Eq. 1-3): f, g, h are 1x1 convs to C/8 channels, the
+    attention β = softmax over positions i of f(x_i)ᵀg(x_j), o_j = v(Σ_i β_{j,i} h(x_i)) with v a 1x1 conv back
+    to C, and y = γ·o + x with γ a learned scalar starting at 0 (so the block starts as the identity and the
+    network learns how much non-local evidence to use)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        inner = max(channels // 8, 1)
+        self.f = nn.Conv2d(channels, inner, 1)
+        self.g = nn.Conv2d(channels, inner, 1)
+        self.h = nn.Conv2d(channels, inner, 1)
+        self.v = nn.Conv2d(inner, channels, 1)
+        self.gamma = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, hh, ww = x.shape
+        f, g, h = self.f(x).flatten(2), self.g(x).flatten(2), self.h(x).flatten(2)  # (B, C/8, N)
+        beta = torch.softmax(f.transpose(1, 2) @ g, dim=1)  # (B, N_i, N_j): for each j, a distribution over i
+        o = (h @ beta).view(b, -1, hh, ww)  # o_j = Σ_i β_{j,i} h(x_i)
+        return x + self.gamma * self.v(o)
