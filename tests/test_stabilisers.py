@@ -258,3 +258,21 @@ def test_real_then_fake_is_two_d_updates_with_the_fake_pass_through_the_updated_
     assert logs["D"] == pytest.approx(0.5 * (logs["D/real"] + logs["D/fake"]))
     with pytest.raises(BenchError, match="real_then_fake"):
         _dcgan(d_step="real_then_fake", loss="hinge")
+
+
+def test_progressive_learning_rate_follows_the_resolution_table():
+    spec = DataSpec("toy", 8, 3, 0)
+    cfg = {"resolution": 8, "start_resolution": 4, "fade_steps": 2, "stable_steps": 2, "fmap_base": 32,
+           "fmap_max": 16, "latent_dim": 16, "lr_per_resolution": {8: 0.002}}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = ZOO.get("progan").build(cfg, spec, "cpu")
+    model.noise_rng.manual_seed(0)
+    seen = []
+    for step in range(6):
+        res = model.resolution  # the phase of this step (the model moves to the next one at its end)
+        model.train_step(lambda: torch.rand(4, 3, res, res) * 2 - 1, step)
+        seen.append((res, model.opt_G.param_groups[0]["lr"], model.opt_D.param_groups[0]["lr"]))
+    assert seen == [(4, 1e-3, 1e-3)] * 2 + [(8, 0.002, 0.002)] * 4  # 4 px at lr_G; fading in 8 px already at 8's
+    with pytest.raises(BenchError, match="lr_per_resolution"):
+        ZOO.get("progan").build({**cfg, "lr_per_resolution": {16: 0.002}}, spec, "meta")

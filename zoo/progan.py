@@ -41,7 +41,7 @@ Parameter count at 1024 px, 3 channels, paper widths (the official networks.py G
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -80,6 +80,10 @@ class ProgressiveConfig(Recipe):
     mbstd_group: int = 4  # minibatch-stddev group size (1 = no stddev channel)
     drift: float = 0.0  # ε_drift·E[D(x)²] added to the D loss (ProGAN: 0.001)
     reset_optimizer: bool = True  # clear the Adam moments when a fade starts or ends (official code)
+    # Learning rate of G and D by the resolution being trained (or faded in), as the official `G_lrate_dict` /
+    # `D_lrate_dict` (NVlabs/stylegan train.py: {128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003}); resolutions
+    # not listed use lr_G / lr_D. Empty: one rate throughout.
+    lr_per_resolution: dict = field(default_factory=dict)
     # Both papers' optimiser: Adam 1e-3 with betas (0, 0.99) for G and D.
     lr_G: float = 1e-3
     lr_D: float = 1e-3
@@ -99,6 +103,11 @@ class ProgressiveConfig(Recipe):
             raise ValueError("latent_dim, fmap_base, fmap_max and mbstd_group must be >= 1")
         if self.gain <= 0 or self.drift < 0:
             raise ValueError("gain must be > 0 and drift >= 0")
+        for res, lr in self.lr_per_resolution.items():
+            if not (isinstance(res, int) and _power_of_two(res) and self.start_resolution <= res <= self.resolution) \
+                    or not (isinstance(lr, (int, float)) and lr > 0):
+                raise ValueError(f"lr_per_resolution: {res}: {lr} is not a resolution from start_resolution to "
+                                 "resolution with a positive rate")
 
 
 @dataclass(frozen=True)
@@ -327,6 +336,11 @@ class ProgressiveGAN(TwoPlayerGAN):
             for opt in self.optimizers().values():
                 opt.state.clear()
         self.apply_phase(phase)  # before draw(): the runner reads `resolution` to size the reals
+        if self.cfg.lr_per_resolution:
+            table = self.cfg.lr_per_resolution
+            for opt, base in ((self.opt_G, self.cfg.lr_G), (self.opt_D, self.cfg.lr_D)):
+                for group in opt.param_groups:
+                    group["lr"] = table.get(phase.resolution, base)
         logs: dict[str, float] = {}
         real = fake = None
         for _ in range(self.cfg.n_d):

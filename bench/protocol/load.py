@@ -288,7 +288,8 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
 
         for key in LATER_CONFIG_KEYS & set(entry["config"]):  # options added later count only when set
             field = next(f for f in dataclasses.fields(resolved_config(raw)) if f.name == key)
-            if entry["config"][key] == field.default:
+            default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+            if entry["config"][key] == default:
                 entry["config"].pop(key)
         if entry.get("checkpoint"):
             entry["checkpoint"] = True  # the file's sha256 enters the fingerprint, not its path
