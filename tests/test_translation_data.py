@@ -206,3 +206,21 @@ def test_cyclegan_resume_restores_image_pools(tmp_path):
     for name, net in straight.modules().items():
         for a, b in zip(net.state_dict().values(), resumed.modules()[name].state_dict().values()):
             assert torch.equal(a, b), name
+
+
+@needs_data
+def test_unpaired_domain_sizes_all_keeps_every_training_image_of_each_domain():
+    from bench.data import load_dataset
+    from bench.errors import BenchError
+    from bench.protocol.schema import DatasetSpec
+
+    base = dict(name="apple2orange", resolution=16, channels=3, train_size=150, eval_size=48)
+    equal = load_dataset(DatasetSpec(**base), 0)
+    every = load_dataset(DatasetSpec(**base, domain_sizes="all"), 0)
+    assert len(equal.train_inputs) == len(equal.train_images) == 150
+    # ../shared/data/apple2orange has 266 apples and 248 oranges; 48 of each are held out
+    assert (len(every.train_inputs), len(every.train_images)) == (266 - 48, 248 - 48)
+    assert torch.equal(every.eval_images, equal.eval_images) and every.fingerprint != equal.fingerprint
+    with pytest.raises(BenchError, match="domain_sizes is for unpaired data"):
+        load_dataset(DatasetSpec(name="mnist", resolution=28, channels=1, train_size=100, eval_size=50,
+                                 domain_sizes="all"), 0)

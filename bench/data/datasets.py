@@ -450,6 +450,9 @@ DATASETS: Registry[Callable[[DatasetSpec, int], RealData]] = Registry("dataset",
 
 def load_dataset(spec: DatasetSpec, seed: int) -> RealData:
     data = DATASETS.get(spec.name)(spec, seed)
+    if spec.domain_sizes != "train_size" and data.task != "unpaired":
+        raise BenchError(f"{spec.name}: dataset.domain_sizes is for unpaired data (two domains); this is "
+                         f"{data.task} data")
     data.flip = spec.flip
     return data
 

@@ -140,7 +140,9 @@ def load_unpaired(spec: DatasetSpec, seed: int):
             if size > len(pool):
                 raise BenchError(f"{spec.name}: {label}_size {size} exceeds the {len(pool)} domain-{dom} "
                                  f"images available in {root}")
-        train, held = sorted(train)[:spec.train_size], sorted(held)[:spec.eval_size]
+        # CycleGAN's reference trains on every image of each domain; `domain_sizes: all` does too
+        train = sorted(train) if spec.domain_sizes == "all" else sorted(train)[:spec.train_size]
+        held = sorted(held)[:spec.eval_size]
         for p in train + held:
             h.add(root, p)
         chosen[dom] = (train, held)

@@ -308,7 +308,8 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
 
 # section -> {key: default} of the schema keys added after the first fingerprinted protocols.
 LATER_KEYS = {
-    "dataset": {"center_crop": None, "label_nc": None, "instance": None, "scale": None, "ab_half": None},
+    "dataset": {"center_crop": None, "label_nc": None, "instance": None, "scale": None, "ab_half": None,
+                "domain_sizes": "train_size"},
     "evaluation": {"ppl_samples": 1000, "truncation_psis": [0.5, 0.7, 1.0]},
 }
 

@@ -53,6 +53,10 @@ class DatasetSpec(_Strict):
                                  "input is the image downscaled this many times, bicubic; default 4")
     ab_half: Optional[Literal["A", "B"]] = Field(None, description="super-resolution from side-by-side AB files "
                                                  "(or A/ B/ folders): which half is the image (facades_sr: A)")
+    domain_sizes: Literal["train_size", "all"] = Field("train_size", description="unpaired data: 'all' trains "
+                                                       "on every training image of each domain (they may differ "
+                                                       "in size, as CycleGAN's unaligned loader); train_size is "
+                                                       "then the least each domain must have")
 
     @model_validator(mode="after")
     def _load_not_smaller(self):
