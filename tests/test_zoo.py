@@ -87,7 +87,7 @@ def test_unknown_config_key_lists_valid_ones():
 
 
 def test_unknown_zoo_name_suggests():
-    with pytest.raises(BenchError, match="did you mean 'dcgan'.*valid: cyclegan, dcgan, external, mlp_gan, mnist_gan, pix2pix"):
+    with pytest.raises(BenchError, match="did you mean 'dcgan'.*valid: cdcgan, cyclegan, dcgan, external, mlp_gan, mnist_gan, pix2pix"):
         ZOO.get("dcgann")
 
 
@@ -113,7 +113,7 @@ def test_each_family_declares_exactly_the_capabilities_it_has():
         "cyclegan": {"Translator", "CycleTranslator"}, "pix2pix": {"Translator"}, "pix2pixhd": {"Translator"},
         "pix2pixhd_sem": {"Translator"}, "stylegan": {"StyleSampler"}, "sgan": {"Classifier"},
         "dcgan": set(), "mlp_gan": set(), "mnist_gan": set(), "progan": set(), "wgan": set(), "wgan_gp": set(),
-        "external": {"ExternalWeights"}}
+        "external": {"ExternalWeights"}, "cdcgan": set()}
     # and each declared method is really there and callable (an abstract one would refuse to build)
     assert [n for n in ZOO.names() if getattr(ZOO.get(n), "__abstractmethods__", None)] == []
     assert {n for n in ZOO.names() if ZOO.get(n).uses_segmenter} == {"pix2pixhd_sem"}

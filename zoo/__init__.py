@@ -15,6 +15,7 @@ from bench.registry import Registry
 from zoo.dcgan import DCGAN
 from zoo.mlp_gan import MlpGAN
 from zoo.mnist_gan import MnistGAN
+from zoo.cdcgan import ConditionalDCGAN
 from zoo.cyclegan import CycleGAN
 from zoo.external import External
 from zoo.pix2pix import Pix2Pix
@@ -55,6 +56,7 @@ ZOO = Registry("zoo entry", {
     "mnist_gan": MnistGAN,
     "mlp_gan": MlpGAN,
     "dcgan": DCGAN,
+    "cdcgan": ConditionalDCGAN,
     "wgan": WGAN,
     "wgan_gp": WGANGP,
     "sgan": SGAN,

@@ -154,6 +154,15 @@ class Draw:
             (x,), (y,) = self._augment(self.inputs[idx_a]), self._augment(self.images[idx])
         return self._prepare(x), self._prepare(y)
 
+    def labelled_all(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels): a batch from the whole labelled training part, for class-conditional families
+        (the labels follow the images through the same draw and rank slice)."""
+        if self.labels is None:
+            raise RuntimeError("this data set has no class labels")
+        idx = torch.randint(0, len(self.images), (self.global_batch,), generator=self.rng)
+        (x,) = self._augment(self.images[idx])
+        return self._prepare(x), self._local(self.labels[idx]).to(self.model.device)
+
     def labelled(self, n: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.labelled_idx is None:
             raise RuntimeError("this family declared no labelled stream (labelled_per_class = 0)")
