@@ -276,3 +276,53 @@ def test_progressive_learning_rate_follows_the_resolution_table():
     assert seen == [(4, 1e-3, 1e-3)] * 2 + [(8, 0.002, 0.002)] * 4  # 4 px at lr_G; fading in 8 px already at 8's
     with pytest.raises(BenchError, match="lr_per_resolution"):
         ZOO.get("progan").build({**cfg, "lr_per_resolution": {16: 0.002}}, spec, "meta")
+
+
+def test_early_stop_on_fid_patience_and_it_stays_stopped_on_resume(tmp_path):
+    from bench.protocol.schema import TrainSpec
+    from bench.runner.train import train_entry
+
+    fids = iter([5.0, 4.0, 6.0, 7.0, 8.0, 9.0, 1.0])  # best at the 2nd evaluation (step 4), then worse
+
+    def monitor(model):
+        return next(fids)
+
+    spec = TrainSpec(steps=40, batch_size=4, eval_every=2, patience=4, checkpoint_every=100, log_every=100)
+    images = (torch.rand(32, 1, 28, 28) * 255).to(torch.uint8)
+    model = ZOO.get("mnist_gan").build({}, DataSpec("mnist", 28, 1, 10), "cpu")
+    out = train_entry(model, images, spec, tmp_path, 5, "fp", "e", lambda *a: None, monitor=monitor)
+    assert out.best == {"step": 4, "fid": 4.0, "stopped_early_at": 8}  # 8 − 4 = patience: stopped there
+    again = train_entry(ZOO.get("mnist_gan").build({}, DataSpec("mnist", 28, 1, 10), "cpu"), images, spec,
+                        tmp_path, 5, "fp", "e", lambda *a: None, resume=True, monitor=monitor)
+    assert again.resumed_from == 8 and again.best["stopped_early_at"] == 8
+    assert next(fids) == 8.0  # four evaluations (steps 2-8) were used; the resumed run evaluated nothing more
+    with pytest.raises(ValueError, match="patience needs eval_every"):
+        TrainSpec(steps=10, patience=5)
+
+
+def test_stylegan_course_layer_order():
+    from zoo.stylegan import LayerEpilogue
+
+    torch.manual_seed(0)
+    official, course = LayerEpilogue(8, 16, True), LayerEpilogue(8, 16, True, "course")
+    with torch.no_grad():
+        official.noise.weight.fill_(0.5)  # the noise scale starts at 0; make the noise count
+    course.load_state_dict(official.state_dict())  # same parameters, another order
+    x, w, noise = torch.randn(2, 8, 4, 4), torch.randn(2, 16), torch.randn(2, 1, 4, 4)
+    a = official(x, w, noise)
+    b = course(x, w, noise)
+    assert torch.allclose(b, course.act(course.bias(course.noise(course.adain(x, w), noise))))
+    assert torch.allclose(a, official.adain(official.act(official.bias(official.noise(x, noise))), w))
+    assert not torch.allclose(a, b)
+
+
+def test_phase_lr_floor_anneals_within_each_resolution():
+    spec = DataSpec("toy", 8, 3, 0)
+    model = ZOO.get("progan").build({"resolution": 8, "start_resolution": 4, "fade_steps": 4, "stable_steps": 4,
+                                     "fmap_base": 32, "fmap_max": 16, "latent_dim": 16, "phase_lr_floor": 0.5},
+                                    spec, "meta")
+    scales = [model.phase_lr_scale(s) for s in range(16)]
+    # 4 px: steps 0-3 (constant for 2, then down to 0.75 at its last step); 8 px: steps 4-11 fade + stable, then on
+    assert scales[:4] == [1.0, 1.0, 1.0, 0.75]
+    assert scales[4:12] == [1.0, 1.0, 1.0, 1.0, 1.0, 0.875, 0.75, 0.625]
+    assert all(s >= 0.5 for s in scales)

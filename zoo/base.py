@@ -178,7 +178,8 @@ class Recipe:
 # Recipe keys added after protocols were first fingerprinted: they enter a fingerprint only when set away
 # from their default (bench/protocol/load.py), so a new option left alone keeps every earlier fingerprint.
 LATER_CONFIG_KEYS = frozenset({"spectral_norm", "diffaug", "replay_pool", "init", "upsample", "bcr_real", "bcr_fake",
-                               "hist_avg", "minibatch_kernels", "d_step", "attention_res", "lr_per_resolution"})
+                               "hist_avg", "minibatch_kernels", "d_step", "attention_res", "lr_per_resolution",
+                               "phase_lr_floor", "layer_order"})
 
 
 class _FullPrecision:

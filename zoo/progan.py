@@ -84,6 +84,9 @@ class ProgressiveConfig(Recipe):
     # `D_lrate_dict` (NVlabs/stylegan train.py: {128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003}); resolutions
     # not listed use lr_G / lr_D. Empty: one rate throughout.
     lr_per_resolution: dict = field(default_factory=dict)
+    # < 1: within each resolution's steps (its fade and stabilisation), the rate stays constant for the first
+    # half, then falls linearly to this fraction of it (the course's 1024 px recipe: 0.5). 1 = off.
+    phase_lr_floor: float = 1.0
     # Both papers' optimiser: Adam 1e-3 with betas (0, 0.99) for G and D.
     lr_G: float = 1e-3
     lr_D: float = 1e-3
@@ -103,6 +106,8 @@ class ProgressiveConfig(Recipe):
             raise ValueError("latent_dim, fmap_base, fmap_max and mbstd_group must be >= 1")
         if self.gain <= 0 or self.drift < 0:
             raise ValueError("gain must be > 0 and drift >= 0")
+        if not 0 < self.phase_lr_floor <= 1:
+            raise ValueError("phase_lr_floor must lie in (0, 1] (1 = off)")
         for res, lr in self.lr_per_resolution.items():
             if not (isinstance(res, int) and _power_of_two(res) and self.start_resolution <= res <= self.resolution) \
                     or not (isinstance(lr, (int, float)) and lr > 0):
@@ -263,6 +268,29 @@ class ProgressiveGAN(TwoPlayerGAN):
         self.apply_phase(self.schedule.at(0))
 
     # -- phase -------------------------------------------------------------------------------------------
+    def phase_lr_scale(self, steps: int) -> float:
+        """The course recipe's annealing within one resolution: 1 for the first half of that resolution's steps
+        (its fade-in and stabilisation; the first resolution has no fade, the last runs to the end of
+        training), then linear to `phase_lr_floor`."""
+        floor = self.cfg.phase_lr_floor
+        if floor >= 1:
+            return 1.0
+        sch = self.schedule
+        period = sch.fade_steps + sch.stable_steps
+        stage = sch.at(steps).stage
+        if stage == sch.start_stage:
+            start, length = 0, sch.stable_steps
+        else:
+            start = sch.stable_steps + (stage - sch.start_stage - 1) * period
+            length = period
+        if stage == sch.final_stage:
+            return 1.0 if length == 0 else (1.0 if steps - start < length / 2 else
+                                            max(floor, 1 - (1 - floor) * (steps - start - length / 2) / (length / 2)))
+        if length == 0:
+            return 1.0
+        t = (steps - start) / length
+        return 1.0 if t < 0.5 else 1 - (1 - floor) * (t - 0.5) / 0.5
+
     def apply_phase(self, phase: Phase) -> None:
         nets = [self.G, self.D] + ([self.ema.shadow] if self.ema is not None else [])
         for net in nets:
@@ -336,11 +364,11 @@ class ProgressiveGAN(TwoPlayerGAN):
             for opt in self.optimizers().values():
                 opt.state.clear()
         self.apply_phase(phase)  # before draw(): the runner reads `resolution` to size the reals
-        if self.cfg.lr_per_resolution:
-            table = self.cfg.lr_per_resolution
+        if self.cfg.lr_per_resolution or self.cfg.phase_lr_floor < 1:
+            table, scale = self.cfg.lr_per_resolution, self.phase_lr_scale(self.steps)
             for opt, base in ((self.opt_G, self.cfg.lr_G), (self.opt_D, self.cfg.lr_D)):
                 for group in opt.param_groups:
-                    group["lr"] = table.get(phase.resolution, base)
+                    group["lr"] = table.get(phase.resolution, base) * scale
         logs: dict[str, float] = {}
         real = fake = None
         for _ in range(self.cfg.n_d):

@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -66,6 +68,8 @@ class Config(ProgressiveConfig):
     w_avg_decay: float = 0.995
     use_noise: bool = True
     blur: bool = True
+    # per-layer order after each conv: the official v1 one, or the course's conv -> IN -> style -> noise -> act
+    layer_order: Literal["official", "course"] = "official"
 
     def __post_init__(self):
         super().__post_init__()
@@ -93,16 +97,24 @@ class MappingNetwork(nn.Module):
 
 
 class LayerEpilogue(nn.Module):
-    """What follows every synthesis conv: noise -> bias -> LeakyReLU -> AdaIN(·, w)."""
+    """What follows every synthesis conv. `official`: noise -> bias -> LeakyReLU -> AdaIN(·, w), so every layer
+    ends normalised and styled. `course`: IN -> style (AdaIN) -> noise -> bias -> LeakyReLU, the order a course
+    description gives (the noise then reaches the activation unnormalised). Same parameters either way."""
 
-    def __init__(self, channels: int, w_dim: int, use_noise: bool):
+    def __init__(self, channels: int, w_dim: int, use_noise: bool, order: str = "official"):
         super().__init__()
         self.noise = NoiseInjection(channels) if use_noise else None
         self.bias = Bias(channels)
         self.act = nn.LeakyReLU(LRELU)
         self.adain = AdaIN(channels, w_dim)
+        self.order = order
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        if self.order == "course":
+            x = self.adain(x, w)
+            if self.noise is not None:
+                x = self.noise(x, noise)
+            return self.act(self.bias(x))
         if self.noise is not None:
             x = self.noise(x, noise)
         return self.adain(self.act(self.bias(x)), w)
@@ -120,9 +132,9 @@ class SynthesisBlock(nn.Module):
             self.conv0 = EqualConv2d(c_in, c_out, 3, cfg.gain, bias=False)
             self.blur = Blur() if cfg.blur else nn.Identity()
         self.first = first
-        self.epi0 = LayerEpilogue(c_out, cfg.w_dim, cfg.use_noise)
+        self.epi0 = LayerEpilogue(c_out, cfg.w_dim, cfg.use_noise, cfg.layer_order)
         self.conv1 = EqualConv2d(c_out, c_out, 3, cfg.gain, bias=False)
-        self.epi1 = LayerEpilogue(c_out, cfg.w_dim, cfg.use_noise)
+        self.epi1 = LayerEpilogue(c_out, cfg.w_dim, cfg.use_noise, cfg.layer_order)
 
     def forward(self, x, w0, w1, n0=None, n1=None):
         x = self.const(w0) if self.first else self.blur(self.conv0(self.up(x)))

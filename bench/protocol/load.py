@@ -293,9 +293,15 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
                 entry["config"].pop(key)
         if entry.get("checkpoint"):
             entry["checkpoint"] = True  # the file's sha256 enters the fingerprint, not its path
+        train = entry.get("train") or {}
+        if train.get("patience"):  # early stopping changes the weights: what it watches counts too
+            train["patience_monitor"] = {"eval_every": train["eval_every"], "eval_n": train["eval_n"]}
         for key in ("log_every", "checkpoint_every", "sample_every", "keep_last", "eval_every", "eval_n"):
             # bookkeeping, not scores
-            (entry.get("train") or {}).pop(key, None)
+            train.pop(key, None)
+        for key, default in LATER_TRAIN_KEYS.items():
+            if train.get(key, default) == default:
+                train.pop(key, None)
     # Keys added to the schema after protocols were first fingerprinted enter the fingerprint only when
     # set away from their default: adding an option must not orphan every earlier run and baseline.
     for section, defaults in LATER_KEYS.items():
@@ -305,6 +311,9 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
     d["protocol_version"] = PROTOCOL_VERSION
     return d
 
+
+# entries[].train keys added after the first fingerprinted protocols: {key: default}.
+LATER_TRAIN_KEYS = {"patience": 0}
 
 # section -> {key: default} of the schema keys added after the first fingerprinted protocols.
 LATER_KEYS = {

@@ -88,6 +88,14 @@ class TrainSpec(_Strict):
     eval_every: int = Field(0, ge=0, description="score FID on eval_n samples every N steps, log train/fid "
                             "and keep the best as best.pt (0 = off)")
     eval_n: int = Field(500, gt=1, description="samples per in-training FID")
+    patience: int = Field(0, ge=0, description="with eval_every: stop training once the in-training FID has not "
+                          "improved for this many steps (the course's 10,000); 0 = never")
+
+    @model_validator(mode="after")
+    def _patience_needs_monitor(self):
+        if self.patience and not self.eval_every:
+            raise ValueError("patience needs eval_every (the in-training FID it watches)")
+        return self
 
 
 class EntrySpec(_Strict):

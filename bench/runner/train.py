@@ -274,9 +274,11 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
         return sha
 
     sha, saved = "", False
+    # A run that stopped early (train.patience) stays stopped when resumed.
+    end = state.get("stopped_early") or spec.steps
     with tqdm(total=spec.steps, initial=start, desc=f"train {entry}", unit="step", leave=False,
               disable=None if world.is_main else True, dynamic_ncols=True) as bar:
-        for step in range(start, spec.steps):
+        for step in range(start, end):
             losses = model.train_step(draw, step)
             bad = _all_finite(losses, world)
             if bad:
@@ -303,13 +305,23 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
                             model, done, generators, fingerprint, entry, schedulers,
                             [checkpoint.capture_rank_rng()], state))
                 state["best"] = dist.broadcast_object(state["best"], world)
+                if spec.patience and done - state["best"]["step"] >= spec.patience and done < spec.steps:
+                    # no improvement for `patience` steps: stop here (the course recipe's early stop)
+                    state["stopped_early"] = done
+                    logger.info("%s: FID has not improved since step %d; stopping at %d", entry,
+                                state["best"]["step"], done)
+                    sha, saved = save(done), True
+                    break
             if done % spec.checkpoint_every == 0 or done == spec.steps:
                 sha, saved = save(done), True
     if not saved:
         # Nothing trained in this call (steps 0, or already finished): still leave a complete checkpoint.
-        sha = save(max(start, spec.steps))
+        sha = save(max(start, end))
     grid = run_dir / "samples.png"
     if world.is_main:
         save_grid(model, fixed_z, grid, data)
     dist.barrier(world)
-    return TrainOutcome(spec.steps, start, latest, sha, grid, state["best"])
+    best = state["best"]
+    if best is not None and state.get("stopped_early"):
+        best = {**best, "stopped_early_at": state["stopped_early"]}
+    return TrainOutcome(spec.steps, start, latest, sha, grid, best)
