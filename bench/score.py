@@ -4,7 +4,8 @@ layout) scored through the same extractors, float64 statistics and metric code a
 A is the generated side, B the reference, as `fidelity --input1 A --input2 B`: FID is symmetric, KID draws
 its subsets from A first with torch-fidelity's default subset seed (2020), so both agree with a
 torch-fidelity call on the same weights file (tests/test_score.py). IS is computed on A alone. The FID
-interval is the protocol runs' jackknife (bench/metrics/intervals.py); with an `.npz` reference there are no
+interval is the protocol runs' jackknife (bench/metrics/intervals.py), given with KID's when both sides have at least 20
+images; with an `.npz` reference there are no
 reference vectors, so FID (and IS, on A alone) are the only metrics and FID has no interval.
 Precision/recall and density/coverage use their registered metric on the same features.
 """
@@ -103,8 +104,9 @@ def score(a: str | Path, b: str | Path, metrics: tuple[str, ...] = ("fid", "kid"
         size = subset_size(kid_subset_size, len(fake["pool"]), len(real["pool"]))
         mmds = subset_mmds(fake["pool"], real["pool"], kid_subsets, size, seed)  # A first, as torch-fidelity
         m["kid/mean"], m["kid/std"], m["kid/subset_size"] = float(mmds.mean()), float(mmds.std()), size
-        m["kid/ci95_low"], m["kid/ci95_high"], _ = kid_interval(m["kid/mean"], mmds, fake["pool"].numpy(),
-                                                                real["pool"].numpy(), seed)
+        if min(len(real["pool"]), len(fake["pool"])) >= 20:  # as FID's: too few points give no usable interval
+            m["kid/ci95_low"], m["kid/ci95_high"], _ = kid_interval(m["kid/mean"], mmds, fake["pool"].numpy(),
+                                                                    real["pool"].numpy(), seed)
     rest = [name for name in METRICS if name in metrics and name not in ("fid", "kid")]
     if rest:
         from bench.metrics import METRICS as REGISTRY
