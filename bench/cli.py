@@ -354,6 +354,9 @@ def _zoo(args) -> int:
             print(f"{name:<11} {family.task:<14} {g:>12} {d:>10}  {family.seed_section}\n{'':<11} {family.summary}")
         return 0
     family = ZOO.get(args.entry)
+    if issubclass(family, ExternalWeights):
+        raise BenchError(f"zoo entry '{args.entry}' has no layers of its own: its network comes from the checkpoint "
+                         "file an entry names (docs/zoo.md)")
     overrides = {}
     for item in args.overrides:
         if "=" not in item:

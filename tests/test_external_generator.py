@@ -124,3 +124,8 @@ def test_the_mapping_form_is_only_for_a_generator_you_bring(tmp_path, capsys):
     proto = write_protocol(tmp_path / "bad.yaml", PROTOCOL.format(entries=entries, store=tmp_path.as_posix()))
     assert main(["validate", str(proto)]) == 2
     assert "give its path as a string" in capsys.readouterr().err
+
+
+def test_zoo_inspect_explains_that_external_has_no_layers_of_its_own(capsys):
+    assert main(["zoo", "inspect", "external"]) == 2
+    assert "no layers of its own" in one_line_error(capsys)
