@@ -93,6 +93,18 @@ def run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real_
     with child_run(tracker, child, result, f"entry {entry.name}"):
         tracker.log_params(child, params)
         t0 = time.perf_counter()
+        if entry.train and entry.train.init_from:
+            # Staged training: start from the earlier entry's final weights of the same training seed. A resumed
+            # run then overwrites them with its own latest checkpoint.
+            source = entry_dir(run_root, entry.train.init_from, train_seed) / "latest.pt"
+            if not source.is_file():
+                raise EntryFailed(f"train.init_from: entry '{entry.train.init_from}' left no checkpoint "
+                                  f"({source}); it must finish first")
+            try:
+                took = model.warm_start(checkpoint.read(source), f"entry '{entry.train.init_from}'")
+            except ValueError as exc:
+                raise EntryFailed(f"train.init_from: {exc}") from None
+            result.info["init_from"] = took
         if entry.train:
             # Training seeds the global RNG (dropout and friends use it); keep that inside this entry.
             with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):

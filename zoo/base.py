@@ -179,7 +179,7 @@ class Recipe:
 # from their default (bench/protocol/load.py), so a new option left alone keeps every earlier fingerprint.
 LATER_CONFIG_KEYS = frozenset({"spectral_norm", "diffaug", "replay_pool", "init", "upsample", "bcr_real", "bcr_fake",
                                "hist_avg", "minibatch_kernels", "d_step", "attention_res", "lr_per_resolution",
-                               "phase_lr_floor", "layer_order"})
+                               "phase_lr_floor", "layer_order", "fix_global_steps"})
 
 
 class _FullPrecision:
@@ -422,6 +422,16 @@ class ExternalWeights(abc.ABC):
 
     @abc.abstractmethod
     def load_weights(self, path: Any) -> None: ...
+
+
+class WarmStart(abc.ABC):
+    """A family that can start training from another entry's final weights (`train.init_from`): pix2pixHD's
+    local enhancer from a trained global generator, as the paper trains them in stages. `warm_start` copies
+    what fits from a checkpoint payload of the named entry and returns a one-line account of what it took;
+    it raises ValueError when nothing sensible fits."""
+
+    @abc.abstractmethod
+    def warm_start(self, payload: dict[str, Any], source: str) -> str: ...
 
 
 def task_of(model: Any) -> str:

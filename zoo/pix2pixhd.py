@@ -39,7 +39,7 @@ from zoo.cyclegan import ResnetBlock, c7s1, down, up
 from zoo.image_pool import ImagePool
 from zoo.layers import dcgan_init
 from zoo.patchgan import NLayerDiscriminator, receptive_field
-from zoo.base import make_optimizer
+from zoo.base import WarmStart, make_optimizer
 from zoo.translation import TranslationGAN
 
 
@@ -66,8 +66,13 @@ class Config:
     lr_D: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
+    # local enhancer: train only the local branches for the first N steps, the global part frozen (the official
+    # `niter_fix_global`, there in epochs), typically after `train.init_from` a trained global generator
+    fix_global_steps: int = 0
 
     def __post_init__(self):
+        if self.fix_global_steps < 0 or (self.fix_global_steps and self.generator != "local"):
+            raise ValueError("fix_global_steps is for generator: local (>= 0)")
         halvings = self.n_downsample_global + (self.n_local_enhancers if self.generator == "local" else 0)
         if self.resolution < 2**halvings or self.resolution % 2**halvings:
             raise ValueError(f"the {self.generator} generator halves the image {halvings} times: resolution must "
@@ -175,7 +180,7 @@ def input_channels(data) -> int:
     return getattr(data, "input_channels", 0) or data.channels
 
 
-class Pix2PixHD(TranslationGAN):
+class Pix2PixHD(TranslationGAN, WarmStart):
     family = "pix2pixhd"
     task = "paired"
     seed_section = "Wang et al. 2018, Pix2PixHD (CVPR), §3.2; NVIDIA/pix2pixHD"
@@ -220,8 +225,36 @@ class Pix2PixHD(TranslationGAN):
         self.pool.load_state_dict(state["pool"])
         self._pool_seeded = bool(state["pool_seeded"])
 
+    def warm_start(self, payload, source):
+        """From a pix2pixhd checkpoint: the same generator type loads G and D whole (fine-tuning); a local
+        enhancer from a global generator takes G1's layers up to its output block into its global part, as the
+        paper's staged training (Wang et al. 2018, §3.2: G1 first, then G2 with G1 inside)."""
+        if payload.get("family") != self.family:
+            raise ValueError(f"{source} is a '{payload.get('family')}' checkpoint, not pix2pixhd")
+        g = payload["modules"]["G"]
+        if self.cfg.generator == "local" and any(k.startswith("model.") for k in g):
+            target = self.G.global_features.state_dict()
+            taken = {k: g[f"model.{k}"] for k in target if f"model.{k}" in g}
+            if set(taken) != set(target):
+                raise ValueError(f"{source}: its global generator does not match this local enhancer's global part "
+                                 "(ngf, n_downsample_global, n_blocks_global and norm must agree)")
+            try:
+                self.G.global_features.load_state_dict(taken)
+            except RuntimeError as exc:
+                raise ValueError(f"{source}: its global generator does not match this local enhancer's global part "
+                                 f"({str(exc).splitlines()[-1].strip()})") from None
+            return f"global generator of {source} -> this local enhancer's global part ({len(taken)} tensors)"
+        try:
+            self.G.load_state_dict(g)
+            self.D.load_state_dict(payload["modules"]["D"])
+        except RuntimeError as exc:
+            raise ValueError(f"{source}: does not fit this entry ({str(exc).splitlines()[-1].strip()})") from None
+        return f"G and D of {source}"
+
     def train_step(self, draw, step):
         cfg = self.cfg
+        if cfg.fix_global_steps:  # the global part trains again from step fix_global_steps on
+            self.G.global_features.requires_grad_(step >= cfg.fix_global_steps)
         if "vgg19" in self.requires() and self.vgg is None:
             raise RuntimeError("pix2pixhd's VGG loss needs VGG19 features: call attach_vgg(features) first, "
                                "or set lambda_vgg: 0")

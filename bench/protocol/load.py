@@ -227,10 +227,38 @@ def check_references(protocol: Protocol, where: str) -> None:
 
     check_applicable(protocol.evaluation.metrics,
                      {f"{e.name} ({e.zoo})": inputs_of(ZOO.get(e.zoo)) for e in protocol.entries}, METRICS, where)
+    check_init_from(protocol, where)
     unknown = sorted(set(protocol.evaluation.metric_settings) - set(declared_settings()))
     if unknown:
         raise BenchError(f"{where}: evaluation.metric_settings: '{unknown[0]}' is no registered metric's setting")
     check_extractor_name(protocol.evaluation.extractor, protocol.dataset.name, protocol.dataset.channels)
+
+
+def check_init_from(protocol: Protocol, where: str) -> None:
+    """`train.init_from` names an earlier entry that trains under the same training seeds, and the starting
+    family declares that it can take another entry's weights (zoo.base.WarmStart)."""
+    from zoo import ZOO
+    from zoo.base import WarmStart
+
+    seen = {}
+    for entry in protocol.entries:
+        source = entry.train.init_from if entry.train else None
+        if source is not None:
+            here = f"{where}: entries[{entry.name}].train.init_from"
+            if source == entry.name:
+                raise BenchError(f"{here}: names this entry itself; name an entry listed before it")
+            if source not in seen:
+                later = any(e.name == source for e in protocol.entries)
+                raise BenchError(f"{here}: '{source}' is {'a later entry' if later else 'no entry'}; it must name "
+                                 "an entry listed before this one")
+            if seen[source].train is None:
+                raise BenchError(f"{here}: '{source}' loads a checkpoint instead of training; name a trained entry")
+            if protocol.train_seeds_of(seen[source]) != protocol.train_seeds_of(entry):
+                raise BenchError(f"{here}: '{source}' trains under other training seeds; each run starts from the "
+                                 "run of the same seed")
+            if not issubclass(ZOO.get(entry.zoo), WarmStart):
+                raise BenchError(f"{here}: zoo entry '{entry.zoo}' cannot start from another entry's weights")
+        seen[entry.name] = entry
 
 
 def resolved_config(entry, where: str = "config") -> Any:
@@ -313,7 +341,7 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
 
 
 # entries[].train keys added after the first fingerprinted protocols: {key: default}.
-LATER_TRAIN_KEYS = {"patience": 0}
+LATER_TRAIN_KEYS = {"patience": 0, "init_from": None}
 
 # section -> {key: default} of the schema keys added after the first fingerprinted protocols.
 LATER_KEYS = {

@@ -90,6 +90,8 @@ class TrainSpec(_Strict):
     eval_n: int = Field(500, gt=1, description="samples per in-training FID")
     patience: int = Field(0, ge=0, description="with eval_every: stop training once the in-training FID has not "
                           "improved for this many steps (the course's 10,000); 0 = never")
+    init_from: Optional[str] = Field(None, description="start from the final weights of this earlier entry (the "
+                                     "same training seed); e.g. pix2pixHD's local enhancer from its global generator")
 
     @model_validator(mode="after")
     def _patience_needs_monitor(self):
