@@ -326,3 +326,17 @@ def test_phase_lr_floor_anneals_within_each_resolution():
     assert scales[:4] == [1.0, 1.0, 1.0, 0.75]
     assert scales[4:12] == [1.0, 1.0, 1.0, 1.0, 1.0, 0.875, 0.75, 0.625]
     assert all(s >= 0.5 for s in scales)
+
+
+def test_checkpoints_record_new_options_only_when_set_and_old_files_still_fit(tmp_path):
+    from pathlib import Path
+
+    from bench.runner import checkpoint
+
+    plain, sn = _dcgan(d_norm="none"), _dcgan(d_norm="none", spectral_norm=True)
+    assert "spectral_norm" not in checkpoint.payload(plain, 0, {}, "fp", "e")["config"]  # bytes as before the option
+    assert checkpoint.payload(sn, 0, {}, "fp", "e")["config"]["spectral_norm"] is True
+    old = {"family": "dcgan", "config": checkpoint.payload(plain, 0, {}, "fp", "e")["config"]}  # a file from before
+    checkpoint.check_config(old, plain, Path("old.pt"))  # the missing key reads as its default: it fits
+    with pytest.raises(BenchError, match="spectral_norm=False"):
+        checkpoint.check_config(old, sn, Path("old.pt"))

@@ -182,6 +182,23 @@ LATER_CONFIG_KEYS = frozenset({"spectral_norm", "diffaug", "replay_pool", "init"
                                "phase_lr_floor", "layer_order", "fix_global_steps"})
 
 
+def later_defaults(cfg: Any) -> dict[str, Any]:
+    """The defaults of this config's later-added keys (LATER_CONFIG_KEYS)."""
+    return {f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default)
+            for f in dataclasses.fields(cfg) if f.name in LATER_CONFIG_KEYS}
+
+
+def config_record(cfg: Any) -> dict[str, Any]:
+    """A config as checkpoints and fingerprints record it: every value, except keys added later that are left
+    at their defaults, so a new option changes no earlier checkpoint's bytes or protocol's fingerprint (and an
+    earlier checkpoint, which lacks the key, reads as its default)."""
+    record = dataclasses.asdict(cfg)
+    for key, default in later_defaults(cfg).items():
+        if record[key] == default:
+            record.pop(key)
+    return record
+
+
 class _FullPrecision:
     """float32 throughout, no loss scaler: a model's arithmetic until the runner hands it a Precision
     (bench/runner/precision.py, whose "fp32" does exactly this; tests/test_runner.py compares the two)."""

@@ -311,14 +311,9 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
             entry["train_seeds"] = sorted(seeds)
         # Every config value, defaults included: a changed family default must change the fingerprint,
         # and `{}` vs the defaults written out must not.
-        entry["config"] = dataclasses.asdict(resolved_config(raw))
-        from zoo.base import LATER_CONFIG_KEYS
+        from zoo.base import config_record
 
-        for key in LATER_CONFIG_KEYS & set(entry["config"]):  # options added later count only when set
-            field = next(f for f in dataclasses.fields(resolved_config(raw)) if f.name == key)
-            default = field.default_factory() if field.default is dataclasses.MISSING else field.default
-            if entry["config"][key] == default:
-                entry["config"].pop(key)
+        entry["config"] = config_record(resolved_config(raw))  # later-added options count only when set
         if entry.get("checkpoint"):
             entry["checkpoint"] = True  # the file's sha256 enters the fingerprint, not its path
         train = entry.get("train") or {}

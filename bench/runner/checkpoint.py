@@ -40,12 +40,14 @@ def payload(model, step: int, generators: dict[str, torch.Generator], fingerprin
             schedulers: dict[str, Any] | None = None, rank_rng: list[dict[str, Any]] | None = None,
             runner: dict[str, Any] | None = None) -> dict[str, Any]:
     """The whole training state as one dict (what `latest.pt` holds)."""
+    from zoo.base import config_record
+
     rank_rng = rank_rng or [capture_global_rng()]
     return {
         "format": FORMAT,
         "entry": entry,
         "family": model.family,
-        "config": model.card()["config"],
+        "config": config_record(model.cfg),  # later-added options only when set: old files keep their bytes
         "step": step,
         "fingerprint": fingerprint,
         "modules": {n: m.state_dict() for n, m in model.modules().items()},
@@ -157,7 +159,10 @@ def check_config(payload: dict[str, Any], model, path: Path) -> None:
     """A checkpoint is only scored under the config it was trained with (else the card would lie)."""
     if payload["family"] != model.family:
         raise BenchError(f"{path}: checkpoint is a '{payload['family']}' model, the entry is '{model.family}'")
-    stored, current = payload.get("config", {}), model.card()["config"]
+    from zoo.base import later_defaults
+
+    # A key added to the family after the file was written reads as its default.
+    stored, current = {**later_defaults(model.cfg), **payload.get("config", {})}, model.card()["config"]
     diff = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
     if diff:
         k = diff[0]
