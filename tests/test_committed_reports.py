@@ -13,7 +13,7 @@ from bench.cli import main
 from tests.conftest import REPO, needs_data
 
 # Reports re-run with the current code (docs/protocols.md "Protocol files shipped": the others are marked stale).
-CURRENT = ["quickstart", "cityscapes-pix2pixhd", "cifar10-zoo", "facades-pix2pix", "facades-pix2pixhd", "mnist-zoo", "facades-sr", "apple2orange-cyclegan", "horse2zebra-cyclegan"]
+CURRENT = ["quickstart", "cityscapes-pix2pixhd", "cifar10-zoo", "facades-pix2pix", "facades-pix2pixhd", "mnist-zoo", "facades-sr", "apple2orange-cyclegan", "horse2zebra-cyclegan", "celeba-style"]
 
 
 @needs_data
