@@ -12,8 +12,14 @@ import pytest
 from bench.cli import main
 from tests.conftest import REPO, needs_data
 
-# Reports re-run with the current code (docs/protocols.md "Protocol files shipped": the others are marked stale).
-CURRENT = ["quickstart", "cityscapes-pix2pixhd", "cifar10-zoo", "facades-pix2pix", "facades-pix2pixhd", "mnist-zoo", "facades-sr", "apple2orange-cyclegan", "horse2zebra-cyclegan", "celeba-style"]
+# Every committed report must be current: its fingerprint is what its protocol gives now (no stale report can
+# sit beside current ones), and every shipped CPU protocol has one.
+CURRENT = sorted(p.parent.name for p in (REPO / "reports").glob("*/report.json"))
+
+
+def test_every_shipped_protocol_has_a_committed_report():
+    shipped = sorted(p.stem for p in (REPO / "protocols").glob("*.yaml"))
+    assert CURRENT == shipped
 
 
 @needs_data
