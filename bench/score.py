@@ -23,8 +23,8 @@ from bench.data.base import DataSpec, decode_image, images_under
 from bench.errors import BenchError
 from bench.features.stats import load_reference_stats, save_reference_stats
 from bench.metrics.fid import frechet
-from bench.metrics.intervals import fid_interval, kid_interval
-from bench.metrics.kid import subset_mmds, subset_size
+from bench.metrics.intervals import fid_interval
+from bench.metrics.kid import kid_summary, subset_size
 from bench.runner.sampling import stream_features
 
 TORCH_FIDELITY_SEED = 2020  # torch-fidelity's default rng_seed: KID subsets (and IS splits) draw from it
@@ -102,11 +102,10 @@ def score(a: str | Path, b: str | Path, metrics: tuple[str, ...] = ("fid", "kid"
             m["fid/ci95_low"], m["fid/ci95_high"] = fid_interval(m["fid"], real["pool"], fake["pool"], 10, seed)
     if "kid" in metrics:
         size = subset_size(kid_subset_size, len(fake["pool"]), len(real["pool"]))
-        mmds = subset_mmds(fake["pool"], real["pool"], kid_subsets, size, seed)  # A first, as torch-fidelity
-        m["kid/mean"], m["kid/std"], m["kid/subset_size"] = float(mmds.mean()), float(mmds.std()), size
-        if min(len(real["pool"]), len(fake["pool"])) >= 20:  # as FID's: too few points give no usable interval
-            m["kid/ci95_low"], m["kid/ci95_high"], _ = kid_interval(m["kid/mean"], mmds, fake["pool"].numpy(),
-                                                                    real["pool"].numpy(), seed)
+        # A first, as torch-fidelity; as FID's, too few points give no usable interval
+        enough = min(len(real["pool"]), len(fake["pool"])) >= 20
+        m.update(kid_summary(fake["pool"], real["pool"], kid_subsets, size, seed, seed if enough else None))
+        m["kid/subset_size"] = size
     rest = [name for name in METRICS if name in metrics and name not in ("fid", "kid")]
     if rest:
         from bench.metrics import METRICS as REGISTRY

@@ -19,6 +19,12 @@ def _data_root() -> Path | None:
 
 
 DATA = _data_root()
+
+# torch-fidelity evaluates KID's kernel on float32 features and sums it in float32; bench sums in float64
+# (bench/metrics/kernel_sums.py). The two agree to torch-fidelity's float32 rounding of the kernel sums, not to
+# 1e-6 (measured: up to ~2e-6 relative on these tests' values). tests/test_kernel_sums.py checks the exact
+# agreement with torch-fidelity's estimator run on float64 features.
+KID_VS_FIDELITY = 1e-5
 needs_data = pytest.mark.skipif(DATA is None, reason="real data folder ../shared/data (or $BENCH_DATA) not found")
 
 

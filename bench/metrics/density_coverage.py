@@ -19,7 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.metrics.base import Key, Metric, MetricContext, MetricUnavailable, setting
-from bench.metrics.precision_recall import BLOCK, _dist_block
+from bench.metrics.precision_recall import BLOCK, _dist_block, _sq_dist_block
 
 
 class Settings(BaseModel):
@@ -40,7 +40,7 @@ def density_coverage(fake: torch.Tensor, real: torch.Tensor, k: int = 5) -> tupl
     inside_total = torch.zeros((), dtype=torch.float64)
     covered = []
     for blk in real.split(BLOCK):
-        radii = _dist_block(blk, real, r_sq).kthvalue(k + 1, dim=1).values  # k-th nearest other real
+        radii = _sq_dist_block(blk, real, r_sq).topk(k + 1, dim=1, largest=False).values[:, -1].sqrt_()  # k-th other real
         inside = _dist_block(blk, fake, f_sq) < radii[:, None]  # (block of reals, fakes)
         inside_total += inside.sum()
         covered.append(inside.any(1))

@@ -50,6 +50,8 @@ import numpy as np
 import torch
 from scipy import stats as _scipy_stats
 
+from bench.metrics.kernel_sums import KernelSums, as_float64, kernel_sums
+
 # Part of every protocol fingerprint (bench/protocol/load.py): an interval is a result, so a change of
 # method must not share a fingerprint with runs made by the old one.
 METHOD = "fid:group-jackknife-2nd-order-corrected;kid:hoeffding-all-pairs/1"
@@ -111,23 +113,38 @@ def _trace_sqrt_product(sigma_r: torch.Tensor, gen_centred: torch.Tensor | None,
 
 
 class _Side:
-    """One side's features, centred once, with the running sums that a leave-group-out needs."""
+    """One side's features, centred once, with the running sums that a leave-group-out needs.
 
-    def __init__(self, feats: np.ndarray):
+    With `groups` (the jackknife's), each group's sum and scatter are computed once, so a replicate that leaves
+    groups out subtracts them instead of re-multiplying the left-out rows (56 replicates at G = 10 would
+    otherwise redo ~11 full scatter products each side)."""
+
+    def __init__(self, feats: np.ndarray, groups: list[np.ndarray] | None = None):
         x = torch.as_tensor(np.asarray(feats), dtype=torch.float64)
         self.n = len(x)
         self.shift = x.mean(0)
         self.x = x - self.shift  # centring first keeps the scatter sums well conditioned
         self.sum = self.x.sum(0)
         self.scatter = self.x.T @ self.x
+        self.groups = groups
+        if groups is not None:
+            parts = [self.x[torch.as_tensor(idx)] for idx in groups]
+            self.group_sum = [p.sum(0) for p in parts]
+            self.group_scatter = [p.T @ p for p in parts]
 
-    def without(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """(mean, covariance, n) of the features with rows `idx` left out."""
-        part = self.x[torch.as_tensor(idx)]
-        n = self.n - len(part)
-        s = self.sum - part.sum(0)
+    def without(self, idx: np.ndarray, units: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(mean, covariance, n) of the features with rows `idx` left out (`units`: the same rows as groups)."""
+        if units is not None and self.groups is not None:
+            n = self.n - len(idx)
+            s = self.sum - sum((self.group_sum[k] for k in units), torch.zeros_like(self.sum))
+            scatter = self.scatter - sum((self.group_scatter[k] for k in units), torch.zeros_like(self.scatter))
+        else:
+            part = self.x[torch.as_tensor(idx)]
+            n = self.n - len(part)
+            s = self.sum - part.sum(0)
+            scatter = self.scatter - part.T @ part
         mean = s / n
-        cov = (self.scatter - part.T @ part - torch.outer(s, mean)) / (n - 1)
+        cov = (scatter - torch.outer(s, mean)) / (n - 1)
         return mean + self.shift, cov, n
 
     def rows_without(self, idx: np.ndarray) -> torch.Tensor:
@@ -136,9 +153,10 @@ class _Side:
         return self.x[torch.as_tensor(keep)]
 
 
-def fid_value(real: _Side, fake: _Side, real_idx: np.ndarray, fake_idx: np.ndarray) -> float:
-    mu_r, sig_r, _ = real.without(real_idx)
-    mu_g, sig_g, n_g = fake.without(fake_idx)
+def fid_value(real: _Side, fake: _Side, real_idx: np.ndarray, fake_idx: np.ndarray,
+              units: tuple[int, ...] | None = None) -> float:
+    mu_r, sig_r, _ = real.without(real_idx, units)
+    mu_g, sig_g, n_g = fake.without(fake_idx, units)
     d = sig_r.shape[0]
     if n_g <= d:
         rows = fake.rows_without(fake_idx)
@@ -157,10 +175,11 @@ def _union(groups: list[np.ndarray], units: tuple[int, ...]) -> np.ndarray:
 def fid_jackknife(real_feats, fake_feats, groups: int, seed: int) -> dict[str, float]:
     """Corrected jackknife (module doc) of FID over paired groups of real and generated features."""
     rng = np.random.default_rng(seed)
-    real, fake = _Side(real_feats), _Side(fake_feats)
-    g = min(groups, fake.n // 2, real.n // 2)
-    rg, fg = _groups(real.n, g, rng), _groups(fake.n, g, rng)
-    jk = jackknife(lambda units: fid_value(real, fake, _union(rg, units), _union(fg, units)), g)
+    n_r, n_g = len(real_feats), len(fake_feats)
+    g = min(groups, n_g // 2, n_r // 2)
+    rg, fg = _groups(n_r, g, rng), _groups(n_g, g, rng)
+    real, fake = _Side(real_feats, rg), _Side(fake_feats, fg)
+    jk = jackknife(lambda units: fid_value(real, fake, _union(rg, units), _union(fg, units), units), g)
     return {"se": float(np.sqrt(jk["var"])), "df": jk["df"], "v1": jk["v1"], "v2": jk["v2"]}
 
 
@@ -170,37 +189,18 @@ def fid_interval(estimate: float, real_feats, fake_feats, groups: int, seed: int
     return max(estimate - half, 0.0), estimate + half
 
 
-def _cubic_kernel_sum(a: torch.Tensor, b: torch.Tensor, same: bool) -> float:
-    k = (a @ b.T / a.shape[1] + 1) ** 3
-    total = float(k.sum())
-    return total - float(k.diagonal().sum()) if same else total
-
-
 def mmd2_unbiased(real: np.ndarray, fake: np.ndarray) -> float:
     """Unbiased MMD² with KID's kernel (x·y/d + 1)³ for any two sample sizes; with equal sizes it is
     torch-fidelity's estimator (diagonals dropped within a side, kept across sides)."""
-    x = torch.as_tensor(np.asarray(real), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(fake), dtype=torch.float64)
+    x, y = as_float64(real), as_float64(fake)
     m, n = len(x), len(y)
-    within_x = _cubic_kernel_sum(x, x, True) / (m * (m - 1))
-    within_y = _cubic_kernel_sum(y, y, True) / (n * (n - 1))
-    return within_x + within_y - 2 * _cubic_kernel_sum(x, y, False) / (m * n)
+    return mmd2_from_sums(float(kernel_sums(x, x, True).rows.sum()), float(kernel_sums(y, y, True).rows.sum()),
+                          float(kernel_sums(x, y, False).rows.sum()), m, n)
 
 
-def _kernel_pass(a: torch.Tensor, b: torch.Tensor, same: bool, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Row sums, column sums and the sum of squares of K = (a·b/d + 1)³ (diagonal dropped when `same`),
-    one block of rows at a time: never more than `chunk` rows of K in memory."""
-    d = a.shape[1]
-    rows, cols, squares = torch.zeros(len(a), dtype=torch.float64), torch.zeros(len(b), dtype=torch.float64), 0.0
-    for start in range(0, len(a), chunk):
-        k = (a[start:start + chunk] @ b.T / d + 1) ** 3
-        if same:
-            idx = torch.arange(start, min(start + chunk, len(a)))
-            k[idx - start, idx] = 0.0
-        rows[start:start + chunk] = k.sum(1)
-        cols += k.sum(0)
-        squares += float((k * k).sum())
-    return rows, cols, squares
+def mmd2_from_sums(within_x: float, within_y: float, across: float, m: int, n: int) -> float:
+    """The unbiased MMD² from the three kernel sums (within-side sums without their diagonals)."""
+    return within_x / (m * (m - 1)) + within_y / (n * (n - 1)) - 2 * across / (m * n)
 
 
 def _within(rows: torch.Tensor, squares: float) -> tuple[np.ndarray, float]:
@@ -228,12 +228,16 @@ def kid_u_variance_parts(real: np.ndarray, fake: np.ndarray, m_full: int, n_full
     are the variance of each point's estimated first-order term minus the noise that the finite row
     averages add to it. Every part is estimated from all pairs of points, so the estimate is precise and
     unbiased also when everything is second-order (a generator equal to the data)."""
-    x = torch.as_tensor(np.asarray(real), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(fake), dtype=torch.float64)
-    m, n = len(x), len(y)
-    sx, _, qx = _kernel_pass(x, x, True)
-    sy, _, qy = _kernel_pass(y, y, True)
-    rxy, cxy, qxy = _kernel_pass(x, y, False)
+    x, y = as_float64(real), as_float64(fake)
+    return variance_parts_from_sums(kernel_sums(x, x, True), kernel_sums(y, y, True), kernel_sums(x, y, False),
+                                    m_full, n_full)
+
+
+def variance_parts_from_sums(xx: KernelSums, yy: KernelSums, xy: KernelSums, m_full: int,
+                             n_full: int) -> tuple[float, float]:
+    """`kid_u_variance_parts` from the kernel sums of one pass (shared with KID's subsets, bench/metrics/kid.py)."""
+    m, n = len(xx.rows), len(yy.rows)
+    sx, qx, sy, qy, rxy, cxy, qxy = xx.rows, xx.squares, yy.rows, yy.squares, xy.rows, xy.cols, xy.squares
     r_x, hxx = _within(sx, qx)
     r_y, hyy = _within(sy, qy)
     grand = float(rxy.sum()) / (m * n)
@@ -255,15 +259,27 @@ def kid_u_variance(real: np.ndarray, fake: np.ndarray, m_full: int, n_full: int)
     return max(0.0, first) + second
 
 
-def kid_interval(estimate: float, subset_values: np.ndarray, real: np.ndarray, fake: np.ndarray, seed: int,
-                 max_points: int | None = None) -> tuple[float, float, float]:
-    """(low, high, se) for the mean of `subset_values` as an estimate of the population MMD² (module doc)."""
-    rng = np.random.default_rng(seed)
+def variance_uses_all_points(n_r: int, n_g: int, max_points: int | None = None) -> bool:
+    """Whether KID's variance is estimated on every point (then its kernel sums can come from the subsets' pass)."""
     cap = max_points or KID_VARIANCE_MAX
+    return n_r <= cap and n_g <= cap
+
+
+def kid_interval(estimate: float, subset_values: np.ndarray, real: np.ndarray, fake: np.ndarray, seed: int,
+                 max_points: int | None = None,
+                 sums: tuple[KernelSums, KernelSums, KernelSums] | None = None) -> tuple[float, float, float]:
+    """(low, high, se) for the mean of `subset_values` as an estimate of the population MMD² (module doc).
+    `sums`: the (real-real, fake-fake, real-fake) kernel sums over all points, when a pass already made them."""
     n_r, n_g = len(real), len(fake)
-    sub_r = np.asarray(real)[np.sort(rng.permutation(n_r)[:cap])] if n_r > cap else real
-    sub_g = np.asarray(fake)[np.sort(rng.permutation(n_g)[:cap])] if n_g > cap else fake
-    var_u = kid_u_variance(sub_r, sub_g, n_r, n_g)
+    if sums is not None and variance_uses_all_points(n_r, n_g, max_points):
+        first, second = variance_parts_from_sums(*sums, n_r, n_g)
+        var_u = max(0.0, first) + second
+    else:
+        rng = np.random.default_rng(seed)
+        cap = max_points or KID_VARIANCE_MAX
+        sub_r = np.asarray(real)[np.sort(rng.permutation(n_r)[:cap])] if n_r > cap else real
+        sub_g = np.asarray(fake)[np.sort(rng.permutation(n_g)[:cap])] if n_g > cap else fake
+        var_u = kid_u_variance(sub_r, sub_g, n_r, n_g)
     var_s = float(np.var(subset_values, ddof=1)) / len(subset_values) if len(subset_values) > 1 else 0.0
     se = float(np.sqrt(var_u + var_s))
     # Satterthwaite: U's part rests on all pairs of points (effectively infinite degrees of freedom), the

@@ -12,40 +12,68 @@ the subset-drawing noise (bench/metrics/intervals.py; coverage checked by `bench
 from __future__ import annotations
 
 import numpy as np
-from torch_fidelity.metric_kid import kernel_mmd
 
 from bench.metrics.base import Key, Metric, MetricContext, derive_seed
-from bench.metrics.intervals import kid_interval
+from bench.metrics.intervals import kid_interval, mmd2_from_sums, variance_uses_all_points
+from bench.metrics.kernel_sums import as_float64, direct_subset_sums, fused_is_cheaper, kernel_sums
 
 
 def subset_size(requested: int, n_fake: int, n_real: int) -> int:
     return min(requested, n_fake, n_real)
 
 
-def subset_mmds(real, fake, subsets: int, size: int, seed: int) -> np.ndarray:
-    """torch-fidelity's per-subset estimator with the same draw order (real subset, then fake subset)."""
-    r, f = real.cpu().numpy(), fake.cpu().numpy()
+def subset_indices(n_real: int, n_fake: int, subsets: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """torch-fidelity's subset draws in its order (each subset: real rows, then fake rows) from a RandomState."""
     rng = np.random.RandomState(seed)
-    out = np.zeros(subsets)
+    idx_r, idx_f = np.zeros((subsets, size), dtype=np.int64), np.zeros((subsets, size), dtype=np.int64)
     for i in range(subsets):
-        a = r[rng.choice(len(r), size, replace=False)]
-        b = f[rng.choice(len(f), size, replace=False)]
-        out[i] = kernel_mmd(a, b, kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
-                            kid_kernel_poly_coef0=1)
+        idx_r[i] = rng.choice(n_real, size, replace=False)
+        idx_f[i] = rng.choice(n_fake, size, replace=False)
+    return idx_r, idx_f
+
+
+def kid_subsets(real, fake, subsets: int, size: int, seed: int, all_pairs: bool = False):
+    """Each subset's unbiased MMD² (torch-fidelity's estimator and subset draws, float64), and, with `all_pairs`,
+    the three kernel sums over all points for KID's variance when the fused pass made them (else None).
+
+    The subsets' sums come from one blockwise pass over the full kernel matrices when that costs fewer flops
+    than S separate m x m matrices (bench/metrics/kernel_sums.py), which is also the pass the variance needs."""
+    x, y = as_float64(real), as_float64(fake)
+    idx_r, idx_f = subset_indices(len(x), len(y), subsets, size, seed)
+    n_r, n_f, d = len(x), len(y), x.shape[1]
+    if fused_is_cheaper(n_r, n_f, subsets, size, d, variance_too=all_pairs and variance_uses_all_points(n_r, n_f)):
+        xx, yy = kernel_sums(x, x, True, idx_r, idx_r), kernel_sums(y, y, True, idx_f, idx_f)
+        xy = kernel_sums(x, y, False, idx_r, idx_f)
+        sums, parts = (xx.subsets, yy.subsets, xy.subsets), (xx, yy, xy)
+    else:
+        sums = (direct_subset_sums(x, x, True, idx_r, idx_r), direct_subset_sums(y, y, True, idx_f, idx_f),
+                direct_subset_sums(x, y, False, idx_r, idx_f))
+        parts = None
+    values = np.array([mmd2_from_sums(a, b, c, size, size) for a, b, c in zip(*sums)])
+    return values, parts
+
+
+def subset_mmds(real, fake, subsets: int, size: int, seed: int) -> np.ndarray:
+    """Each subset's unbiased MMD² with torch-fidelity's draws (`kid_subsets`)."""
+    return kid_subsets(real, fake, subsets, size, seed)[0]
+
+
+def kid_summary(real, fake, subsets: int, size: int, seed: int, interval_seed: int | None) -> dict[str, float]:
+    """KID's keys for one evaluation: mean and spread of the subset values, and the 95% interval when asked."""
+    values, parts = kid_subsets(real, fake, subsets, size, seed, all_pairs=interval_seed is not None)
+    out = {"kid/mean": float(values.mean()), "kid/std": float(values.std()), "kid/subset_size": float(size)}
+    if interval_seed is not None:
+        out["kid/ci95_low"], out["kid/ci95_high"], _ = kid_interval(
+            out["kid/mean"], values, np.asarray(real), np.asarray(fake), interval_seed, sums=parts)
     return out
 
 
 def compute(ctx: MetricContext) -> dict[str, float]:
-    fake, real = ctx.fake["pool"], ctx.real["pool"]
+    fake, real = ctx.fake["pool"].cpu(), ctx.real["pool"].cpu()
     s = ctx.settings
     size = subset_size(s.kid_subset_size, len(fake), len(real))
-    mmds = subset_mmds(real, fake, s.kid_subsets, size, derive_seed(ctx.seed, "kid"))
-    out = {"kid/mean": float(mmds.mean()), "kid/std": float(mmds.std()), "kid/subset_size": float(size)}
-    if s.kid_interval:
-        out["kid/ci95_low"], out["kid/ci95_high"], _ = kid_interval(
-            out["kid/mean"], mmds, real.cpu().numpy(), fake.cpu().numpy(),
-            derive_seed(ctx.seed, "kid-variance"))
-    return out
+    return kid_summary(real, fake, s.kid_subsets, size, derive_seed(ctx.seed, "kid"),
+                       derive_seed(ctx.seed, "kid-variance") if s.kid_interval else None)
 
 
 KID = Metric("kid", keys=(Key("kid/mean", False, "KID", table=True, features=True),), needs="real+fake", compute=compute,

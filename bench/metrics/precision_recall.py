@@ -16,29 +16,41 @@ from bench.metrics.base import Key, Metric, MetricContext
 BLOCK = 512
 
 
-def _dist_block(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
+def _sq_dist_block(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
     d2 = (a * a).sum(1, keepdim=True) + b_sq[None, :] - 2.0 * (a @ b.T)
-    return d2.clamp_min_(0).sqrt_()
+    return d2.clamp_min_(0)
+
+
+def _dist_block(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
+    return _sq_dist_block(a, b, b_sq).sqrt_()
 
 
 def knn_radii(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Distance to the k-th nearest other sample (k+1-th including itself)."""
+    """Distance to the k-th nearest other sample (k+1-th including itself). The order statistic is taken on
+    squared distances and only the k+1 smallest are square-rooted (sqrt is monotone, so the radius is the
+    same number), and with topk, several times faster than kthvalue on CPU."""
     x_sq = (x * x).sum(1)
-    return torch.cat([_dist_block(blk, x, x_sq).kthvalue(k + 1, dim=1).values for blk in x.split(BLOCK)])
+    return torch.cat([_sq_dist_block(blk, x, x_sq).topk(k + 1, dim=1, largest=False).values[:, -1].sqrt_()
+                      for blk in x.split(BLOCK)])
 
 
-def coverage(queries: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> float:
-    """Share of queries inside at least one ball (centre, radius)."""
-    c_sq = (centres * centres).sum(1)
-    inside = [(_dist_block(blk, centres, c_sq) <= radii[None, :]).any(1) for blk in queries.split(BLOCK)]
-    return torch.cat(inside).float().mean().item()
+def both_ways(fake: torch.Tensor, real: torch.Tensor, fake_radii: torch.Tensor,
+              real_radii: torch.Tensor) -> tuple[float, float]:
+    """(share of fakes inside a real ball, share of reals inside a fake ball) from one pass over the fake x real
+    distances: the recall pass is the precision pass transposed, so it is not computed twice."""
+    r_sq = (real * real).sum(1)
+    real_inside = torch.zeros(len(real), dtype=torch.bool)
+    fake_inside = []
+    for start in range(0, len(fake), BLOCK):
+        dist = _dist_block(fake[start:start + BLOCK], real, r_sq)
+        fake_inside.append((dist <= real_radii[None, :]).any(1))
+        real_inside |= (dist <= fake_radii[start:start + BLOCK, None]).any(0)
+    return torch.cat(fake_inside).float().mean().item(), real_inside.float().mean().item()
 
 
 def precision_recall(fake: torch.Tensor, real: torch.Tensor, k: int = 3) -> tuple[float, float]:
     fake, real = fake.float(), real.float()
-    precision = coverage(fake, real, knn_radii(real, k))
-    recall = coverage(real, fake, knn_radii(fake, k))
-    return precision, recall
+    return both_ways(fake, real, knn_radii(fake, k), knn_radii(real, k))
 
 
 def compute(ctx: MetricContext) -> dict[str, float]:

@@ -1,0 +1,104 @@
+"""KID's kernel sums: one pass shared by the subsets and the variance, equal to torch-fidelity's estimator.
+
+bench/metrics/kernel_sums.py computes each KID subset's sums either from one blockwise pass over the full
+kernel matrices (indicator products) or from the subset's own m x m matrices, whichever costs fewer flops.
+Both must give torch-fidelity's per-subset MMD² (its estimator, its subset draws) to float64 rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch_fidelity.metric_kid import kernel_mmd
+
+from bench.metrics import kernel_sums as ks
+from bench.metrics.intervals import kid_interval, kid_u_variance
+from bench.metrics.kid import kid_subsets, kid_summary, subset_indices
+
+
+def _features(n_r, n_f, d=16, shift=0.2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n_r, d, generator=g), torch.randn(n_f, d, generator=g) * 1.1 + shift
+
+
+def _fidelity64(real, fake, subsets, size, seed):
+    """torch-fidelity's own estimator and draw order, run on float64 features (no float32 rounding)."""
+    r, f = real.double().numpy(), fake.double().numpy()
+    rng = np.random.RandomState(seed)
+    out = []
+    for _ in range(subsets):
+        a, b = r[rng.choice(len(r), size, replace=False)], f[rng.choice(len(f), size, replace=False)]
+        out.append(kernel_mmd(a, b, kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
+                              kid_kernel_poly_coef0=1))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("n_r,n_f,size", [(120, 90, 40), (60, 60, 60), (300, 50, 25)])
+def test_both_paths_equal_torch_fidelitys_estimator_in_float64(monkeypatch, n_r, n_f, size):
+    real, fake = _features(n_r, n_f)
+    ref = _fidelity64(real, fake, 7, size, 3)
+    monkeypatch.setattr("bench.metrics.kid.fused_is_cheaper", lambda *a, **k: True)
+    fused, parts = kid_subsets(real, fake, 7, size, 3, all_pairs=True)
+    assert parts is not None
+    np.testing.assert_allclose(fused, ref, rtol=1e-11, atol=1e-13)
+    monkeypatch.setattr("bench.metrics.kid.fused_is_cheaper", lambda *a, **k: False)
+    direct, none = kid_subsets(real, fake, 7, size, 3)
+    assert none is None
+    np.testing.assert_allclose(direct, ref, rtol=1e-11, atol=1e-13)
+    if size < min(n_r, n_f):  # a wrong draw order (fake subset first) is caught: it picks other rows
+        assert not np.allclose(_fidelity64(fake, real, 7, size, 3), fused)
+
+
+def test_blocks_bound_memory_and_do_not_change_the_sums(monkeypatch):
+    real, fake = _features(200, 150)
+    idx_r, idx_f = subset_indices(200, 150, 5, 30, 1)
+    whole = ks.kernel_sums(real.double(), fake.double(), False, idx_r, idx_f)
+    seen = []
+    real_cubic = ks.cubic_kernel
+    monkeypatch.setattr(ks, "BLOCK_ELEMENTS", 1000)
+    monkeypatch.setattr(ks, "cubic_kernel", lambda a, b: seen.append(a.shape[0] * b.shape[0]) or real_cubic(a, b))
+    blocked = ks.kernel_sums(real.double(), fake.double(), False, idx_r, idx_f)
+    assert len(seen) == 34 and max(seen) <= 1000  # 6 rows of 150 per block: never the 200 x 150 matrix
+    np.testing.assert_allclose(blocked.subsets, whole.subsets, rtol=1e-12)
+    np.testing.assert_allclose(blocked.rows.numpy(), whole.rows.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(blocked.cols.numpy(), whole.cols.numpy(), rtol=1e-12)
+    assert blocked.squares == pytest.approx(whole.squares, rel=1e-12)
+    k = real_cubic(real.double(), fake.double())
+    assert whole.squares == pytest.approx(float((k * k).sum()), rel=1e-12)
+    assert whole.rows.numpy() == pytest.approx(k.sum(1).numpy(), rel=1e-12)
+
+
+def test_the_shared_pass_gives_the_same_interval_as_a_separate_variance_pass():
+    real, fake = _features(150, 110, shift=0.05)
+    values, parts = kid_subsets(real, fake, 10, 50, 2, all_pairs=True)
+    shared = kid_interval(values.mean(), values, real.numpy(), fake.numpy(), 9, sums=parts)
+    separate = kid_interval(values.mean(), values, real.numpy(), fake.numpy(), 9)
+    np.testing.assert_allclose(shared, separate, rtol=1e-10)
+    # and the variance really is the one kid_u_variance computes (a wrong part would move the interval)
+    se = shared[2]
+    var_s = values.var(ddof=1) / len(values)
+    assert se ** 2 == pytest.approx(kid_u_variance(real.numpy(), fake.numpy(), 150, 110) + var_s, rel=1e-10)
+
+
+def test_the_path_is_chosen_by_flops():
+    # 2,000 points a side, 100 subsets of 1,000 (the default): one pass is ~14x fewer flops
+    assert ks.fused_is_cheaper(2000, 2000, 100, 1000, 128)
+    # 20,000 a side: the subsets' own matrices are cheaper, unless the all-points sums are needed anyway
+    assert not ks.fused_is_cheaper(20000, 20000, 100, 1000, 128)
+    assert not ks.fused_is_cheaper(20000, 20000, 100, 1000, 128, variance_too=True)
+    assert ks.fused_is_cheaper(4000, 4000, 100, 1000, 128, variance_too=True)
+
+
+def test_float32_torch_fidelity_agrees_to_its_rounding():
+    """What `KID_VS_FIDELITY` in tests/conftest.py stands for: torch-fidelity on float32 features differs from the
+    float64 sums by its float32 rounding of the kernel sums, a few 1e-7 of their size, not more."""
+    real, fake = _features(400, 400, d=64, shift=0.0)
+    ours = kid_summary(real, fake, 5, 400, 0, None)["kid/mean"]
+    r, f = real.numpy(), fake.numpy()
+    rng = np.random.RandomState(0)
+    fidelity = np.mean([kernel_mmd(r[rng.choice(400, 400, replace=False)], f[rng.choice(400, 400, replace=False)],
+                                   kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
+                                   kid_kernel_poly_coef0=1) for _ in range(5)])
+    scale = float(ks.cubic_kernel(real.double(), real.double()).mean())  # size of one kernel entry
+    assert abs(ours - fidelity) < 1e-6 * scale
