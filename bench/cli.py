@@ -55,10 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     pm = psub.add_parser("metrics", help="P1 metric overhead, P2 cache speed-up vs torch-fidelity, P4 memory")
     pm.add_argument("--extractor", action="append", default=None,
                     help="judge and/or inception-v3-compat (default: both)")
-    pm.add_argument("--n", type=int, default=2000, help="fakes for P1/P2 with the judge")
-    pm.add_argument("--inception-n", type=int, default=200, help="fakes for P1/P2 with Inception (slow on CPU)")
+    pm.add_argument("--n", type=int, nargs="+", default=[2000, 10000], help="fakes for P1/P2 with the judge")
+    pm.add_argument("--inception-n", type=int, nargs="+", default=[64],
+                    help="fakes for P1/P2 with Inception (about 8 images/s on a CPU core)")
+    pm.add_argument("--repeats", type=int, default=3, help="timings per N (min/median/max are printed)")
     pm.add_argument("--rss-n", type=int, nargs=2, default=[1000, 20000], metavar=("SMALL", "LARGE"))
-    pm.add_argument("--inception-rss-n", type=int, nargs=2, default=[100, 400], metavar=("SMALL", "LARGE"))
+    pm.add_argument("--inception-rss-n", type=int, nargs=2, default=[32, 256], metavar=("SMALL", "LARGE"))
     pm.add_argument("--inception-weights", default=None, help="pretrained file; default: stand-in weights")
     ps = psub.add_parser("scale", help="training and evaluation throughput of `bench run --nproc N` for each N")
     ps.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
@@ -247,11 +249,15 @@ def _dispatch(args) -> int:
     if args.command == "perf":
         from bench.perf import format_report, perf_metrics
 
+        def progress(line: str) -> None:
+            print(f"[perf] {line}", file=sys.stderr, flush=True)
+
         for name in args.extractor or ["judge", "inception-v3-compat"]:
             if name == "inception-v3-compat":
-                r = perf_metrics(name, args.inception_n, *args.inception_rss_n, weights=args.inception_weights)
+                r = perf_metrics(name, args.inception_n, *args.inception_rss_n, weights=args.inception_weights,
+                                 repeats=args.repeats, progress=progress)
             else:
-                r = perf_metrics(name, args.n, *args.rss_n)
+                r = perf_metrics(name, args.n, *args.rss_n, repeats=args.repeats, progress=progress)
             print(format_report(r), flush=True)
         return 0
     if args.command == "leaderboard":

@@ -3,6 +3,7 @@ real-side cache saves against a fresh torch-fidelity call, and whether memory st
 
 Printed ratios, not timed tests (timings on a shared 2-core machine are noisy):
   P1 = time(generate + extract + all metrics on N fakes, real side cached) / time(generate + extract)
+       (the metrics: METRIC_NAMES, each with its interval and FID_inf, as a protocol computes them)
   P2 = time(fresh torch-fidelity calculate_metrics on the same fakes and reals, same extractor)
        / time(bench's evaluation with cached real statistics)
   P4 = peak RSS of an evaluation at the large N / at the small N (each in a fresh process)
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -154,39 +156,56 @@ def _child(extractor_name: str, weights: str | None, sha256: str | None, n: int)
     return {"max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
 
 
-def perf_metrics(extractor_name: str, n: int, n_small: int, n_large: int, weights: str | None = None) -> dict:
-    data, extractor, model, spec = _setup(extractor_name, weights)
-    n_real = min(n, len(data.eval_images))
-    real_feats, real_stats = _real(extractor, data, n_real)  # the cached real side of a second run
-    _full_eval(model, extractor, real_feats, real_stats, min(n, 200))  # warm-up (allocators, BLAS)
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
-    t0 = time.perf_counter()
-    for _ in stream_features(fake_batches(model, n, 0, 100, 28, 1), extractor, "bare", n)[:1]:
-        pass
-    t_bare = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    _full_eval(model, extractor, real_feats, real_stats, n)
-    t_full = time.perf_counter() - t0
-    t_fid = _fidelity_time(extractor, model, data, n, n_real, spec)
+
+def perf_metrics(extractor_name: str, sizes: list[int], n_small: int, n_large: int, weights: str | None = None,
+                 repeats: int = 3, progress=None) -> dict:
+    """P1 and P2 at each N in `sizes` (each timing repeated `repeats` times, in turn, so drift in the machine's
+    load hits every quantity alike) and P4 from two fresh processes. Ratios are of medians."""
+    data, extractor, model, spec = _setup(extractor_name, weights)
+    _full_eval(model, extractor, *_real(extractor, data, 200), 200)  # warm-up (allocators, BLAS)
+    rows = []
+    for n in sizes:
+        n_real = min(n, len(data.eval_images))
+        real_feats, real_stats = _real(extractor, data, n_real)  # the cached real side of a second run
+        times = {"bare": [], "full": [], "fidelity": []}
+        for rep in range(repeats):
+            t0 = time.perf_counter()
+            stream_features(fake_batches(model, n, 0, 100, 28, 1), extractor, "bare", n)
+            times["bare"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            _full_eval(model, extractor, real_feats, real_stats, n)
+            times["full"].append(time.perf_counter() - t0)
+            times["fidelity"].append(_fidelity_time(extractor, model, data, n, n_real, spec))
+            if progress:
+                progress(f"{extractor.name} N={n} repeat {rep + 1}/{repeats}: bare {times['bare'][-1]:.2f}s, "
+                         f"all metrics {times['full'][-1]:.2f}s, torch-fidelity {times['fidelity'][-1]:.2f}s")
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rows.append({"n": n, "n_real": n_real, "repeats": repeats, **{f"{k}_s": _spread(v) for k, v in times.items()},
+                     "P1": med["full"] / med["bare"], "P2": med["fidelity"] / med["full"]})
     rss_small = _peak_rss_child(extractor_name, spec, n_small)
     rss_large = _peak_rss_child(extractor_name, spec, n_large)
-    return {
-        "extractor": extractor.name, "n": n, "n_real": n_real,
-        "bare_s": t_bare, "all_metrics_s": t_full, "torch_fidelity_s": t_fid,
-        "P1": t_full / t_bare, "P2": t_fid / t_full,
-        "n_small": n_small, "n_large": n_large, "rss_small_mib": rss_small / 1024, "rss_large_mib": rss_large / 1024,
-        "P4": rss_large / rss_small,
-    }
+    return {"extractor": extractor.name, "threads": torch.get_num_threads(), "sizes": rows,
+            "n_small": n_small, "n_large": n_large, "rss_small_mib": rss_small / 1024,
+            "rss_large_mib": rss_large / 1024, "P4": rss_large / rss_small}
 
 
 def format_report(r: dict) -> str:
-    return (f"{r['extractor']}: N={r['n']} fakes vs {r['n_real']} cached reals\n"
-            f"  P1 all metrics / bare extraction = {r['all_metrics_s']:.2f}s / {r['bare_s']:.2f}s = {r['P1']:.2f}  "
-            f"(target <= 1.10)\n"
-            f"  P2 fresh torch-fidelity / bench with cached reals = {r['torch_fidelity_s']:.2f}s / "
-            f"{r['all_metrics_s']:.2f}s = {r['P2']:.2f}x  (target >= 1.8)\n"
-            f"  P4 peak RSS N={r['n_large']} / N={r['n_small']} = {r['rss_large_mib']:.0f} MiB / "
-            f"{r['rss_small_mib']:.0f} MiB = {r['P4']:.3f}  (target <= 1.10)")
+    def cell(t: dict) -> str:
+        return f"{t['median']:.2f}s [{t['min']:.2f}, {t['max']:.2f}]"
+
+    lines = [f"{r['extractor']} ({r['threads']} thread(s)); times: median [min, max] over repeats"]
+    for row in r["sizes"]:
+        lines += [f"  N={row['n']} fakes vs {row['n_real']} cached reals, {row['repeats']} repeats",
+                  f"    P1 all metrics / bare extraction = {cell(row['full_s'])} / {cell(row['bare_s'])} = "
+                  f"{row['P1']:.2f}  (target <= 1.10)",
+                  f"    P2 fresh torch-fidelity / bench with cached reals = {cell(row['fidelity_s'])} / "
+                  f"{cell(row['full_s'])} = {row['P2']:.2f}x  (target >= 1.8)"]
+    lines.append(f"  P4 peak RSS N={r['n_large']} / N={r['n_small']} = {r['rss_large_mib']:.0f} MiB / "
+                 f"{r['rss_small_mib']:.0f} MiB = {r['P4']:.3f}  (target <= 1.10)")
+    return "\n".join(lines)
 
 
 SCALE_PROTOCOL = """name: perf-scale

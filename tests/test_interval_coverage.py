@@ -54,6 +54,26 @@ def test_replicate_fid_matches_torch_fidelity_in_both_forms():
         assert fid_value(_Side(real.numpy()), _Side(fake.numpy()), drop_r, drop_f) == pytest.approx(ref2, rel=1e-7)
 
 
+def test_cross_gram_replicates_match_torch_fidelity_with_groups_left_out():
+    """Few points in many dimensions: the cross-Gram form (no d x d matrix), with whole groups left out through
+    the precomputed group sums, is the real FID of the remaining rows."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    g = torch.Generator().manual_seed(4)
+    real, fake = torch.randn(40, 64, generator=g), torch.randn(30, 64, generator=g) * 1.3 + 0.2
+    stats = lambda f: {"mu": f.double().mean(0).numpy(), "sigma": np.cov(f.double().numpy(), rowvar=False)}
+    rg, fg = np.array_split(np.arange(40), 5), np.array_split(np.arange(30), 5)
+    r_side, f_side = _Side(real.numpy(), rg), _Side(fake.numpy(), fg)
+    cross = f_side.x @ r_side.x.T
+    for units in ((), (1,), (0, 3)):
+        drop_r = np.concatenate([rg[k] for k in units]) if units else np.array([], int)
+        drop_f = np.concatenate([fg[k] for k in units]) if units else np.array([], int)
+        keep_r, keep_f = np.setdiff1d(np.arange(40), drop_r), np.setdiff1d(np.arange(30), drop_f)
+        ref = fid_statistics_to_metric(stats(real[keep_r]), stats(fake[keep_f]), verbose=False)[KEY_METRIC_FID]
+        assert fid_value(r_side, f_side, drop_r, drop_f, units, cross) == pytest.approx(ref, rel=1e-7)
+        assert fid_value(r_side, f_side, drop_r, drop_f, units) == pytest.approx(ref, rel=1e-7)
+
+
 def test_fid_interval_contains_its_estimate_and_is_never_negative():
     rng = np.random.default_rng(2)
     real, fake = Population(16, 0.0, 1.0).draw(200, 1000, rng)

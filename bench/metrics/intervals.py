@@ -115,46 +115,91 @@ def _trace_sqrt_product(sigma_r: torch.Tensor, gen_centred: torch.Tensor | None,
 class _Side:
     """One side's features, centred once, with the running sums that a leave-group-out needs.
 
-    With `groups` (the jackknife's), each group's sum and scatter are computed once, so a replicate that leaves
-    groups out subtracts them instead of re-multiplying the left-out rows (56 replicates at G = 10 would
-    otherwise redo ~11 full scatter products each side)."""
+    With `groups` (the jackknife's), each group's sum (and, when a replicate needs the d x d covariance, its
+    scatter) is computed once, so a replicate that leaves groups out subtracts them instead of re-multiplying
+    the left-out rows (56 replicates at G = 10 would otherwise redo ~11 scatter products each side)."""
 
     def __init__(self, feats: np.ndarray, groups: list[np.ndarray] | None = None):
         x = torch.as_tensor(np.asarray(feats), dtype=torch.float64)
-        self.n = len(x)
+        self.n, self.d = x.shape
         self.shift = x.mean(0)
         self.x = x - self.shift  # centring first keeps the scatter sums well conditioned
         self.sum = self.x.sum(0)
-        self.scatter = self.x.T @ self.x
+        self.sq_norms = (self.x * self.x).sum(1)
         self.groups = groups
         if groups is not None:
-            parts = [self.x[torch.as_tensor(idx)] for idx in groups]
-            self.group_sum = [p.sum(0) for p in parts]
-            self.group_scatter = [p.T @ p for p in parts]
+            self.group_sum = [self.x[torch.as_tensor(idx)].sum(0) for idx in groups]
+        self._scatter = self._group_scatter = None
+
+    @property
+    def scatter(self) -> torch.Tensor:  # d x d: only computed when a replicate needs a covariance
+        if self._scatter is None:
+            self._scatter = self.x.T @ self.x
+        return self._scatter
+
+    @property
+    def group_scatter(self) -> list[torch.Tensor]:
+        if self._group_scatter is None:
+            self._group_scatter = [self.x[torch.as_tensor(idx)].T @ self.x[torch.as_tensor(idx)] for idx in self.groups]
+        return self._group_scatter
+
+    def kept_sum(self, idx: np.ndarray, units: tuple[int, ...] | None = None) -> tuple[torch.Tensor, int]:
+        """(sum of the centred rows kept, how many) with rows `idx` (`units`: the same rows as groups) left out."""
+        if units is not None and self.groups is not None:
+            return self.sum - sum((self.group_sum[k] for k in units), torch.zeros_like(self.sum)), self.n - len(idx)
+        return self.sum - self.x[torch.as_tensor(idx)].sum(0), self.n - len(idx)
 
     def without(self, idx: np.ndarray, units: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(mean, covariance, n) of the features with rows `idx` left out (`units`: the same rows as groups)."""
+        s, n = self.kept_sum(idx, units)
         if units is not None and self.groups is not None:
-            n = self.n - len(idx)
-            s = self.sum - sum((self.group_sum[k] for k in units), torch.zeros_like(self.sum))
-            scatter = self.scatter - sum((self.group_scatter[k] for k in units), torch.zeros_like(self.scatter))
+            scatter = self.scatter
+            for k in units:
+                scatter = scatter - self.group_scatter[k]
         else:
             part = self.x[torch.as_tensor(idx)]
-            n = self.n - len(part)
-            s = self.sum - part.sum(0)
             scatter = self.scatter - part.T @ part
         mean = s / n
         cov = (scatter - torch.outer(s, mean)) / (n - 1)
         return mean + self.shift, cov, n
 
+    def keep(self, idx: np.ndarray) -> torch.Tensor:
+        mask = np.ones(self.n, bool)
+        mask[idx] = False
+        return torch.as_tensor(mask)
+
     def rows_without(self, idx: np.ndarray) -> torch.Tensor:
-        keep = np.ones(self.n, bool)
-        keep[idx] = False
-        return self.x[torch.as_tensor(keep)]
+        return self.x[self.keep(idx)]
+
+
+def _fid_cross_gram(real: _Side, fake: _Side, real_idx: np.ndarray, fake_idx: np.ndarray,
+                    units: tuple[int, ...] | None, cross: torch.Tensor) -> float:
+    """FID when neither side has more points than dimensions, without any d x d matrix.
+
+    With centred rows Y (real, n_r' x d) and X (generated, n_g' x d), Σ_r Σ_g has the non-zero eigenvalues of
+    (X Yᵀ)(Y Xᵀ) / ((n_r'-1)(n_g'-1)), an n_g' x n_g' matrix; X Yᵀ comes from the full cross-Gram matrix
+    `cross` (computed once per jackknife) by dropping the left-out rows and re-centring: exact, and at d = 2,048
+    with a few hundred images per side it replaces 56 d x d covariance updates by small n x n products."""
+    s_r, n_r = real.kept_sum(real_idx, units)
+    s_g, n_g = fake.kept_sum(fake_idx, units)
+    mean_r, mean_g = s_r / n_r, s_g / n_g  # means of the kept centred rows
+    keep_r, keep_g = real.keep(real_idx), fake.keep(fake_idx)
+    xg, yr = fake.x[keep_g], real.x[keep_r]
+    c = cross[keep_g][:, keep_r] - (xg @ mean_r)[:, None] - (yr @ mean_g)[None, :] + mean_g @ mean_r
+    m = c @ c.T / ((n_r - 1) * (n_g - 1)) if n_g <= n_r else c.T @ c / ((n_r - 1) * (n_g - 1))
+    tr_cov = float(torch.linalg.eigvalsh((m + m.T) / 2).clamp(min=0).sqrt().sum())
+    tr_r = float(real.sq_norms[keep_r].sum() - n_r * (mean_r @ mean_r)) / (n_r - 1)
+    tr_g = float(fake.sq_norms[keep_g].sum() - n_g * (mean_g @ mean_g)) / (n_g - 1)
+    diff = (mean_r + real.shift) - (mean_g + fake.shift)
+    return float(diff @ diff) + tr_r + tr_g - 2 * tr_cov
 
 
 def fid_value(real: _Side, fake: _Side, real_idx: np.ndarray, fake_idx: np.ndarray,
-              units: tuple[int, ...] | None = None) -> float:
+              units: tuple[int, ...] | None = None, cross: torch.Tensor | None = None) -> float:
+    """FID of the features with the given rows left out. `cross` (fake.x @ real.x.T) selects the cross-Gram
+    form, for when neither side has more points than dimensions."""
+    if cross is not None:
+        return _fid_cross_gram(real, fake, real_idx, fake_idx, units, cross)
     mu_r, sig_r, _ = real.without(real_idx, units)
     mu_g, sig_g, n_g = fake.without(fake_idx, units)
     d = sig_r.shape[0]
@@ -162,10 +207,12 @@ def fid_value(real: _Side, fake: _Side, real_idx: np.ndarray, fake_idx: np.ndarr
         rows = fake.rows_without(fake_idx)
         rows = rows - rows.mean(0)
         tr_cov = _trace_sqrt_product(sig_r, rows, None, n_g)
+        tr_g = float((rows * rows).sum()) / (n_g - 1)
     else:
         tr_cov = _trace_sqrt_product(sig_r, None, sig_g, n_g)
+        tr_g = float(torch.trace(sig_g))
     diff = mu_r - mu_g
-    return float(diff @ diff + torch.trace(sig_r) + torch.trace(sig_g) - 2 * tr_cov)
+    return float(diff @ diff + torch.trace(sig_r)) + tr_g - 2 * tr_cov
 
 
 def _union(groups: list[np.ndarray], units: tuple[int, ...]) -> np.ndarray:
@@ -179,7 +226,9 @@ def fid_jackknife(real_feats, fake_feats, groups: int, seed: int) -> dict[str, f
     g = min(groups, n_g // 2, n_r // 2)
     rg, fg = _groups(n_r, g, rng), _groups(n_g, g, rng)
     real, fake = _Side(real_feats, rg), _Side(fake_feats, fg)
-    jk = jackknife(lambda units: fid_value(real, fake, _union(rg, units), _union(fg, units), units), g)
+    # few points in many dimensions (Inception's 2,048 with a few hundred images): the cross-Gram form
+    cross = fake.x @ real.x.T if max(n_r, n_g) <= real.d else None
+    jk = jackknife(lambda units: fid_value(real, fake, _union(rg, units), _union(fg, units), units, cross), g)
     return {"se": float(np.sqrt(jk["var"])), "df": jk["df"], "v1": jk["v1"], "v2": jk["v2"]}
 
 
