@@ -124,6 +124,10 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
             for b in source:
                 yield to_float(b)
 
+        def real_images():  # the held-out real images (targets of a translation), float [-1, 1]
+            for i in range(0, len(data.eval_images), ev.batch_size):
+                yield to_float(data.eval_images[i:i + ev.batch_size])
+
         pairs = cycle = None
         if translation and data.task == "paired":
             def pairs(seed=seed):  # (output i, target i) for i < n, at the protocol's resolution, quantised as scored
@@ -143,7 +147,8 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
                 return stream_features(batches, extractor, f"eval seed {seed} psi {psi:g}", n)[1].as_fid_stats()
 
         ctx = MetricContext(seed, ev, fake, real_feats, stats.as_fid_stats(), real_stats,
-                            fake_images=fake_images, device=model.device, classify=classify, pairs=pairs,
+                            fake_images=fake_images, real_images=real_images if data is not None else None,
+                            device=model.device, classify=classify, pairs=pairs,
                             cycle=cycle, generator=None if translation else model,
                             truncated_stats=truncated_stats, segmenter=S,
                             label_maps=data.eval_label_maps if S is not None else None)

@@ -18,13 +18,14 @@ from bench.metrics.precision_recall import PRECISION_RECALL
 from bench.metrics.psnr import PSNR
 from bench.metrics.seg_agreement import SEG_AGREEMENT
 from bench.metrics.ssim import SSIM
+from bench.metrics.swd import SWD
 from bench.registry import Registry
 
 # Registry order is the order of the comparison table's columns (the keys declared `table=True`).
 METRICS: Registry[Metric] = Registry("metric", {m.name: m for m in (
     INCEPTION_SCORE, FID, KID, CLASSIFIER_ACCURACY, PRECISION_RECALL, DENSITY_COVERAGE,
     SSIM, PSNR, LPIPS, CYCLE_ERROR, IDENTITY_ERROR, LPIPS_DIVERSITY,
-    PPL, FID_TRUNCATION, SEG_AGREEMENT,
+    PPL, FID_TRUNCATION, SEG_AGREEMENT, SWD,
 )})
 
 def _declared() -> tuple[dict[str, Key], list[tuple[re.Pattern, bool, bool]]]:

@@ -89,7 +89,8 @@ class MetricContext:
     fake_stats: dict[str, np.ndarray] = field(default_factory=dict)  # float64 'mu' and 'sigma'
     real_stats: dict[str, np.ndarray] = field(default_factory=dict)
     # Streams for image-space metrics; each call starts a fresh pass.
-    fake_images: Optional[Batches] = None  # generated images of this seed (diversity metrics)
+    fake_images: Optional[Batches] = None  # generated images of this seed (diversity metrics, SWD)
+    real_images: Optional[Batches] = None  # the held-out real images (SWD), float [-1, 1] at the protocol's resolution
     pairs: Optional[PairBatches] = None  # (output, target) for paired translation
     cycle: Optional[Callable[[], Iterator[dict[str, torch.Tensor]]]] = None
     # ^ dicts with 'a', 'b' (real held-out batches) and 'G(a)', 'F(b)', 'F(G(a))', 'G(F(b))', 'G(b)', 'F(a)'
