@@ -80,21 +80,22 @@ def test_fid_closed_form_for_known_gaussians_and_symmetry():
     assert abs(frechet(a, b) - frechet(b, a)) < 1e-9
 
 
-def test_fid_symmetric_form_used_by_replicates_equals_torch_fidelity():
-    from bench.metrics.fid import _fid_sym, _sqrtm_psd, frechet
+@pytest.mark.parametrize("n_real,n_fake,d", [(500, 400, 8), (30, 40, 64)])
+def test_fid_inf_is_the_intercept_of_torch_fidelity_fids_on_its_subsets(n_real, n_fake, d):
+    """FID_inf's subset FIDs (the replicate formula: Cholesky form, and the cross-Gram form when neither side
+    has more points than dimensions) are torch-fidelity's FIDs of the same subsets."""
+    from bench.metrics.base import derive_seed
+    from bench.metrics.fid import fid_infinity, frechet
 
     g = torch.Generator().manual_seed(4)
-    a = (torch.randn(500, 8, generator=g) @ torch.randn(8, 8, generator=g)).double().numpy()
-    b = (torch.randn(500, 8, generator=g) @ torch.randn(8, 8, generator=g)).double().numpy()
-    ra = {"mu": a.mean(0), "sigma": np.cov(a, rowvar=False)}
-    rb = {"mu": b.mean(0), "sigma": np.cov(b, rowvar=False)}
-    sym = _fid_sym(ra["mu"], ra["sigma"], _sqrtm_psd(ra["sigma"]), np.trace(ra["sigma"]), b)
-    assert abs(sym - frechet(ra, rb)) / frechet(ra, rb) < 1e-6
-    # fewer samples than dimensions: the n x n Gram path must agree too
-    few = b[:6]
-    rf = {"mu": few.mean(0), "sigma": np.cov(few, rowvar=False)}
-    sym_few = _fid_sym(ra["mu"], ra["sigma"], _sqrtm_psd(ra["sigma"]), np.trace(ra["sigma"]), few)
-    assert abs(sym_few - frechet(ra, rf)) / frechet(ra, rf) < 1e-6
+    real = torch.randn(n_real, d, generator=g) @ torch.randn(d, d, generator=g)
+    fake = torch.randn(n_fake, d, generator=g) @ torch.randn(d, d, generator=g) + 0.3
+    stats = lambda x: {"mu": x.double().mean(0).numpy(), "sigma": np.cov(x.double().numpy(), rowvar=False)}
+    sizes = np.unique(np.linspace(max(n_fake // 4, 2), n_fake, 5).astype(int))
+    rng = np.random.default_rng(derive_seed(7, "fid-inf"))
+    values = [frechet(stats(real), stats(fake[rng.permutation(n_fake)[:k]])) for k in sizes]
+    expected = float(np.polyfit(1.0 / sizes, values, 1)[1])
+    assert fid_infinity(real, fake, 5, 7) == pytest.approx(expected, rel=1e-6)
 
 
 def test_fid_interval_and_fid_inf():

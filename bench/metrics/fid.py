@@ -23,46 +23,25 @@ import torch
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 
 from bench.metrics.base import Key, Metric, MetricContext, derive_seed
-from bench.metrics.intervals import fid_interval
+from bench.metrics.intervals import _Side, fid_interval, fid_value
 
 
 def frechet(stats_real: dict, stats_fake: dict) -> float:
     return float(fid_statistics_to_metric(stats_real, stats_fake, verbose=False)[KEY_METRIC_FID])
 
 
-def _sqrtm_psd(sigma: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh(sigma)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-
-
-def _fid_sym(mu_r, sigma_r, sqrt_r, tr_r, feats: np.ndarray) -> float:
-    n, d = feats.shape
-    mu = feats.mean(0)
-    centred = feats - mu
-    if n <= d:
-        # With fewer samples than dimensions, S_r Σ_g S_r = YᵀY/(n-1) with Y = X_c S_r has the same
-        # non-zero eigenvalues as the n x n matrix YYᵀ/(n-1): exact, and far cheaper at d = 2048.
-        y = centred @ sqrt_r
-        eig = np.linalg.eigvalsh(y @ y.T / (n - 1))
-        tr_sigma = float((centred * centred).sum() / (n - 1))
-    else:
-        sigma = centred.T @ centred / (n - 1)
-        m = sqrt_r @ sigma @ sqrt_r
-        eig = np.linalg.eigvalsh((m + m.T) / 2)
-        tr_sigma = float(np.trace(sigma))
-    tr_covmean = np.sqrt(np.clip(eig, 0, None)).sum()
-    diff = mu_r - mu
-    return float(diff @ diff + tr_r + tr_sigma - 2 * tr_covmean)
-
-
-def fid_infinity(real_stats: dict, fake: torch.Tensor, points: int, seed: int) -> float:
-    feats = fake.double().numpy()
-    n = len(feats)
+def fid_infinity(real: torch.Tensor, fake: torch.Tensor, points: int, seed: int) -> float:
+    """FID_inf from FIDs on random subsets of the generated features, each against all real features. The FIDs
+    come from the interval code's exact replicate formula (bench/metrics/intervals.py `fid_value`): its
+    cross-Gram form when neither side has more points than dimensions, so Inception's 2,048 dimensions at a
+    few hundred images need no d x d eigendecomposition."""
+    n = len(fake)
     sizes = np.unique(np.linspace(max(n // 4, 2), n, points).astype(int))
     rng = np.random.default_rng(derive_seed(seed, "fid-inf"))
-    mu_r, sigma_r = real_stats["mu"], real_stats["sigma"]
-    sqrt_r, tr_r = _sqrtm_psd(sigma_r), float(np.trace(sigma_r))
-    values = [_fid_sym(mu_r, sigma_r, sqrt_r, tr_r, feats[rng.permutation(n)[:k]]) for k in sizes]
+    real_side, fake_side = _Side(real), _Side(fake)
+    cross = fake_side.x @ real_side.x.T if max(real_side.n, n) <= real_side.d else None
+    none = np.array([], dtype=int)
+    values = [fid_value(real_side, fake_side, none, rng.permutation(n)[k:], None, cross) for k in sizes]
     slope, intercept = np.polyfit(1.0 / sizes, values, 1)
     return float(intercept)
 
@@ -76,7 +55,7 @@ def compute(ctx: MetricContext) -> dict[str, float]:
                                                                  groups, derive_seed(ctx.seed, "fid-jackknife"))
     points = getattr(s, "fid_inf_points", 0)
     if points and len(ctx.fake["pool"]) >= 8:
-        out["fid_inf"] = fid_infinity(ctx.real_stats, ctx.fake["pool"], points, ctx.seed)
+        out["fid_inf"] = fid_infinity(ctx.real["pool"], ctx.fake["pool"], points, ctx.seed)
     return out
 
 
