@@ -35,10 +35,12 @@ the interval uses t with Satterthwaite's degrees of freedom for the sum. The sub
 earlier interval) measured only which subsets were drawn, and was ~1e-7 wide when a subset was the whole
 set.
 
-Replicate FIDs use exact linear algebra on the statistics (no resampling with replacement): with n_g < d
-generated vectors, the non-zero eigenvalues of Σ_r Σ_g are those of the n_g x n_g matrix X Σ_r Xᵀ/(n-1)
-(X the centred generated features), otherwise those of Lᵀ Σ_g L with Σ_r = L Lᵀ (Cholesky; an eigen
-square root if Σ_r is singular). A FID interval costs 1 + G + G(G-1)/2 such evaluations (56 at G = 10).
+Replicate FIDs use exact linear algebra on the statistics (no resampling with replacement): when neither side
+has more points than dimensions, the non-zero eigenvalues of Σ_r Σ_g are those of an n_g x n_g product of the
+re-centred cross-Gram matrix X Yᵀ (no d x d matrix at all); with only n_g ≤ d, those of X Σ_r Xᵀ/(n-1) (X the
+centred generated features); otherwise those of Lᵀ Σ_g L with Σ_r = L Lᵀ (Cholesky; an eigen square root if
+Σ_r is singular). Leaving groups out subtracts their precomputed sums and scatters. A FID interval costs
+1 + G + G(G-1)/2 such evaluations (56 at G = 10).
 """
 
 from __future__ import annotations
