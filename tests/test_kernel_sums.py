@@ -38,11 +38,11 @@ def _fidelity64(real, fake, subsets, size, seed):
 def test_both_paths_equal_torch_fidelitys_estimator_in_float64(monkeypatch, n_r, n_f, size):
     real, fake = _features(n_r, n_f)
     ref = _fidelity64(real, fake, 7, size, 3)
-    monkeypatch.setattr("bench.metrics.kid.fused_is_cheaper", lambda *a, **k: True)
+    monkeypatch.setattr("bench.metrics.kid.shared_pass_is_cheaper", lambda *a: True)
     fused, parts = kid_subsets(real, fake, 7, size, 3, all_pairs=True)
     assert parts is not None
     np.testing.assert_allclose(fused, ref, rtol=1e-11, atol=1e-13)
-    monkeypatch.setattr("bench.metrics.kid.fused_is_cheaper", lambda *a, **k: False)
+    monkeypatch.setattr("bench.metrics.kid.fused_is_cheaper", lambda *a: False)
     direct, none = kid_subsets(real, fake, 7, size, 3)
     assert none is None
     np.testing.assert_allclose(direct, ref, rtol=1e-11, atol=1e-13)
@@ -84,10 +84,25 @@ def test_the_shared_pass_gives_the_same_interval_as_a_separate_variance_pass():
 def test_the_path_is_chosen_by_flops():
     # 2,000 points a side, 100 subsets of 1,000 (the default): one pass is ~14x fewer flops
     assert ks.fused_is_cheaper(2000, 2000, 100, 1000, 128)
-    # 20,000 a side: the subsets' own matrices are cheaper, unless the all-points sums are needed anyway
+    # 20,000 a side: the subsets' own matrices are cheaper; 2,000 reals x 20,000 fakes: still one pass for the
+    # reals' own matrix, the subsets for the fakes'
     assert not ks.fused_is_cheaper(20000, 20000, 100, 1000, 128)
-    assert not ks.fused_is_cheaper(20000, 20000, 100, 1000, 128, variance_too=True)
-    assert ks.fused_is_cheaper(4000, 4000, 100, 1000, 128, variance_too=True)
+    assert ks.fused_is_cheaper(2000, 20000, 100, 1000, 128)  # the cross matrix: 4e7 entries, still one pass
+    # the variance's all-points pass (at most 4,000 a side) is best shared with the subsets
+    assert ks.shared_pass_is_cheaper(4000, 4000, 100, 1000, 128)
+    assert ks.shared_pass_is_cheaper(300, 300, 10, 100, 16)
+
+
+def test_mixed_paths_give_the_same_values(monkeypatch):
+    """One matrix fused, the others direct (what unequal sizes pick) gives the same subset values."""
+    real, fake = _features(300, 80)
+    ref = _fidelity64(real, fake, 6, 40, 2)
+    calls = iter([True, False, True])
+    monkeypatch.setattr("bench.metrics.kid.shared_pass_is_cheaper", lambda *a: False)
+    monkeypatch.setattr("bench.metrics.kid.fused_is_cheaper", lambda *a: next(calls))
+    values, parts = kid_subsets(real, fake, 6, 40, 2, all_pairs=True)
+    assert parts is None
+    np.testing.assert_allclose(values, ref, rtol=1e-11, atol=1e-13)
 
 
 def test_float32_torch_fidelity_agrees_to_its_rounding():

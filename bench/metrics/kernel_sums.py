@@ -7,7 +7,7 @@ flops per matrix pair; computing the full n_a x n_b matrix once and reading ever
 costs n_a·n_b·(2d + 4 + 2S), because a subset's sum over I x J is w_Iᵀ K w_J with 0/1 indicator vectors,
 and all S of them are one matrix product. With S = 100 subsets of 1,000 from 2,000 points that is 14x
 fewer flops, and the variance's sums come out of the same pass; with 10,000 points or more, the subsets
-are cheaper, so `subset_sums` picks whichever path costs fewer flops. Both give the same sums up to
+are cheaper, so each of the three matrices takes whichever path costs fewer flops (`fused_is_cheaper`). Both give the same sums up to
 float64 rounding (~1e-13 relative; tests/test_kernel_sums.py).
 
 Everything is float64 (torch-fidelity accumulates in float32: the two agree to its float32 rounding,
@@ -90,10 +90,16 @@ def direct_subset_sums(a: torch.Tensor, b: torch.Tensor, same: bool, index_a: np
     return out
 
 
-def fused_is_cheaper(n_a: int, n_b: int, subsets: int, size: int, d: int, variance_too: bool = False) -> bool:
-    """Flop counts of the two paths for KID's three matrices (module doc); `variance_too`: the all-points
-    sums are needed anyway (KID's variance on every point), so the fused pass only adds the 2S term."""
-    pairs = n_a * n_a + n_b * n_b + n_a * n_b
-    fused = pairs * (2 * d + 4 + 2 * subsets)
-    direct = 3 * subsets * size * size * (2 * d + 4) + (pairs * (2 * d + 4) if variance_too else 0)
-    return fused < direct
+def fused_is_cheaper(n_a: int, n_b: int, subsets: int, size: int, d: int) -> bool:
+    """Flop counts of the two paths for one kernel matrix (module doc)."""
+    return n_a * n_b * (2 * d + 4 + 2 * subsets) < subsets * size * size * (2 * d + 4)
+
+
+def shared_pass_is_cheaper(n_a: int, n_b: int, subsets: int, size: int, d: int) -> bool:
+    """When KID's variance needs all-points sums of the three matrices anyway: is one shared pass (adding only
+    the 2S indicator term) cheaper than the variance pass plus the cheaper path for each matrix?"""
+    shapes = ((n_a, n_a), (n_b, n_b), (n_a, n_b))
+    shared = sum(p * q for p, q in shapes) * (2 * d + 4 + 2 * subsets)
+    separate = sum(p * q * (2 * d + 4) + min(p * q * (2 * d + 4 + 2 * subsets), subsets * size * size * (2 * d + 4))
+                   for p, q in shapes)
+    return shared < separate

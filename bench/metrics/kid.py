@@ -15,7 +15,8 @@ import numpy as np
 
 from bench.metrics.base import Key, Metric, MetricContext, derive_seed
 from bench.metrics.intervals import kid_interval, mmd2_from_sums, variance_uses_all_points
-from bench.metrics.kernel_sums import as_float64, direct_subset_sums, fused_is_cheaper, kernel_sums
+from bench.metrics.kernel_sums import (as_float64, direct_subset_sums, fused_is_cheaper, kernel_sums,
+                                       shared_pass_is_cheaper)
 
 
 def subset_size(requested: int, n_fake: int, n_real: int) -> int:
@@ -41,14 +42,14 @@ def kid_subsets(real, fake, subsets: int, size: int, seed: int, all_pairs: bool 
     x, y = as_float64(real), as_float64(fake)
     idx_r, idx_f = subset_indices(len(x), len(y), subsets, size, seed)
     n_r, n_f, d = len(x), len(y), x.shape[1]
-    if fused_is_cheaper(n_r, n_f, subsets, size, d, variance_too=all_pairs and variance_uses_all_points(n_r, n_f)):
-        xx, yy = kernel_sums(x, x, True, idx_r, idx_r), kernel_sums(y, y, True, idx_f, idx_f)
-        xy = kernel_sums(x, y, False, idx_r, idx_f)
-        sums, parts = (xx.subsets, yy.subsets, xy.subsets), (xx, yy, xy)
-    else:
-        sums = (direct_subset_sums(x, x, True, idx_r, idx_r), direct_subset_sums(y, y, True, idx_f, idx_f),
-                direct_subset_sums(x, y, False, idx_r, idx_f))
+    blocks = ((x, x, True, idx_r, idx_r), (y, y, True, idx_f, idx_f), (x, y, False, idx_r, idx_f))
+    if all_pairs and variance_uses_all_points(n_r, n_f) and shared_pass_is_cheaper(n_r, n_f, subsets, size, d):
+        parts = tuple(kernel_sums(*b) for b in blocks)
+        sums = tuple(p.subsets for p in parts)
+    else:  # each matrix by its cheaper path (the variance, if asked, makes its own pass)
         parts = None
+        sums = tuple(kernel_sums(*b).subsets if fused_is_cheaper(len(b[0]), len(b[1]), subsets, size, d)
+                     else direct_subset_sums(*b) for b in blocks)
     values = np.array([mmd2_from_sums(a, b, c, size, size) for a, b, c in zip(*sums)])
     return values, parts
 
