@@ -165,7 +165,8 @@ def perf_metrics(extractor_name: str, sizes: list[int], n_small: int, n_large: i
     """P1 and P2 at each N in `sizes` (each timing repeated `repeats` times, in turn, so drift in the machine's
     load hits every quantity alike) and P4 from two fresh processes. Ratios are of medians."""
     data, extractor, model, spec = _setup(extractor_name, weights)
-    _full_eval(model, extractor, *_real(extractor, data, 200), 200)  # warm-up (allocators, BLAS)
+    warm = min(200, min(sizes))
+    _full_eval(model, extractor, *_real(extractor, data, warm), warm)  # warm-up (allocators, BLAS)
     rows = []
     for n in sizes:
         n_real = min(n, len(data.eval_images))
