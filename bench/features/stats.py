@@ -13,10 +13,13 @@ class RunningStats:
         self.outer = np.zeros((dim, dim), dtype=np.float64)
 
     def update(self, feats: torch.Tensor | np.ndarray) -> None:
-        x = feats.detach().cpu().double().numpy() if isinstance(feats, torch.Tensor) else np.asarray(feats, np.float64)
+        # The products run in torch, not numpy: numpy's BLAS keeps its own thread pool, and alternating it with
+        # torch's (one small product per extracted batch) made the two pools fight for the cores: 2.4 s of
+        # 4.4 s for 5,000 judge features on two threads here.
+        x = torch.as_tensor(feats).detach().cpu().to(torch.float64)
         self.n += x.shape[0]
-        self.sum += x.sum(axis=0)
-        self.outer += x.T @ x
+        self.sum += x.sum(dim=0).numpy()
+        self.outer += (x.T @ x).numpy()
 
     @property
     def mean(self) -> np.ndarray:
