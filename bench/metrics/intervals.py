@@ -306,7 +306,11 @@ def kid_u_variance(real: np.ndarray, fake: np.ndarray, m_full: int, n_full: int)
     estimate is clamped at 0, so the variance is never below its second-order part; where the truth has no
     first-order part (a generator equal to the data) that clamp makes it conservative by 20-35% in variance
     at a few hundred points (measured by tests/test_interval_coverage.py), less with more points."""
-    first, second = kid_u_variance_parts(real, fake, m_full, n_full)
+    return _clamped(*kid_u_variance_parts(real, fake, m_full, n_full))
+
+
+def _clamped(first: float, second: float) -> float:
+    """Var U from its parts, the noisy first-order estimate clamped at 0 (`kid_u_variance`)."""
     return max(0.0, first) + second
 
 
@@ -323,8 +327,7 @@ def kid_interval(estimate: float, subset_values: np.ndarray, real: np.ndarray, f
     `sums`: the (real-real, fake-fake, real-fake) kernel sums over all points, when a pass already made them."""
     n_r, n_g = len(real), len(fake)
     if sums is not None and variance_uses_all_points(n_r, n_g, max_points):
-        first, second = variance_parts_from_sums(*sums, n_r, n_g)
-        var_u = max(0.0, first) + second
+        var_u = _clamped(*variance_parts_from_sums(*sums, n_r, n_g))
     else:
         rng = np.random.default_rng(seed)
         cap = max_points or KID_VARIANCE_MAX
