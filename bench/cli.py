@@ -30,6 +30,18 @@ def _parser() -> argparse.ArgumentParser:
                           "evaluation.seeds=[0] (repeatable; entries by name; VALUE is YAML)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="shorthand for --set device=...")
     run.add_argument("--uri", help="MLflow tracking URI (shorthand for --set tracking.uri=...)")
+    sw = run.add_argument_group("sweeps: each (entry, training seed) as its own job (bench/sweep.py; always resumes)")
+    sw.add_argument("--jobs", type=int, default=None,
+                    help="units in flight at once (local default 1; Ray/Slurm default: all the executor takes)")
+    sw.add_argument("--executor", choices=["local", "ray", "slurm", "submitit-local"], default=None,
+                    help="local processes (default with --jobs), Ray tasks, or Slurm jobs via submitit")
+    sw.add_argument("--address", default=None, metavar="HOST:PORT",
+                    help="Ray cluster to join (default: start an embedded local one)")
+    sw.add_argument("--threads", type=int, default=None,
+                    help="torch threads per unit (default: this process's; training is bit-exact per thread count)")
+    sw.add_argument("--gpus-per-job", type=float, default=0.0, help="GPUs each Ray task or Slurm job asks for")
+    sw.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                    help="a submitit/Slurm option, e.g. partition=gpu, timeout_min=600, mem_gb=32 (repeatable)")
 
     val = sub.add_parser("validate", help="check protocol files without running them")
     val.add_argument("protocols", nargs="+")
@@ -67,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     ps.add_argument("--steps", type=int, default=300, help="training steps per entry of the built-in protocol")
     ps.add_argument("--n", type=int, default=4000, help="evaluation samples of the built-in protocol")
     ps.add_argument("--protocol", default=None, help="time this protocol instead of the built-in one")
+
+    pw = psub.add_parser("sweep", help="units/hour of `bench run --jobs J` for each J (J jobs of cores/J threads)")
+    pw.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
+    pw.add_argument("--cores", type=int, default=None, help="cores to share among the jobs (default: all)")
+    pw.add_argument("--steps", type=int, default=300, help="training steps per unit of the built-in protocol")
+    pw.add_argument("--n", type=int, default=2000, help="evaluation samples per seed of the built-in protocol")
+    pw.add_argument("--protocol", default=None, help="time this protocol instead of the built-in one")
+    pw.add_argument("--executor", choices=["local", "ray", "submitit-local"], default="local")
 
     pc = psub.add_parser("coverage", help="simulated coverage of the FID and KID 95%% intervals (Gaussian features "
                                           "with known answers); exit 1 if a cell is outside [90%%, 99%%]")
@@ -244,6 +264,14 @@ def _dispatch(args) -> int:
 
         print(perf_scale(args.nproc, args.steps, args.n, args.protocol), flush=True)
         return 0
+    if args.command == "perf" and args.perf_command == "sweep":
+        import os
+
+        from bench.perf import perf_sweep
+
+        print(perf_sweep(args.jobs, args.cores or os.cpu_count() or 1, args.steps, args.n, args.protocol,
+                         args.executor), flush=True)
+        return 0
     if args.command == "perf" and args.perf_command == "coverage":
         return _coverage(args)
     if args.command == "perf":
@@ -298,12 +326,21 @@ def _run(args) -> int:
         fp = dry_run(loaded)
         print(f"{loaded.protocol.name}  fingerprint {fp[:12]}  (dry run: nothing trained, scored or logged)\n{fp}")
         return 0
+    sweep = _sweep_of(args, overrides)
+    if sweep is not None and (args.nproc > 1 or distributed.launched_by_torchrun()):
+        raise BenchError("--jobs/--executor run units as separate jobs; --nproc/torchrun splits one model over "
+                         "processes: use one or the other")
     if args.nproc > 1 and not distributed.launched_by_torchrun():
         return _torchrun(args)
     if args.nproc < 1:
         raise BenchError(f"--nproc must be at least 1, got {args.nproc}")
+    from bench.sweep import UnitsUnfinished
+
     try:
-        summary = run_protocol(loaded, Path(args.workdir), resume=args.resume)
+        summary = run_protocol(loaded, Path(args.workdir), resume=args.resume, sweep=sweep)
+    except UnitsUnfinished as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
     finally:
         world = distributed.current()
         distributed.shutdown()
@@ -319,6 +356,22 @@ def _run(args) -> int:
     if uri.startswith("sqlite:"):
         print(f"browse: mlflow ui --backend-store-uri {uri}")
     return 0 if all(r["status"] == "FINISHED" for r in summary.results) else 1
+
+
+def _sweep_of(args, overrides: list[str]):
+    """The Sweep the sweep flags ask for, or None for a plain in-process run."""
+    if args.jobs is None and args.executor is None and not (args.address or args.slurm or args.threads):
+        return None
+    from bench.sweep import Sweep
+
+    slurm = {}
+    for item in args.slurm:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BenchError(f"--slurm {item}: expected KEY=VALUE, e.g. partition=gpu")
+        slurm[key.strip()] = value.strip()
+    return Sweep(jobs=args.jobs, executor=args.executor or "local", overrides=overrides, threads=args.threads,
+                 address=args.address, slurm=slurm, gpus_per_job=args.gpus_per_job)
 
 
 def _torchrun(args) -> int:

@@ -51,11 +51,58 @@ def dry_run(loaded: LoadedProtocol) -> str:
                                protocol.evaluation.weights)
     return protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts, device.type)
 
-def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) -> RunSummary:
+@dataclass
+class Session:
+    """What every row of one protocol run shares: the checked inputs, the store, the pinned extractor and
+    segmenters, the fingerprint, and (after `load_real`) the real side's features. `bench run` builds one;
+    with `--jobs`/`--executor` every unit's worker builds its own from the same protocol, and the caches
+    make that a set of hits (bench/sweep.py)."""
+    loaded: LoadedProtocol
+    device: torch.device
+    data: Any
+    tracker: Tracker
+    extractor: Any
+    segmenters: dict[str, Any]
+    fingerprint: str
+    env: dict[str, Any]
+    run_root: Path
+    results_path: Path
+    t_extractor: float
+    real_feats: Any = None
+    real_stats: Any = None
+    real_cache: str = ""
+    t_real: float = 0.0
+
+    @property
+    def protocol(self):
+        return self.loaded.protocol
+
+    def load_real(self) -> None:
+        t0 = time.perf_counter()
+        self.real_feats, self.real_stats, self.real_cache = real_features(
+            self.extractor, self.data, self.protocol.evaluation.batch_size, self.device.type)
+        self.t_real = time.perf_counter() - t0
+
+    def record(self, result) -> dict[str, Any]:
+        """Add the run-wide facts to a finished or failed row and append it to results.jsonl."""
+        result.timings.update({"extractor_s": self.t_extractor, "real_features_s": self.t_real})
+        result.info.update({"real_cache": self.real_cache, "extractor": self.extractor.name,
+                            "extractor_sha256": self.extractor.sha256, **self.extractor.info,
+                            "data_source": self.data.source})
+        if self.segmenters:
+            result.info["semantic_nets"] = {role: S.info for role, S in self.segmenters.items()}
+        results_mod.append(self.results_path, result)
+        return dataclasses.asdict(result)
+
+    def run_entry(self, entry, train_seed, parent: str, resume: bool) -> dict[str, Any]:
+        """Train (or load), score, log and record one (entry, training seed)."""
+        return self.record(run_entry(entry, self.protocol, self.loaded.path, self.data, self.extractor,
+                                     self.real_feats, self.real_stats, self.fingerprint, self.run_root,
+                                     self.tracker, parent, self.device, resume, self.env, train_seed))
+
+def open_session(loaded: LoadedProtocol, workdir: Path, world_size: int = 1) -> Session:
+    """Preflight, the store, the extractor and segmenters (cached), and the fingerprint they give."""
     protocol = loaded.protocol
-    world = dist.init_from_env(pick_device(protocol.device).type)
-    if not world.is_main:
-        return _follow(loaded, workdir, resume, world)
     device, data, loaded_ckpts = preflight(loaded, workdir)
     # The store is opened next (an unreachable MLflow fails here), before the expensive work.
     tracker = Tracker(resolve_uri(protocol.tracking.uri), protocol.tracking.experiment or protocol.name)
@@ -74,12 +121,24 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
         say(f"semantic network S ({role}) ready (held-out pixel accuracy {S.info['heldout_pixel_accuracy']:.4f}, "
             f"mIoU {S.info['heldout_miou']:.4f}, cache {S.info['cache']})")
     fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts, device.type)
-    dist.broadcast_object((fp, list(results_mod.finished_rows(workdir / "results.jsonl", fp) if resume else [])),
-                          world)  # the other ranks train under the same fingerprint and skip the same runs
     env = results_mod.environment(device)
-    env["world_size"] = world.size
-    run_root = workdir / f"{protocol.name}-{fp[:12]}"
-    results_path = workdir / "results.jsonl"
+    env["world_size"] = world_size
+    return Session(loaded, device, data, tracker, extractor, segmenters, fp, env,
+                   workdir / f"{protocol.name}-{fp[:12]}", workdir / "results.jsonl", t_extractor)
+
+def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False, sweep=None) -> RunSummary:
+    """Run a protocol: its (entry, training seed) units one after another in this process (and its torchrun
+    peers), or, with `sweep` (a bench.sweep.Sweep), as independent jobs. A sweep always resumes: its units
+    are idempotent, so a re-run skips finished units and continues interrupted ones from their checkpoints."""
+    protocol = loaded.protocol
+    world = dist.init_from_env(pick_device(protocol.device).type)
+    if not world.is_main:
+        return _follow(loaded, workdir, resume, world)
+    resume = resume or sweep is not None
+    s = open_session(loaded, workdir, world.size)
+    fp, run_root, results_path, tracker = s.fingerprint, s.run_root, s.results_path, s.tracker
+    dist.broadcast_object((fp, list(results_mod.finished_rows(results_path, fp) if resume else [])),
+                          world)  # the other ranks train under the same fingerprint and skip the same runs
     # A run killed inside an atomic write of the comparison table leaves its temp file; nothing reads it,
     # and this run rewrites the table, so clear it (only rank 0 writes here).
     for stale_tmp in run_root.glob(".comparison.*.tmp") if run_root.is_dir() else []:
@@ -89,8 +148,8 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
     if stale:
         say(f"marked {len(stale)} MLflow run(s) of a killed earlier attempt KILLED")
     done_before = results_mod.finished_rows(results_path, fp) if resume else {}
-    parent = tracker.start_run(protocol.name, layout.parent_tags(protocol.name, fp, env, extractor.name,
-                                                                 extractor.sha256))
+    parent = tracker.start_run(protocol.name, layout.parent_tags(protocol.name, fp, s.env, s.extractor.name,
+                                                                 s.extractor.sha256))
     summary_results: list[dict[str, Any]] = []
     status = "FAILED"
     try:
@@ -99,45 +158,32 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
                                     "eval.seeds": protocol.evaluation.seeds, "dataset": protocol.dataset.name,
                                     "dataset.train_size": protocol.dataset.train_size,
                                     "dataset.eval_size": protocol.dataset.eval_size})
-        info = {k: v for k, v in extractor.info.items() if isinstance(v, (int, float))}
+        info = {k: v for k, v in s.extractor.info.items() if isinstance(v, (int, float))}
         if info:
             tracker.log_metrics(parent, {f"extractor/{k}": v for k, v in info.items()})
-        t0 = time.perf_counter()
-        real_feats, real_stats, real_cache = real_features(extractor, data, protocol.evaluation.batch_size,
-                                                           device.type)
-        t_real = time.perf_counter() - t0
-
-        def record(result) -> dict[str, Any]:
-            """Add the run-wide facts to a finished or failed row and append it to results.jsonl."""
-            result.timings.update({"extractor_s": t_extractor, "real_features_s": t_real})
-            result.info.update({"real_cache": real_cache, "extractor": extractor.name,
-                                "extractor_sha256": extractor.sha256, **extractor.info,
-                                "data_source": data.source})
-            if segmenters:
-                result.info["semantic_nets"] = {role: S.info for role, S in segmenters.items()}
-            results_mod.append(results_path, result)
-            return dataclasses.asdict(result)
-
-        for entry, train_seed in runs_of(protocol):
-            label = entry.name if train_seed is None else f"{entry.name} (training seed {train_seed})"
-            if (entry.name, train_seed) in done_before:  # --resume: finished and recorded under this fingerprint
-                say(f"entry {label}: finished earlier (results.jsonl), not redone")
-                summary_results.append(done_before[(entry.name, train_seed)])
-                continue
-            say(f"entry {label} ({entry.zoo}): " + (f"training {entry.train.steps} steps" if entry.train
-                                                    else f"loading {entry.checkpoint}"))
-            summary_results.append(record(run_entry(entry, protocol, loaded.path, data, extractor, real_feats,
-                                                     real_stats, fp, run_root, tracker, parent, device, resume, env,
-                                                     train_seed)))
+        # Before any unit: with a sweep, every worker then finds the real side in the cache.
+        s.load_real()
+        if sweep is not None:
+            summary_results = sweep.run(s, parent, done_before)
+        else:
+            for entry, train_seed in runs_of(protocol):
+                label = entry.name if train_seed is None else f"{entry.name} (training seed {train_seed})"
+                if (entry.name, train_seed) in done_before:  # --resume: finished and recorded under this fingerprint
+                    say(f"entry {label}: finished earlier (results.jsonl), not redone")
+                    summary_results.append(done_before[(entry.name, train_seed)])
+                    continue
+                say(f"entry {label} ({entry.zoo}): " + (f"training {entry.train.steps} steps" if entry.train
+                                                        else f"loading {entry.checkpoint}"))
+                summary_results.append(s.run_entry(entry, train_seed, parent, resume))
         # The real-data row comes last (nothing to train; a kill before it loses no training) and heads the table.
-        ref = reference_row_of(protocol, data, device)
+        ref = reference_row_of(protocol, s.data, s.device)
         if ref is not None and (ref.name, None) in done_before:
             say(f"{ref.name}: finished earlier (results.jsonl), not redone")
             summary_results.insert(0, done_before[(ref.name, None)])
         elif ref is not None:
             say(f"{ref.name}: scoring {ref.description} (evaluation.reference)")
-            summary_results.insert(0, record(run_reference(ref, protocol, data, extractor, real_feats, real_stats, fp,
-                                                            run_root, tracker, parent, env)))
+            summary_results.insert(0, s.record(run_reference(ref, protocol, s.data, s.extractor, s.real_feats,
+                                                              s.real_stats, fp, run_root, tracker, parent, s.env)))
         md = table.markdown(summary_results, f"{protocol.name} ({fp[:12]})")
         csv_text = table.to_csv(summary_results)
         tracker.log_text(parent, md, "comparison.md")
@@ -151,7 +197,7 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False) ->
         raise
     finally:
         end_quietly(tracker, parent, status)
-    return RunSummary(fp, parent, summary_results, real_cache, table.terminal(summary_results))
+    return RunSummary(fp, parent, summary_results, s.real_cache, table.terminal(summary_results))
 
 def _follow(loaded: LoadedProtocol, workdir: Path, resume: bool, world: dist.World) -> RunSummary:
     """A torchrun rank other than 0: train every entry in step with rank 0 (gradients are averaged at

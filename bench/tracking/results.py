@@ -6,6 +6,7 @@ MLflow mirrors it; if the two ever disagree, results.jsonl wins. Lines are only 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -58,18 +59,19 @@ def finished_rows(path: Path, fingerprint: str) -> dict[tuple[str, Optional[int]
 def append(path: Path, result: EvalResult) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(asdict(result), sort_keys=True) + "\n").encode()
-    if path.is_file() and path.stat().st_size:
-        with open(path, "rb") as f:  # a kill mid-append left a torn line: start on a fresh one
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                line = b"\n" + line
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
     try:
+        # Several sweep jobs append to one file (bench/sweep.py): the torn-line check and the write happen
+        # under an exclusive lock, so two writers never interleave or both "repair" the same tail.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a kill mid-append left a torn line: start afresh
+            line = b"\n" + line
         written = os.write(fd, line)
         if written != len(line):  # a short write (disk full) must not pass silently
             raise OSError(f"short write to {path}: {written} of {len(line)} bytes")
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the lock
 
 
 def read(path: Path) -> list[dict[str, Any]]:

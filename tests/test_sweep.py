@@ -1,0 +1,222 @@
+"""Sweeps (`bench run --jobs N`, `--executor ray`): a protocol's (entry, training seed) units as independent
+jobs. A 4-unit protocol is run sequentially, then as a sweep whose worker for one unit is SIGKILLed mid-training
+(when its first checkpoint is in place: a progress marker, not a time), then as the same sweep again: the re-run
+skips the three finished units, resumes the killed one from its checkpoint, and the rows, metrics and weights
+equal the sequential run's, with no unit finished twice and no MLflow run left RUNNING."""
+
+import concurrent.futures as cf
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.errors import BenchError
+from bench.sweep import Sweep, Unit, UnitsUnfinished, _schedule, units_of
+from tests.conftest import needs_data, tiny_protocol
+
+ENTRIES = """  - name: a
+    zoo: mlp_gan
+    train_seeds: [0, 1]
+    train: {steps: 40, batch_size: 16, checkpoint_every: 5, log_every: 5}
+  - name: b
+    zoo: mnist_gan
+    train_seeds: [0, 1]
+    train: {steps: 30, batch_size: 16, checkpoint_every: 5, log_every: 5}
+"""
+UNITS = {("a", 0), ("a", 1), ("b", 0), ("b", 1)}
+VICTIM = ("a", 1)  # the unit whose worker is killed
+
+
+def _env():
+    # One torch thread per process, sequential and sweep alike: training is bit-exact per thread count.
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _cmd(proto, work, *extra):
+    return [sys.executable, "-m", "bench", "run", str(proto), "--workdir", str(work), *extra]
+
+
+def _rows(work: Path) -> list[dict]:
+    return [json.loads(line) for line in (work / "results.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _weights(work: Path, entry: str, seed: int) -> dict:
+    return torch.load(next(work.glob(f"*/{entry}/seed-{seed}/latest.pt")), weights_only=False)["modules"]
+
+
+def _statuses(store: Path) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{store.as_posix()}/mlflow.db")
+    exp = client.get_experiment_by_name("sweep")
+    return [r.info.status for r in client.search_runs([exp.experiment_id], max_results=1000)]
+
+
+def _kill_victim_when_checkpointed(proc: subprocess.Popen, work: Path) -> None:
+    """SIGKILL the victim unit's worker once its first checkpoint is in place (latest.pt is only ever replaced
+    atomically, so the resumed run starts from step >= 5) and while it is still training."""
+    entry, seed = VICTIM
+    while True:
+        assert proc.poll() is None, "the sweep ended before the victim unit checkpointed"
+        marker = next(work.glob(f"*/units/{entry}-seed-{seed}.json"), None)
+        latest = next(work.glob(f"*/{entry}/seed-{seed}/latest.pt"), None)
+        if marker is not None and latest is not None:
+            try:
+                pid = json.loads(marker.read_text())["pid"]
+            except (OSError, ValueError):
+                continue  # (atomically replaced: a failed read is a race with nothing, retry)
+            break
+        time.sleep(0.005)
+    rows = {(r["entry"], r["train_seed"]) for r in _rows(work)} if (work / "results.jsonl").is_file() else set()
+    assert VICTIM not in rows, "the victim finished before the kill: the marker must precede its end"
+    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep-seq")
+    proto = tiny_protocol(tmp, name="sweep", entries=ENTRIES, n_samples=200)
+    subprocess.run(_cmd(proto, tmp / "work"), env=_env(), check=True, capture_output=True)
+    rows = {(r["entry"], r["train_seed"]): r for r in _rows(tmp / "work")}
+    assert set(rows) == UNITS
+    return rows, {k: _weights(tmp / "work", *k) for k in UNITS}
+
+
+@needs_data
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_sweep_killed_worker_resumes_and_equals_the_sequential_run(tmp_path, sequential, executor):
+    if executor == "ray":
+        pytest.importorskip("ray")
+    seq_rows, seq_weights = sequential
+    store = tmp_path / "store"
+    store.mkdir()
+    proto = tiny_protocol(store, name="sweep", entries=ENTRIES, n_samples=200)
+    work = tmp_path / "work"
+    args = ["--jobs", "2", "--executor", executor]
+    proc = subprocess.Popen(_cmd(proto, work, *args), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _kill_victim_when_checkpointed(proc, work)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # The other units went on; the command names the unfinished one and asks for a re-run.
+    assert proc.returncode == 1, err[-2000:]
+    assert "1 unit(s) did not finish" in err and "a (training seed 1)" in err, err[-2000:]
+    first = _rows(work)
+    assert {(r["entry"], r["train_seed"]) for r in first} == UNITS - {VICTIM}
+
+    again = subprocess.run(_cmd(proto, work, *args), env=_env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stderr.count("finished earlier (results.jsonl), not redone") == 3
+    rows = _rows(work)
+    # No unit finished twice: one row per unit over both commands, the victim's from the re-run.
+    assert sorted((r["entry"], r["train_seed"]) for r in rows) == sorted(UNITS)
+    assert all(r["status"] == "FINISHED" for r in rows)
+    by_unit = {(r["entry"], r["train_seed"]): r for r in rows}
+    assert by_unit[VICTIM]["info"]["resumed_from_step"] >= 5  # continued from its checkpoint, not redone
+    for key in UNITS:
+        assert by_unit[key]["metrics"] == seq_rows[key]["metrics"], key
+        assert by_unit[key]["fingerprint"] == seq_rows[key]["fingerprint"]
+        assert by_unit[key]["info"]["real_cache"] == "hit"  # the coordinator computed the real side once
+        assert by_unit[key]["env"]["torch_threads"] == 1
+        for net, state in seq_weights[key].items():
+            mine = _weights(work, *key)[net]
+            assert all(torch.equal(v, mine[k]) for k, v in state.items()), (key, net)
+    statuses = _statuses(store)
+    assert "RUNNING" not in statuses  # the killed worker's child run was closed as KILLED on the re-run
+    assert statuses.count("KILLED") == 1
+
+
+class _FakeBackend:
+    """Runs nothing: records submission order and lets the test end jobs in any order."""
+
+    def __init__(self, slots: int, fail: set = frozenset()):
+        self.slots, self.fail, self.submitted, self.futures = slots, fail, [], {}
+
+    def submit(self, spec: dict) -> cf.Future:
+        fut = cf.Future()
+        key = (spec["entry"], spec["train_seed"])
+        self.submitted.append(key)
+        self.futures[key] = fut
+        # End it at once: a failure for the ones asked to fail, an outcome otherwise.
+        if key in self.fail:
+            fut.set_exception(RuntimeError("worker killed by SIGKILL"))
+        else:
+            fut.set_result({"status": "FINISHED"})
+        return fut
+
+
+def test_schedule_waits_for_the_init_from_source_and_reports_dead_jobs(tmp_path):
+    units = [Unit("g", 0), Unit("g", 1), Unit("l", 0, ("g", 0)), Unit("l", 1, ("g", 1))]
+    backend = _FakeBackend(slots=4, fail={("g", 1)})
+    unfinished = _schedule(units, backend, {}, tmp_path)
+    # Four free slots, but a staged unit starts only after its source has ended.
+    assert backend.submitted[:2] == [("g", 0), ("g", 1)]
+    assert set(backend.submitted) == {u.key for u in units}
+    assert list(unfinished) == ["g (training seed 1)"] and "SIGKILL" in unfinished["g (training seed 1)"]
+    one = _FakeBackend(slots=1)
+    _schedule(units, one, {}, tmp_path)
+    assert one.submitted == [u.key for u in units]  # one slot: run order
+
+
+def test_units_of_follows_run_order_and_init_from():
+    from bench.protocol.load import load_protocol
+
+    path = Path(__file__).resolve().parent.parent / "protocols" / "paper" / "cityscapes-pix2pixhd.yaml"
+    protocol = load_protocol(path).protocol
+    units = units_of(protocol)
+    staged = [e for e in protocol.entries if e.train and e.train.init_from]
+    assert staged, "this protocol trains pix2pixHD in stages (train.init_from)"
+    for e in staged:
+        mine = [u for u in units if u.entry == e.name]
+        assert mine and all(u.after == (e.train.init_from, u.train_seed) for u in mine)
+        first_source = min(i for i, u in enumerate(units) if u.entry == e.train.init_from)
+        assert first_source < min(i for i, u in enumerate(units) if u.entry == e.name)
+
+
+def test_unfinished_units_message_names_them():
+    exc = UnitsUnfinished({"a (training seed 1)": "worker killed by SIGKILL"})
+    assert "1 unit(s) did not finish" in str(exc) and "Run the same command again" in str(exc)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"jobs": 0}, "--jobs must be at least 1"),
+    ({"executor": "mpi"}, "--executor must be one of"),
+    ({"address": "head:6379"}, "needs --executor ray"),
+    ({"slurm": {"partition": "gpu"}}, "needs --executor slurm"),
+    ({"threads": 0}, "--threads must be at least 1"),
+])
+def test_bad_sweep_options_are_one_clear_error(kwargs, message):
+    with pytest.raises(BenchError, match=message):
+        Sweep(**kwargs)
+
+
+@needs_data
+def test_cli_refuses_jobs_with_nproc_and_bad_slurm_items(tmp_path):
+    proto = tiny_protocol(tmp_path, name="sweep", entries=ENTRIES, n_samples=200)
+    for extra, message in ((["--jobs", "2", "--nproc", "2"], "use one or the other"),
+                           (["--executor", "slurm", "--slurm", "partition"], "expected KEY=VALUE")):
+        out = subprocess.run(_cmd(proto, tmp_path / "w", *extra), env=_env(), capture_output=True, text=True)
+        assert out.returncode == 2, out.stderr
+        assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert not (tmp_path / "w").exists()  # nothing written
+
+
+@needs_data
+def test_a_worker_that_computes_another_fingerprint_refuses(tmp_path):
+    from bench.sweep import run_unit
+
+    proto = tiny_protocol(tmp_path, name="sweep", entries=ENTRIES, n_samples=200)
+    spec = {"protocol": str(proto), "overrides": [], "workdir": str(tmp_path / "w"), "parent": "x",
+            "fingerprint": "0" * 64, "threads": torch.get_num_threads(), "env": {}, "entry": "a", "train_seed": 0}
+    with pytest.raises(BenchError, match="computes fingerprint .* but the sweep runs 000000000000"):
+        run_unit(spec)
+    assert not (tmp_path / "w" / "results.jsonl").exists()
