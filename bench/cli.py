@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     ps.add_argument("--n", type=int, default=4000, help="evaluation samples of the built-in protocol")
     ps.add_argument("--protocol", default=None, help="time this protocol instead of the built-in one")
 
+    pt = psub.add_parser("train", help="the shared runner's DCGAN step vs pytorch/examples dcgan/main.py's")
+    pt.add_argument("--dcgan-ref", default=None, metavar="PATH", help="a checkout of pytorch/examples")
+    pt.add_argument("--steps", type=int, default=20, help="timed steps per side and repeat")
+    pt.add_argument("--warmup", type=int, default=3, help="steps dropped before timing")
+    pt.add_argument("--repeats", type=int, default=3)
+    pt.add_argument("--threads", type=int, default=None, help="torch threads on both sides (default: this process's)")
     pw = psub.add_parser("sweep", help="units/hour of `bench run --jobs J` for each J (J jobs of cores/J threads)")
     pw.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     pw.add_argument("--cores", type=int, default=None, help="cores to share among the jobs (default: all)")
@@ -263,6 +269,11 @@ def _dispatch(args) -> int:
         from bench.perf import perf_scale
 
         print(perf_scale(args.nproc, args.steps, args.n, args.protocol), flush=True)
+        return 0
+    if args.command == "perf" and args.perf_command == "train":
+        from bench.perf_train import perf_train
+
+        print(perf_train(args.dcgan_ref, args.steps, args.warmup, args.repeats, args.threads), flush=True)
         return 0
     if args.command == "perf" and args.perf_command == "sweep":
         import os

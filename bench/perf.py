@@ -223,18 +223,24 @@ tracking: {{uri: "sqlite:///{store}/mlflow.db"}}
 """
 
 
+def _timed_protocol(given: str | None, built_in: Path, template: str, **fields):
+    """(path, Protocol) of the protocol a throughput benchmark times: the user's, or the built-in template
+    written to `built_in` with its store beside it."""
+    from bench.protocol.load import load_protocol
+
+    path = Path(given) if given else built_in
+    if not given:
+        path.write_text(template.format(store=built_in.parent.as_posix(), **fields))
+    return path, load_protocol(path).protocol
+
+
 def perf_scale(nprocs: list[int], steps: int = 300, n: int = 4000, protocol: str | None = None) -> str:
     """Throughput of `bench run --nproc N` for each N: training steps/s and evaluation images/s, from the
     timings each run records in results.jsonl (the judge is warmed first, so no run pays for it)."""
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        path = Path(protocol) if protocol else tmp / "perf-scale.yaml"
-        if not protocol:
-            path.write_text(SCALE_PROTOCOL.format(steps=steps, n=n, store=tmp.as_posix()))
-        from bench.protocol.load import load_protocol
-
-        p = load_protocol(path).protocol
+        path, p = _timed_protocol(protocol, tmp / "perf-scale.yaml", SCALE_PROTOCOL, steps=steps, n=n)
         base = None
         for i, nproc in enumerate([nprocs[0], *nprocs]):  # the first run only warms the caches
             work = tmp / f"w{i}"
@@ -276,13 +282,9 @@ def perf_sweep(jobs: list[int], cores: int, steps: int = 300, n: int = 2000, pro
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        path = Path(protocol) if protocol else tmp / "perf-sweep.yaml"
-        if not protocol:
-            path.write_text(SWEEP_PROTOCOL.format(steps=steps, n=n, store=tmp.as_posix()))
-        from bench.protocol.load import load_protocol
         from bench.sweep import units_of
 
-        proto = load_protocol(path).protocol
+        path, proto = _timed_protocol(protocol, tmp / "perf-sweep.yaml", SWEEP_PROTOCOL, steps=steps, n=n)
         units = len(units_of(proto))
         # Warm-up: the same data and extractor with one training step per entry builds the judge and the real
         # side's features (their cache keys do not depend on the entries), so no timed run pays for them.
