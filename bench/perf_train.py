@@ -9,7 +9,7 @@ How each side is timed:
   A step's time is the gap between two lines. Gaps that carry other work are dropped: the line after an
   epoch's first step (image saving), an epoch's first step (its checkpoint, the loader restart) and the
   epoch's last, partial batch.
-- Our side runs `bench.runner.train.train_entry`, the loop every protocol uses (LR schedulers, the finite-loss
+- Our side runs `train_entry` (bench/runner/train.py), the loop every protocol uses (LR schedulers, the finite-loss
   check, EMA hook, progress bar), with `log_every: 1`. The gap between two log calls is one step. Its data is
   an in-memory uint8 tensor of the same shape, as a protocol's data is.
 

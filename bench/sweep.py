@@ -244,7 +244,7 @@ class _Local:
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
         try:
-            out = subprocess.run([sys.executable, "-m", "bench.sweep", json.dumps(spec)], env=env,
+            out = subprocess.run([sys.executable, "-m", __name__, json.dumps(spec)], env=env,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                  text=True)
         finally:
