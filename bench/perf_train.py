@@ -81,9 +81,10 @@ def reference_steps(script: Path, steps: int, warmup: int, threads: int) -> list
     return gaps[warmup:]
 
 
-def our_steps(steps: int, warmup: int, threads: int, channels_last: bool = False) -> list[float]:
+def our_steps(steps: int, warmup: int, threads: int, channels_last: bool = False, reuse: bool = False) -> list[float]:
     """Seconds per training step of the shared runner on the same DCGAN shapes (`train.channels_last`: NHWC
-    weights and batches, which oneDNN's CPU convolutions run without reordering every call)."""
+    weights and batches, which oneDNN's CPU convolutions run without reordering every call; `reuse`: the
+    recipe's `g_fakes: reuse`, G's step scoring D's fakes, one G forward per step as the reference does)."""
     from bench.protocol.schema import TrainSpec
     from bench.runner.train import train_entry
     from zoo import ZOO
@@ -94,7 +95,8 @@ def our_steps(steps: int, warmup: int, threads: int, channels_last: bool = False
                            generator=torch.Generator().manual_seed(0))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = ZOO.get("dcgan").build({"resolution": RES, "ngf": WIDTH, "ndf": WIDTH, "latent_dim": NZ},
+        model = ZOO.get("dcgan").build({"resolution": RES, "ngf": WIDTH, "ndf": WIDTH, "latent_dim": NZ,
+                                        "g_fakes": "reuse" if reuse else "fresh"},
                                        DataSpec("fake", RES, 3), "cpu")
     spec = TrainSpec(steps=warmup + steps + 1, batch_size=BATCH, log_every=1, checkpoint_every=10**9,
                      channels_last=channels_last)
@@ -112,12 +114,14 @@ def perf_train(dcgan_ref: str | None, steps: int = 20, warmup: int = 3, repeats:
     lines = [f"DCGAN 64 px, batch {BATCH}, ngf = ndf = {WIDTH}, nz {NZ}, {threads} thread(s); "
              f"{steps} timed steps after {warmup} warm-up, {repeats} repeats"]
     script = reference_script(dcgan_ref) if dcgan_ref else None
-    sides = {"ganbench (default, NCHW)": False, "ganbench (train.channels_last)": True}
+    # (channels_last, g_fakes reuse): the default; NHWC; NHWC and the reference's own one-G-forward step
+    sides = {"ganbench (default)": (False, False), "ganbench (train.channels_last)": (True, False),
+             "ganbench (channels_last, g_fakes: reuse)": (True, True)}
     times: dict[str, list[float]] = {name: [] for name in [*sides, "reference"]}
     for r in range(repeats):  # the sides alternate, so a slow spell of the machine hits all of them
-        for name, cl in sides.items():
+        for name, (cl, reuse) in sides.items():
             print(f"[perf] repeat {r + 1}/{repeats}: {name}", file=sys.stderr, flush=True)
-            times[name].append(statistics.median(our_steps(steps, warmup, threads, cl)))
+            times[name].append(statistics.median(our_steps(steps, warmup, threads, cl, reuse)))
         if script is not None:
             print(f"[perf] repeat {r + 1}/{repeats}: reference {script}", file=sys.stderr, flush=True)
             times["reference"].append(statistics.median(reference_steps(script, steps, warmup, threads)))

@@ -340,3 +340,29 @@ def test_checkpoints_record_new_options_only_when_set_and_old_files_still_fit(tm
     checkpoint.check_config(old, plain, Path("old.pt"))  # the missing key reads as its default: it fits
     with pytest.raises(BenchError, match="spectral_norm=False"):
         checkpoint.check_config(old, sn, Path("old.pt"))
+
+
+def test_reused_fakes_are_one_g_forward_whose_outputs_g_step_scores_through_the_updated_d():
+    reals = _reals()
+    counts = {}
+    for mode in ("fresh", "reuse"):
+        model = _dcgan(g_fakes=mode)
+        g_outputs, d_inputs = [], []
+        model.G.register_forward_hook(lambda mod, args, out: g_outputs.append(out.detach().clone()))
+        model.D.register_forward_pre_hook(lambda mod, args: d_inputs.append(args[0].detach().clone()))
+        model.train_step(lambda: reals, 0)
+        counts[mode] = len(g_outputs)
+        # D sees real, fake (its step), then G's fakes (G's step); reuse: G's step scores D's very fakes
+        assert len(d_inputs) == 3
+        assert torch.equal(d_inputs[1], d_inputs[2]) is (mode == "reuse")
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.G.parameters())
+    assert counts == {"fresh": 2, "reuse": 1}  # the reference's one G forward per step
+    with pytest.raises(BenchError, match="reuse_fakes is not available for cdcgan"):
+        ZOO.get("cdcgan").build({"g_fakes": "reuse"}, DataSpec("toy", 32, 3, 10), "meta")
+
+
+def test_g_fakes_left_at_fresh_keeps_earlier_fingerprints_and_checkpoints():
+    from zoo.base import config_record
+
+    assert "g_fakes" not in config_record(_dcgan().cfg)
+    assert config_record(_dcgan(g_fakes="reuse").cfg)["g_fakes"] == "reuse"

@@ -152,6 +152,10 @@ class Recipe:
     # the real batch, then on the fake batch with the updated D (the course MNIST GAN's two Keras
     # `train_on_batch` calls; BCE losses only)
     d_step: Literal["joint", "real_then_fake"] = "joint"
+    # The fakes G's step scores. "fresh": new noise, a second G forward (ganbench's recipe so far); "reuse": the
+    # fakes D has just been trained on, now through the updated D, with the gradient flowing back through the same
+    # G forward, as pytorch/examples dcgan/main.py and the DCGAN paper's code do: one G forward per step.
+    g_fakes: Literal["fresh", "reuse"] = "fresh"
 
     def __post_init__(self):
         if self.lr_G <= 0 or self.lr_D <= 0 or self.n_d < 1 or self.weight_decay < 0:
@@ -179,7 +183,7 @@ class Recipe:
 # from their default (bench/protocol/load.py), so a new option left alone keeps every earlier fingerprint.
 LATER_CONFIG_KEYS = frozenset({"spectral_norm", "diffaug", "replay_pool", "init", "upsample", "bcr_real", "bcr_fake",
                                "hist_avg", "minibatch_kernels", "d_step", "attention_res", "lr_per_resolution",
-                               "phase_lr_floor", "layer_order", "fix_global_steps"})
+                               "phase_lr_floor", "layer_order", "fix_global_steps", "g_fakes"})
 
 
 def later_defaults(cfg: Any) -> dict[str, Any]:
@@ -487,8 +491,9 @@ class TwoPlayerGAN(GANModel):
     # backward_D/backward_G need a family that trains through them, and spectral norm and the init choices
     # need plain conv/linear layers. A family restates this when it differs; a stabiliser it does not list is
     # refused when the model is built.
+    # `reuse_fakes` (g_fakes: reuse) acts in this class's train_step: a family with its own step restates the set.
     stabilisers: ClassVar[frozenset[str]] = frozenset({"spectral_norm", "diffaug", "replay_pool", "init", "bcr",
-                                                       "hist_avg"})
+                                                       "hist_avg", "reuse_fakes"})
     replay = None  # the experience-replay pool, made on first use (seeded from the noise generator)
     history: dict = {}  # historical averages per player, when hist_avg is on
 
@@ -498,7 +503,8 @@ class TwoPlayerGAN(GANModel):
         cfg = self.cfg
         chosen = {"spectral_norm": cfg.spectral_norm, "diffaug": bool(cfg.diffaug),
                   "replay_pool": bool(cfg.replay_pool), "init": cfg.init != "family",
-                  "bcr": bool(cfg.bcr_real or cfg.bcr_fake), "hist_avg": bool(cfg.hist_avg)}
+                  "bcr": bool(cfg.bcr_real or cfg.bcr_fake), "hist_avg": bool(cfg.hist_avg),
+                  "reuse_fakes": cfg.g_fakes == "reuse"}
         for key, on in chosen.items():
             if on and key not in self.stabilisers:
                 raise ValueError(f"{key} is not available for {self.family} (supported: "
@@ -658,12 +664,13 @@ class TwoPlayerGAN(GANModel):
         logs["D"] = 0.5 * (logs["D/real"] + logs["D/fake"])
         return logs
 
-    def backward_G(self, batch_size: int, step: int) -> dict[str, float]:
+    def backward_G(self, batch_size: int, step: int, fake: torch.Tensor | None = None) -> dict[str, float]:
+        """G's update on fresh fakes, or on `fake` (g_fakes: reuse: D's fakes, still attached to G's graph)."""
         from zoo import losses
 
         self.D.requires_grad_(False)  # D frozen in the G step, as the course's Keras combined model
         with self.autocast():
-            fake = self.d_input(self.generator_fakes(batch_size), step)
+            fake = self.d_input(self.generator_fakes(batch_size) if fake is None else fake, step)
             out = self.D(fake).float()
         loss = losses.G_LOSSES[self.cfg.loss](out)
         logs = {"G": loss.item()}
@@ -677,13 +684,16 @@ class TwoPlayerGAN(GANModel):
         self.train(True)
         logs: dict[str, float] = {}
         real = fake = None
+        reuse = self.cfg.g_fakes == "reuse"
         for i in range(self.cfg.n_d):
             if real is None or self.cfg.fresh_batches:
                 real = draw()
-                with torch.no_grad(), self.autocast():
+                # Only fakes that G's step will score keep G's graph (the last D step's, or the only ones).
+                keep = reuse and (i == self.cfg.n_d - 1 or not self.cfg.fresh_batches)
+                with torch.set_grad_enabled(keep), self.autocast():
                     fake = self.G(self.noise(real.shape[0])).float()
-            logs = self.backward_D(real, fake, step)
-        return {**logs, **self.backward_G(real.shape[0], step)}
+            logs = self.backward_D(real, fake.detach(), step)
+        return {**logs, **self.backward_G(real.shape[0], step, fake if reuse else None)}
 
     @torch.no_grad()
     def generate(self, z):
