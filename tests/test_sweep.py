@@ -85,7 +85,7 @@ def sequential(tmp_path_factory):
     subprocess.run(_cmd(proto, tmp / "work"), env=_env(), check=True, capture_output=True)
     rows = {(r["entry"], r["train_seed"]): r for r in _rows(tmp / "work")}
     assert set(rows) == UNITS
-    return rows, {k: _weights(tmp / "work", *k) for k in UNITS}
+    return rows, {k: _weights(tmp / "work", *k) for k in UNITS}, proto, tmp / "work"
 
 
 @needs_data
@@ -93,7 +93,7 @@ def sequential(tmp_path_factory):
 def test_sweep_killed_worker_resumes_and_equals_the_sequential_run(tmp_path, sequential, executor):
     if executor == "ray":
         pytest.importorskip("ray")
-    seq_rows, seq_weights = sequential
+    seq_rows, seq_weights, _, _ = sequential
     store = tmp_path / "store"
     store.mkdir()
     proto = tiny_protocol(store, name="sweep", entries=ENTRIES, n_samples=200)
@@ -220,3 +220,26 @@ def test_a_worker_that_computes_another_fingerprint_refuses(tmp_path):
     with pytest.raises(BenchError, match="computes fingerprint .* but the sweep runs 000000000000"):
         run_unit(spec)
     assert not (tmp_path / "w" / "results.jsonl").exists()
+
+
+@needs_data
+def test_submitit_runs_a_unit_in_a_process_of_its_own(tmp_path, sequential):
+    """The Slurm path (`--executor slurm`) minus the cluster: submitit's local executor pickles run_unit and its
+    spec into a fresh process, which rebuilds the session, checks the fingerprint and, the unit being finished
+    in the sequential run's results.jsonl, skips it."""
+    pytest.importorskip("submitit")
+    from bench.sweep import SHARED_ENV, _Submitit, unit_files
+
+    rows, _, proto, work = sequential
+    fp = rows[("a", 0)]["fingerprint"]
+    backend = _Submitit(1, 1, 1, "local", {}, tmp_path / "submitit", 0.0)
+    spec = {"protocol": str(proto), "overrides": [], "workdir": str(work), "parent": "unused", "fingerprint": fp,
+            "threads": 1, "env": {k: os.environ[k] for k in SHARED_ENV if k in os.environ}, "entry": "a",
+            "train_seed": 0, "log": str(tmp_path / "a-seed-0.log")}
+    try:
+        assert backend.submit(spec).result(timeout=300) == {"status": "SKIPPED"}
+    finally:
+        backend.close()
+    marker = json.loads(unit_files(next(work.glob(f"sweep-{fp[:12]}")), Unit("a", 0))[1].read_text())
+    assert marker["pid"] != os.getpid()
+    assert "finished earlier" in (tmp_path / "a-seed-0.log").read_text()
