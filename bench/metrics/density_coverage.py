@@ -39,9 +39,13 @@ def density_coverage(fake: torch.Tensor, real: torch.Tensor, k: int = 5) -> tupl
     r_sq, f_sq = (real * real).sum(1), (fake * fake).sum(1)
     inside_total = torch.zeros((), dtype=torch.float64)
     covered = []
+    # Block-sized buffers reused by every block (bench/metrics/precision_recall.py says why).
+    rows = min(len(real), BLOCK)
+    to_real = tuple(torch.empty(rows, len(real), dtype=real.dtype) for _ in range(2))
+    to_fake = tuple(torch.empty(rows, len(fake), dtype=real.dtype) for _ in range(2))
     for blk in real.split(BLOCK):
-        radii = _sq_dist_block(blk, real, r_sq).topk(k + 1, dim=1, largest=False).values[:, -1].sqrt_()  # k-th other real
-        inside = _dist_block(blk, fake, f_sq) < radii[:, None]  # (block of reals, fakes)
+        radii = _sq_dist_block(blk, real, r_sq, to_real).topk(k + 1, dim=1, largest=False).values[:, -1].sqrt_()  # k-th other real
+        inside = _dist_block(blk, fake, f_sq, to_fake) < radii[:, None]  # (block of reals, fakes)
         inside_total += inside.sum()
         covered.append(inside.any(1))
     covered = torch.cat(covered)
