@@ -195,8 +195,8 @@ def perf_metrics(extractor_name: str, sizes: list[int], n_small: int, n_large: i
         med = {k: statistics.median(v) for k, v in times.items()}
         rows.append({"n": n, "n_real": n_real, "repeats": repeats, **{f"{k}_s": _spread(v) for k, v in times.items()},
                      "P1": med["full"] / med["bare"], "P2": med["fidelity"] / med["full"]})
-    # Peak RSS of one evaluation varies between identical fresh processes by up to ~350 MiB here (when glibc
-    # returns large freed blocks to the system): each size is measured `repeats` times, alternating, medians.
+    # Peak RSS of one evaluation differed between identical fresh processes by up to ~490 MiB here (glibc kept
+    # churned distance blocks; docs/metrics.md): each size is measured `repeats` times, alternating, medians.
     small, large = [], []
     for rep in range(repeats):
         small.append(_peak_rss_child(extractor_name, spec, n_small))

@@ -50,12 +50,16 @@ def _weights(work: Path, entry: str, seed: int) -> dict:
     return torch.load(next(work.glob(f"*/{entry}/seed-{seed}/latest.pt")), weights_only=False)["modules"]
 
 
-def _statuses(store: Path) -> list[str]:
+def _runs(store: Path) -> list:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{store.as_posix()}/mlflow.db")
     exp = client.get_experiment_by_name("sweep")
-    return [r.info.status for r in client.search_runs([exp.experiment_id], max_results=1000)]
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def _statuses(store: Path) -> list[str]:
+    return [r.info.status for r in _runs(store)]
 
 
 def _kill_victim_when_checkpointed(proc: subprocess.Popen, work: Path) -> None:
@@ -133,6 +137,14 @@ def test_sweep_killed_worker_resumes_and_equals_the_sequential_run(tmp_path, seq
     statuses = _statuses(store)
     assert "RUNNING" not in statuses  # the killed worker's child run was closed as KILLED on the re-run
     assert statuses.count("KILLED") == 1
+    # Every unit's finished child run hangs under a parent run of this protocol (the sweep's, not the worker's own).
+    from bench.tracking import layout
+
+    runs = _runs(store)
+    parents = {r.info.run_id for r in runs if layout.PARENT not in r.data.tags}
+    children = [r for r in runs if r.info.status == "FINISHED" and layout.PARENT in r.data.tags]
+    assert len(children) == len(UNITS) and all(r.data.tags[layout.PARENT] in parents for r in children)
+    assert len(parents) == 2  # one per command: the interrupted sweep and its re-run
 
 
 class _FakeBackend:
