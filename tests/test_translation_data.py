@@ -84,6 +84,37 @@ def test_unpaired_test_only_folders_are_split_with_a_seed(tmp_path):
         load_dataset(spec(name="unpaired", root=str(tmp_path), resolution=16, train_size=7, eval_size=3), 0)
 
 
+def _hashes(images):
+    import hashlib
+    return {hashlib.sha256(x.numpy().tobytes()).hexdigest() for x in images}
+
+
+def test_paired_single_folder_is_split_with_a_seed_held_out_first(tmp_path):
+    for i in range(10):  # only val/, as edges2shoes_swapped ships
+        _write(tmp_path / "val" / f"{i}_AB.png", np.concatenate([_rgb(i), _rgb(100 + i)], 1))
+    s = spec(name="paired", root=str(tmp_path), resolution=16, train_size=5, eval_size=3)
+    d, again, other = load_dataset(s, 0), load_dataset(s, 0), load_dataset(s, 1)
+    assert d.train_inputs.shape[0] == 5 and d.eval_inputs.shape[0] == 3
+    assert torch.equal(d.eval_images, again.eval_images) and not torch.equal(d.eval_images, other.eval_images)
+    assert not _hashes(d.eval_images) & _hashes(d.train_images)  # no held-out pair trains (content hash)
+    # held-out first: a larger train_size keeps the same held-out pairs and only adds training pairs
+    bigger = load_dataset(spec(name="paired", root=str(tmp_path), resolution=16, train_size=7, eval_size=3), 0)
+    assert torch.equal(bigger.eval_images, d.eval_images) and _hashes(d.train_images) < _hashes(bigger.train_images)
+    with pytest.raises(BenchError, match="train_size \\+ eval_size = 11 but .* one split of 10 pairs"):
+        load_dataset(spec(name="paired", root=str(tmp_path), resolution=16, train_size=8, eval_size=3), 0)
+
+
+@needs_data
+def test_edges2shoes_swapped_sketch_to_shoe_from_its_one_folder():
+    # the halves are reversed (left = photo, right = edges: ../shared/data/README.md), so sketch -> shoe is BtoA
+    d = load_dataset(spec(name="edges2shoes_swapped", direction="BtoA", train_size=150, eval_size=50), 0)
+    assert d.train_inputs.shape == (150, 3, 64, 64) and d.eval_images.shape == (50, 3, 64, 64)
+    assert not _hashes(d.eval_images) & _hashes(d.train_images)
+    # edge maps are near-binary line drawings (mostly white), photos are not
+    white = lambda x: (x.float().mean(1) > 200).float().mean().item()  # noqa: E731
+    assert white(d.train_inputs) > 0.6 and white(d.train_inputs) > white(d.train_images) + 0.2
+
+
 class _Fake:
     labelled_per_class = 0
     resolution = 8
@@ -224,3 +255,31 @@ def test_unpaired_domain_sizes_all_keeps_every_training_image_of_each_domain():
     with pytest.raises(BenchError, match="domain_sizes is for unpaired data"):
         load_dataset(DatasetSpec(name="mnist", resolution=28, channels=1, train_size=100, eval_size=50,
                                  domain_sizes="all"), 0)
+
+
+@needs_data
+def test_colourise_turns_any_rgb_set_into_grey_to_rgb_pairs():
+    from bench.protocol.load import canonical
+    from bench.protocol.schema import Protocol
+
+    base = dict(name="celeba", resolution=32, channels=3, train_size=40, eval_size=10)
+    plain, col = load_dataset(DatasetSpec(**base), 0), load_dataset(DatasetSpec(**base, colourise=True), 0)
+    assert col.task == "paired" and col.train_labels is None
+    # the targets are the set's own images and splits, untouched
+    assert torch.equal(col.train_images, plain.train_images) and torch.equal(col.eval_images, plain.eval_images)
+    x = col.eval_inputs
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])  # grey on all three channels
+    # BT.601 luma as Pillow's convert("L") computes it (fixed point: at most 1 level apart, nearly always equal)
+    pil = torch.stack([torch.from_numpy(np.asarray(Image.fromarray(y.permute(1, 2, 0).numpy()).convert("L")))
+                       for y in col.eval_images])
+    diff = (x[:, 0].int() - pil.int()).abs()
+    assert diff.max() <= 1 and (diff == 0).float().mean() > 0.97
+    assert (x[:, 0].float() - col.eval_images.float().mean(1)).abs().mean() > 1  # not the plain channel mean
+    # the protocol fingerprint sees the option only when set (earlier fingerprints are kept)
+    entries = [{"name": "p", "zoo": "pix2pix", "config": {"resolution": 64, "generator": "unet_seed"}, "train": {"steps": 0}}]
+    ev = {"n_samples": 10, "seeds": [0], "extractor": "judge:cifar10"}
+    off = canonical(Protocol(name="c", dataset=base, entries=entries, evaluation=ev))
+    on = canonical(Protocol(name="c", dataset={**base, "colourise": True}, entries=entries, evaluation=ev))
+    assert "colourise" not in off["dataset"] and on["dataset"]["colourise"] is True
+    with pytest.raises(BenchError, match="colourise needs RGB"):
+        load_dataset(spec(name="mnist", channels=1, resolution=28, train_size=10, eval_size=10, colourise=True), 0)

@@ -4,7 +4,8 @@ Paired (pix2pix): each file holds the two images side by side, A on the left and
 pix2pix releases ship them (facades: left = photo, right = label map, so label -> photo is `BtoA`).
 `dataset.direction` says which half is the input. Two parallel folders `A/` and `B/` with the same file
 names are accepted too. Splits: `train/` trains; the held-out part comes from `test/`, then `val/`; it
-is never trained on.
+is never trained on. A set with only one of them (edges2shoes_swapped ships `val/` alone) is split with the
+protocol seed, the held-out pairs carved first.
 
 Unpaired (CycleGAN): `trainA/ trainB/ testA/ testB/`, any subset, file names with spaces allowed.
 With train folders present, they train and the test folders are held out; with only test folders (as in
@@ -77,20 +78,38 @@ def split_pair(files: tuple[Path, Optional[Path]]) -> tuple[np.ndarray, np.ndarr
     return a, b
 
 
+def split_one_folder(pool: list, spec: DatasetSpec, seed: int, root: Path) -> tuple[list, list, list[int], list[int]]:
+    """A set shipped as one split (edges2shoes_swapped has only val/): a seeded split of that folder, the
+    held-out part carved first from a permutation by the protocol seed, so a larger train_size never takes an
+    evaluation pair and the same seed always holds out the same pairs. Returns (train, held, tr, ev) as the
+    two-folder path does: pools and the chosen indices into them."""
+    if spec.train_size + spec.eval_size > len(pool):
+        raise BenchError(f"{spec.name}: train_size + eval_size = {spec.train_size + spec.eval_size} but {root} "
+                         f"has one split of {len(pool)} pairs (split with the protocol seed)")
+    perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed)).tolist()
+    held = [pool[i] for i in sorted(perm[:spec.eval_size])]
+    train = [pool[i] for i in sorted(perm[spec.eval_size:spec.eval_size + spec.train_size])]
+    return train, held, list(range(len(train))), list(range(len(held)))
+
+
 def load_paired(spec: DatasetSpec, seed: int):
     if spec.channels != 3:
         raise BenchError(f"{spec.name}: paired images are RGB; set dataset.channels: 3")
     root = data_root(spec, PAIRED_DEFAULTS.get(spec.name))
     train = paired_files(root, "train")
     held = paired_files(root, "test") + paired_files(root, "val")
-    if not train or not held:
-        raise BenchError(f"{root}: a paired data set needs train/ and test/ (or val/) folders of AB images")
-    for label, pool, size in (("train", train, spec.train_size), ("eval", held, spec.eval_size)):
-        if size > len(pool):
-            raise BenchError(f"{spec.name}: {label}_size {size} exceeds the {len(pool)} pairs in {root}")
-    gen = torch.Generator().manual_seed(seed + 1)
-    tr = sorted(torch.randperm(len(train), generator=gen)[:spec.train_size].tolist())
-    ev = sorted(torch.randperm(len(held), generator=gen)[:spec.eval_size].tolist())
+    if not train and not held:
+        raise BenchError(f"{root}: a paired data set needs train/ and test/ (or val/) folders of AB images, or "
+                         "one of them to split")
+    if train and held:
+        for label, pool, size in (("train", train, spec.train_size), ("eval", held, spec.eval_size)):
+            if size > len(pool):
+                raise BenchError(f"{spec.name}: {label}_size {size} exceeds the {len(pool)} pairs in {root}")
+        gen = torch.Generator().manual_seed(seed + 1)
+        tr = sorted(torch.randperm(len(train), generator=gen)[:spec.train_size].tolist())
+        ev = sorted(torch.randperm(len(held), generator=gen)[:spec.eval_size].tolist())
+    else:
+        train, held, tr, ev = split_one_folder(train or held, spec, seed, root)
     res, load = _sizes(spec)
     h = ContentHasher()
     for files in [train[i] for i in tr] + [held[i] for i in ev]:
