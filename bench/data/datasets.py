@@ -453,6 +453,10 @@ def load_dataset(spec: DatasetSpec, seed: int) -> RealData:
     if spec.domain_sizes != "train_size" and data.task != "unpaired":
         raise BenchError(f"{spec.name}: dataset.domain_sizes is for unpaired data (two domains); this is "
                          f"{data.task} data")
+    if spec.colourise:
+        from bench.data.colourise import colourisation
+
+        data = colourisation(data)
     data.flip = spec.flip
     return data
 

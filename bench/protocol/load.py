@@ -286,6 +286,7 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
 
     d = protocol.model_dump(mode="json")
     d.pop("tracking", None)
+    d.pop("control", None)  # which entry reports test the others against: a reading of the scores, not a score
     d["dataset"].pop("root", None)
     d["evaluation"].pop("weights", None)  # the weights' sha256 enters the fingerprint instead
     d["evaluation"].pop("batch_size", None)  # scores do not depend on it (tested), only speed and memory
@@ -341,7 +342,7 @@ LATER_TRAIN_KEYS = {"patience": 0, "init_from": None}
 # section -> {key: default} of the schema keys added after the first fingerprinted protocols.
 LATER_KEYS = {
     "dataset": {"center_crop": None, "label_nc": None, "instance": None, "scale": None, "ab_half": None,
-                "domain_sizes": "train_size"},
+                "domain_sizes": "train_size", "colourise": False},
     "evaluation": {"ppl_samples": 1000, "truncation_psis": [0.5, 0.7, 1.0]},
 }
 

@@ -57,6 +57,8 @@ class DatasetSpec(_Strict):
                                                        "on every training image of each domain (they may differ "
                                                        "in size, as CycleGAN's unaligned loader); train_size is "
                                                        "then the least each domain must have")
+    colourise: bool = Field(False, description="grey -> RGB pairs from any RGB set: the images are the targets, "
+                            "their BT.601 luma (on all three channels) the inputs (bench/data/colourise.py)")
 
     @model_validator(mode="after")
     def _load_not_smaller(self):
@@ -232,6 +234,8 @@ class Protocol(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     train_seeds: Optional[list[int]] = Field(None, min_length=1, description="train every training entry once "
                                              "per seed; unset = one run with the protocol's own seed (seed 0)")
+    control: Optional[str] = Field(None, description="the entry every other entry is tested against in reports "
+                                   "(e.g. the plain backbone of a techniques comparison); changes no score")
 
     @field_validator("name")
     @classmethod
@@ -270,4 +274,6 @@ class Protocol(_Strict):
                 raise ValueError(f"entry name '{e.name}' is the name of the real-data row (evaluation.reference); "
                                  "rename the entry or set evaluation.reference: false")
             seen.add(e.name)
+        if self.control is not None and self.control not in seen:
+            raise ValueError(f"control '{self.control}' is not an entry; entries: {', '.join(e.name for e in self.entries)}")
         return self
