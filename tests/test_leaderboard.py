@@ -216,3 +216,53 @@ def test_identical_evaluation_seeds_are_not_replicates():
     assert render.p_cell(top).startswith("no test")
     # one row that varies: a real paired test over its evaluation noise
     assert mid["test_next"] == "paired" and mid["p_next"] == pytest.approx(2 / 64)
+
+
+# --- every entry against a control -------------------------------------------------------------------
+
+def test_holm_adjustment_matches_its_definition():
+    # ascending 0.01, 0.02, 0.04 of a family of 3 (NaN untested): 3*0.01, max(., 2*0.02), max(., 1*0.04)
+    adj = significance.holm([0.04, float("nan"), 0.01, 0.02])
+    assert adj[2] == pytest.approx(0.03) and adj[3] == pytest.approx(0.04) and adj[0] == pytest.approx(0.04)
+    assert np.isnan(adj[1])
+    assert significance.holm([0.5, 0.6]) == [pytest.approx(1.0), pytest.approx(1.0)]  # capped at 1, monotone
+
+
+def test_entries_against_the_control_use_training_seeds_and_holm():
+    fp, rows, seeds = "D" * 64, [], {}
+    rng = np.random.default_rng(0)
+    # three training seeds x four evaluation seeds; 'strong' is far below the control, 'weak' a hair below
+    # (inside the run-to-run spread), 'worse' far above
+    offsets = {"plain": 0.0, "strong": -6.0, "weak": -0.2, "worse": 6.0}
+    for entry, off in offsets.items():
+        for ts in range(3):
+            vals = list(20 + off + rng.normal(0, 1.0) + rng.normal(0, 0.1, 4))
+            rows.append(_run(fp, entry, "r", 1, {"fid": float(np.mean(vals))}, train_seed=str(ts)))
+            seeds[(f"r-{entry}-{ts}", "fid")] = vals
+    (g,) = _build(rows, seeds)
+    tests = {t.entry: t for t in leaderboard.against_control(g, "plain")}
+    assert set(tests) == {"strong", "weak", "worse"}  # never the control against itself
+    assert tests["strong"].better and not tests["worse"].better
+    assert tests["strong"].test.startswith("3 vs 3 training seeds, Welch t")
+    # Holm: the smallest raw p times 3, the next times 2, the largest times 1, kept monotone
+    raw = sorted(t.p for t in tests.values())
+    assert min(t.p_holm for t in tests.values()) == pytest.approx(min(1.0, 3 * raw[0]))
+    assert all(t.p_holm >= t.p for t in tests.values())
+    head, lines = render.control_lines(g, "plain")
+    assert head == ["FID: beat `plain` with significance: `strong`; significantly worse: `worse`"]
+    assert any(line.startswith("`weak` ") and "**not significant**" in line for line in lines)
+    with pytest.raises(Exception, match="control entry 'nope' is not in the table"):
+        leaderboard.against_control(g, "nope")
+
+
+def test_a_protocol_control_must_name_an_entry_and_stays_out_of_the_fingerprint():
+    from bench.protocol.load import canonical
+    from bench.protocol.schema import Protocol
+
+    base = dict(name="c", dataset={"name": "mnist", "resolution": 28, "train_size": 10, "eval_size": 10},
+                entries=[{"name": "a", "zoo": "mnist_gan", "train": {"steps": 1}},
+                         {"name": "b", "zoo": "mnist_gan", "train": {"steps": 1}}],
+                evaluation={"n_samples": 10, "seeds": [0]})
+    assert canonical(Protocol(**base, control="a")) == canonical(Protocol(**base))
+    with pytest.raises(ValueError, match="control 'z' is not an entry; entries: a, b"):
+        Protocol(**base, control="z")

@@ -58,6 +58,25 @@ def test_report_has_leaderboard_figures_protocol_and_environment(report):
 
 
 @needs_data
+def test_a_protocol_control_adds_the_against_control_section(report, tmp_path, monkeypatch):
+    runs, _, _ = report
+    from bench.reporting import store
+
+    real = store.download_text
+    # the logged protocol text as if it had named a control (it changes no score and no fingerprint)
+    monkeypatch.setattr(store, "download_text", lambda c, rid, name: (real(c, rid, name) or "") + (
+        "control: untrained\n" if name == "protocol.yaml" else ""))
+    out = tmp_path / "with-control"
+    assert main(["report", str(runs.changed), "--out", str(out)]) == 0
+    readme, page = (out / "README.md").read_text(), (out / "index.html").read_text()
+    assert "## Against the control `untrained`" in readme and "<h2>Against the control <code>untrained</code>" in page
+    assert "Holm-adjusted" in readme
+    line = next(x for x in readme.splitlines() if x.startswith("- `trained` better than `untrained` on FID"))
+    assert "p=0.5, Holm-adjusted p=0.5 (paired)" in line  # two evaluation seeds, one comparison
+    assert json.loads((out / "report.json").read_text())["control"] == "untrained"
+
+
+@needs_data
 def test_index_lists_the_report_with_its_command(report):
     _, reports, out = report
     text = (reports / "README.md").read_text()

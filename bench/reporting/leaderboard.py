@@ -171,34 +171,84 @@ def _rank(df: pd.DataFrame, key: Optional[str]) -> pd.DataFrame:
 
 
 def _compare(df: pd.DataFrame, i: int, a: dict[str, list[float]], b: dict[str, list[float]]) -> None:
-    """Row i vs row i + 1. One training seed each: pair their evaluation seeds (the same latent draws).
-    Several: the training runs are the units, each its evaluation seeds' mean, compared unpaired (run t of
-    one entry and run t of another share no random stream)."""
+    """Row i vs row i + 1 (two_sample's test)."""
+    p, test, n = two_sample(a, b)
+    df.at[i, "p_next"], df.at[i, "test_next"], df.at[i, "n_pairs_next"] = p, test, n
+
+
+def two_sample(a: dict[str, list[float]], b: dict[str, list[float]]) -> tuple[float, str, int]:
+    """(p, test, n pairs) for two rows' values by training seed. One training seed each: pair their
+    evaluation seeds (the same latent draws). Several: the training runs are the units, each its evaluation
+    seeds' mean, compared unpaired (run t of one entry and run t of another share no random stream).
+    p is NaN when nothing can be tested; `test` then says why, or is empty."""
     if len(a) == 1 and len(b) == 1:
         (va,), (vb,) = a.values(), b.values()
         # One value each is a single evaluation seed, or a run logged before per-seed values: nothing to test.
         n = min(len(va), len(vb)) if len(va) > 1 and len(vb) > 1 else 0
-        if n:
-            d = np.asarray(va[:n], dtype=np.float64) - np.asarray(vb[:n], dtype=np.float64)
-            if np.ptp(d) <= 1e-9 * max(1.0, float(np.abs(d).max())):
-                # Every seed gave the same difference (a deterministic translator scored on a fixed held-out
-                # set): the evaluation seeds are not replicates, and a sign-flip test would call any gap
-                # significant. Only training seeds can decide this comparison.
-                df.at[i, "test_next"] = "no test: evaluation seeds identical (deterministic)"
-                return
-            df.at[i, "p_next"] = significance.paired_permutation_p(va[:n], vb[:n])
-            df.at[i, "n_pairs_next"], df.at[i, "test_next"] = n, "paired"
-        return
+        if not n:
+            return math.nan, "", 0
+        d = np.asarray(va[:n], dtype=np.float64) - np.asarray(vb[:n], dtype=np.float64)
+        if np.ptp(d) <= 1e-9 * max(1.0, float(np.abs(d).max())):
+            # Every seed gave the same difference (a deterministic translator scored on a fixed held-out
+            # set): the evaluation seeds are not replicates, and a sign-flip test would call any gap
+            # significant. Only training seeds can decide this comparison.
+            return math.nan, "no test: evaluation seeds identical (deterministic)", 0
+        return significance.paired_permutation_p(va[:n], vb[:n]), "paired", n
     ma, mb = [float(np.mean(v)) for v in a.values()], [float(np.mean(v)) for v in b.values()]
     units = f"{len(ma)} vs {len(mb)} training seeds"
     if len(ma) >= 2 and len(mb) >= 2:
         # Welch's t-test on the run means; the exact permutation p is shown beside it (assumption-free, but
         # it cannot go below 0.1 with 3 runs a side).
-        df.at[i, "p_next"] = significance.welch_p(ma, mb)
+        p = significance.welch_p(ma, mb)
         units += f", Welch t; exact permutation p={significance.unpaired_permutation_p(ma, mb):.2g}"
-    else:
-        df.at[i, "p_next"] = significance.unpaired_permutation_p(ma, mb)
-    df.at[i, "test_next"] = units
+        return p, units, 0
+    return significance.unpaired_permutation_p(ma, mb), units, 0
+
+
+@dataclass
+class ControlTest:
+    """One entry against the protocol's control entry on one metric."""
+
+    entry: str
+    key: str
+    mean: float
+    control_mean: float
+    better: bool  # in the metric's direction (KEY_DIRECTION)
+    p: float  # NaN: not testable (see test)
+    p_holm: float  # Holm-adjusted over every entry tested against the control on this metric
+    test: str
+
+
+def against_control(g: Group, control: str) -> list[ControlTest]:
+    """Every ranked entry (not a baseline row, not the control) against `control`, on every metric of the
+    table. A protocol that compares k treatments with one control makes k tests per metric, so each p is
+    also given Holm-adjusted over those k (Holm 1979: family-wise error <= ALPHA for any dependence); a
+    verdict of "beats the control" uses the adjusted p."""
+    rows = g.rows.set_index("entry", drop=False)
+    if control not in rows.index:
+        raise BenchError(f"control entry '{control}' is not in the table; entries: {', '.join(rows.index)}")
+    ref = rows.loc[control]
+    if ref["status"] != "FINISHED":
+        return []
+    others = [r for _, r in g.rows.iterrows()
+              if r["entry"] != control and not r["baseline"] and r["status"] == "FINISHED"]
+    out: list[ControlTest] = []
+    for key in g.keys:
+        col = f"{key}/by_seed"
+        if col not in rows or not isinstance(ref.get(col), dict):
+            continue
+        tests = []
+        for r in others:
+            if not isinstance(r.get(col), dict):
+                continue
+            p, test, _ = two_sample(r[col], ref[col])
+            mean, cmean = float(r[f"{key}/mean"]), float(ref[f"{key}/mean"])
+            better = mean > cmean if KEY_DIRECTION[key] else mean < cmean
+            tests.append(ControlTest(r["entry"], key, mean, cmean, better, p, math.nan, test))
+        for t, adj in zip(tests, significance.holm([t.p for t in tests])):
+            t.p_holm = adj
+        out += tests
+    return out
 
 
 def load(uri: str, experiments: Optional[list[str]] = None, fingerprint: Optional[str] = None,

@@ -100,6 +100,46 @@ def comparisons(g: Group) -> list[str]:
     return out
 
 
+def control_lines(g: Group, control: str) -> tuple[list[str], list[str]]:
+    """(headline, lines): which entries beat `control` with significance (Holm-adjusted) on each metric, then
+    one sentence per entry and metric (leaderboard.against_control)."""
+    from bench.reporting.leaderboard import against_control
+
+    tests = against_control(g, control)
+    headline, lines = [], []
+    for key in g.keys:
+        mine = [t for t in tests if t.key == key]
+        if not mine:
+            continue
+        name = key_label(key, g.extractor)
+        wins = [t.entry for t in mine if t.better and t.p_holm < significance.ALPHA]
+        losses = [t.entry for t in mine if not t.better and t.p_holm < significance.ALPHA]
+        untested = [t.entry for t in mine if math.isnan(t.p)]
+        text = f"{name}: " + (f"beat `{control}` with significance: " + ", ".join(f"`{e}`" for e in wins)
+                              if wins else f"no entry beats `{control}` with significance")
+        if losses:
+            text += "; significantly worse: " + ", ".join(f"`{e}`" for e in losses)
+        if untested:
+            text += "; not testable: " + ", ".join(f"`{e}`" for e in untested)
+        headline.append(text)
+        for t in mine:
+            if math.isnan(t.p):
+                verdict = "not tested" + (f" ({t.test.removeprefix('no test: ')})" if t.test else "")
+            else:
+                sig = t.p_holm < significance.ALPHA
+                verdict = (("significant" if sig else "**not significant**")
+                           + f", p={t.p:.2g}, Holm-adjusted p={t.p_holm:.2g} ({t.test or 'paired'})")
+            lines.append(f"`{t.entry}` {'better' if t.better else 'worse'} than `{control}` on {name}: "
+                         f"{_num(t.mean)} vs {_num(t.control_mean, t.mean)}; {verdict}")
+    return headline, lines
+
+
+CONTROL_INTRO = ("Every entry against the control `{c}` on every metric: the same test as `vs next` (training "
+                 "seeds as the units when there are several), and because k entries are each tested against one "
+                 "control, the p-values are also Holm-adjusted over the k (family-wise error at "
+                 f"{significance.ALPHA}); a verdict uses the adjusted p.")
+
+
 def title(g: Group) -> str:
     runs = f"{len(g.parent_run_ids)} run{'s' if len(g.parent_run_ids) != 1 else ''}"
     rep = f", {g.repeats} older repeat{'s' if g.repeats != 1 else ''} superseded" if g.repeats else ""

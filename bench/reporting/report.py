@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
+
 from bench.errors import BenchError
 from bench.io import atomic_write_bytes
 from bench.reporting import leaderboard, plots, render, significance, store
@@ -105,10 +107,11 @@ def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = N
         entries.append(_entry_assets(c, row, files))
     protocol_text = store.download_text(c, pid, "protocol.yaml") or "(protocol.yaml artifact missing)"
     env = _environment(parent, group)
+    control = _control(protocol_text)
     cmd = command or f"bench report {shlex.quote(target)}"
     meta = {"command": cmd, "protocol": protocol, "fingerprint": fingerprint, "parent_run_id": pid,
             "experiment": next(iter(exps.values())), "uri": uri,
-            "run_started": _when(parent.info.start_time), "notes": notes}
+            "run_started": _when(parent.info.start_time), "notes": notes, "control": control}
     ctx = dict(meta=meta, group=group, bars=bars, entries=entries, protocol_text=protocol_text, env=env)
     files["README.md"] = _markdown(**ctx).encode()
     files["index.html"] = _html(**ctx).encode()
@@ -209,6 +212,16 @@ def _when(ms: Optional[int]) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if ms else ""
 
 
+def _control(protocol_text: str) -> Optional[str]:
+    """The logged protocol's `control` entry (the one reports test every other entry against), if any."""
+    try:
+        doc = yaml.safe_load(protocol_text)
+    except yaml.YAMLError:
+        return None
+    value = doc.get("control") if isinstance(doc, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def _markdown(meta, group, bars, entries, protocol_text, env) -> str:
     out = [f"# {meta['protocol']}", "",
            f"Written by `{meta['command']}` from MLflow run `{meta['parent_run_id']}` (experiment "
@@ -222,6 +235,10 @@ def _markdown(meta, group, bars, entries, protocol_text, env) -> str:
     if found:
         out += ["## Comparisons", "", "Each ranked row against the row below it on the sort metric (the `vs next` "
                 f"test of the legend; significant: p < {significance.ALPHA}):", ""] + [f"- {line}" for line in found] + [""]
+    if meta.get("control"):
+        head, lines = render.control_lines(group, meta["control"])
+        out += [f"## Against the control `{meta['control']}`", "", render.CONTROL_INTRO.format(c=meta["control"]), ""]
+        out += [f"- **{line}**" for line in head] + [""] + [f"- {line}" for line in lines] + [""]
     out += ["## Metrics", ""]
     out += [f"![{render.label(k, group.extractor)}]({name})" for k, name, _ in bars] + [""]
     out += ["## Entries", ""]
@@ -254,6 +271,12 @@ def _html(meta, group, bars, entries, protocol_text, env) -> str:
         body += ["<h2>Comparisons</h2>", "<p>Each ranked row against the row below it on the sort metric (the "
                  f"<code>vs next</code> test of the legend; significant: p &lt; {significance.ALPHA}):</p>", "<ul>"]
         body += [f"<li>{_inline_html(line)}</li>" for line in found] + ["</ul>"]
+    if meta.get("control"):
+        head, lines = render.control_lines(group, meta["control"])
+        body += [f"<h2>Against the control <code>{e(meta['control'])}</code></h2>",
+                 f"<p>{_inline_html(render.CONTROL_INTRO.format(c=meta['control']))}</p>", "<ul>"]
+        body += [f"<li><strong>{_inline_html(line)}</strong></li>" for line in head] + ["</ul>", "<ul>"]
+        body += [f"<li>{_inline_html(line)}</li>" for line in lines] + ["</ul>"]
     body.append("<h2>Metrics</h2>")
     body += [f"<figure><img class='bar' src='{e(name)}' alt='{e(render.label(k, group.extractor))}'>"
              f"<figcaption>{e(render.label(k, group.extractor))}; whiskers: {e(w)}</figcaption></figure>"

@@ -120,3 +120,17 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
     if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
         return math.nan
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def holm(ps: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979) of a family of tests; NaN entries (not tested) stay NaN
+    and do not count towards the family size. Adjusted p_(i) = max over j <= i of min(1, (m - j + 1) p_(j))
+    for the ascending order p_(1) <= ... <= p_(m), so comparing each adjusted p with ALPHA controls the
+    family-wise error rate at ALPHA."""
+    tested = sorted((p, i) for i, p in enumerate(ps) if not math.isnan(p))
+    out = [math.nan] * len(ps)
+    m, running = len(tested), 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
