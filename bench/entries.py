@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from bench.data.labelmap import instance_ids_of
+from bench.data.transforms import to_float
 from bench.errors import BenchError
 from bench.evaluation import evaluate, fid_monitor
 from bench.features import segmenter as semantic
@@ -27,7 +29,7 @@ from bench.runner.train import GRID, EntryFailed, save_grid, train_entry
 from bench.tracking import layout
 from bench.tracking import results as results_mod
 from zoo import ZOO
-from zoo.base import ExternalWeights
+from zoo.base import ExternalWeights, reads_instances
 
 log = logging.getLogger("bench")
 
@@ -56,6 +58,8 @@ def build_entry(entry, protocol, data, device, train_seed: int | None = None):
         model.attach_vgg(vgg19_features())
     if "segmenter" in model.requires():
         model.attach_segmenter(semantic.for_data(data, device, role="training"))
+    if reads_instances(model):  # pix2pixHD's multimodal figure: outputs for the first held-out label map
+        model.attach_figure_input(to_float(data.eval_inputs[:1]), instance_ids_of(data.eval_inputs, slice(0, 1)))
     return model, seed
 
 def vgg19_features() -> torch.nn.Module:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from bench.data import load_dataset
+from bench.data.labelmap import LabelMaps
 from bench.errors import BenchError
 from bench.features import segmenter as semantic
 from bench.features.extractors import preflight_extractor
@@ -23,7 +24,7 @@ from bench.runner import distributed as dist
 from bench.runner.precision import Precision
 from bench.runner.seeding import pick_device
 from zoo import ZOO
-from zoo.base import ExternalWeights, task_of
+from zoo.base import ExternalWeights, reads_instances, task_of
 
 
 def resolve_checkpoint(path: str, protocol_path: Path) -> Path:
@@ -63,7 +64,12 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
             raise BenchError(f"entries[{entry.name}].config.resolution is {res} but dataset.resolution is "
                              f"{protocol.dataset.resolution}; an image-to-image model translates at the data's size")
         in_ch = getattr(data.spec, "input_channels", 0)
-        if task == "paired" and in_ch:
+        if reads_instances(built):  # pix2pixHD's feature encoder pools per instance: it needs the instance ids
+            if not (isinstance(data.train_inputs, LabelMaps) and data.train_inputs.has_instances):
+                raise BenchError(f"entries[{entry.name}]: zoo entry '{entry.zoo}' reads the inputs' instance ids "
+                                 f"(pix2pixhd's feat_num > 0), which '{protocol.dataset.name}' does not have (label "
+                                 "maps read with dataset.instance: true have them)")
+        elif task == "paired" and in_ch:
             try:  # label maps (bench/data/labelmap.py): a family that reads only images fails now, not mid-run
                 built.translate(torch.zeros(1, in_ch, res, res, device="meta"))
             except RuntimeError:

@@ -183,7 +183,8 @@ class Recipe:
 # from their default (bench/protocol/load.py), so a new option left alone keeps every earlier fingerprint.
 LATER_CONFIG_KEYS = frozenset({"spectral_norm", "diffaug", "replay_pool", "init", "upsample", "bcr_real", "bcr_fake",
                                "hist_avg", "minibatch_kernels", "d_step", "attention_res", "lr_per_resolution",
-                               "phase_lr_floor", "layer_order", "fix_global_steps", "g_fakes"})
+                               "phase_lr_floor", "layer_order", "fix_global_steps", "g_fakes",
+                               "feat_num", "nef", "n_downsample_E", "n_clusters"})
 
 
 def later_defaults(cfg: Any) -> dict[str, Any]:
@@ -244,9 +245,10 @@ class GANModel(abc.ABC):
     """One zoo family. Subclasses set the class attributes and implement the abstract methods.
 
     What a family can do beyond this contract is declared, never probed: it inherits `Translator`,
-    `CycleTranslator`, `StyleSampler` or `Classifier` below, lists the pretrained auxiliary networks it
-    trains against in `requires()`, and writes family figures in `figures()`. The runner, checkpointing,
-    preflight and the metrics ask those (isinstance, requires), so a new family touches only its own file.
+    `CycleTranslator`, `InstanceTranslator`, `StyleSampler` or `Classifier` below, lists the pretrained
+    auxiliary networks it trains against in `requires()`, and writes family figures in `figures()`. The runner,
+    checkpointing, preflight and the metrics ask those (isinstance, requires), so a new family touches only its
+    own file.
     """
 
     family: ClassVar[str]
@@ -414,6 +416,41 @@ class CycleTranslator(Translator):
 
     @abc.abstractmethod
     def translate_back(self, b: torch.Tensor, sample_seeds: Optional[typing.Sequence[int]] = None) -> torch.Tensor: ...
+
+
+class InstanceTranslator(Translator):
+    """A label-map translator whose generator can also read which pixels form each object instance: pix2pixHD's
+    instance-wise feature encoder (Wang et al. 2018, §3.4). Whether this configured model does is
+    `reads_instances()` (pix2pixHD: feat_num > 0). When it does, the harness hands it the instance ids
+    (int64 (B, H, W), one id per pixel, unique per image; bench/data/labelmap.py) of everything it translates:
+
+    - training: the family pulls (input, target, instance ids) with `draw.with_instances()`, flipped together;
+    - after the last training step, before the final checkpoint: `fit_instance_features(batches)` once, with
+      (input, target, instance ids) batches of the whole training part, from which it fixes what it samples at
+      test time (pix2pixHD: k-means centres of the instance features per class), as model state;
+    - evaluation, grids and figures: `translate(x, sample_seeds, instances=ids)`; `sample_seeds[i]` seeds
+      image i's test-time draw, so different evaluation seeds give different, reproducible outputs;
+    - `attach_figure_input(x, instances)`: one held-out input for its figures (`figures()`).
+    """
+
+    @abc.abstractmethod
+    def reads_instances(self) -> bool: ...
+
+    @abc.abstractmethod
+    def translate(self, x: torch.Tensor, sample_seeds: Optional[typing.Sequence[int]] = None,
+                  instances: Optional[torch.Tensor] = None) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def fit_instance_features(self, batches: typing.Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+                              ) -> None: ...
+
+    @abc.abstractmethod
+    def attach_figure_input(self, x: torch.Tensor, instances: torch.Tensor) -> None: ...
+
+
+def reads_instances(model: Any) -> bool:
+    """Whether this model wants the inputs' instance ids (an InstanceTranslator configured to read them)."""
+    return isinstance(model, InstanceTranslator) and model.reads_instances()
 
 
 class StyleSampler(abc.ABC):

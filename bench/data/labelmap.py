@@ -32,6 +32,15 @@ the one-hot stack only for the tiles indexed: at the paper's 1024x512, the one-h
 take 2975 x 36 x 512 x 1024 bytes = 56 GB. Expanded inputs are uint8 0/255, so bench's usual uint8 ->
 [-1, 1] conversion (`to_float`) turns them into exactly -1/+1. pix2pixHD feeds 0/1; the two differ by
 the affine map 2x - 1, which the first convolution absorbs (and the generator's instance norm removes).
+
+Instance ids: with instance maps, each tile's instance-id plane is kept too (resized with nearest neighbour
+like the class ids, so its boundary map is exactly the boundary channel), renumbered 0..K-1 per tile in the
+order of the original ids and stored in the smallest integer type that holds every tile's K (uint8, int16 or
+int32). Not every model reads them: one that pools features per instance (pix2pixHD's instance-wise feature
+encoder, zoo/pix2pixhd.py `feat_num`, declared by zoo.base.InstanceTranslator) gets them explicitly,
+`LabelMaps.instance_ids(rows)`, in training batches (`Draw.with_instances`, flipped with the input and the
+target) and with evaluation inputs (bench/runner/sampling.py `translate_inputs`). They are not in the data
+fingerprint (what the model reads of the same files is unchanged); they are in the cache layout.
 """
 
 from __future__ import annotations
@@ -55,8 +64,12 @@ LABELMAP_DEFAULTS: dict[str, tuple[Optional[str], Optional[int]]] = {
     "cityscapes": ("cityscapes", 35),
     "labelmap": (None, None),
 }
-# Bumped when the decoded tensors change for the same files (tiling, resizing, boundaries).
-_LAYOUT_VERSION = 1
+# Bumped when the decoded (cached) tensors change for the same files (tiling, resizing, boundaries; 2: the
+# per-tile instance ids are kept). Part of the cache key.
+_LAYOUT_VERSION = 2
+# Bumped when what a model reads from the same files changes (one-hot + boundary planes): part of the data
+# fingerprint. Layout 2 added the instance ids and left these planes as they were, so fingerprints stand.
+_INPUTS_VERSION = 1
 _CITYSCAPES_STEM = re.compile(r"_(leftImg8bit|gt(Fine|Coarse)_(labelIds|instanceIds))$")
 
 # The official cityscapes colours of label ids 0-33 (cityscapesScripts' labels.py), used to draw the
@@ -84,13 +97,29 @@ class LabelMaps:
     """Label-map inputs of N tiles, expanded to uint8 (C, H, W) one-hot stacks (0/255) when indexed.
 
     Supports what bench does with image-to-image inputs: len(), `.shape`, and indexing by an int, a slice
-    or an index tensor (-> a dense uint8 tensor, as the photo tensors are).
+    or an index tensor (-> a dense uint8 tensor, as the photo tensors are). With instance maps it also keeps
+    each tile's instance ids (`instances`, 0..K-1 per tile), read with `instance_ids(key)` by the models that
+    ask for them.
     """
 
     dtype = torch.uint8
 
-    def __init__(self, ids: torch.Tensor, edges: Optional[torch.Tensor], label_nc: int):
+    def __init__(self, ids: torch.Tensor, edges: Optional[torch.Tensor], label_nc: int,
+                 instances: Optional[torch.Tensor] = None):
         self.ids, self.edges, self.label_nc = ids, edges, label_nc  # uint8 (N, H, W); bool (N, H, W) or None
+        self.instances = instances  # small ints (N, H, W) or None (no instance maps read)
+        if instances is not None and instances.shape != ids.shape:
+            raise ValueError(f"instance ids {tuple(instances.shape)} do not match the label ids {tuple(ids.shape)}")
+
+    @property
+    def has_instances(self) -> bool:
+        return self.instances is not None
+
+    def instance_ids(self, key) -> torch.Tensor:
+        """int64 (..., H, W): the instance ids of the tiles `key` selects (as for indexing)."""
+        if self.instances is None:
+            raise ValueError("these label maps were read without instance maps (dataset.instance: false)")
+        return self.instances[key].long()
 
     @property
     def channels(self) -> int:
@@ -111,6 +140,15 @@ class LabelMaps:
         if self.edges is not None:
             planes[..., self.label_nc, :, :] = self.edges[key].to(torch.uint8) * 255
         return planes
+
+
+def instance_ids_of(inputs, key) -> torch.Tensor:
+    """int64 (..., H, W): the instance ids of rows `key` of a data set's image-to-image inputs, for a model
+    that reads them (zoo.base.InstanceTranslator); one clear error when the inputs have none."""
+    if not isinstance(inputs, LabelMaps) or not inputs.has_instances:
+        raise ValueError("the model reads the inputs' instance ids, which only label maps read with their "
+                         "instance maps have (a label-map data set with dataset.instance: true)")
+    return inputs.instance_ids(key)
 
 
 def boundary_map(inst: torch.Tensor) -> torch.Tensor:
@@ -185,8 +223,22 @@ def _frames(root: Path, split: str, instance: bool) -> list[tuple[Path, Optional
     return [(labels[k], insts.get(k), photos[k]) for k in sorted(labels)]
 
 
-def _read_frame(files, res: int, label_nc: int) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
-    """One frame -> (ids uint8 (T, res, res), boundaries bool (T, res, res) or None, photos uint8 (T, 3, res, res))."""
+def renumber(inst: torch.Tensor) -> torch.Tensor:
+    """int32 ids 0..K-1 of one tile's instances, in the order of their original ids (a bijection, so the
+    boundaries and the grouping of pixels are unchanged)."""
+    return torch.unique(inst, return_inverse=True)[1].to(torch.int32)
+
+
+def compact(inst: torch.Tensor) -> torch.Tensor:
+    """The smallest of uint8, int16, int32 that holds every id of `inst` (ids are >= 0)."""
+    top = int(inst.max()) if inst.numel() else 0
+    dtype = torch.uint8 if top < 2**8 else torch.int16 if top < 2**15 else torch.int32
+    return inst.to(dtype)
+
+
+def _read_frame(files, res: int, label_nc: int):
+    """One frame -> (ids uint8 (T, res, res), boundaries bool (T, res, res) or None, photos uint8 (T, 3, res, res),
+    instance ids int32 (T, res, res) or None)."""
     label_path, inst_path, photo_path = files
     label, photo = decode_image(label_path, "ids"), decode_image(photo_path)
     bad = label[(label < 0) | (label >= label_nc)]
@@ -198,21 +250,24 @@ def _read_frame(files, res: int, label_nc: int) -> tuple[torch.Tensor, Optional[
         if arr is not None and arr.shape != label.shape:
             raise BenchError(f"{other}: {arr.shape[1]}x{arr.shape[0]} px, but its label map {label_path.name} is "
                              f"{label.shape[1]}x{label.shape[0]}")
-    ids, edges, photos = [], [], []
+    ids, edges, photos, insts = [], [], [], []
     for top, left, side in tiles(*label.shape):
         window = (slice(top, top + side), slice(left, left + side))
         ids.append(resize_nearest(torch.from_numpy(label[window]), res).to(torch.uint8))
         if inst is not None:
-            edges.append(boundary_map(resize_nearest(torch.from_numpy(inst[window]), res)))
+            resized = resize_nearest(torch.from_numpy(inst[window]), res)
+            edges.append(boundary_map(resized))
+            insts.append(renumber(resized))
         photos.append(resize_uint8(torch.from_numpy(photo[(slice(None), *window)].copy()).unsqueeze(0), res)[0])
-    return torch.stack(ids), torch.stack(edges) if edges else None, torch.stack(photos)
+    stack = lambda xs: torch.stack(xs) if xs else None  # noqa: E731
+    return torch.stack(ids), stack(edges), torch.stack(photos), stack(insts)
 
 
 def _read_split(frames, res: int, label_nc: int) -> dict[str, Optional[torch.Tensor]]:
     parts = [_read_frame(f, res, label_nc) for f in frames]
-    return {"ids": torch.cat([p[0] for p in parts]),
-            "edges": torch.cat([p[1] for p in parts]) if parts[0][1] is not None else None,
-            "photos": torch.cat([p[2] for p in parts])}
+    cat = lambda k: torch.cat([p[k] for p in parts]) if parts[0][k] is not None else None  # noqa: E731
+    insts = cat(3)
+    return {"ids": cat(0), "edges": cat(1), "photos": cat(2), "inst": compact(insts) if insts is not None else None}
 
 
 def load_labelmap(spec: DatasetSpec, seed: int):
@@ -252,7 +307,7 @@ def load_labelmap(spec: DatasetSpec, seed: int):
                 h.add(root, p)
     # The protocol may leave label_nc and instance to the data set's defaults: the values in force are
     # part of what the model reads, so they enter the data fingerprint.
-    h.h.update(f"label_nc={label_nc} instance={instance} layout={_LAYOUT_VERSION}".encode())
+    h.h.update(f"label_nc={label_nc} instance={instance} layout={_INPUTS_VERSION}".encode())
     fingerprint = h.h.hexdigest()
     res = spec.resolution
 
@@ -262,7 +317,7 @@ def load_labelmap(spec: DatasetSpec, seed: int):
 
     t = cached_arrays(fingerprint, decode, kind="labelmap", res=res, label_nc=label_nc, instance=instance,
                 layout=_LAYOUT_VERSION)
-    inputs = {s: LabelMaps(t[f"{s}_ids"], t[f"{s}_edges"], label_nc) for s in ("train", "eval")}
+    inputs = {s: LabelMaps(t[f"{s}_ids"], t[f"{s}_edges"], label_nc, t[f"{s}_inst"]) for s in ("train", "eval")}
     data_spec = LabelMapSpec(spec.name, res, 3, 0, input_channels=inputs["train"].channels, label_nc=label_nc,
                              instance=instance)
     return RealData(spec=data_spec, train_images=t["train_photos"], train_labels=None,

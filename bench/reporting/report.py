@@ -175,6 +175,8 @@ FIGURE_CAPTIONS = {
     "noise": "stochastic variation: one w, different noise draws; last image = per-pixel std over the draws",
     "interpolation": "latent interpolation from one sample to another (linear in W for StyleGAN, slerp in Z "
                      "otherwise)",
+    "multimodal": "multimodal synthesis (pix2pixHD instance features, Wang et al. 2018 §3.4): one held-out label "
+                  "map, then G's outputs for different draws of each instance's k-means feature centre",
 }
 
 

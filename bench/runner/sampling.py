@@ -13,7 +13,7 @@ from tqdm import tqdm
 from bench.data.transforms import fit_float, to_channels, to_float, to_uint8
 from bench.features.stats import RunningStats
 from bench.runner.seeding import derive
-from bench.runner.train import EntryFailed
+from bench.runner.train import EntryFailed, translate_inputs
 
 
 def stream_features(batches, extractor, desc: str, total: int):
@@ -75,10 +75,14 @@ def translated_floats(model, inputs: torch.Tensor, n: int, seed: int, batch_size
     seed sees the same outputs (the feature pass and the SSIM/PSNR pass agree) whatever the batch size,
     and the global RNG is neither read nor advanced.
     """
-    translate, stream = (model.translate_back, "F(a)") if back else (model.translate, "G(a)")
+    stream = "F(a)" if back else "G(a)"
     for i in range(0, n, batch_size):
         j = min(i + batch_size, n)
-        out = translate(to_float(inputs[i:j]).to(model.device), sample_seeds=sample_seeds(seed, stream, i, j))
+        seeds = sample_seeds(seed, stream, i, j)
+        if back:
+            out = model.translate_back(to_float(inputs[i:j]).to(model.device), sample_seeds=seeds)
+        else:
+            out = translate_inputs(model, inputs, i, j, seeds)
         out = out.float().cpu()
         if not torch.isfinite(out).all():
             raise EntryFailed(f"translated images contain NaN/inf (eval seed {seed}, batch at {i})")

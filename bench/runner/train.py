@@ -24,6 +24,7 @@ import torch
 from torchvision.utils import save_image
 from tqdm import tqdm
 
+from bench.data.labelmap import instance_ids_of
 from bench.data.transforms import fit_float, to_float
 from bench.io import atomic_write_bytes
 from bench.protocol.schema import LRSchedule, TrainSpec
@@ -31,7 +32,7 @@ from bench.runner import checkpoint
 from bench.runner import distributed as dist
 from bench.runner.precision import Precision
 from bench.runner.seeding import derive
-from zoo.base import Training, task_of
+from zoo.base import Training, reads_instances, task_of
 from zoo.ema import EMA
 
 logger = logging.getLogger("bench")
@@ -70,12 +71,23 @@ def save_grid(model, z: torch.Tensor, path: Path, data=None) -> Path:
     return path
 
 
+def translate_inputs(model, inputs, start: int, stop: int, sample_seeds=None) -> torch.Tensor:
+    """`model.translate` on held-out inputs [start, stop) (uint8, or label maps), in [-1, 1] on the model's
+    device. A model that reads instance ids (zoo.base.InstanceTranslator, pix2pixHD with feat_num > 0) gets
+    those rows' ids from the label maps as well."""
+    x = to_float(inputs[start:stop]).to(model.device)
+    if reads_instances(model):
+        ids = instance_ids_of(inputs, slice(start, stop)).to(model.device)
+        return model.translate(x, sample_seeds=sample_seeds, instances=ids)
+    return model.translate(x, sample_seeds=sample_seeds)
+
+
 def translation_rows(model, data, rows: int = 8) -> torch.Tensor:
     x = to_float(data.eval_inputs[:rows])
     devices = [model.device.index or 0] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(0)  # test-time dropout (pix2pix) draws from the global RNG: same grid every time
-        out = fit_float(model.translate(x.to(model.device)).float().cpu(), x.shape[-1])
+        out = fit_float(translate_inputs(model, data.eval_inputs, 0, len(x)).float().cpu(), x.shape[-1])
         if data.task == "unpaired":
             third = fit_float(model.translate_back(out.to(model.device)).float().cpu(), x.shape[-1])
         else:
@@ -91,7 +103,9 @@ class Draw:
     """The batch source a family pulls from: `draw()` -> a real batch in [-1, 1] at the family's
     resolution, `draw.labelled()` -> (images, labels) from the small labelled subset. For image-to-image
     data `draw()` returns (input, target) (paired: the same crop and flip for both halves; unpaired: one
-    image of each domain, drawn independently)."""
+    image of each domain, drawn independently). `draw.with_instances()` -> (input, target, instance ids) for a
+    family that reads label maps' instance ids (zoo.base.InstanceTranslator): the same draw, the ids flipped
+    with the input and the target."""
 
     def __init__(self, images: torch.Tensor, labels: Optional[torch.Tensor], batch_size: int, seed: int,
                  model, fit: str, world: dist.World, channels_last: bool = False,
@@ -153,6 +167,24 @@ class Draw:
             idx_a = torch.randint(0, len(self.inputs), (self.global_batch,), generator=self.rng)
             (x,), (y,) = self._augment(self.inputs[idx_a]), self._augment(self.images[idx])
         return self._prepare(x), self._prepare(y)
+
+    def with_instances(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input, target, instance ids int64 (B, H, W)): a paired batch drawn as `draw()` draws it (the same
+        random stream), the label maps' instance ids cropped and flipped with the input and the target."""
+        if self.inputs is None or not self.paired:
+            raise RuntimeError("instance ids come with paired label-map inputs")
+        idx = torch.randint(0, len(self.images), (self.global_batch,), generator=self.rng)
+        ids = instance_ids_of(self.inputs, idx).unsqueeze(1)
+        x, y, ids = self._augment(self.inputs[idx], self.images[idx], ids)
+        return self._prepare(x), self._prepare(y), ids[:, 0].to(self.model.device)
+
+    def training_batches(self, batch_size: int):
+        """(input, target, instance ids) of every training pair once, in order, unaugmented, on the model's
+        device: what an InstanceTranslator fits its test-time features on after training."""
+        for i in range(0, len(self.images), batch_size):
+            rows = slice(i, min(i + batch_size, len(self.images)))
+            yield (self._prepare(self.inputs[rows]), self._prepare(self.images[rows]),
+                   instance_ids_of(self.inputs, rows).to(self.model.device))
 
     def labelled_all(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, labels): a batch from the whole labelled training part, for class-conditional families
@@ -273,6 +305,12 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
         dist.barrier(world)
         return sha
 
+    def finish() -> None:
+        # What a model fixes once, from the final weights, before the final checkpoint holds them: pix2pixHD's
+        # test-time instance features (k-means per class over the whole training part; deterministic).
+        if reads_instances(model):
+            model.fit_instance_features(draw.training_batches(draw.local_batch))
+
     sha, saved = "", False
     # A run that stopped early (train.patience) stays stopped when resumed.
     end = state.get("stopped_early") or spec.steps
@@ -310,12 +348,16 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
                     state["stopped_early"] = done
                     logger.info("%s: FID has not improved since step %d; stopping at %d", entry,
                                 state["best"]["step"], done)
+                    finish()
                     sha, saved = save(done), True
                     break
+            if done == spec.steps:
+                finish()
             if done % spec.checkpoint_every == 0 or done == spec.steps:
                 sha, saved = save(done), True
     if not saved:
         # Nothing trained in this call (steps 0, or already finished): still leave a complete checkpoint.
+        finish()  # a finished run's checkpoint already holds the result; it is recomputed identically
         sha = save(max(start, end))
     grid = run_dir / "samples.png"
     if world.is_main:
