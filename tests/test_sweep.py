@@ -145,6 +145,16 @@ def test_sweep_killed_worker_resumes_and_equals_the_sequential_run(tmp_path, seq
     children = [r for r in runs if r.info.status == "FINISHED" and layout.PARENT in r.data.tags]
     assert len(children) == len(UNITS) and all(r.data.tags[layout.PARENT] in parents for r in children)
     assert len(parents) == 2  # one per command: the interrupted sweep and its re-run
+    if executor == "local":
+        # The re-run's report covers every unit: the three it skipped come from the interrupted sweep's runs.
+        import csv
+
+        from bench.reporting.report import write_report
+
+        rep = write_report(str(proto), out=tmp_path / "report", uri=f"sqlite:///{store / 'mlflow.db'}")
+        table = {r["entry"]: r for r in csv.DictReader(open(tmp_path / "report" / "leaderboard.csv"))}
+        assert {e: table[e]["n_train"] for e in ("a", "b")} == {"a": "2", "b": "2"}
+        assert any(n.startswith("3 unit(s) finished under earlier run(s)") for n in rep.notes), rep.notes
 
 
 class _FakeBackend:
