@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from bench.data.base import (ContentHasher, DataSpec, RealData, cached_arrays, center_square, data_root, decode_image,
                               images_under)
-from bench.data.translation import paired_files, split_pair, stack_resized
+from bench.data.translation import paired_files, split_one_folder, split_pair, stack_resized
 from bench.errors import BenchError
 from bench.protocol.schema import DatasetSpec
 
@@ -198,14 +198,9 @@ def load_superres(spec: DatasetSpec, seed: int) -> SuperResData:
         if half is not None:
             raise BenchError(f"{root}: superres with dataset.ab_half needs train/ and test/ (or val/) folders of "
                              "AB images")
-        every = [(p, None) for p in images_under(root)]
-        if spec.eval_size + spec.train_size > len(every):
-            raise BenchError(f"superres: train_size + eval_size = {spec.train_size + spec.eval_size} but only "
-                             f"{len(every)} images exist under {root}")
         # The held-out part is carved first, so a larger train_size never takes an evaluation image.
-        perm = torch.randperm(len(every), generator=torch.Generator().manual_seed(seed)).tolist()
-        held_files = [every[i] for i in sorted(perm[:spec.eval_size])]
-        train_files = [every[i] for i in sorted(perm[spec.eval_size:spec.eval_size + spec.train_size])]
+        every = [(p, None) for p in images_under(root)]
+        train_files, held_files, _, _ = split_one_folder(every, spec, seed, root, unit="images")
     h = ContentHasher()
     for files in train_files + held_files:
         for p in files:

@@ -78,14 +78,15 @@ def split_pair(files: tuple[Path, Optional[Path]]) -> tuple[np.ndarray, np.ndarr
     return a, b
 
 
-def split_one_folder(pool: list, spec: DatasetSpec, seed: int, root: Path) -> tuple[list, list, list[int], list[int]]:
+def split_one_folder(pool: list, spec: DatasetSpec, seed: int, root: Path,
+                     unit: str = "pairs") -> tuple[list, list, list[int], list[int]]:
     """A set shipped as one split (edges2shoes_swapped has only val/): a seeded split of that folder, the
     held-out part carved first from a permutation by the protocol seed, so a larger train_size never takes an
     evaluation pair and the same seed always holds out the same pairs. Returns (train, held, tr, ev) as the
     two-folder path does: pools and the chosen indices into them."""
     if spec.train_size + spec.eval_size > len(pool):
         raise BenchError(f"{spec.name}: train_size + eval_size = {spec.train_size + spec.eval_size} but {root} "
-                         f"has one split of {len(pool)} pairs (split with the protocol seed)")
+                         f"has one split of {len(pool)} {unit} (split with the protocol seed)")
     perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed)).tolist()
     held = [pool[i] for i in sorted(perm[:spec.eval_size])]
     train = [pool[i] for i in sorted(perm[spec.eval_size:spec.eval_size + spec.train_size])]
