@@ -283,7 +283,8 @@ def test_cityscapes_protocol_end_to_end(tmp_path, inception_standin):
     path.write_text(yaml.safe_dump(p))
     assert main(["run", str(path), "--workdir", str(tmp_path / "w")]) == 0
     rows = {r["entry"]: r for r in map(json.loads, (tmp_path / "w" / "results.jsonl").read_text().splitlines())}
-    assert set(rows) == {"global", "untrained"}
+    # every shipped entry ran: the plain global generator, the one with the instance-wise feature encoder, the floor
+    assert set(rows) == {e["name"] for e in p["entries"]} == {"global", "global_feat", "untrained"}
     for r in rows.values():
         m = r["metrics"]
         assert r["status"] == "FINISHED" and 0 < m["ssim"]["mean"] < 1 and m["psnr"]["mean"] > 0
