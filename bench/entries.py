@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from bench.data.transforms import to_float
 from bench.errors import BenchError
 from bench.evaluation import evaluate, fid_monitor
 from bench.features import segmenter as semantic
-from bench.io import sha256_file
+from bench.io import say, sha256_file
 from bench.preflight import resolve_checkpoint
 from bench.protocol.load import resolved_config
 from bench.runner import checkpoint
@@ -34,9 +33,6 @@ from zoo.base import ExternalWeights, reads_instances
 log = logging.getLogger("bench")
 
 
-def say(msg: str) -> None:
-    """Phase lines on stderr: progress bars only show on a terminal, these show in CI logs too."""
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 def runs_of(protocol) -> list[tuple[Any, Any]]:
     """(entry, training seed) in run order: each entry once per training seed (None = its single default run)."""

@@ -6,12 +6,18 @@ import hashlib
 import io
 import os
 import re
+import sys
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import torch
+
+
+def say(msg: str) -> None:
+    """Phase lines on stderr: progress bars only show on a terminal, these show in CI and sweep-unit logs too."""
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 def cache_dir() -> Path:

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 
 from bench.entries import (build_entry, end_quietly, entry_dir, reference_row_of, run_entry, run_reference,
-                           runs_of, say)
+                           runs_of)
 from bench.evaluation import real_features, seed_features
 from bench.features import segmenter as semantic
 from bench.features.extractors import make_extractor
-from bench.io import atomic_write_bytes
+from bench.io import atomic_write_bytes, say
 from bench.preflight import preflight, resolve_checkpoint
 from bench.protocol.load import LoadedProtocol
 from bench.protocol.load import fingerprint as protocol_fingerprint

@@ -37,9 +37,8 @@ from typing import Any, Optional
 
 import torch
 
-from bench.entries import say
 from bench.errors import BenchError
-from bench.io import atomic_write_bytes
+from bench.io import atomic_write_bytes, say
 from bench.tracking import results as results_mod
 
 EXECUTORS = ("local", "ray", "slurm", "submitit-local")

@@ -91,3 +91,17 @@ def test_mlflow_store_holds_parent_children_metrics_and_grid(two_runs):
     trained = next(c for c in children if c.data.tags["bench.entry"] == "trained")
     history = client.get_metric_history(trained.info.run_id, "loss/G")
     assert [m.step for m in history] == [50, 100, 150, 200, 250, 300]
+
+
+def test_without_a_terminal_training_reports_progress_at_each_tenth_of_its_steps(tmp_path, capsys):
+    """A sweep unit's log or a CI job has no progress bar; the runner says how far it got at step counts
+    (not timings), so a user watching a long run sees it move, and two runs print the same lines."""
+    entries = """  - name: m
+    zoo: mnist_gan
+    train: {steps: 25, batch_size: 8, log_every: 5}
+"""
+    proto = tiny_protocol(tmp_path, entries=entries, n_samples=100)
+    assert main(["run", str(proto), "--workdir", str(tmp_path / "w")]) == 0
+    steps = [line.split("step ")[1].split()[0] for line in capsys.readouterr().err.splitlines()
+             if line.startswith("[bench] train m: step ")]
+    assert steps == [f"{k}/25" for k in (3, 6, 9, 12, 15, 18, 21, 24, 25)]

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from bench.data.labelmap import instance_ids_of
 from bench.data.transforms import fit_float, to_float
-from bench.io import atomic_write_bytes
+from bench.io import atomic_write_bytes, say
 from bench.protocol.schema import LRSchedule, TrainSpec
 from bench.runner import checkpoint
 from bench.runner import distributed as dist
@@ -316,6 +316,9 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
     end = state.get("stopped_early") or spec.steps
     with tqdm(total=spec.steps, initial=start, desc=f"train {entry}", unit="step", leave=False,
               disable=None if world.is_main else True, dynamic_ncols=True) as bar:
+        # Without a terminal (CI, a sweep unit's log) the bar is off: a line at every tenth of the steps instead,
+        # at step counts (progress markers), so the lines are the same on every machine.
+        tenth = max(1, math.ceil(spec.steps / 10)) if bar.disable and world.is_main else 0
         for step in range(start, end):
             losses = model.train_step(draw, step)
             bad = _all_finite(losses, world)
@@ -327,6 +330,9 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
                 model.ema.update(model.modules()["G"])
             done = step + 1
             bar.update(1)
+            if tenth and (done % tenth == 0 or done == spec.steps):
+                say(f"train {entry}: step {done}/{spec.steps} "
+                    + " ".join(f"{k} {float(v):.3f}" for k, v in losses.items()))
             if done % spec.log_every == 0 or done == spec.steps:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
                 if world.is_main:
