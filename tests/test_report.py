@@ -77,6 +77,25 @@ def test_a_protocol_control_adds_the_against_control_section(report, tmp_path, m
 
 
 @needs_data
+@pytest.mark.parametrize("edit,what", [("# a comment fixed after the run\n", "only in comments or layout (the same protocol);"),
+                                       ("control: untrained\n", "in content;")])
+def test_a_protocol_file_edited_after_its_run_is_noted_as_comment_only_or_content(report, tmp_path, monkeypatch,
+                                                                                   capsys, edit, what):
+    runs, _, _ = report
+    from bench.reporting import store
+
+    real = store.download_text
+    # the logged text is what was run; the file on disk gained `edit` afterwards
+    edited = tmp_path / "regression-tiny.yaml"
+    edited.write_text(runs.changed.read_text() + edit)
+    monkeypatch.setattr(store, "download_text", lambda c, rid, name: (
+        runs.changed.read_text() if name == "protocol.yaml" else real(c, rid, name)))
+    assert main(["report", str(edited), "--uri", runs.uri, "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "differs from the protocol text logged with run" in printed and f" {what}" in printed
+
+
+@needs_data
 def test_index_lists_the_report_with_its_command(report):
     _, reports, out = report
     text = (reports / "README.md").read_text()

@@ -56,7 +56,15 @@ def resolve(target: str, uri: Optional[str]) -> tuple[Any, Any, str, list[str]]:
         parent = store.latest_parent(c, store.experiment_ids(c, [p.tracking.experiment or p.name]), p.name)
         logged = store.download_text(c, parent.info.run_id, "protocol.yaml")
         if logged is not None and logged != loaded.text:
-            notes.append(f"{target} differs from the protocol text logged with run {parent.info.run_id}; "
+            import yaml
+
+            try:
+                same = yaml.safe_load(logged) == yaml.safe_load(loaded.text)
+            except yaml.YAMLError:
+                same = False
+            # A comment fixed after the run (a wall time, a citation) is not a different protocol: say which it is.
+            what = "only in comments or layout (the same protocol)" if same else "in content"
+            notes.append(f"{target} differs from the protocol text logged with run {parent.info.run_id} {what}; "
                          "the report shows the logged text")
         return c, parent, uri, notes
     uri = uri or resolve_uri(None)
