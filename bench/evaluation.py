@@ -105,7 +105,11 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
     # An image-to-image model translates the first n held-out inputs once per eval seed (the seed and
     # each image's index drive its test-time dropout); an unconditional one draws n latents per seed.
     n = min(ev.n_samples, len(data.eval_inputs)) if translation else ev.n_samples
-    res, ch = protocol.dataset.resolution, protocol.dataset.channels
+    # The protocol's image size, (height, width): square, or whole label-map frames (dataset.aspect) that only a
+    # translator can produce. SSIM, PSNR and LPIPS compare whole frames with their photos; a feature extractor
+    # (FID/KID/IS, precision/recall) brings each frame to its own square input (bench/features/extractors.py).
+    res = protocol.dataset.frame if translation else protocol.dataset.resolution
+    ch = protocol.dataset.channels
     world = world or dist.SINGLE
     # seg_agreement: the judge S of a data set with label maps (facades_sr), and those maps. Never the S a
     # model trains against (`role="training"`): a second network of the same recipe, seeded apart.

@@ -71,7 +71,7 @@ def preflight(loaded: LoadedProtocol, workdir: Path | None = None) -> tuple[torc
                                  "maps read with dataset.instance: true have them)")
         elif task == "paired" and in_ch:
             try:  # label maps (bench/data/labelmap.py): a family that reads only images fails now, not mid-run
-                built.translate(torch.zeros(1, in_ch, res, res, device="meta"))
+                built.translate(torch.zeros(1, in_ch, *protocol.dataset.frame, device="meta"))
             except RuntimeError:
                 raise BenchError(f"entries[{entry.name}]: zoo entry '{entry.zoo}' cannot read the {in_ch}-channel "
                                  f"label-map inputs of '{protocol.dataset.name}' (pix2pixhd reads label maps)") from None

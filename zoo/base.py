@@ -245,8 +245,8 @@ class GANModel(abc.ABC):
     """One zoo family. Subclasses set the class attributes and implement the abstract methods.
 
     What a family can do beyond this contract is declared, never probed: it inherits `Translator`,
-    `CycleTranslator`, `InstanceTranslator`, `StyleSampler` or `Classifier` below, lists the pretrained
-    auxiliary networks it trains against in `requires()`, and writes family figures in `figures()`. The runner,
+    `CycleTranslator`, `InstanceTranslator`, `FrameTranslator`, `StyleSampler` or `Classifier` below, lists the
+    pretrained auxiliary networks it trains against in `requires()`, and writes family figures in `figures()`. The runner,
     checkpointing, preflight and the metrics ask those (isinstance, requires), so a new family touches only its
     own file.
     """
@@ -451,6 +451,28 @@ class InstanceTranslator(Translator):
 def reads_instances(model: Any) -> bool:
     """Whether this model wants the inputs' instance ids (an InstanceTranslator configured to read them)."""
     return isinstance(model, InstanceTranslator) and model.reads_instances()
+
+
+class FrameTranslator(Translator):
+    """A translator that trains on and translates whole non-square frames: label maps read with `dataset.aspect`
+    > 1 (bench/data/labelmap.py), height = resolution, width = aspect x resolution (cityscapes at aspect 2:
+    1024x512 as pix2pixHD trains it). The family declares it on its class, because every network it builds must
+    be fully convolutional along both sides and every downsampling must divide both; `bench validate` refuses
+    dataset.aspect != 1 for any family that does not (bench/protocol/load.py `check_frames`). The harness then
+    hands it, and asks it for, (B, C, H, W) batches of the data's frame (`frame`), never squares."""
+
+    data: Any
+    resolution: int
+
+    @property
+    def frame(self) -> tuple[int, int]:
+        """(height, width) this model trains and translates at: the data's frame, its height the resolution."""
+        return self.resolution, self.data.aspect * self.resolution
+
+
+def frame_of(model: Any) -> tuple[int, int]:
+    """(height, width) of what a model generates or translates: its FrameTranslator frame, else resolution^2."""
+    return model.frame if isinstance(model, FrameTranslator) else (model.resolution, model.resolution)
 
 
 class StyleSampler(abc.ABC):

@@ -70,7 +70,7 @@ from zoo.cyclegan import ResnetBlock, c7s1, down, up
 from zoo.image_pool import ImagePool
 from zoo.layers import dcgan_init
 from zoo.patchgan import NLayerDiscriminator, receptive_field
-from zoo.base import InstanceTranslator, WarmStart, make_optimizer
+from zoo.base import FrameTranslator, InstanceTranslator, WarmStart, make_optimizer
 from zoo.translation import Inspection, TranslationGAN
 
 
@@ -297,7 +297,7 @@ def input_channels(data) -> int:
     return getattr(data, "input_channels", 0) or data.channels
 
 
-class Pix2PixHD(TranslationGAN, InstanceTranslator, WarmStart):
+class Pix2PixHD(TranslationGAN, FrameTranslator, InstanceTranslator, WarmStart):
     family = "pix2pixhd"
     task = "paired"
     seed_section = "Wang et al. 2018, Pix2PixHD (CVPR), §3.2; NVIDIA/pix2pixHD"
@@ -306,6 +306,9 @@ class Pix2PixHD(TranslationGAN, InstanceTranslator, WarmStart):
 
     def __init__(self, cfg: Config, data, device="cpu"):
         super().__init__(cfg, data, device)
+        # Whole frames (FrameTranslator, dataset.aspect): height = resolution, width = aspect x resolution with an
+        # integer aspect, so Config's divisibility checks of the resolution (G's, the local enhancers' and E's 2x
+        # downsamplings) hold for the width too; the discriminators' pooling takes any size.
         c, c_in = data.channels, input_channels(data)
         c_in += cfg.feat_num  # G also reads the per-instance features (D does not)
         if cfg.generator == "global":
@@ -533,9 +536,9 @@ class Pix2PixHD(TranslationGAN, InstanceTranslator, WarmStart):
     def inspect(self):
         if self.E is None:
             return self.conditional_inspection(input_channels(self.data))
-        r, c, c_in = self.cfg.resolution, self.data.channels, input_channels(self.data)
-        rows = {"G": self._trace(self.G, (1, c_in + self.cfg.feat_num, r, r)),
-                "D": self._trace(self.D, (1, c_in + c, r, r)),
+        (h, w), c, c_in = self.frame, self.data.channels, input_channels(self.data)
+        rows = {"G": self._trace(self.G, (1, c_in + self.cfg.feat_num, h, w)),
+                "D": self._trace(self.D, (1, c_in + c, h, w)),
                 # E's layers on the photo (the per-instance pooling after them has no parameters)
-                "E": [(f"model.{p}", *rest) for p, *rest in self._trace(self.E.model, (1, c, r, r))]}
+                "E": [(f"model.{p}", *rest) for p, *rest in self._trace(self.E.model, (1, c, h, w))]}
         return Inspection(rows, self.receptive_fields())

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from zoo.base import GANModel, Translator, trace_shapes
+from zoo.base import GANModel, Translator, frame_of, trace_shapes
 
 
 class Inspection(dict):
@@ -68,10 +68,10 @@ class TranslationGAN(GANModel, Translator):
 
     def conditional_inspection(self, in_channels: int) -> Inspection:
         """Shapes of G on an `in_channels` input and of a conditional D (if any) on (input, output) pairs."""
-        r, c = self.cfg.resolution, self.data.channels
-        rows = {"G": self._trace(self.G, (1, in_channels, r, r))}
+        (h, w), c = frame_of(self), self.data.channels  # a FrameTranslator on whole frames: h x (aspect·h)
+        rows = {"G": self._trace(self.G, (1, in_channels, h, w))}
         if getattr(self, "D", None) is not None:
-            rows["D"] = self._trace(self.D, (1, in_channels + c, r, r))
+            rows["D"] = self._trace(self.D, (1, in_channels + c, h, w))
         return Inspection(rows, self.receptive_fields())
 
     def _trace(self, net: nn.Module, *shapes: tuple[int, ...]) -> list:

@@ -24,9 +24,17 @@ class DataSpec:
     """What a family needs to know about the data it will be trained on."""
 
     name: str
-    resolution: int
+    resolution: int  # the height; the width too unless aspect > 1
     channels: int
     num_classes: int = 0
+    # width / height of every image (dataset.aspect): > 1 only for label maps read as whole frames
+    # (bench/data/labelmap.py), which only families declaring zoo.base.FrameTranslator accept.
+    aspect: int = 1
+
+    @property
+    def frame(self) -> tuple[int, int]:
+        """(height, width) of every image."""
+        return self.resolution, self.aspect * self.resolution
 
 
 @dataclass

@@ -20,15 +20,24 @@ id differs from one of its 4 neighbours. Label and instance maps are resized wit
 model sees; photos are resized bilinearly with antialiasing like every other image in bench. Inputs are
 never cropped or interpolated afterwards: training only flips them, together with the targets.
 
-Square tiles: bench's images are square, cityscapes frames 2:1. Rather than squash the frame or throw
-half of it away, each frame is cut into floor(long / short) side-by-side squares (cityscapes: the left
-and right halves; a remainder is trimmed equally from both ends), each resized to `resolution`. Objects
-keep their aspect ratio, every pixel of a 2:1 frame is used, and the fully convolutional generator
-sees the same scale as on a frame. `train_size`/`eval_size` count frames; a frame's tiles always stay in
-one split.
+Square tiles (dataset.aspect 1, the default): bench's images are square, cityscapes frames 2:1. Rather than
+squash the frame or throw half of it away, each frame is cut into floor(long / short) side-by-side squares
+(cityscapes: the left and right halves; a remainder is trimmed equally from both ends), each resized to
+`resolution`. Objects keep their aspect ratio, every pixel of a 2:1 frame is used, and the fully convolutional
+generator sees the same scale as on a frame. `train_size`/`eval_size` count frames; a frame's tiles always stay
+in one split.
 
-Inputs are stored compactly (one id plane + one boundary plane per tile) in `LabelMaps`, which expands
-the one-hot stack only for the tiles indexed: at the paper's 1024x512, the one-hot training set would
+Whole frames (dataset.aspect A > 1, for families that declare zoo.base.FrameTranslator: pix2pixhd): each frame
+is one sample, resized whole to `resolution` high and A x `resolution` wide (cityscapes at A 2, resolution 512:
+the paper's 1024x512), so the model sees the scene's full context as pix2pixHD does. A frame must be exactly A
+times as wide as tall, else one error line names it: a centre crop would silently throw away part of the scene,
+and a squash would distort it. Everything downstream keeps the frame's (H, W): instance ids and boundaries are
+computed at that size, flips mirror the whole frame, outputs and sample grids are as wide as the frames. Feature
+extractors (FID/KID) get each frame resized whole to their square input (bench/features/extractors.py
+FRAMES_TO_SQUARE). Aspect 1 leaves the data fingerprint and the decoded cache exactly as before.
+
+Inputs are stored compactly (one id plane + one boundary plane per tile or frame) in `LabelMaps`, which expands
+the one-hot stack only for the samples indexed: at the paper's 1024x512, the one-hot training set would
 take 2975 x 36 x 512 x 1024 bytes = 56 GB. Expanded inputs are uint8 0/255, so bench's usual uint8 ->
 [-1, 1] conversion (`to_float`) turns them into exactly -1/+1. pix2pixHD feeds 0/1; the two differ by
 the affine map 2x - 1, which the first convolution absorbs (and the generator's instance norm removes).
@@ -53,7 +62,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from bench.data.transforms import resize_uint8
+from bench.data.transforms import Size, hw, resize_uint8
 from bench.data.base import IMAGE_SUFFIXES, ContentHasher, DataSpec, RealData, cached_arrays, data_root, decode_image
 from bench.errors import BenchError
 from bench.protocol.schema import DatasetSpec
@@ -163,15 +172,16 @@ def boundary_map(inst: torch.Tensor) -> torch.Tensor:
     return edge
 
 
-def resize_nearest(ids: torch.Tensor, size: int) -> torch.Tensor:
-    """Integer maps (..., H, W) to size x size, each output pixel the id at its centre (PIL's NEAREST):
-    no value that was not in the map appears. float32 holds every 16-bit id exactly."""
-    if ids.shape[-2:] == (size, size):
+def resize_nearest(ids: torch.Tensor, size: Size) -> torch.Tensor:
+    """Integer maps (..., H, W) to size x size (or size = (height, width)), each output pixel the id at its
+    centre (PIL's NEAREST): no value that was not in the map appears. float32 holds every 16-bit id exactly."""
+    h, w = hw(size)
+    if ids.shape[-2:] == (h, w):
         return ids
     lead = ids.shape[:-2]
     x = ids.reshape(-1, 1, *ids.shape[-2:]).float()
-    out = F.interpolate(x, size=(size, size), mode="nearest-exact")
-    return out.reshape(*lead, size, size).to(ids.dtype)
+    out = F.interpolate(x, size=(h, w), mode="nearest-exact")
+    return out.reshape(*lead, h, w).to(ids.dtype)
 
 
 def tiles(height: int, width: int) -> list[tuple[int, int, int]]:
@@ -236,9 +246,21 @@ def compact(inst: torch.Tensor) -> torch.Tensor:
     return inst.to(dtype)
 
 
-def _read_frame(files, res: int, label_nc: int):
-    """One frame -> (ids uint8 (T, res, res), boundaries bool (T, res, res) or None, photos uint8 (T, 3, res, res),
-    instance ids int32 (T, res, res) or None)."""
+def windows(height: int, width: int, aspect: int, where: Path) -> list[tuple[int, int, int, int]]:
+    """(top, left, height, width) of the pieces a frame is read as: with aspect 1 its square tiles (`tiles`); with
+    aspect > 1 the whole frame, which must be exactly aspect times as wide as tall (one line naming it if not)."""
+    if aspect == 1:
+        return [(top, left, side, side) for top, left, side in tiles(height, width)]
+    if width != aspect * height:
+        raise BenchError(f"{where}: frame is {width}x{height} px ({width / height:.3g}:1) but dataset.aspect is "
+                         f"{aspect} (whole frames {aspect}:1); use frames of that shape or the aspect they have")
+    return [(0, 0, height, width)]
+
+
+def _read_frame(files, res: int, label_nc: int, aspect: int = 1):
+    """One frame -> (ids uint8 (T, H, W), boundaries bool (T, H, W) or None, photos uint8 (T, 3, H, W), instance
+    ids int32 (T, H, W) or None): T square tiles of H = W = res, or (aspect > 1) the whole frame, H = res and
+    W = aspect x res."""
     label_path, inst_path, photo_path = files
     label, photo = decode_image(label_path, "ids"), decode_image(photo_path)
     bad = label[(label < 0) | (label >= label_nc)]
@@ -251,20 +273,21 @@ def _read_frame(files, res: int, label_nc: int):
             raise BenchError(f"{other}: {arr.shape[1]}x{arr.shape[0]} px, but its label map {label_path.name} is "
                              f"{label.shape[1]}x{label.shape[0]}")
     ids, edges, photos, insts = [], [], [], []
-    for top, left, side in tiles(*label.shape):
-        window = (slice(top, top + side), slice(left, left + side))
-        ids.append(resize_nearest(torch.from_numpy(label[window]), res).to(torch.uint8))
+    size = (res, aspect * res)
+    for top, left, height, width in windows(*label.shape, aspect, label_path):
+        window = (slice(top, top + height), slice(left, left + width))
+        ids.append(resize_nearest(torch.from_numpy(label[window]), size).to(torch.uint8))
         if inst is not None:
-            resized = resize_nearest(torch.from_numpy(inst[window]), res)
+            resized = resize_nearest(torch.from_numpy(inst[window]), size)
             edges.append(boundary_map(resized))
             insts.append(renumber(resized))
-        photos.append(resize_uint8(torch.from_numpy(photo[(slice(None), *window)].copy()).unsqueeze(0), res)[0])
+        photos.append(resize_uint8(torch.from_numpy(photo[(slice(None), *window)].copy()).unsqueeze(0), size)[0])
     stack = lambda xs: torch.stack(xs) if xs else None  # noqa: E731
     return torch.stack(ids), stack(edges), torch.stack(photos), stack(insts)
 
 
-def _read_split(frames, res: int, label_nc: int) -> dict[str, Optional[torch.Tensor]]:
-    parts = [_read_frame(f, res, label_nc) for f in frames]
+def _read_split(frames, res: int, label_nc: int, aspect: int = 1) -> dict[str, Optional[torch.Tensor]]:
+    parts = [_read_frame(f, res, label_nc, aspect) for f in frames]
     cat = lambda k: torch.cat([p[k] for p in parts]) if parts[0][k] is not None else None  # noqa: E731
     insts = cat(3)
     return {"ids": cat(0), "edges": cat(1), "photos": cat(2), "inst": compact(insts) if insts is not None else None}
@@ -307,19 +330,24 @@ def load_labelmap(spec: DatasetSpec, seed: int):
                 h.add(root, p)
     # The protocol may leave label_nc and instance to the data set's defaults: the values in force are
     # part of what the model reads, so they enter the data fingerprint.
+    # Whole frames (aspect > 1) are other inputs than square tiles of the same files; aspect 1 adds nothing, so
+    # every earlier data fingerprint and cache entry stands.
+    aspect_key = {} if spec.aspect == 1 else {"aspect": spec.aspect}
     h.h.update(f"label_nc={label_nc} instance={instance} layout={_INPUTS_VERSION}".encode())
+    if aspect_key:
+        h.h.update(f" aspect={spec.aspect}".encode())
     fingerprint = h.h.hexdigest()
     res = spec.resolution
 
     def decode():
-        tr, ev = _read_split(train, res, label_nc), _read_split(held, res, label_nc)
+        tr, ev = (_read_split(train, res, label_nc, spec.aspect), _read_split(held, res, label_nc, spec.aspect))
         return {**{f"train_{k}": v for k, v in tr.items()}, **{f"eval_{k}": v for k, v in ev.items()}}
 
     t = cached_arrays(fingerprint, decode, kind="labelmap", res=res, label_nc=label_nc, instance=instance,
-                layout=_LAYOUT_VERSION)
+                      layout=_LAYOUT_VERSION, **aspect_key)
     inputs = {s: LabelMaps(t[f"{s}_ids"], t[f"{s}_edges"], label_nc, t[f"{s}_inst"]) for s in ("train", "eval")}
-    data_spec = LabelMapSpec(spec.name, res, 3, 0, input_channels=inputs["train"].channels, label_nc=label_nc,
-                             instance=instance)
+    data_spec = LabelMapSpec(spec.name, res, 3, 0, aspect=spec.aspect, input_channels=inputs["train"].channels,
+                             label_nc=label_nc, instance=instance)
     return RealData(spec=data_spec, train_images=t["train_photos"], train_labels=None,
                     eval_images=t["eval_photos"], eval_labels=None, fingerprint=fingerprint, source=str(root),
                     train_inputs=inputs["train"], eval_inputs=inputs["eval"], task="paired")

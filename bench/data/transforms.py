@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Union
+
 import torch
 import torch.nn.functional as F
 
@@ -25,21 +27,34 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     raise ValueError(f"cannot convert {x.shape[1]} channels to {channels}")
 
 
-def resize_float(x: torch.Tensor, size: int) -> torch.Tensor:
+# An image size: one int is a square side; (height, width) a non-square frame (label maps read with
+# dataset.aspect > 1, bench/data/labelmap.py).
+Size = Union[int, tuple[int, int]]
+
+
+def hw(size: Size) -> tuple[int, int]:
+    """(height, width) of a size given as a square side or as (height, width)."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def resize_float(x: torch.Tensor, size: Size) -> torch.Tensor:
     """Bilinear with antialiasing, so downscaling does not alias."""
-    if x.shape[-1] == size and x.shape[-2] == size:
+    h, w = hw(size)
+    if x.shape[-2] == h and x.shape[-1] == w:
         return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
 
 
-def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
-    if x.shape[-1] == size and x.shape[-2] == size:
+def resize_uint8(x: torch.Tensor, size: Size) -> torch.Tensor:
+    h, w = hw(size)
+    if x.shape[-2] == h and x.shape[-1] == w:
         return x
     return resize_float(x.float(), size).round().clamp(0, 255).to(torch.uint8)
 
 
-def fit_float(x: torch.Tensor, size: int, mode: str = "resize") -> torch.Tensor:
-    """Bring images in [-1, 1] to `size`: bilinear resize, or (mode 'pad') a black border / centre crop.
+def fit_float(x: torch.Tensor, size: Size, mode: str = "resize") -> torch.Tensor:
+    """Bring images in [-1, 1] to `size` (a side, or (height, width)): bilinear resize, or (mode 'pad') a black
+    border / centre crop on each side.
 
     Padding keeps MNIST strokes crisp when a 32 px model trains on 28 px digits (the usual MNIST
     DCGAN set-up); resizing twice (28 -> 32 for training, 32 -> 28 for scoring) blurs them, and the
@@ -47,13 +62,13 @@ def fit_float(x: torch.Tensor, size: int, mode: str = "resize") -> torch.Tensor:
     """
     if mode == "resize":
         return resize_float(x, size)
-    diff = size - x.shape[-1]
-    if diff == 0:
+    (h, w), (dy, dx) = hw(size), (hw(size)[0] - x.shape[-2], hw(size)[1] - x.shape[-1])
+    if dy == dx == 0:
         return x
-    if diff % 2:
-        raise ValueError(f"pad mode needs an even size difference, got {x.shape[-1]} -> {size}")
-    if diff > 0:
-        p = diff // 2
-        return F.pad(x, (p, p, p, p), value=-1.0)
-    c = -diff // 2
-    return x[..., c:c + size, c:c + size]
+    if dy % 2 or dx % 2 or dy * dx < 0:
+        raise ValueError(f"pad mode needs an even size difference of one sign, got "
+                         f"{x.shape[-2]}x{x.shape[-1]} -> {h}x{w}")
+    if dy >= 0 and dx >= 0:
+        return F.pad(x, (dx // 2, dx // 2, dy // 2, dy // 2), value=-1.0)
+    top, left = -dy // 2, -dx // 2
+    return x[..., top:top + h, left:left + w]

@@ -147,9 +147,21 @@ def _load_shipped(dataset: str):
     return _SHIPPED_CACHE[key]
 
 
+# How a whole non-square frame (label maps read with dataset.aspect > 1: cityscapes 1024x512) reaches an
+# extractor's square input: resized to it whole, its aspect ratio not kept, real and generated frames alike.
+# That is what torch-fidelity's and pytorch-fid's Inception do with any input (both interpolate it to 299x299),
+# so it is how FIDs of 2:1 cityscapes outputs computed with them were measured, and it keeps one feature
+# vector per frame. Scoring the square halves instead would
+# count each frame twice with two strongly dependent vectors, overstating the sample size behind FID/KID and
+# their intervals. Within bench both sides go through the same squash, so the comparison is like for like.
+FRAMES_TO_SQUARE = "resized whole to the extractor's square input (aspect not kept), real and generated alike"
+
+
 def _judge_run(net, device, size: int, channels: int):
     """The protocol's images (real and generated alike) brought to the judge's input: grayscale replicated
-    to RGB, uint8 -> float [-1, 1], and a bilinear, antialiased resize when the size differs."""
+    to RGB, uint8 -> float [-1, 1], and a bilinear, antialiased resize when the size differs. A whole non-square
+    frame (label maps at dataset.aspect > 1) is resized to the square input, aspect not kept, as every extractor
+    here does (FRAMES_TO_SQUARE)."""
 
     def run(images: torch.Tensor) -> dict[str, torch.Tensor]:
         x = resize_float(to_float(to_channels(images, channels)), size)
@@ -197,7 +209,8 @@ def _inception(device, weights) -> Extractor:
         raise BenchError(f"{path}: not an {INCEPTION} state dict ({type(exc).__name__})") from None
 
     def run(images: torch.Tensor) -> dict[str, torch.Tensor]:
-        # Inception reads RGB; grayscale is replicated to 3 channels, and it resizes to 299 itself.
+        # Inception reads RGB; grayscale is replicated to 3 channels, and it resizes to 299x299 itself (a whole
+        # 2:1 frame too: FRAMES_TO_SQUARE).
         pool, logits = net(to_channels(images, 3).to(device))
         return {"pool": pool.float().cpu(), "logits": logits.float().cpu()}
 

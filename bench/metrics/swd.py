@@ -109,7 +109,8 @@ def raw_descriptors(images: Batches, max_images: int, per_image: int, seed: int)
         if not len(batch):
             break
         if not per_level:
-            resolution = batch.shape[-1]
+            # the short side sets the pyramid's depth: whole label-map frames (dataset.aspect) are wider than tall
+            resolution = min(batch.shape[-2:])
             if min(batch.shape[-2:]) < COARSEST:
                 raise MetricUnavailable(f"swd needs images of at least {COARSEST} px (have {tuple(batch.shape[-2:])})")
             per_level = [[] for _ in levels_of(resolution)]

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from bench.errors import BenchError
 from bench.metrics.intervals import METHOD as interval_method
-from bench.protocol.schema import EntrySpec, EvaluationSpec, Protocol
+from bench.protocol.schema import DatasetSpec, EntrySpec, EvaluationSpec, Protocol
 
 PROTOCOL_VERSION = 1
 
@@ -192,6 +192,7 @@ OPTION_SETS = {
     "instance": {"cityscapes", "labelmap"},
     "scale": {"facades_sr", "superres"},
     "ab_half": {"facades_sr", "superres"},
+    "aspect": {"cityscapes", "labelmap"},  # only label maps are read as whole non-square frames
 }
 
 
@@ -213,11 +214,12 @@ def check_references(protocol: Protocol, where: str) -> None:
         raise BenchError(f"{where}: dataset.direction applies to paired data sets only")
     # Options that only some loaders read: set on another data set they would be silently ignored.
     for key, names in OPTION_SETS.items():
-        if getattr(ds, key) is not None and ds.name not in names:
+        if getattr(ds, key) != DatasetSpec.model_fields[key].default and ds.name not in names:
             raise BenchError(f"{where}: dataset.{key} applies to {', '.join(sorted(names))} only, "
                              f"not '{ds.name}'")
     for i, entry in enumerate(protocol.entries):
         resolved_config(entry, f"{where}: entries[{i}].config")
+    check_frames(protocol, where)
     for name in protocol.evaluation.metrics:
         METRICS.get(name)
     # What each entry's family can feed is declared on the class, so `bench validate` refuses an inapplicable
@@ -232,6 +234,22 @@ def check_references(protocol: Protocol, where: str) -> None:
     if unknown:
         raise BenchError(f"{where}: evaluation.metric_settings: '{unknown[0]}' is no registered metric's setting")
     check_extractor_name(protocol.evaluation.extractor, protocol.dataset.name, protocol.dataset.channels)
+
+
+def check_frames(protocol: Protocol, where: str) -> None:
+    """dataset.aspect != 1 (whole non-square frames) only with families that declare they can train and translate
+    them (zoo.base.FrameTranslator); every other family generates and reads square images."""
+    from zoo import ZOO
+    from zoo.base import FrameTranslator
+
+    if protocol.dataset.aspect == 1:
+        return
+    for entry in protocol.entries:
+        if not issubclass(ZOO.get(entry.zoo), FrameTranslator):
+            able = sorted(n for n, cls in ZOO.items() if isinstance(cls, type) and issubclass(cls, FrameTranslator))
+            raise BenchError(f"{where}: entries[{entry.name}]: zoo entry '{entry.zoo}' reads square images only, so "
+                             f"it cannot take dataset.aspect {protocol.dataset.aspect} (whole frames); "
+                             f"{', '.join(able)} can")
 
 
 def check_init_from(protocol: Protocol, where: str) -> None:
@@ -342,7 +360,7 @@ LATER_TRAIN_KEYS = {"patience": 0, "init_from": None}
 # section -> {key: default} of the schema keys added after the first fingerprinted protocols.
 LATER_KEYS = {
     "dataset": {"center_crop": None, "label_nc": None, "instance": None, "scale": None, "ab_half": None,
-                "domain_sizes": "train_size", "colourise": False},
+                "domain_sizes": "train_size", "colourise": False, "aspect": 1},
     "evaluation": {"ppl_samples": 1000, "truncation_psis": [0.5, 0.7, 1.0]},
 }
 

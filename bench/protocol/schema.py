@@ -49,6 +49,9 @@ class DatasetSpec(_Strict):
                                     "0..label_nc-1, one one-hot input channel each; default 35 for cityscapes")
     instance: Optional[bool] = Field(None, description="label maps: add the instance boundary map as one more "
                                      "input channel, read from <split>_inst/ (default true)")
+    aspect: int = Field(1, ge=1, le=16, description="label maps (cityscapes, labelmap), pix2pixhd only: read each "
+                        "frame whole, width = aspect x resolution, height = resolution (cityscapes: 2); "
+                        "1 = square tiles (bench/data/labelmap.py)")
     scale: Optional[int] = Field(None, ge=2, le=16, description="super-resolution (facades_sr, superres): the "
                                  "input is the image downscaled this many times, bicubic; default 4")
     ab_half: Optional[Literal["A", "B"]] = Field(None, description="super-resolution from side-by-side AB files "
@@ -59,6 +62,11 @@ class DatasetSpec(_Strict):
                                                        "then the least each domain must have")
     colourise: bool = Field(False, description="grey -> RGB pairs from any RGB set: the images are the targets, "
                             "their BT.601 luma (on all three channels) the inputs (bench/data/colourise.py)")
+
+    @property
+    def frame(self) -> tuple[int, int]:
+        """(height, width) of every image of this data set: square unless label maps are read as whole frames."""
+        return self.resolution, self.aspect * self.resolution
 
     @model_validator(mode="after")
     def _load_not_smaller(self):

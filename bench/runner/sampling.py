@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from bench.data.transforms import fit_float, to_channels, to_float, to_uint8
+from bench.data.transforms import Size, fit_float, to_channels, to_float, to_uint8
 from bench.features.stats import RunningStats
 from bench.runner.seeding import derive
 from bench.runner.train import EntryFailed, translate_inputs
@@ -109,8 +109,9 @@ def cycle_batches(model, inputs: torch.Tensor, targets: torch.Tensor, n: int, se
         yield {k: v.float().cpu() for k, v in out.items()}
 
 
-def translated_batches(model, inputs: torch.Tensor, n: int, seed: int, batch_size: int, resolution: int,
+def translated_batches(model, inputs: torch.Tensor, n: int, seed: int, batch_size: int, resolution: Size,
                        channels: int, fit: str = "resize"):
-    """The same outputs quantised to uint8 at the protocol's resolution, as real images are."""
+    """The same outputs quantised to uint8 at the protocol's size (`DatasetSpec.frame`, (height, width): whole
+    label-map frames are not square), as real images are."""
     for out in translated_floats(model, inputs, n, seed, batch_size):
         yield to_uint8(to_channels(fit_float(out, resolution, fit), channels))

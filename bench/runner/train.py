@@ -25,14 +25,14 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from bench.data.labelmap import instance_ids_of
-from bench.data.transforms import fit_float, to_float
+from bench.data.transforms import Size, fit_float, hw, to_float
 from bench.io import atomic_write_bytes, say
 from bench.protocol.schema import LRSchedule, TrainSpec
 from bench.runner import checkpoint
 from bench.runner import distributed as dist
 from bench.runner.precision import Precision
 from bench.runner.seeding import derive
-from zoo.base import Training, reads_instances, task_of
+from zoo.base import Training, frame_of, reads_instances, task_of
 from zoo.ema import EMA
 
 logger = logging.getLogger("bench")
@@ -87,9 +87,10 @@ def translation_rows(model, data, rows: int = 8) -> torch.Tensor:
     devices = [model.device.index or 0] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(0)  # test-time dropout (pix2pix) draws from the global RNG: same grid every time
-        out = fit_float(translate_inputs(model, data.eval_inputs, 0, len(x)).float().cpu(), x.shape[-1])
+        # Outputs are drawn at the inputs' (height, width): whole frames stay as wide as they are.
+        out = fit_float(translate_inputs(model, data.eval_inputs, 0, len(x)).float().cpu(), x.shape[-2:])
         if data.task == "unpaired":
-            third = fit_float(model.translate_back(out.to(model.device)).float().cpu(), x.shape[-1])
+            third = fit_float(model.translate_back(out.to(model.device)).float().cpu(), x.shape[-2:])
         else:
             third = to_float(data.eval_images[:rows])
     if x.shape[1] != out.shape[1]:  # label-map inputs (one-hot + instance boundaries): drawn in colour
@@ -109,13 +110,13 @@ class Draw:
 
     def __init__(self, images: torch.Tensor, labels: Optional[torch.Tensor], batch_size: int, seed: int,
                  model, fit: str, world: dist.World, channels_last: bool = False,
-                 inputs: Optional[torch.Tensor] = None, paired: bool = True, crop: Optional[int] = None,
+                 inputs: Optional[torch.Tensor] = None, paired: bool = True, crop: Optional[Size] = None,
                  flip: bool = False):
         if batch_size % world.size:
             raise ValueError(f"batch_size {batch_size} does not split evenly over {world.size} ranks")
         self.images, self.labels, self.global_batch = images, labels, batch_size
         self.inputs, self.paired, self.flip = inputs, paired, flip
-        self.crop = crop or images.shape[-1]
+        self.crop = hw(crop) if crop else tuple(images.shape[-2:])  # (height, width); whole frames are not square
         self.local_batch = batch_size // world.size
         self.model, self.fit, self.world, self.channels_last = model, fit, world, channels_last
         self.rng = torch.Generator().manual_seed(derive(seed, "data"))
@@ -138,21 +139,25 @@ class Draw:
     def _augment(self, *stacks: torch.Tensor) -> list[torch.Tensor]:
         """Random crop to `crop` px and optional horizontal flip, one draw per image applied to every
         stack (so both halves of a pair move together). Drawn for the global batch, then sliced."""
-        size = stacks[0].shape[-1]
-        if size == self.crop and not self.flip:
+        (h, w), (ch, cw) = stacks[0].shape[-2:], self.crop
+        if (h, w) == (ch, cw) and not self.flip:
             return [self._local(s) for s in stacks]
         n = stacks[0].shape[0]
-        offsets = torch.randint(0, size - self.crop + 1, (n, 2), generator=self.rng)
+        if h - ch == w - cw:  # one draw for both offsets: the stream every square protocol was fingerprinted with
+            offsets = torch.randint(0, h - ch + 1, (n, 2), generator=self.rng)
+        else:
+            offsets = torch.stack([torch.randint(0, h - ch + 1, (n,), generator=self.rng),
+                                   torch.randint(0, w - cw + 1, (n,), generator=self.rng)], 1)
         flips = torch.rand(n, generator=self.rng) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool)
         out = []
         for s in stacks:
-            crops = torch.stack([img[:, oy:oy + self.crop, ox:ox + self.crop] for img, (oy, ox) in zip(s, offsets.tolist())])
+            crops = torch.stack([img[:, oy:oy + ch, ox:ox + cw] for img, (oy, ox) in zip(s, offsets.tolist())])
             crops[flips] = crops[flips].flip(-1)
             out.append(self._local(crops))
         return out
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        x = fit_float(to_float(x), self.model.resolution, self.fit).to(self.model.device)
+        x = fit_float(to_float(x), frame_of(self.model), self.fit).to(self.model.device)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def __call__(self):
@@ -255,7 +260,7 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
                                  lambda params: dist.average_gradients(params, world))
         extra = {}
         if data is not None:
-            extra = dict(inputs=data.train_inputs, paired=data.task != "unpaired", crop=data.spec.resolution,
+            extra = dict(inputs=data.train_inputs, paired=data.task != "unpaired", crop=data.spec.frame,
                          flip=getattr(data, "flip", False))
         draw = Draw(train_images, train_labels, spec.batch_size, seed, model, fit, world, spec.channels_last,
                     **extra)
