@@ -22,7 +22,10 @@ to train without). The official model computes the D(real) features once: they s
 and, after the G step, in the D loss. G step, then D step, Adam 2e-4 (0.5, 0.999).
 
 Label-map inputs (cityscapes): G reads the data's `input_channels`, label_nc one-hot channels + the
-instance boundary map (bench/data/labelmap.py), and D the pair concat(input, image). The "semantic network"
+instance boundary map (bench/data/labelmap.py), and D the pair concat(input, image). Every network is fully
+convolutional, so the family declares zoo.base.FrameTranslator: with `dataset.aspect` 2 it trains and translates
+whole H x 2H frames (the official cityscapes setting, 1024x512), G, the local enhancer, the discriminators and E
+alike. The "semantic network"
 variant of a course summary is another family (`pix2pixhd_sem`).
 
 Instance-wise feature encoder (§3.4, "Learning an Instance-level Feature Embedding"; official
@@ -39,7 +42,7 @@ becomes one instance per class. The ids come from the label-map loader (`LabelMa
 zoo.base.InstanceTranslator interface: `draw.with_instances()` in training, `translate(x, seeds, instances)`.
 
 Test time (multimodal synthesis): once after training (`fit_instance_features`, called by the runner before the
-final checkpoint), E encodes every training photo, and each instance larger than 1/64 of its tile gives one
+final checkpoint), E encodes every training photo, and each instance larger than 1/64 of its image gives one
 feature vector (the official cut: area / (H·W/32) > 0.5); per class, k-means (Lloyd's in float64 from seeded
 k-means++ starts, 10 starts, the lowest inertia kept; its sums run in a fixed order, so it adds no dependence on
 the thread count to E's forward; the official code uses scikit-learn's KMeans with random_state 0) gives
@@ -286,7 +289,7 @@ class Encoder(nn.Module):
 
 
 # The official encode_features.py keeps an instance for clustering when its area / (H·W // 32) > 0.5, i.e. when it
-# covers more than 1/64 of the image (here: of the tile).
+# covers more than 1/64 of the image (here: of the square tile, or of the whole frame with dataset.aspect).
 AREA_BLOCKS = 32
 FIGURE_DRAWS = 5  # outputs in the multimodal figure
 
