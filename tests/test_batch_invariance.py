@@ -176,7 +176,8 @@ def settings(batch_size: int, metrics: list[str]) -> EvaluationSpec:
 def score(model, spec: DataSpec, metrics: list[str], batch_size: int, data, fit: str = "resize"):
     """Per-seed values of every key, and the metrics that were unavailable, at one batch size."""
     protocol = SimpleNamespace(evaluation=settings(batch_size, metrics),
-                               dataset=SimpleNamespace(resolution=spec.resolution, channels=spec.channels))
+                               dataset=SimpleNamespace(resolution=spec.resolution, channels=spec.channels,
+                                                       frame=(spec.resolution, spec.resolution)))
     extractor = tiny_extractor(spec.channels)
     real, stats = stream_features(real_batches(data.eval_images, batch_size), extractor, "real",
                                   len(data.eval_images))

@@ -114,7 +114,7 @@ def run(model, data, n_samples: int, batch_size: int, metrics: list[str], monkey
         monkeypatch.setattr(evaluation, "MetricContext", spy)
     protocol = SimpleNamespace(evaluation=EvaluationSpec(n_samples=n_samples, seeds=[3], batch_size=batch_size,
                                                          metrics=metrics),
-                               dataset=SimpleNamespace(resolution=RES, channels=3))
+                               dataset=SimpleNamespace(resolution=RES, channels=3, frame=(RES, RES)))
     extractor = tiny_extractor(3)
     real, stats = stream_features(real_batches(data.eval_images, batch_size), extractor, "real", EVAL)
     unavailable: dict[str, str] = {}
@@ -215,7 +215,8 @@ def test_pix2pix_scores_at_small_n_do_not_depend_on_the_batch_size(random_alexne
 
     def scores_at(bs):
         protocol = SimpleNamespace(evaluation=EvaluationSpec(n_samples=7, seeds=[3], batch_size=bs, metrics=PAIRED),
-                                   dataset=SimpleNamespace(resolution=protocol_res, channels=3))
+                                   dataset=SimpleNamespace(resolution=protocol_res, channels=3,
+                                                           frame=(protocol_res, protocol_res)))
         extractor = tiny_extractor(3)
         real, stats = stream_features(real_batches(data.eval_images, bs), extractor, "real", EVAL)
         unavailable: dict[str, str] = {}

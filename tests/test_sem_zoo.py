@@ -401,7 +401,7 @@ def test_seg_agreement_is_measured_by_the_judge_not_by_the_S_the_model_trained_a
     assert model.S is S_train  # L_sem trains against the training S
     protocol = SimpleNamespace(evaluation=EvaluationSpec(n_samples=4, seeds=[0], batch_size=3,
                                                          metrics=["seg_agreement"]),
-                               dataset=SimpleNamespace(resolution=32, channels=3))
+                               dataset=SimpleNamespace(resolution=32, channels=3, frame=(32, 32)))
     extractor = tiny_extractor(3)
     real, stats = stream_features(real_batches(targets, 3), extractor, "real", 4)
     out = evaluation.evaluate(model, extractor, real, stats.as_fid_stats(), protocol, "resize", {}, data)
