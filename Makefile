@@ -39,7 +39,7 @@ run: setup
 # runs) per process at a time, the slowest first (tests/conftest.py); TEST_WORKERS=0 runs it in this process.
 TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 # `make report P=mnist-zoo`: run protocols/$(P).yaml, then write reports/<protocol name>/ from the MLflow
 # store with `bench report` (committed).

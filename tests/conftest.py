@@ -28,29 +28,44 @@ KID_VS_FIDELITY = 1e-5
 needs_data = pytest.mark.skipif(DATA is None, reason="real data folder ../shared/data (or $BENCH_DATA) not found")
 
 
-# `make test` runs the files on two processes (pytest-xdist, --dist loadgroup). A group runs whole on one process:
-# each file is its own group, so module fixtures are built once, except the files that share the runs of
-# tests/report_runs.py, which are one group so those runs are made once. Groups start slowest first (measured with
-# --durations, slowest file first), so the long ones overlap instead of one of them ending the suite alone.
+# `make test` runs the files on two processes (pytest-xdist, --dist loadfile). A scope runs whole on one process:
+# each file is its own scope, so module fixtures are built once, except the files that share the runs of
+# tests/report_runs.py, which are one scope so those runs are made once (the scheduler below). Scopes start slowest
+# first (measured with --durations, slowest file first; --no-loadscope-reorder keeps this order), so the long ones
+# overlap instead of one of them ending the suite alone.
 SHARED_RUNS = ("test_report", "test_leaderboard", "test_regression", "test_report_browser", "test_mlflow_server",
                "test_reference_row")
-SLOWEST_FIRST = ("test_crash_safety", "shared-runs", "test_sweep", "test_inception", "test_interval_coverage",
-                 "test_end_to_end", "test_translation_data", "test_style_eval", "test_portable_scores", "test_export",
-                 "test_score", "test_train_seeds", "test_modern_features", "test_concurrency", "test_cifar10")
+SLOWEST_FIRST = ("test_crash_safety", "shared-runs", "test_sweep", "test_end_to_end", "test_train_seeds",
+                 "test_portable_scores", "test_score", "test_export", "test_style_eval", "test_modern_features",
+                 "test_inception", "test_interval_coverage", "test_translation_data", "test_concurrency",
+                 "test_cifar10")
 
 
-def _group(item) -> str:
-    name = item.module.__name__.rsplit(".", 1)[-1]
-    return "shared-runs" if name in SHARED_RUNS else name
+def _scope(nodeid: str) -> str:
+    stem = nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+    return "shared-runs" if stem in SHARED_RUNS else stem
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
+try:
+    from xdist.scheduler import LoadFileScheduling
+except ImportError:  # plain `pytest` without the test extra: one process, and no xdist hook to define
+    LoadFileScheduling = None
+
+if LoadFileScheduling is not None:
+    class SharedRunsScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    def pytest_xdist_make_scheduler(config, log):
+        # pytest 9 keeps a node id where xdist 3.8's loadgroup cannot add its group suffix (Node.nodeid reads
+        # _id), so grouping by xdist_group marks silently does nothing; a file scheduler with our scopes does it.
+        return SharedRunsScheduling(config, log) if config.getvalue("dist") == "loadfile" else None
+
+
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
     rank = {g: i for i, g in enumerate(SLOWEST_FIRST)}
-    # a stable sort: within a group, and among the groups not listed, collection order is kept
-    items.sort(key=lambda item: rank.get(_group(item), len(rank)))
+    # a stable sort: within a scope, and among the scopes not listed, collection order is kept
+    items.sort(key=lambda item: rank.get(_scope(item.nodeid), len(rank)))
 
 
 @pytest.fixture(scope="session", autouse=True)
