@@ -56,8 +56,6 @@ def resolve(target: str, uri: Optional[str]) -> tuple[Any, Any, str, list[str]]:
         parent = store.latest_parent(c, store.experiment_ids(c, [p.tracking.experiment or p.name]), p.name)
         logged = store.download_text(c, parent.info.run_id, "protocol.yaml")
         if logged is not None and logged != loaded.text:
-            import yaml
-
             try:
                 same = yaml.safe_load(logged) == yaml.safe_load(loaded.text)
             except yaml.YAMLError:
