@@ -40,14 +40,83 @@ def _key(k: str) -> str:
     return _BAD_KEY.sub("_", k)
 
 
+# The empty store a new SQLite file starts from is built once per MLflow schema and copied (see
+# _empty_store). Its Default experiment points here until the copy is given its own artifact root.
+_TEMPLATE_ROOT = "file:///ganbench-empty-store-template/mlruns"
+
+
+def _schema_key() -> str:
+    """Which empty schema this MLflow builds: its version and the names of its migration scripts."""
+    import hashlib
+
+    import mlflow
+
+    versions = Path(mlflow.__file__).parent / "store" / "db_migrations" / "versions"
+    names = sorted(p.name for p in versions.glob("*.py"))
+    return f"{mlflow.__version__}-{hashlib.sha256(chr(10).join(names).encode()).hexdigest()[:12]}"
+
+
+def _migrate(path: Path, artifact_root: str) -> None:
+    """Build MLflow's schema in `path` by running its migrations (about 3 s on a 2-core machine)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    SqlAlchemyStore(f"sqlite:///{path}", artifact_root).engine.dispose()
+
+
+def _empty_store(dest: Path, artifact_root: str) -> None:
+    """Write a new, fully migrated, empty store to `dest` (a private temp path).
+
+    MLflow's migrations cost about 3 s per new store, and every `bench run` into a new folder, every sweep
+    unit and many tests make one. So the migrated empty file is built once per MLflow schema in the cache
+    (content-addressed by `_schema_key`, written atomically) and copied; the copy's Default experiment then
+    gets this store's artifact root and the current time, the only things that differ from a store MLflow
+    built in place (tests/test_tracking_store.py compares the two). Without a usable cache it is built in place."""
+    import shutil
+    import sqlite3
+
+    from bench.io import cache_dir
+
+    template = cache_dir() / "mlflow" / f"empty-store-{_schema_key()}.db"
+    try:
+        if not template.exists():
+            template.parent.mkdir(parents=True, exist_ok=True)
+            for stale in template.parent.glob(f".{template.name}.*.init"):  # builders that were killed
+                pid = stale.name[len(template.name) + 2:-len(".init")]
+                if pid.isdigit() and not _alive(int(pid)):
+                    stale.unlink(missing_ok=True)
+            build = template.with_name(f".{template.name}.{os.getpid()}.init")
+            build.unlink(missing_ok=True)
+            try:
+                _migrate(build, _TEMPLATE_ROOT)
+                os.replace(build, template)  # racing builders each write a complete file
+            finally:
+                build.unlink(missing_ok=True)
+        shutil.copyfile(template, dest)
+    except OSError:  # a read-only or full cache: the store is still built, only slower
+        dest.unlink(missing_ok=True)
+        _migrate(dest, artifact_root)
+        return
+    from mlflow.utils.uri import append_to_uri_path, resolve_uri_if_local
+
+    now = int(time.time() * 1000)
+    con = sqlite3.connect(dest)
+    try:
+        with con:
+            con.execute("UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
+                        "WHERE experiment_id = 0",
+                        (append_to_uri_path(resolve_uri_if_local(artifact_root), "0"), now, now))
+    finally:
+        con.close()
+
+
 def _create_sqlite_store(db: Path, artifact_root: str) -> None:
     """Create a new SQLite store completely or not at all.
 
     MLflow builds a new database by running its schema migrations in place; a SIGKILL in the middle
     leaves a half-migrated file (e.g. a stray `_alembic_tmp_experiments` table) that every later run
-    refuses. So the schema is built in a private temp file beside it and hard-linked into place: a
-    link never replaces an existing file, so when several processes race to create one store, exactly
-    one wins and the others use it. Temp files of killed creators are removed.
+    refuses. So the store is made in a private temp file beside it (`_empty_store`) and hard-linked into
+    place: a link never replaces an existing file, so when several processes race to create one store,
+    exactly one wins and the others use it. Temp files of killed creators are removed.
     """
     if db.exists():
         return
@@ -58,10 +127,7 @@ def _create_sqlite_store(db: Path, artifact_root: str) -> None:
     tmp = db.with_name(f".{db.name}.{os.getpid()}.init")
     tmp.unlink(missing_ok=True)
     try:
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-        store = SqlAlchemyStore(f"sqlite:///{tmp}", artifact_root)
-        store.engine.dispose()
+        _empty_store(tmp, artifact_root)
         try:
             os.link(tmp, db)
         except FileExistsError:

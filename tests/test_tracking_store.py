@@ -1,0 +1,71 @@
+"""A new SQLite MLflow store is copied from an empty store migrated once per MLflow schema (in the cache),
+not migrated in place each time: the copy must be the same database MLflow would have built there."""
+
+import sqlite3
+from pathlib import Path
+
+from bench.io import cache_dir
+from bench.tracking import mlflow_tracker
+from bench.tracking.mlflow_tracker import Tracker, _create_sqlite_store, _migrate
+
+TIMES = {"creation_time", "last_update_time"}
+
+
+def _dump(db: Path) -> tuple[list, dict]:
+    """Every table's definition and rows, with the Default experiment's creation times left out."""
+    con = sqlite3.connect(db)
+    try:
+        # MLflow's own migrations order a table's constraints differently from one build to the next (its
+        # batch operations go through a set), so a definition is compared as the set of its clauses.
+        schema = sorted((kind, name, tuple(sorted(line.strip().rstrip(",") for line in (sql or "").splitlines())))
+                        for kind, name, sql in con.execute("SELECT type, name, sql FROM sqlite_master "
+                                                           "WHERE name NOT LIKE 'sqlite_%'"))
+        rows = {}
+        for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            cur = con.execute(f'SELECT * FROM "{table}"')
+            cols = [c[0] for c in cur.description]
+            rows[table] = sorted(tuple(v for c, v in zip(cols, r) if c not in TIMES) for r in cur.fetchall())
+        return schema, rows
+    finally:
+        con.close()
+
+
+def test_a_store_copied_from_the_template_equals_one_migrated_in_place(tmp_path):
+    built = tmp_path / "in-place" / "mlflow.db"
+    copied = tmp_path / "copied" / "mlflow.db"
+    root = (tmp_path / "mlruns").as_uri()  # one artifact root for both, so the Default experiments can match
+    built.parent.mkdir()
+    copied.parent.mkdir()
+    _migrate(built, root)
+    _create_sqlite_store(copied, root)
+    templates = list((cache_dir() / "mlflow").glob("empty-store-*.db"))
+    assert len(templates) == 1
+    schema, rows = _dump(built)
+    assert (schema, rows) == _dump(copied)
+    assert rows["experiments"][0][:3] == (0, "Default", f"{root}/0")  # not the template's placeholder root
+    # the template itself still points at the placeholder: the copy was given this store's root
+    assert _dump(templates[0])[1]["experiments"][0][2] != f"{root}/0"
+
+    # the next store reuses the same template file rather than migrating again
+    stamp = templates[0].stat().st_mtime_ns
+    calls = []
+    real = mlflow_tracker._migrate
+    mlflow_tracker._migrate = lambda *a: (calls.append(a), real(*a))
+    try:
+        t = Tracker(f"sqlite:///{tmp_path / 'third' / 'mlflow.db'}", "e")
+        t.end(t.start_run("r", {}))
+    finally:
+        mlflow_tracker._migrate = real
+    assert calls == [] and templates[0].stat().st_mtime_ns == stamp
+
+
+def test_an_unwritable_cache_still_gives_a_complete_store(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(blocker))
+    db = tmp_path / "s" / "mlflow.db"
+    t = Tracker(f"sqlite:///{db}", "e")
+    run = t.start_run("r", {})
+    t.end(run)
+    assert t.client.get_run(run).info.status == "FINISHED"
+    assert sorted(p.name for p in db.parent.iterdir() if p.name != "mlruns") == ["mlflow.db"]
