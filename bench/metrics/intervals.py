@@ -50,7 +50,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy import stats as _scipy_stats
+# t and normal quantiles from scipy.special: the same functions scipy.stats' t.ppf and norm.ppf call (equal
+# to the last bit), without the second or so that importing scipy.stats adds to every `bench` process.
+from scipy.special import ndtri as _normal_quantile, stdtrit as _t_quantile
 
 from bench.metrics.kernel_sums import KernelSums, as_float64, kernel_sums
 
@@ -62,7 +64,7 @@ KID_VARIANCE_MAX = 4000  # points a side behind KID's variance estimate (a rando
 
 
 def t_quantile(df: int, level: float = 0.95) -> float:
-    return float(_scipy_stats.t.ppf(0.5 + level / 2, df))
+    return float(_t_quantile(df, 0.5 + level / 2))
 
 
 def _groups(n: int, g: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -339,5 +341,5 @@ def kid_interval(estimate: float, subset_values: np.ndarray, real: np.ndarray, f
     # Satterthwaite: U's part rests on all pairs of points (effectively infinite degrees of freedom), the
     # subset part on S - 1.
     df = (var_u + var_s) ** 2 / (var_s ** 2 / (len(subset_values) - 1)) if var_s > 0 else np.inf
-    half = (float(_scipy_stats.norm.ppf(0.975)) if not df < 10_000 else t_quantile(max(1, int(df)))) * se
+    half = (float(_normal_quantile(0.975)) if not df < 10_000 else t_quantile(max(1, int(df)))) * se
     return estimate - half, estimate + half, se
