@@ -80,6 +80,40 @@ def test_fid_closed_form_for_known_gaussians_and_symmetry():
     assert abs(frechet(a, b) - frechet(b, a)) < 1e-9
 
 
+def test_headline_fid_with_fewer_points_than_dimensions_is_exact_and_torch_fidelitys_otherwise():
+    """With N <= d (Inception at a few hundred images) the headline FID comes from the N x N cross-Gram form:
+    checked against the same FID evaluated in 40-digit arithmetic, where torch-fidelity's sqrtm of the singular
+    product is off in the 8th digit; with N > d it is torch-fidelity's number itself."""
+    mpmath = pytest.importorskip("mpmath")
+    from bench.metrics.fid import frechet, headline_fid
+
+    rng = np.random.default_rng(1)
+    d, n = 64, 24
+    mix = rng.standard_normal((d, d)) * 0.3
+    real = np.maximum(rng.standard_normal((n, d)) @ mix + 1, 0)
+    fake = np.maximum(rng.standard_normal((n, d)) @ mix * 1.1 + 1.05, 0)
+    stats = lambda x: {"mu": x.mean(0), "sigma": np.cov(x, rowvar=False)}
+    ours = headline_fid(stats(real), stats(fake), torch.tensor(real), torch.tensor(fake))
+
+    mpmath.mp.dps = 40
+    def centred(x):
+        m = mpmath.matrix(x.tolist())
+        mu = [mpmath.fsum(m[i, j] for i in range(n)) / n for j in range(d)]
+        return mu, mpmath.matrix([[m[i, j] - mu[j] for j in range(d)] for i in range(n)])
+    (mu_r, c_r), (mu_g, c_g) = centred(real), centred(fake)
+    cross = c_g * c_r.T
+    eig = mpmath.eigsy(cross * cross.T / (n - 1) ** 2, eigvals_only=True)
+    square = lambda c: mpmath.fsum(c[i, j] ** 2 for i in range(n) for j in range(d)) / (n - 1)
+    exact = float(mpmath.fsum((a - b) ** 2 for a, b in zip(mu_r, mu_g)) + square(c_r) + square(c_g)
+                  - 2 * mpmath.fsum(mpmath.sqrt(max(e, 0)) for e in eig))
+    assert ours == pytest.approx(exact, rel=1e-12)
+    assert frechet(stats(real), stats(fake)) == pytest.approx(exact, rel=1e-6)  # torch-fidelity: close, not exact
+
+    more = np.maximum(rng.standard_normal((3 * d, d)) @ mix + 1, 0)  # N > d: torch-fidelity's formula
+    assert headline_fid(stats(more), stats(fake), torch.tensor(more), torch.tensor(fake)) == frechet(stats(more),
+                                                                                                   stats(fake))
+
+
 @pytest.mark.parametrize("n_real,n_fake,d", [(500, 400, 8), (30, 40, 64)])
 def test_fid_inf_is_the_intercept_of_torch_fidelity_fids_on_its_subsets(n_real, n_fake, d):
     """FID_inf's subset FIDs (the replicate formula: Cholesky form, and the cross-Gram form when neither side
