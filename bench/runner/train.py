@@ -245,6 +245,20 @@ def _all_finite(losses: dict[str, float], world: dist.World) -> Optional[str]:
     return f"{bad[0]}={losses[bad[0]]}" if bad else None
 
 
+def fuse_adam(optimizers) -> None:
+    """`train.fused_adam`: each Adam updates its parameters with torch's fused kernel, one pass over each tensor,
+    instead of the default multi-tensor (foreach) loop, which reads and writes every parameter, gradient and
+    moment several times. The update is the same up to float rounding (tests/test_train_speed.py), but not bit
+    for bit, so it is a protocol option and enters the fingerprint. On pix2pix's 57 M parameters Adam's step
+    went from 0.18 s to 0.04 s here, 15% of a 256 px training step (bench perf train). The optimisers are
+    built with the model, before the training options are known, so the flag is set on their parameter groups,
+    which is where `Adam.step` reads it; a checkpoint keeps it with the groups."""
+    for opt in optimizers:
+        if isinstance(opt, torch.optim.Adam):
+            for group in opt.param_groups:
+                group["foreach"], group["fused"] = False, True
+
+
 def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Path, seed: int,
                 fingerprint: str, entry: str, log: Callable[[dict[str, float], int], None],
                 resume: bool = False, fit: str = "resize", train_labels: Optional[torch.Tensor] = None,
@@ -269,6 +283,8 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
     if spec.channels_last:
         for m in model.modules().values():
             m.to(memory_format=torch.channels_last)
+    if spec.fused_adam:
+        fuse_adam(model.optimizers().values())
     if spec.ema:
         model.ema = EMA(model.modules()["G"], spec.ema)
     model.noise_rng.manual_seed(derive(seed, "noise"))
