@@ -80,8 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     ps.add_argument("--n", type=int, default=4000, help="evaluation samples of the built-in protocol")
     ps.add_argument("--protocol", default=None, help="time this protocol instead of the built-in one")
 
-    pt = psub.add_parser("train", help="the shared runner's DCGAN step vs pytorch/examples dcgan/main.py's")
+    pt = psub.add_parser("train", help="the shared runner's DCGAN and pix2pix steps vs the reference scripts'")
     pt.add_argument("--dcgan-ref", default=None, metavar="PATH", help="a checkout of pytorch/examples")
+    pt.add_argument("--pix2pix-ref", default=None, metavar="PATH",
+                    help="a checkout of junyanz/pytorch-CycleGAN-and-pix2pix (its requirements installed: dominate)")
+    pt.add_argument("--facades", default=None, metavar="PATH",
+                    help="facades pairs for pix2pix (a folder with train/); default $BENCH_DATA/facades")
+    pt.add_argument("--models", nargs="+", choices=["dcgan", "pix2pix"], default=["dcgan", "pix2pix"])
     pt.add_argument("--steps", type=int, default=20, help="timed steps per side and repeat")
     pt.add_argument("--warmup", type=int, default=3, help="steps dropped before timing")
     pt.add_argument("--repeats", type=int, default=3)
@@ -273,7 +278,8 @@ def _dispatch(args) -> int:
     if args.command == "perf" and args.perf_command == "train":
         from bench.perf_train import perf_train
 
-        print(perf_train(args.dcgan_ref, args.steps, args.warmup, args.repeats, args.threads), flush=True)
+        print(perf_train(args.dcgan_ref, args.steps, args.warmup, args.repeats, args.threads, args.pix2pix_ref,
+                         args.facades, tuple(args.models)), flush=True)
         return 0
     if args.command == "perf" and args.perf_command == "sweep":
         import os

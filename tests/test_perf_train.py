@@ -1,0 +1,38 @@
+"""`bench perf train` reads the reference scripts' per-step lines: a stand-in script that prints them (no
+timing is checked, only which lines count as steps and what happens when a script ends too soon)."""
+
+import pytest
+
+from bench.errors import BenchError
+from bench.perf_train import pix2pix_reference_script, pix2pix_reference_steps
+
+LINES = """import sys
+print("----------------- Options ---------------")
+print("The number of training images = 400")
+for i in range({n}):
+    print("(epoch: 1, iters: %d, time: 0.500, data: 0.010) G_GAN: 0.700 G_L1: 30.000 D_real: 0.600 D_fake: 0.600 " % (i + 1))
+    print("learning rate 0.0002000 -> 0.0002000")  # other lines are not steps
+"""
+
+
+def _checkout(tmp_path, n):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "pix2pix_model.py").write_text("")
+    (tmp_path / "train.py").write_text(LINES.format(n=n))
+    return pix2pix_reference_script(str(tmp_path))
+
+
+def test_each_step_line_is_one_step_after_the_warm_up(tmp_path):
+    gaps = pix2pix_reference_steps(_checkout(tmp_path, 9), tmp_path, steps=5, warmup=2, threads=1)
+    assert len(gaps) == 5 and all(g >= 0 for g in gaps)
+
+
+def test_a_reference_that_ends_too_soon_is_one_clear_error(tmp_path):
+    with pytest.raises(BenchError, match="ended after 3 timed steps"):
+        pix2pix_reference_steps(_checkout(tmp_path, 4), tmp_path, steps=5, warmup=2, threads=1)
+
+
+def test_a_folder_without_the_pix2pix_model_is_refused(tmp_path):
+    (tmp_path / "train.py").write_text("")
+    with pytest.raises(BenchError, match="junyanz/pytorch-CycleGAN-and-pix2pix"):
+        pix2pix_reference_script(str(tmp_path))
