@@ -72,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="fakes for P1/P2 with Inception (about 8 images/s on a CPU core)")
     pm.add_argument("--repeats", type=int, default=3, help="timings per N (min/median/max are printed)")
     pm.add_argument("--rss-n", type=int, nargs=2, default=[1000, 20000], metavar=("SMALL", "LARGE"))
-    pm.add_argument("--inception-rss-n", type=int, nargs=2, default=[32, 128], metavar=("SMALL", "LARGE"))
+    pm.add_argument("--inception-rss-n", type=int, nargs=2, default=[16, 64], metavar=("SMALL", "LARGE"),
+                    help="P4 with Inception: at these sizes its peak RSS is the network's (docs/metrics.md)")
     pm.add_argument("--inception-weights", default=None, help="pretrained file; default: stand-in weights")
     ps = psub.add_parser("scale", help="training and evaluation throughput of `bench run --nproc N` for each N")
     ps.add_argument("--nproc", type=int, nargs="+", default=[1, 2])

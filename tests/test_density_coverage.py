@@ -23,9 +23,9 @@ def _brute(fake: np.ndarray, real: np.ndarray, k: int) -> tuple[float, float]:
 
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_blockwise_equals_the_definition(k, monkeypatch):
-    import bench.metrics.density_coverage as dc
+    import bench.metrics.precision_recall as pr
 
-    monkeypatch.setattr(dc, "BLOCK", 37)  # several blocks, one ragged
+    monkeypatch.setattr(pr, "BLOCK_ELEMENTS", 37 * 150)  # 37 rows against 150 columns: several blocks, one ragged
     g = torch.Generator().manual_seed(k)
     fake, real = torch.randn(150, 6, generator=g) * 1.3 + 0.2, torch.randn(120, 6, generator=g)
     density, cov = density_coverage(fake, real, k)

@@ -201,3 +201,16 @@ def test_precision_recall_equals_torch_fidelity():
     ref = prc_features_to_metric(fake, real, prc_neighborhood=3, verbose=False)
     p, r = precision_recall(fake, real, 3)
     assert p == pytest.approx(ref["precision"], abs=2e-3) and r == pytest.approx(ref["recall"], abs=2e-3)
+
+
+def test_precision_recall_blocks_bounded_in_elements_give_the_same_counts(monkeypatch):
+    """Blocks of at most BLOCK_ELEMENTS distances (several ragged blocks here) give the one-block answer."""
+    import bench.metrics.precision_recall as pr
+
+    g = torch.Generator().manual_seed(10)
+    fake, real = torch.randn(700, 12, generator=g) * 1.2 + 0.3, torch.randn(600, 12, generator=g)
+    whole = pr.precision_recall(fake, real, 3)
+    monkeypatch.setattr(pr, "BLOCK_ELEMENTS", 41 * 700)
+    assert pr.block_rows(700) == 41 and pr.block_rows(600) == 47
+    assert pr.precision_recall(fake, real, 3) == whole
+    assert 0.1 < whole[0] < 0.95 and 0.1 < whole[1] < 0.95  # neither trivially 0 nor 1

@@ -19,7 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.metrics.base import Key, Metric, MetricContext, MetricUnavailable, setting
-from bench.metrics.precision_recall import BLOCK, _dist_block, _sq_dist_block
+from bench.metrics.precision_recall import _dist_block, _sq_dist_block, block_rows
 
 
 class Settings(BaseModel):
@@ -40,10 +40,10 @@ def density_coverage(fake: torch.Tensor, real: torch.Tensor, k: int = 5) -> tupl
     inside_total = torch.zeros((), dtype=torch.float64)
     covered = []
     # Block-sized buffers reused by every block (bench/metrics/precision_recall.py says why).
-    rows = min(len(real), BLOCK)
+    rows = min(len(real), block_rows(max(len(real), len(fake))))
     to_real = tuple(torch.empty(rows, len(real), dtype=real.dtype) for _ in range(2))
     to_fake = tuple(torch.empty(rows, len(fake), dtype=real.dtype) for _ in range(2))
-    for blk in real.split(BLOCK):
+    for blk in real.split(rows):
         radii = _sq_dist_block(blk, real, r_sq, to_real).topk(k + 1, dim=1, largest=False).values[:, -1].sqrt_()  # k-th other real
         inside = _dist_block(blk, fake, f_sq, to_fake) < radii[:, None]  # (block of reals, fakes)
         inside_total += inside.sum()

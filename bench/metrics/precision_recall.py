@@ -3,8 +3,10 @@
 Precision: the share of generated samples inside the real manifold (the union of k-NN balls around
 real features); recall: the share of real samples inside the generated manifold. Same definition
 and tie rule (distance <= radius) as torch-fidelity's `prc` (a test checks equality), but distances
-are computed in blocks of `BLOCK` rows from squared norms, so memory stays flat as N grows
-(torch-fidelity's blockwise mode still grew by ~0.5 GB at N = 20,000 here).
+are computed in blocks of rows from squared norms, so memory stays flat as N grows (torch-fidelity's
+blockwise mode still grew by ~0.5 GB at N = 20,000 here). A block holds at most `BLOCK` rows and at most
+`BLOCK_ELEMENTS` distances: 512 rows by all columns grew with N (2 x 41 MB of buffers at 20,000 columns),
+which the evaluation-phase peak of `bench perf metrics` P4 showed once it stopped including the set-up's.
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ import torch
 from bench.metrics.base import Key, Metric, MetricContext
 
 BLOCK = 512
+BLOCK_ELEMENTS = 1 << 21  # 2M distances (8 MiB of float32) per block buffer, whatever N is
+
+
+def block_rows(cols: int) -> int:
+    """Rows per block against `cols` columns: at most BLOCK, and at most BLOCK_ELEMENTS entries."""
+    return max(1, min(BLOCK, BLOCK_ELEMENTS // max(cols, 1)))
 
 
 def _sq_dist_block(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor,
@@ -33,7 +41,8 @@ def _sq_dist_block(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor,
 
 
 def block_buffers(rows: int, cols: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.empty(min(rows, BLOCK), cols, dtype=dtype), torch.empty(min(rows, BLOCK), cols, dtype=dtype)
+    rows = min(rows, block_rows(cols))
+    return torch.empty(rows, cols, dtype=dtype), torch.empty(rows, cols, dtype=dtype)
 
 
 def _dist_block(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor,
@@ -48,7 +57,7 @@ def knn_radii(x: torch.Tensor, k: int) -> torch.Tensor:
     x_sq = (x * x).sum(1)
     buffers = block_buffers(len(x), len(x), x.dtype)
     return torch.cat([_sq_dist_block(blk, x, x_sq, buffers).topk(k + 1, dim=1, largest=False).values[:, -1].sqrt_()
-                      for blk in x.split(BLOCK)])
+                      for blk in x.split(block_rows(len(x)))])
 
 
 def both_ways(fake: torch.Tensor, real: torch.Tensor, fake_radii: torch.Tensor,
@@ -59,10 +68,11 @@ def both_ways(fake: torch.Tensor, real: torch.Tensor, fake_radii: torch.Tensor,
     real_inside = torch.zeros(len(real), dtype=torch.bool)
     fake_inside = []
     buffers = block_buffers(len(fake), len(real), fake.dtype)
-    for start in range(0, len(fake), BLOCK):
-        dist = _dist_block(fake[start:start + BLOCK], real, r_sq, buffers)
+    step = block_rows(len(real))
+    for start in range(0, len(fake), step):
+        dist = _dist_block(fake[start:start + step], real, r_sq, buffers)
         fake_inside.append((dist <= real_radii[None, :]).any(1))
-        real_inside |= (dist <= fake_radii[start:start + BLOCK, None]).any(0)
+        real_inside |= (dist <= fake_radii[start:start + step, None]).any(0)
     return torch.cat(fake_inside).float().mean().item(), real_inside.float().mean().item()
 
 
