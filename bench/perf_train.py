@@ -62,27 +62,38 @@ def reference_steps(script: Path, steps: int, warmup: int, threads: int) -> list
         cmd = [sys.executable, "-u", str(script), "--dataset", "fake", "--batchSize", str(BATCH), "--imageSize",
                str(RES), "--ngf", str(WIDTH), "--ndf", str(WIDTH), "--nz", str(NZ), "--niter", str(epochs),
                "--workers", "0", "--outf", out, "--manualSeed", "0"]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                cwd=out)
-        gaps, last = [], None
         last_batch = -(-FAKE_IMAGES // BATCH) - 1
-        try:
-            for line in proc.stdout:
-                now = time.perf_counter()
-                m = _LINE.match(line)
-                if not m:
-                    continue
-                i = int(m.group(3))
-                if last is not None and 2 <= i < last_batch:
-                    gaps.append(now - last)
-                last = now
-                if len(gaps) >= warmup + steps:
-                    break
-        finally:
-            proc.kill()
-            err = proc.stderr.read() if proc.stderr else ""
-            proc.wait()
+
+        def clean(line: str) -> bool | None:  # a step line; does the gap ending at it hold only a step?
+            m = _LINE.match(line)
+            return None if not m else 2 <= int(m.group(3)) < last_batch
+
+        return _line_gaps(script, cmd, out, clean, steps, warmup, threads)
+
+
+def _line_gaps(script: Path, cmd: list[str], cwd: str | Path, clean, steps: int, warmup: int,
+               threads: int) -> list[float]:
+    """Run a reference script and time the gaps between its step lines as they arrive. `clean(line)` is None
+    for a line that is not a step, else whether the gap that ends at it holds only one step. Returns `steps`
+    clean gaps after `warmup`; stops the script as soon as it has them."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    gaps, last = [], None
+    try:
+        for line in proc.stdout:
+            now = time.perf_counter()
+            counts = clean(line)
+            if counts is None:
+                continue
+            if last is not None and counts:
+                gaps.append(now - last)
+            last = now
+            if len(gaps) >= warmup + steps:
+                break
+    finally:
+        proc.kill()
+        err = proc.stderr.read() if proc.stderr else ""
+        proc.wait()
     if len(gaps) < warmup + steps:
         tail = (err.strip().splitlines() or ["no output"])[-1]
         raise BenchError(f"{script}: the reference ended after {len(gaps)} timed steps ({tail})")
@@ -146,28 +157,9 @@ def pix2pix_reference_steps(script: Path, dataroot: Path, steps: int, warmup: in
                "--checkpoints_dir", out, "--display_id", "-1", "--no_html", "--print_freq", "1",
                "--display_freq", never, "--save_latest_freq", never, "--save_epoch_freq", never,
                "--n_epochs", "1", "--n_epochs_decay", "0"]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                cwd=script.parent)
-        gaps, last = [], None
-        try:
-            for line in proc.stdout:
-                now = time.perf_counter()
-                if not _P2P_LINE.match(line):
-                    continue
-                if last is not None:
-                    gaps.append(now - last)
-                last = now
-                if len(gaps) >= warmup + steps:
-                    break
-        finally:
-            proc.kill()
-            err = proc.stderr.read() if proc.stderr else ""
-            proc.wait()
-    if len(gaps) < warmup + steps:
-        tail = (err.strip().splitlines() or ["no output"])[-1]
-        raise BenchError(f"{script}: the reference ended after {len(gaps)} timed steps ({tail})")
-    return gaps[warmup:]
+        # every step line ends a clean gap: the first epoch, which the timed steps never leave, prints nothing else
+        return _line_gaps(script, cmd, script.parent, lambda line: True if _P2P_LINE.match(line) else None,
+                          steps, warmup, threads)
 
 
 def our_pix2pix_steps(dataroot: Path, steps: int, warmup: int, threads: int, channels_last: bool = False,

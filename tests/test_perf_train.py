@@ -36,3 +36,19 @@ def test_a_folder_without_the_pix2pix_model_is_refused(tmp_path):
     (tmp_path / "train.py").write_text("")
     with pytest.raises(BenchError, match="junyanz/pytorch-CycleGAN-and-pix2pix"):
         pix2pix_reference_script(str(tmp_path))
+
+
+def test_dcgan_gaps_that_carry_other_work_are_dropped(tmp_path):
+    """The pytorch/examples format: gaps ending at batches 0 and 1 (checkpoint, image saving) and at the epoch's
+    partial last batch are not steps; 16 batches per epoch leave 13 clean gaps each."""
+    from bench.perf_train import reference_script, reference_steps
+
+    (tmp_path / "dcgan").mkdir()
+    (tmp_path / "dcgan" / "main.py").write_text(
+        "for e in range(3):\n"
+        "    for i in range(16):\n"
+        "        print('[%d/3][%d/16] Loss_D: 1.0 Loss_G: 1.0 D(x): 0.5 D(G(z)): 0.5 / 0.5' % (e, i))\n")
+    script = reference_script(str(tmp_path))
+    assert len(reference_steps(script, steps=20, warmup=2, threads=1)) == 20
+    with pytest.raises(BenchError, match="ended after 39 timed steps"):
+        reference_steps(script, steps=40, warmup=0, threads=1)

@@ -40,6 +40,18 @@ def _key(k: str) -> str:
     return _BAD_KEY.sub("_", k)
 
 
+def _private_temp(target: Path) -> Path:
+    """This process's temp path beside `target` (`.<name>.<pid>.init`), after removing those of creators that
+    were killed (their pid is gone)."""
+    for stale in target.parent.glob(f".{target.name}.*.init"):
+        pid = stale.name[len(target.name) + 2:-len(".init")]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.init")
+    tmp.unlink(missing_ok=True)
+    return tmp
+
+
 # The empty store a new SQLite file starts from is built once per MLflow schema and copied (see
 # _empty_store). Its Default experiment points here until the copy is given its own artifact root.
 _TEMPLATE_ROOT = "file:///ganbench-empty-store-template/mlruns"
@@ -80,12 +92,7 @@ def _empty_store(dest: Path, artifact_root: str) -> None:
     try:
         if not template.exists():
             template.parent.mkdir(parents=True, exist_ok=True)
-            for stale in template.parent.glob(f".{template.name}.*.init"):  # builders that were killed
-                pid = stale.name[len(template.name) + 2:-len(".init")]
-                if pid.isdigit() and not _alive(int(pid)):
-                    stale.unlink(missing_ok=True)
-            build = template.with_name(f".{template.name}.{os.getpid()}.init")
-            build.unlink(missing_ok=True)
+            build = _private_temp(template)
             try:
                 _migrate(build, _TEMPLATE_ROOT)
                 os.replace(build, template)  # racing builders each write a complete file
@@ -120,12 +127,7 @@ def _create_sqlite_store(db: Path, artifact_root: str) -> None:
     """
     if db.exists():
         return
-    for stale in db.parent.glob(f".{db.name}.*.init"):
-        pid = stale.name[len(db.name) + 2:-len(".init")]
-        if pid.isdigit() and not _alive(int(pid)):
-            stale.unlink(missing_ok=True)
-    tmp = db.with_name(f".{db.name}.{os.getpid()}.init")
-    tmp.unlink(missing_ok=True)
+    tmp = _private_temp(db)
     try:
         _empty_store(tmp, artifact_root)
         try:
