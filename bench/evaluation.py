@@ -144,17 +144,18 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
                 return cycle_batches(model, data.eval_inputs, data.eval_images, min(n, len(data.eval_images)),
                                      seed, ev.batch_size)
 
-        truncated_stats = None
+        truncated = None
         if not translation and isinstance(model, StyleSampler):
-            def truncated_stats(psi: float, seed=seed):  # the same n latents as `fake`, drawn with ψ
+            def truncated(psi: float, seed=seed):  # the same n latents as `fake`, drawn with ψ
                 batches = fake_batches(model, n, seed, ev.batch_size, res, ch, fit, psi=psi)
-                return stream_features(batches, extractor, f"eval seed {seed} psi {psi:g}", n)[1].as_fid_stats()
+                feats, psi_stats = stream_features(batches, extractor, f"eval seed {seed} psi {psi:g}", n)
+                return feats["pool"], psi_stats.as_fid_stats()
 
         ctx = MetricContext(seed, ev, fake, real_feats, stats.as_fid_stats(), real_stats,
                             fake_images=fake_images, real_images=real_images if data is not None else None,
                             device=model.device, classify=classify, pairs=pairs,
                             cycle=cycle, generator=None if translation else model,
-                            truncated_stats=truncated_stats, segmenter=S,
+                            truncated=truncated, segmenter=S,
                             label_maps=data.eval_label_maps if S is not None else None)
         for name in ev.metrics:
             if name in unavailable:

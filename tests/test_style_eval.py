@@ -208,10 +208,13 @@ def test_fid_truncation_scores_each_psi_and_is_unavailable_without_truncation():
     seen = []
 
     def stats(psi):
-        seen.append(psi)
         return {"mu": np.full(2, psi), "sigma": np.eye(2)}
 
-    ctx = MetricContext(0, SimpleNamespace(truncation_psis=[0.5, 0.7, 1.0]), real_stats=real, truncated_stats=stats)
+    def truncated(psi):
+        seen.append(psi)
+        return torch.zeros(10, 2), stats(psi)  # more points than dimensions: torch-fidelity's formula on the stats
+
+    ctx = MetricContext(0, SimpleNamespace(truncation_psis=[0.5, 0.7, 1.0]), real_stats=real, truncated=truncated)
     out = METRICS.get("fid_truncation").compute(ctx)
     assert seen == [0.5, 0.7, 1.0]
     assert out == {f"fid_trunc/psi_{p:g}": pytest.approx(frechet(real, stats(p))) for p in (0.5, 0.7, 1.0)}

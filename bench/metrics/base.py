@@ -98,8 +98,9 @@ class MetricContext:
     # ^ (class logits, labels) on held-out labelled images, for classifier-style discriminators
     device: torch.device = torch.device("cpu")
     generator: Any = None  # the unconditional model (sample_latent/generate, StyleGAN: mapping/synthesize)
-    # float64 FID stats ('mu', 'sigma') of this seed's n samples drawn with truncation ψ (models with w_avg)
-    truncated_stats: Optional[Callable[[float], dict[str, np.ndarray]]] = None
+    # (pool features (N, d), float64 FID stats 'mu', 'sigma') of this seed's n samples drawn with truncation ψ
+    # (models with w_avg); the features let each ψ's FID be the headline's formula (bench/metrics/fid.py)
+    truncated: Optional[Callable[[float], tuple[torch.Tensor, dict[str, np.ndarray]]]] = None
     # Super-resolution with label maps (bench/data/superres.py): the judge semantic network S (images in
     # [-1, 1] -> class logits; never the S a model trains against) and the true class-id maps (N, H, W) of the
     # held-out targets, in `pairs` order.

@@ -11,7 +11,7 @@ metric is unavailable for them rather than a copy of their FID.
 from __future__ import annotations
 
 from bench.metrics.base import Key, Metric, MetricContext, MetricUnavailable
-from bench.metrics.fid import frechet
+from bench.metrics.fid import headline_fid
 
 DEFAULT_PSIS = (0.5, 0.7, 1.0)
 
@@ -21,12 +21,16 @@ def key(psi: float) -> str:
 
 
 def compute(ctx: MetricContext) -> dict[str, float]:
-    if ctx.truncated_stats is None:
+    if ctx.truncated is None:
         raise MetricUnavailable("fid_truncation needs a generator with truncation (a tracked w_avg: StyleGAN)")
     if not ctx.real_stats:
         raise MetricUnavailable("fid_truncation needs the real reference statistics")
     psis = getattr(ctx.settings, "truncation_psis", None) or DEFAULT_PSIS
-    return {key(psi): frechet(ctx.real_stats, ctx.truncated_stats(float(psi))) for psi in psis}
+    out = {}
+    for psi in psis:  # each point by the headline's formula, so ψ = 1 is exactly the ranked FID
+        pool, stats = ctx.truncated(float(psi))
+        out[key(psi)] = headline_fid(ctx.real_stats, stats, ctx.real.get("pool"), pool)
+    return out
 
 
 FID_TRUNCATION = Metric("fid_truncation", keys=(Key("fid_trunc", False, features=True),),
