@@ -39,8 +39,7 @@ def stream_features(batches, extractor, desc: str, total: int):
                 if key not in kept:
                     kept[key] = torch.empty(max(total, m), *out[key].shape[1:], dtype=out[key].dtype)
                 elif k + m > len(kept[key]):  # more images than announced: grow (never expected)
-                    kept[key] = torch.cat([kept[key][:k], torch.empty(k + m - len(kept[key][:k]),
-                                                                      *out[key].shape[1:], dtype=out[key].dtype)])
+                    kept[key] = torch.cat([kept[key][:k], torch.empty(m, *out[key].shape[1:], dtype=out[key].dtype)])
                 kept[key][k:k + m] = out[key]
             k += m
             bar.update(len(images))
