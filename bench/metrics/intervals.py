@@ -124,16 +124,31 @@ class _Side:
     the left-out rows (56 replicates at G = 10 would otherwise redo ~11 scatter products each side)."""
 
     def __init__(self, feats: np.ndarray, groups: list[np.ndarray] | None = None):
-        x = torch.as_tensor(np.asarray(feats), dtype=torch.float64)
+        # A private float64 copy, centred in place (the same numbers as x - mean, without a second N x d
+        # temporary: at N = 20,000 the two temporaries were most of an evaluation's growth in peak memory).
+        x = torch.as_tensor(np.asarray(feats)).to(torch.float64, copy=True)
         self.n, self.d = x.shape
         self.shift = x.mean(0)
-        self.x = x - self.shift  # centring first keeps the scatter sums well conditioned
+        self.x = x.sub_(self.shift)  # centring first keeps the scatter sums well conditioned
         self.sum = self.x.sum(0)
-        self.sq_norms = (self.x * self.x).sum(1)
+        self._sq_norms = self._scatter = None
+        self.grouped(groups)
+
+    def grouped(self, groups: list[np.ndarray] | None) -> "_Side":
+        """Use these jackknife groups from now on (one side serves the interval and FID_inf, bench/metrics/fid.py)."""
         self.groups = groups
-        if groups is not None:
-            self.group_sum = [self.x[torch.as_tensor(idx)].sum(0) for idx in groups]
-        self._scatter = self._group_scatter = None
+        self.group_sum = [self.x[torch.as_tensor(idx)].sum(0) for idx in groups] if groups is not None else None
+        self._group_scatter = None
+        return self
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def sq_norms(self) -> torch.Tensor:  # squared norms of the centred rows: only the cross-Gram form needs them
+        if self._sq_norms is None:
+            self._sq_norms = (self.x * self.x).sum(1)
+        return self._sq_norms
 
     @property
     def scatter(self) -> torch.Tensor:  # d x d: only computed when a replicate needs a covariance
@@ -174,6 +189,11 @@ class _Side:
 
     def rows_without(self, idx: np.ndarray) -> torch.Tensor:
         return self.x[self.keep(idx)]
+
+
+def as_side(feats) -> _Side:
+    """Features as a `_Side` (an existing one is used as it is: its float64 copy and sums are reused)."""
+    return feats if isinstance(feats, _Side) else _Side(feats)
 
 
 def _fid_cross_gram(real: _Side, fake: _Side, real_idx: np.ndarray, fake_idx: np.ndarray,
@@ -229,7 +249,7 @@ def fid_jackknife(real_feats, fake_feats, groups: int, seed: int) -> dict[str, f
     n_r, n_g = len(real_feats), len(fake_feats)
     g = min(groups, n_g // 2, n_r // 2)
     rg, fg = _groups(n_r, g, rng), _groups(n_g, g, rng)
-    real, fake = _Side(real_feats, rg), _Side(fake_feats, fg)
+    real, fake = as_side(real_feats).grouped(rg), as_side(fake_feats).grouped(fg)
     # few points in many dimensions (Inception's 2,048 with a few hundred images): the cross-Gram form
     cross = fake.x @ real.x.T if max(n_r, n_g) <= real.d else None
     jk = jackknife(lambda units: fid_value(real, fake, _union(rg, units), _union(fg, units), units, cross), g)
@@ -269,7 +289,8 @@ def _within(rows: torch.Tensor, squares: float) -> tuple[np.ndarray, float]:
     return r, max(ss, 0.0) / (pairs - m)
 
 
-def kid_u_variance_parts(real: np.ndarray, fake: np.ndarray, m_full: int, n_full: int) -> tuple[float, float]:
+def kid_u_variance_parts(real: np.ndarray, fake: np.ndarray, m_full: int, n_full: int,
+                         real_sums: KernelSums | None = None) -> tuple[float, float]:
     """Variance of the unbiased MMD² U on m_full real and n_full generated points, estimated from the points
     given (a random subsample when the data are larger) through U's Hoeffding decomposition:
 
@@ -280,10 +301,11 @@ def kid_u_variance_parts(real: np.ndarray, fake: np.ndarray, m_full: int, n_full
     analysis of variance of its kernel matrix (m(m-1)/2 - m or (m-1)(n-1) degrees of freedom); Var f, Var g
     are the variance of each point's estimated first-order term minus the noise that the finite row
     averages add to it. Every part is estimated from all pairs of points, so the estimate is precise and
-    unbiased also when everything is second-order (a generator equal to the data)."""
+    unbiased also when everything is second-order (a generator equal to the data). `real_sums`: the real-real
+    kernel sums of these real points, when a cache has them."""
     x, y = as_float64(real), as_float64(fake)
-    return variance_parts_from_sums(kernel_sums(x, x, True), kernel_sums(y, y, True), kernel_sums(x, y, False),
-                                    m_full, n_full)
+    return variance_parts_from_sums(real_sums or kernel_sums(x, x, True), kernel_sums(y, y, True),
+                                    kernel_sums(x, y, False), m_full, n_full)
 
 
 def variance_parts_from_sums(xx: KernelSums, yy: KernelSums, xy: KernelSums, m_full: int,
@@ -303,12 +325,13 @@ def variance_parts_from_sums(xx: KernelSums, yy: KernelSums, xy: KernelSums, m_f
     return 4 * var_f / M + 4 * var_g / N, 2 * hxx / (M * (M - 1)) + 2 * hyy / (N * (N - 1)) + 4 * hxy / (M * N)
 
 
-def kid_u_variance(real: np.ndarray, fake: np.ndarray, m_full: int, n_full: int) -> float:
+def kid_u_variance(real: np.ndarray, fake: np.ndarray, m_full: int, n_full: int,
+                   real_sums: KernelSums | None = None) -> float:
     """Var U = first-order part + second-order part (`kid_u_variance_parts`, each unbiased). The first-order
     estimate is clamped at 0, so the variance is never below its second-order part; where the truth has no
     first-order part (a generator equal to the data) that clamp makes it conservative by 20-35% in variance
     at a few hundred points (measured by tests/test_interval_coverage.py), less with more points."""
-    return _clamped(*kid_u_variance_parts(real, fake, m_full, n_full))
+    return _clamped(*kid_u_variance_parts(real, fake, m_full, n_full, real_sums))
 
 
 def _clamped(first: float, second: float) -> float:
@@ -324,18 +347,21 @@ def variance_uses_all_points(n_r: int, n_g: int, max_points: int | None = None) 
 
 def kid_interval(estimate: float, subset_values: np.ndarray, real: np.ndarray, fake: np.ndarray, seed: int,
                  max_points: int | None = None,
-                 sums: tuple[KernelSums, KernelSums, KernelSums] | None = None) -> tuple[float, float, float]:
+                 sums: tuple[KernelSums, KernelSums, KernelSums] | None = None,
+                 real_sums: Callable[[np.ndarray], KernelSums] | None = None) -> tuple[float, float, float]:
     """(low, high, se) for the mean of `subset_values` as an estimate of the population MMD² (module doc).
-    `sums`: the (real-real, fake-fake, real-fake) kernel sums over all points, when a pass already made them."""
+    `sums`: the (real-real, fake-fake, real-fake) kernel sums over all points, when a pass already made them.
+    `real_sums(rows)`: the real-real sums of those real rows (ascending), when a cache has them."""
     n_r, n_g = len(real), len(fake)
     if sums is not None and variance_uses_all_points(n_r, n_g, max_points):
         var_u = _clamped(*variance_parts_from_sums(*sums, n_r, n_g))
     else:
         rng = np.random.default_rng(seed)
         cap = max_points or KID_VARIANCE_MAX
-        sub_r = np.asarray(real)[np.sort(rng.permutation(n_r)[:cap])] if n_r > cap else real
+        rows_r = np.sort(rng.permutation(n_r)[:cap]) if n_r > cap else np.arange(n_r)
         sub_g = np.asarray(fake)[np.sort(rng.permutation(n_g)[:cap])] if n_g > cap else fake
-        var_u = kid_u_variance(sub_r, sub_g, n_r, n_g)
+        sub_r = np.asarray(real)[rows_r] if n_r > cap else real
+        var_u = kid_u_variance(sub_r, sub_g, n_r, n_g, real_sums(rows_r) if real_sums else None)
     var_s = float(np.var(subset_values, ddof=1)) / len(subset_values) if len(subset_values) > 1 else 0.0
     se = float(np.sqrt(var_u + var_s))
     # Satterthwaite: U's part rests on all pairs of points (effectively infinite degrees of freedom), the

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from bench.metrics import real_side
 from bench.metrics.base import Key, Metric, MetricContext
 
 BLOCK = 512
@@ -76,13 +77,26 @@ def both_ways(fake: torch.Tensor, real: torch.Tensor, fake_radii: torch.Tensor,
     return torch.cat(fake_inside).float().mean().item(), real_inside.float().mean().item()
 
 
-def precision_recall(fake: torch.Tensor, real: torch.Tensor, k: int = 3) -> tuple[float, float]:
+def precision_recall(fake: torch.Tensor, real: torch.Tensor, k: int = 3,
+                     real_radii: torch.Tensor | None = None) -> tuple[float, float]:
+    """`real_radii`: knn_radii(real, k) when the caller has them (the real-side cache, `real_radius_of`)."""
     fake, real = fake.float(), real.float()
-    return both_ways(fake, real, knn_radii(fake, k), knn_radii(real, k))
+    if real_radii is None:
+        real_radii = knn_radii(real, k)
+    return both_ways(fake, real, knn_radii(fake, k), real_radii.to(real.device))
+
+
+def real_radius_of(real: torch.Tensor, k: int) -> torch.Tensor:
+    """The real k-NN radii from the real-side cache (bench/metrics/real_side.py): they depend on the real
+    features alone, so every entry and seed scored against the same reals shares them."""
+    return real_side.cached(real, "knn-radii", lambda: {"radii": knn_radii(real.float(), k).cpu()},
+                            k=k, dtype="float32")["radii"]
 
 
 def compute(ctx: MetricContext) -> dict[str, float]:
-    p, r = precision_recall(ctx.fake["pool"], ctx.real["pool"], getattr(ctx.settings, "prc_neighborhood", 3))
+    k = getattr(ctx.settings, "prc_neighborhood", 3)
+    real = ctx.real["pool"]
+    p, r = precision_recall(ctx.fake["pool"], real, k, real_radius_of(real, k))
     return {"precision": p, "recall": r}
 
 
