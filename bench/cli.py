@@ -68,12 +68,13 @@ def _parser() -> argparse.ArgumentParser:
     pm.add_argument("--extractor", action="append", default=None,
                     help="judge and/or inception-v3-compat (default: both)")
     pm.add_argument("--n", type=int, nargs="+", default=[2000, 10000], help="fakes for P1/P2 with the judge")
-    pm.add_argument("--inception-n", type=int, nargs="+", default=[64],
-                    help="fakes for P1/P2 with Inception (about 8 images/s on a CPU core)")
+    pm.add_argument("--inception-n", type=int, nargs="+", default=[32],
+                    help="fakes for P1/P2 with Inception (about 6 images/s on 2 CPU cores)")
     pm.add_argument("--repeats", type=int, default=3, help="timings per N (min/median/max are printed)")
     pm.add_argument("--rss-n", type=int, nargs=2, default=[1000, 20000], metavar=("SMALL", "LARGE"))
-    pm.add_argument("--inception-rss-n", type=int, nargs=2, default=[16, 64], metavar=("SMALL", "LARGE"),
-                    help="P4 with Inception: at these sizes its peak RSS is the network's (docs/metrics.md)")
+    pm.add_argument("--inception-rss-n", type=int, nargs=2, default=[None, None], metavar=("SMALL", "LARGE"),
+                    help="also measure P4 with Inception at these sizes (off by default: at any N a CPU can "
+                         "extract in minutes its peak RSS is the network's; docs/metrics.md)")
     pm.add_argument("--inception-weights", default=None, help="pretrained file; default: stand-in weights")
     ps = psub.add_parser("scale", help="training and evaluation throughput of `bench run --nproc N` for each N")
     ps.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
@@ -293,10 +294,14 @@ def _dispatch(args) -> int:
     if args.command == "perf" and args.perf_command == "coverage":
         return _coverage(args)
     if args.command == "perf":
+        import time
+
         from bench.perf import format_report, perf_metrics
 
+        start = time.perf_counter()
+
         def progress(line: str) -> None:
-            print(f"[perf] {line}", file=sys.stderr, flush=True)
+            print(f"[perf {time.perf_counter() - start:5.0f}s] {line}", file=sys.stderr, flush=True)
 
         for name in args.extractor or ["judge", "inception-v3-compat"]:
             if name == "inception-v3-compat":
@@ -305,6 +310,7 @@ def _dispatch(args) -> int:
             else:
                 r = perf_metrics(name, args.n, *args.rss_n, repeats=args.repeats, progress=progress)
             print(format_report(r), flush=True)
+        print(f"bench perf metrics took {time.perf_counter() - start:.0f} s", flush=True)
         return 0
     if args.command == "leaderboard":
         return _leaderboard(args)

@@ -3,6 +3,9 @@ real-side cache saves against a fresh torch-fidelity call, and whether memory st
 
 Printed ratios, not timed tests (timings on a shared 2-core machine are noisy):
   P1 = time(generate + extract + all metrics on N fakes, real side cached) / time(generate + extract)
+       (both from the same evaluation: its generate-and-extract stream is timed on its own)
+       (cached: the real features, their statistics and the metrics' real-only terms, as a second run
+       finds them on disk; bench/metrics/real_side.py)
        (the metrics: METRIC_NAMES, each with its interval and FID_inf, as a protocol computes them)
   P2 = time(fresh torch-fidelity calculate_metrics on the same fakes and reals, same extractor)
        / time(bench's evaluation with cached real statistics)
@@ -27,8 +30,10 @@ import torch
 
 from bench.data.transforms import to_channels
 from bench.errors import BenchError
+from bench.features.cache import ALLOWED
+from bench.io import atomic_torch_save, safe_torch_load
 from bench.features.extractors import INCEPTION, make_extractor
-from bench.metrics import METRICS, MetricContext
+from bench.metrics import METRICS, MetricContext, real_side
 from bench.protocol.schema import DatasetSpec, EvaluationSpec, WeightsSpec
 from bench.runner.sampling import fake_batches, stream_features
 
@@ -70,14 +75,17 @@ def _real(extractor, data, n_real: int):
     return feats, stats.as_fid_stats()
 
 
-def _full_eval(model, extractor, real_feats, real_stats, n: int) -> dict:
+def _full_eval(model, extractor, real_feats, real_stats, n: int) -> float:
+    """One evaluation of n fakes, as a protocol runs it; returns how long its generation and extraction took
+    (P1's denominator, timed inside the same run as its numerator)."""
     ev = _eval_spec(n)
+    t0 = time.perf_counter()
     fake, stats = stream_features(fake_batches(model, n, 0, ev.batch_size, 28, 1), extractor, "fake", n)
+    extraction = time.perf_counter() - t0
     ctx = MetricContext(0, ev, fake, real_feats, stats.as_fid_stats(), real_stats)
-    out = {}
     for name in METRIC_NAMES:
-        out.update(METRICS.get(name).compute(ctx))
-    return out
+        METRICS.get(name).compute(ctx)
+    return extraction
 
 
 def _fidelity_time(extractor, model, data, n: int, n_real: int, spec) -> float:
@@ -148,13 +156,14 @@ def _register_judge(extractor) -> None:
         FEATURE_EXTRACTORS_REGISTRY["bench-judge"] = JudgeFE
 
 
-def _peak_rss_children(extractor_name: str, spec, sizes: list[int]) -> list[int]:
+def _peak_rss_children(extractor_name: str, spec, sizes: list[int], reals: dict[int, Path]) -> list[int]:
     """One evaluation at each N in `sizes`, each in a fresh process with one thread; their peak RSS in KiB.
+    `reals[N]`: a file with the real side's features and statistics for N, as the feature cache serves them.
 
     Peak RSS is a property of one process, not of the machine's load, so up to one process per core runs at a
     time, largest N first (this took the P4 part from about 3 to about 1.5 minutes on two cores)."""
     code = ("import json,sys; from bench.perf import _child; a = [None if x == '-' else x for x in sys.argv[2:4]]; "
-            "print(json.dumps(_child(sys.argv[1], a[0], a[1], int(sys.argv[4]))))")
+            "print(json.dumps(_child(sys.argv[1], a[0], a[1], int(sys.argv[4]), sys.argv[5])))")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
     running: dict[int, subprocess.Popen] = {}
@@ -174,14 +183,14 @@ def _peak_rss_children(extractor_name: str, spec, sizes: list[int]) -> list[int]
                 continue
             finish(done)
         running[i] = subprocess.Popen([sys.executable, "-c", code, extractor_name, spec.path if spec else "-",
-                                       (spec.sha256 or "-") if spec else "-", str(sizes[i])],
+                                       (spec.sha256 or "-") if spec else "-", str(sizes[i]), str(reals[sizes[i]])],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     for i in list(running):
         finish(i)
     return [peaks[i] for i in range(len(sizes))]
 
 
-def _child(extractor_name: str, weights: str | None, sha256: str | None, n: int) -> dict:
+def _child(extractor_name: str, weights: str | None, sha256: str | None, n: int, reals: str) -> dict:
     data, extractor, model, _ = _setup(extractor_name, weights, sha256)
     # The peak of the evaluation, not of the set-up before it (loading the data and building the extractor
     # peaked higher than a whole evaluation at N = 20,000 with one thread, which hid any growth in N): Linux
@@ -191,8 +200,10 @@ def _child(extractor_name: str, weights: str | None, sha256: str | None, n: int)
         reset = True
     except OSError:
         reset = False
-    real_feats, real_stats = _real(extractor, data, min(n, len(_reals(data))))
-    _full_eval(model, extractor, real_feats, real_stats, n)
+    real = safe_torch_load(Path(reals), allow=ALLOWED)  # the real side as a second run loads it from the cache
+    with tempfile.TemporaryDirectory() as cold:  # the real-side metric terms are computed, as in a first run
+        real_side.ROOT = Path(cold)
+        _full_eval(model, extractor, real["features"], real["stats"], n)
     if reset:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -204,24 +215,27 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def perf_metrics(extractor_name: str, sizes: list[int], n_small: int, n_large: int, weights: str | None = None,
+def perf_metrics(extractor_name: str, sizes: list[int], n_small: int | None, n_large: int | None,
+                 weights: str | None = None,
                  repeats: int = 3, progress=None) -> dict:
     """P1 and P2 at each N in `sizes` (each timing repeated `repeats` times, in turn, so drift in the machine's
-    load hits every quantity alike) and P4 from two fresh processes. Ratios are of medians."""
+    load hits every quantity alike) and, when `n_small` is given, P4 from fresh processes at `n_small` and
+    `n_large`. Ratios are of medians."""
     data, extractor, model, spec = _setup(extractor_name, weights)
-    warm = min(200, min(sizes))
-    _full_eval(model, extractor, *_real(extractor, data, warm), warm)  # warm-up (allocators, BLAS)
     rows = []
     for n in sizes:
         n_real = min(n, len(_reals(data)))
-        real_feats, real_stats = _real(extractor, data, n_real)  # the cached real side of a second run
+        # The real side of a second run: features and statistics (held here as the feature cache returns them),
+        # and the real-only terms of the metrics (k-NN radii, KID's real-real sums; bench/metrics/real_side.py),
+        # which an untimed first evaluation writes to the real-side cache. Each timed evaluation reads them from
+        # disk, as a new process would, not from this process's memory.
+        real_feats, real_stats = _real(extractor, data, n_real)
+        _full_eval(model, extractor, real_feats, real_stats, n)  # also the warm-up (allocators, BLAS, threads)
         times = {"bare": [], "full": [], "fidelity": []}
         for rep in range(repeats):
+            real_side.forget_memory()
             t0 = time.perf_counter()
-            stream_features(fake_batches(model, n, 0, 100, 28, 1), extractor, "bare", n)
-            times["bare"].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            _full_eval(model, extractor, real_feats, real_stats, n)
+            times["bare"].append(_full_eval(model, extractor, real_feats, real_stats, n))
             times["full"].append(time.perf_counter() - t0)
             times["fidelity"].append(_fidelity_time(extractor, model, data, n, n_real, spec))
             if progress:
@@ -233,17 +247,25 @@ def perf_metrics(extractor_name: str, sizes: list[int], n_small: int, n_large: i
     # Peak RSS of one evaluation differed between identical fresh processes by up to ~490 MiB here (glibc kept
     # churned distance blocks; docs/metrics.md): each size is measured `repeats` times, medians. All 2 x repeats
     # processes run at once (one thread each; a peak RSS does not depend on the load, and ~1.2 GB each fits).
+    out = {"extractor": extractor.name, "threads": torch.get_num_threads(), "sizes": rows}
+    if not n_small:
+        return out
     if progress:
         progress(f"{extractor.name} peak RSS: {repeats} fresh processes at N={n_small} and {repeats} at N={n_large}")
-    peaks = _peak_rss_children(extractor_name, spec, [n_small, n_large] * repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        reals = {}
+        for n in (n_small, n_large):
+            feats, stats = _real(extractor, data, min(n, len(_reals(data))))
+            reals[n] = Path(tmp) / f"real-{n}.pt"
+            atomic_torch_save({"features": feats, "stats": stats}, reals[n])
+        peaks = _peak_rss_children(extractor_name, spec, [n_small, n_large] * repeats, reals)
     small, large = peaks[0::2], peaks[1::2]
     if progress:
         for rep in range(repeats):
             progress(f"{extractor.name} peak RSS repeat {rep + 1}/{repeats}: N={n_small} {small[rep] / 1024:.0f} MiB, "
                      f"N={n_large} {large[rep] / 1024:.0f} MiB")
     rss_small, rss_large = statistics.median(small), statistics.median(large)
-    return {"extractor": extractor.name, "threads": torch.get_num_threads(), "sizes": rows,
-            "n_small": n_small, "n_large": n_large, "rss_small_mib": rss_small / 1024,
+    return {**out, "n_small": n_small, "n_large": n_large, "rss_small_mib": rss_small / 1024,
             "rss_large_mib": rss_large / 1024, "P4": rss_large / rss_small,
             "rss_small_range_mib": [min(small) / 1024, max(small) / 1024],
             "rss_large_range_mib": [min(large) / 1024, max(large) / 1024]}
@@ -260,6 +282,8 @@ def format_report(r: dict) -> str:
                   f"{row['P1']:.2f}  (target <= 1.10)",
                   f"    P2 fresh torch-fidelity / bench with cached reals = {cell(row['fidelity_s'])} / "
                   f"{cell(row['full_s'])} = {row['P2']:.2f}x  (target >= 1.8)"]
+    if "P4" not in r:
+        return "\n".join(lines + ["  P4 not measured (pass the sizes to measure it: --rss-n / --inception-rss-n)"])
     lo_s, hi_s = r["rss_small_range_mib"]
     lo_l, hi_l = r["rss_large_range_mib"]
     lines.append(f"  P4 peak RSS N={r['n_large']} / N={r['n_small']} = {r['rss_large_mib']:.0f} MiB [{lo_l:.0f}, "
