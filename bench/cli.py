@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     pm.add_argument("--extractor", action="append", default=None,
                     help="judge and/or inception-v3-compat (default: both)")
     pm.add_argument("--n", type=int, nargs="+", default=[2000, 10000], help="fakes for P1/P2 with the judge")
-    pm.add_argument("--inception-n", type=int, nargs="+", default=[32],
+    pm.add_argument("--inception-n", type=int, nargs="+", default=[16],
                     help="fakes for P1/P2 with Inception (about 6 images/s on 2 CPU cores)")
     pm.add_argument("--repeats", type=int, default=3, help="timings per N (min/median/max are printed)")
     pm.add_argument("--rss-n", type=int, nargs=2, default=[1000, 20000], metavar=("SMALL", "LARGE"))

@@ -229,6 +229,8 @@ def perf_metrics(extractor_name: str, sizes: list[int], n_small: int | None, n_l
         # and the real-only terms of the metrics (k-NN radii, KID's real-real sums; bench/metrics/real_side.py),
         # which an untimed first evaluation writes to the real-side cache. Each timed evaluation reads them from
         # disk, as a new process would, not from this process's memory.
+        if progress:
+            progress(f"{extractor.name} N={n}: the real side ({n_real} images) and a first, untimed evaluation")
         real_feats, real_stats = _real(extractor, data, n_real)
         _full_eval(model, extractor, real_feats, real_stats, n)  # also the warm-up (allocators, BLAS, threads)
         times = {"bare": [], "full": [], "fidelity": []}

@@ -105,13 +105,25 @@ def kernel_sums(a: torch.Tensor, b: torch.Tensor, same: bool, index_a: np.ndarra
 
 def direct_subset_sums(a: torch.Tensor, b: torch.Tensor, same: bool, index_a: np.ndarray,
                        index_b: np.ndarray) -> np.ndarray:
-    """The same subset sums, each from its own m x m kernel matrix (cheaper when n_a·n_b > S·m²)."""
+    """The same subset sums, each from its own m x m kernel matrix (cheaper when n_a·n_b > S·m²).
+
+    Within one side (`same`, where the subset's matrix is symmetric) the subset is split in halves A and B and
+    the sum is K(A,A) + K(B,B) + 2 K(A,B) without the diagonal: three quarter-size blocks instead of four, 25%
+    fewer flops, the same sum up to float64 rounding (another summation order)."""
     out = np.zeros(len(index_a))
     buffers = kernel_buffers(index_a.shape[1], index_b.shape[1])
     for s in range(len(index_a)):
-        k = cubic_kernel(a[torch.as_tensor(index_a[s])], b[torch.as_tensor(index_b[s])], *buffers)
-        total = float(k.sum())
-        out[s] = total - float(k.diagonal().sum()) if same else total
+        rows = a[torch.as_tensor(index_a[s])]
+        if not same:
+            out[s] = float(cubic_kernel(rows, b[torch.as_tensor(index_b[s])], *buffers).sum())
+            continue
+        half = len(rows) // 2
+        total = 0.0
+        for p, q, weight in ((rows[:half], rows[:half], 1.0), (rows[half:], rows[half:], 1.0),
+                             (rows[:half], rows[half:], 2.0)):
+            k = cubic_kernel(p, q, buffers[0][:len(p), :len(q)], buffers[1][:len(p), :len(q)])
+            total += weight * float(k.sum()) - (float(k.diagonal().sum()) if weight == 1.0 else 0.0)
+        out[s] = total
     return out
 
 
