@@ -31,8 +31,8 @@ import torch
 from bench.data.transforms import to_channels
 from bench.errors import BenchError
 from bench.features.cache import ALLOWED
-from bench.io import atomic_torch_save, safe_torch_load
 from bench.features.extractors import INCEPTION, make_extractor
+from bench.io import atomic_torch_save, safe_torch_load
 from bench.metrics import METRICS, MetricContext, real_side
 from bench.protocol.schema import DatasetSpec, EvaluationSpec, WeightsSpec
 from bench.runner.sampling import fake_batches, stream_features

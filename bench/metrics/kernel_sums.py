@@ -44,6 +44,8 @@ def cubic_kernel(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = No
 
 
 def kernel_buffers(rows: int, cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two rows x cols float64 buffers for `cubic_kernel` (a smaller block takes a contiguous front part:
+    `buf.view(-1)[:r * c].view(r, c)`, since a strided slice as `out` makes matmul write a temporary)."""
     return torch.empty(rows, cols, dtype=torch.float64), torch.empty(rows, cols, dtype=torch.float64)
 
 
@@ -121,7 +123,7 @@ def direct_subset_sums(a: torch.Tensor, b: torch.Tensor, same: bool, index_a: np
         total = 0.0
         for p, q, weight in ((rows[:half], rows[:half], 1.0), (rows[half:], rows[half:], 1.0),
                              (rows[:half], rows[half:], 2.0)):
-            k = cubic_kernel(p, q, buffers[0][:len(p), :len(q)], buffers[1][:len(p), :len(q)])
+            k = cubic_kernel(p, q, *(buf.view(-1)[:len(p) * len(q)].view(len(p), len(q)) for buf in buffers))
             total += weight * float(k.sum()) - (float(k.diagonal().sum()) if weight == 1.0 else 0.0)
         out[s] = total
     return out
