@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.metrics.intervals import fid_interval, kid_interval, mmd2_unbiased
+from bench.metrics.intervals import (_Side, fid_jackknife, fid_value, gram_form, interval_from, kid_interval,
+                                    mmd2_unbiased)
 
 POPULATIONS = {"far": (0.5, 1.5), "near": (0.1, 1.1), "same": (0.0, 1.0)}
 
@@ -87,12 +88,11 @@ def _expected_kernel(mu1, lam1, mu2, lam2, d: int) -> float:
     return float(c ** 3 + 3 * c * v + 3 * ms2)
 
 
-def _fid_point(real: np.ndarray, fake: np.ndarray) -> float:
-    """The plug-in FID of two feature sets (float64; the same value torch-fidelity computes)."""
-    from bench.metrics.intervals import _Side, fid_value
-
+def _fid_point(real: _Side, fake: _Side) -> float:
+    """The plug-in FID of two feature sets (float64; the same value torch-fidelity computes), by the formula a
+    protocol's headline uses at these sizes (bench/metrics/fid.py `headline_fid`)."""
     empty = np.array([], dtype=int)
-    return fid_value(_Side(real), _Side(fake), empty, empty)
+    return fid_value(real, fake, empty, empty, None, gram_form(real, fake))
 
 
 def _kid_point(real: np.ndarray, fake: np.ndarray, subsets: int, size: int, rng: np.random.RandomState):
@@ -127,8 +127,12 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
     for r in range(draws):
         real, fake = pop.draw(n_gen, n_real, rng)
         if "fid" in metrics:
-            est = _fid_point(real, fake)
-            lo, hi = fid_interval(est, real, fake, groups, int(rng.integers(2 ** 31)))
+            # as a protocol does it (bench/metrics/fid.py): one centred copy of each side, the jackknife first
+            # (it groups the sides, and the estimate reuses whatever the grouped sides precomputed)
+            real_side, fake_side = _Side(real), _Side(fake)
+            jk = fid_jackknife(real_side, fake_side, groups, int(rng.integers(2 ** 31)))
+            est = _fid_point(real_side, fake_side)
+            lo, hi = interval_from(est, jk)
             fid_est.append(est), fid_lo.append(lo), fid_hi.append(hi)
         if "kid" in metrics:
             values = _kid_point(real, fake, kid_subsets, size, np.random.RandomState(int(rng.integers(2 ** 31))))

@@ -74,6 +74,43 @@ def test_cross_gram_replicates_match_torch_fidelity_with_groups_left_out():
         assert fid_value(r_side, f_side, drop_r, drop_f, units) == pytest.approx(ref, rel=1e-7)
 
 
+def test_projected_replicates_match_torch_fidelity_with_groups_left_out():
+    """Few generated points, more real points than dimensions: the projection of the real scatter onto the
+    generated rows (no d x d matrix per replicate), with whole groups left out of both sides, and arbitrary
+    generated rows left out as FID_inf does, is the real FID of the remaining rows."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    from bench.metrics.intervals import _Projection, gram_form
+
+    g = torch.Generator().manual_seed(6)
+    real = torch.randn(300, 48, generator=g) @ torch.randn(48, 48, generator=g) * 0.3
+    fake = torch.randn(40, 48, generator=g) * 1.3 + 0.2
+    stats = lambda f: {"mu": f.double().mean(0).numpy(), "sigma": np.cov(f.double().numpy(), rowvar=False)}
+    ref = lambda kr, kf: fid_statistics_to_metric(stats(real[kr]), stats(fake[kf]), verbose=False)[KEY_METRIC_FID]
+    rg, fg = np.array_split(np.arange(300), 5), np.array_split(np.arange(40), 5)
+    r_side, f_side = _Side(real.numpy(), rg), _Side(fake.numpy(), fg)
+    proj = gram_form(r_side, f_side)
+    assert isinstance(proj, _Projection) and f_side.projection(r_side) is proj  # made once, then reused
+    for units in ((), (1,), (0, 3)):
+        drop_r = np.concatenate([rg[k] for k in units]) if units else np.array([], int)
+        drop_f = np.concatenate([fg[k] for k in units]) if units else np.array([], int)
+        keep_r, keep_f = np.setdiff1d(np.arange(300), drop_r), np.setdiff1d(np.arange(40), drop_f)
+        assert fid_value(r_side, f_side, drop_r, drop_f, units, proj) == pytest.approx(ref(keep_r, keep_f), rel=1e-7)
+    drop_f, none = np.arange(0, 40, 3), np.array([], int)
+    expected = ref(np.arange(300), np.setdiff1d(np.arange(40), drop_f))
+    assert fid_value(r_side, f_side, none, drop_f, None, proj) == pytest.approx(expected, rel=1e-7)
+    with pytest.raises(ValueError, match="whole groups"):
+        fid_value(r_side, f_side, np.array([0, 1]), none, None, proj)
+    # small blocks give the same sums (the bound on X Yᵀ's block is memory, not arithmetic)
+    small = _Projection(r_side, f_side)
+    _Projection.CHUNK_ELEMENTS, saved = 40 * 7, _Projection.CHUNK_ELEMENTS
+    try:
+        chunked = _Projection(r_side, f_side)
+    finally:
+        _Projection.CHUNK_ELEMENTS = saved
+    assert (chunked.q_total - small.q_total).abs().max() < 1e-12 * small.q_total.abs().max()
+
+
 def test_fid_interval_contains_its_estimate_and_is_never_negative():
     rng = np.random.default_rng(2)
     real, fake = Population(16, 0.0, 1.0).draw(200, 1000, rng)

@@ -81,37 +81,43 @@ def test_fid_closed_form_for_known_gaussians_and_symmetry():
 
 
 def test_headline_fid_with_fewer_points_than_dimensions_is_exact_and_torch_fidelitys_otherwise():
-    """With N <= d (Inception at a few hundred images) the headline FID comes from the N x N cross-Gram form:
-    checked against the same FID evaluated in 40-digit arithmetic, where torch-fidelity's sqrtm of the singular
-    product is off in the 8th digit; with N > d it is torch-fidelity's number itself."""
+    """With N <= d generated points (Inception at a few hundred images) the headline FID comes from an N x N
+    form: the cross-Gram matrix when the real side is as small, the projection of the real scatter when it is
+    larger. Both are checked against the same FID evaluated in 40-digit arithmetic, where torch-fidelity's sqrtm
+    of the singular product is off in the 8th digit; with N > d it is torch-fidelity's number itself."""
     mpmath = pytest.importorskip("mpmath")
     from bench.metrics.fid import frechet, headline_fid
 
     rng = np.random.default_rng(1)
     d, n = 64, 24
     mix = rng.standard_normal((d, d)) * 0.3
-    real = np.maximum(rng.standard_normal((n, d)) @ mix + 1, 0)
     fake = np.maximum(rng.standard_normal((n, d)) @ mix * 1.1 + 1.05, 0)
     stats = lambda x: {"mu": x.mean(0), "sigma": np.cov(x, rowvar=False)}
-    ours = headline_fid(stats(real), stats(fake), torch.tensor(real), torch.tensor(fake))
-
     mpmath.mp.dps = 40
+
     def centred(x):
         m = mpmath.matrix(x.tolist())
-        mu = [mpmath.fsum(m[i, j] for i in range(n)) / n for j in range(d)]
-        return mu, mpmath.matrix([[m[i, j] - mu[j] for j in range(d)] for i in range(n)])
-    (mu_r, c_r), (mu_g, c_g) = centred(real), centred(fake)
-    cross = c_g * c_r.T
-    eig = mpmath.eigsy(cross * cross.T / (n - 1) ** 2, eigvals_only=True)
-    square = lambda c: mpmath.fsum(c[i, j] ** 2 for i in range(n) for j in range(d)) / (n - 1)
-    exact = float(mpmath.fsum((a - b) ** 2 for a, b in zip(mu_r, mu_g)) + square(c_r) + square(c_g)
-                  - 2 * mpmath.fsum(mpmath.sqrt(max(e, 0)) for e in eig))
-    assert ours == pytest.approx(exact, rel=1e-12)
-    assert frechet(stats(real), stats(fake)) == pytest.approx(exact, rel=1e-6)  # torch-fidelity: close, not exact
+        mu = [mpmath.fsum(m[i, j] for i in range(len(x))) / len(x) for j in range(d)]
+        return mu, mpmath.matrix([[m[i, j] - mu[j] for j in range(d)] for i in range(len(x))])
 
-    more = np.maximum(rng.standard_normal((3 * d, d)) @ mix + 1, 0)  # N > d: torch-fidelity's formula
-    assert headline_fid(stats(more), stats(fake), torch.tensor(more), torch.tensor(fake)) == frechet(stats(more),
-                                                                                                   stats(fake))
+    def exact(real):
+        (mu_r, c_r), (mu_g, c_g) = centred(real), centred(fake)
+        n_r = len(real)
+        cross = c_g * c_r.T  # n x n_r: Σ_r Σ_g's non-zero eigenvalues are those of cross crossᵀ / ((n_r-1)(n-1))
+        eig = mpmath.eigsy(cross * cross.T / ((n_r - 1) * (n - 1)), eigvals_only=True)
+        square = lambda c, k: mpmath.fsum(c[i, j] ** 2 for i in range(k) for j in range(d)) / (k - 1)
+        return float(mpmath.fsum((a - b) ** 2 for a, b in zip(mu_r, mu_g)) + square(c_r, n_r) + square(c_g, n)
+                     - 2 * mpmath.fsum(mpmath.sqrt(max(e, 0)) for e in eig))
+
+    for n_real in (n, 3 * d):  # the cross-Gram form, then the projection (more real points than dimensions)
+        real = np.maximum(rng.standard_normal((n_real, d)) @ mix + 1, 0)
+        ours = headline_fid(stats(real), stats(fake), torch.tensor(real), torch.tensor(fake))
+        truth = exact(real)
+        assert ours == pytest.approx(truth, rel=1e-12)
+        assert frechet(stats(real), stats(fake)) == pytest.approx(truth, rel=1e-6)  # torch-fidelity: close
+    more = np.maximum(rng.standard_normal((3 * d, d)) @ mix * 1.1 + 1.05, 0)  # N > d: torch-fidelity's formula
+    assert headline_fid(stats(real), stats(more), torch.tensor(real), torch.tensor(more)) == frechet(stats(real),
+                                                                                                   stats(more))
 
 
 @pytest.mark.parametrize("n_real,n_fake,d", [(500, 400, 8), (30, 40, 64)])

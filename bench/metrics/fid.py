@@ -23,25 +23,27 @@ import torch
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 
 from bench.metrics.base import Key, Metric, MetricContext, derive_seed
-from bench.metrics.intervals import _Side, as_side, fid_interval, fid_value
+from bench.metrics.intervals import _Side, as_side, fid_jackknife, fid_value, gram_form, interval_from
 
 
 def frechet(stats_real: dict, stats_fake: dict) -> float:
     return float(fid_statistics_to_metric(stats_real, stats_fake, verbose=False)[KEY_METRIC_FID])
 
 
-def headline_fid(stats_real: dict, stats_fake: dict, real: torch.Tensor | None, fake: torch.Tensor) -> float:
+def headline_fid(stats_real: dict, stats_fake: dict, real, fake) -> float:
     """The FID every table shows. torch-fidelity's formula on the statistics (a `sqrtm` of Σ_r Σ_g), except when
-    neither side has more points than dimensions (Inception, CLIP or DINOv2 features of a few hundred images):
-    then Σ_r Σ_g has rank below N and its non-zero eigenvalues are those of an N x N cross-Gram matrix
-    (bench/metrics/intervals.py `_fid_cross_gram`, the jackknife's own replicate formula), which gives the same
-    FID without a d x d matrix function. At d = 2,048 that `sqrtm` took 5-7 s here whatever N was; the
-    cross-Gram form takes milliseconds, and the two agree to ~1e-7 relative (the `sqrtm` of a singular product
-    is the less accurate of the two; tests/test_stats_and_metrics.py)."""
-    if real is not None and max(len(real), len(fake)) <= real.shape[1]:
-        real_side, fake_side = _Side(real), _Side(fake)
+    the generated side has no more points than dimensions (Inception, CLIP or DINOv2 features of a few hundred
+    images): then Σ_r Σ_g has rank below N and its non-zero eigenvalues are those of an N x N matrix, the
+    jackknife's own replicate formula (bench/metrics/intervals.py `gram_form`: the cross-Gram matrix when the
+    real side is as small, the generated rows' projection of the real scatter when it is larger), which gives
+    the same FID without a d x d matrix function. At d = 2,048 that `sqrtm` took 5-7 s here whatever N was;
+    the N x N forms take milliseconds to a second, and agree with it to ~1e-7 relative (the `sqrtm` of a
+    singular product is the less accurate of the two; tests/test_stats_and_metrics.py). `real`, `fake`: the
+    feature pools (tensors, or the `_Side`s an evaluation already made)."""
+    if real is not None and len(fake) <= (fake.d if isinstance(fake, _Side) else fake.shape[1]):
+        real_side, fake_side = as_side(real), as_side(fake)
         none = np.array([], dtype=int)
-        return fid_value(real_side, fake_side, none, none, None, fake_side.x @ real_side.x.T)
+        return fid_value(real_side, fake_side, none, none, None, gram_form(real_side, fake_side))
     return frechet(stats_real, stats_fake)
 
 
@@ -54,7 +56,7 @@ def fid_infinity(real: torch.Tensor, fake: torch.Tensor, points: int, seed: int)
     sizes = np.unique(np.linspace(max(n // 4, 2), n, points).astype(int))
     rng = np.random.default_rng(derive_seed(seed, "fid-inf"))
     real_side, fake_side = as_side(real), as_side(fake)
-    cross = fake_side.x @ real_side.x.T if max(real_side.n, n) <= real_side.d else None
+    cross = gram_form(real_side, fake_side)
     none = np.array([], dtype=int)
     values = [fid_value(real_side, fake_side, none, rng.permutation(n)[k:], None, cross) for k in sizes]
     slope, intercept = np.polyfit(1.0 / sizes, values, 1)
@@ -62,18 +64,21 @@ def fid_infinity(real: torch.Tensor, fake: torch.Tensor, points: int, seed: int)
 
 
 def compute(ctx: MetricContext) -> dict[str, float]:
-    out = {"fid": headline_fid(ctx.real_stats, ctx.fake_stats, ctx.real.get("pool"), ctx.fake["pool"])}
     s = ctx.settings
     groups = s.fid_interval_groups
     points = getattr(s, "fid_inf_points", 0)
-    if groups or points:
-        # one float64 centred copy of each side for both (at N = 20,000 a second pair was most of the FID
-        # phase's peak memory); the numbers are those of separate copies
-        real, fake = as_side(ctx.real["pool"]), as_side(ctx.fake["pool"])
-    if groups:
-        out["fid/ci95_low"], out["fid/ci95_high"] = fid_interval(out["fid"], real, fake,
-                                                                 groups, derive_seed(ctx.seed, "fid-jackknife"))
-    if points and len(ctx.fake["pool"]) >= 8:
+    real, fake = ctx.real.get("pool"), ctx.fake["pool"]
+    if real is not None and (groups or points or len(fake) <= fake.shape[1]):
+        # one float64 centred copy of each side for the headline, the interval and FID_inf (at N = 20,000 a
+        # second pair was most of the FID phase's peak memory; with few generated points in many dimensions they
+        # also share one projection of the real scatter); the numbers are those of separate copies
+        real, fake = as_side(real), as_side(fake)
+    # the jackknife first: it groups the sides, and the headline then reuses the grouped projection
+    jk = fid_jackknife(real, fake, groups, derive_seed(ctx.seed, "fid-jackknife")) if groups else None
+    out = {"fid": headline_fid(ctx.real_stats, ctx.fake_stats, real, fake)}
+    if jk is not None:
+        out["fid/ci95_low"], out["fid/ci95_high"] = interval_from(out["fid"], jk)
+    if points and len(fake) >= 8:
         out["fid_inf"] = fid_infinity(real, fake, points, ctx.seed)
     return out
 
