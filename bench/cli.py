@@ -110,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     pc.add_argument("--populations", nargs="+", default=["far", "near", "same"], choices=["far", "near", "same"])
     pc.add_argument("--metrics", nargs="+", default=["fid", "kid"], choices=["fid", "kid"])
     pc.add_argument("--json", default=None, help="also write every cell as JSON here")
+    pc.add_argument("--log", default=None,
+                    help="append every simulated draw to this JSONL file and resume from it: an interrupted grid "
+                         "continues after its last logged draw with the same numbers an uninterrupted run gives")
 
     jg = sub.add_parser("judge", help="the shipped judge classifiers (pinned weights files)")
     jsub = jg.add_subparsers(dest="judge_command", required=True)
@@ -208,7 +211,8 @@ def _coverage(args) -> int:
     for d in args.dims:
         for pop in args.populations:
             for n in args.n:
-                cells.append(simulate_cell(pop, d, n, args.n_real, args.draws, metrics=tuple(args.metrics)))
+                cells.append(simulate_cell(pop, d, n, args.n_real, args.draws, metrics=tuple(args.metrics),
+                                           log=Path(args.log) if args.log else None))
                 print(format_table(cells[-1:]).splitlines()[-1] if len(cells) > 1 else format_table(cells),
                       flush=True)
     if args.json:

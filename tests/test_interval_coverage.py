@@ -214,3 +214,33 @@ def test_kid_interval_on_a_subsample_still_covers(population, monkeypatch):
     monkeypatch.setattr(intervals, "KID_VARIANCE_MAX", 800)
     cell = simulate_cell(population, 32, 1000, 2000, draws=200, kid_subsets=5, kid_subset_size=500, metrics=("kid",))
     assert 0.90 <= cell["kid"]["coverage"] <= 0.99 and cell["kid"]["estimate_inside"], cell["kid"]
+
+
+def test_an_interrupted_coverage_run_resumes_with_the_uninterrupted_numbers(tmp_path):
+    """`--log`: each draw is appended as it finishes; a run cut short (here: after 3 draws, its 4th line cut
+    mid-write) continues after the last whole record with the generator state it left, so the cell's numbers
+    are those of a run that was never interrupted; another cell's records, or another method's, are not used."""
+    import json
+
+    from bench.coverage import _cell_key
+
+    settings = dict(draws=6, kid_subsets=3, kid_subset_size=100)
+    whole = simulate_cell("near", 16, 120, 400, **settings)
+    log = tmp_path / "draws.jsonl"
+    simulate_cell("near", 16, 120, 400, **settings, log=log)
+    lines = log.read_text().splitlines()
+    assert [json.loads(x)["draw"] for x in lines] == list(range(6))
+    key = json.loads(lines[0])["cell"]
+    other = json.loads(lines[3]) | {"cell": _cell_key("far", 16, 120, 400, 0, 10, 3, 100, ("fid", "kid"))}
+    stale = json.loads(lines[3]) | {"cell": key.replace(json.loads(key)["method"], "an-older-method")}
+    log.write_text("\n".join(lines[:3] + [json.dumps(other), json.dumps(stale), lines[3][:40]]) + "\n")
+    resumed = simulate_cell("near", 16, 120, 400, **settings, log=log)
+    assert resumed["resumed_draws"] == 3
+    for metric in ("fid", "kid"):
+        assert resumed[metric] == whole[metric]
+    assert [json.loads(x)["draw"] for x in log.read_text().splitlines()[6:]] == [3, 4, 5]
+    # the check can fail: resuming from a record whose state is not the one its draw left changes the numbers
+    lines = log.read_text().splitlines()
+    wrong = json.loads(lines[2]) | {"state": json.loads(lines[0])["state"]}
+    log.write_text("\n".join(lines[:2] + [json.dumps(wrong)]) + "\n")
+    assert simulate_cell("near", 16, 120, 400, **settings, log=log)["fid"] != whole["fid"]
