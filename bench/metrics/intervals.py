@@ -38,9 +38,11 @@ set.
 Replicate FIDs use exact linear algebra on the statistics (no resampling with replacement): when neither side
 has more points than dimensions, the non-zero eigenvalues of Σ_r Σ_g are those of an n_g x n_g product of the
 re-centred cross-Gram matrix X Yᵀ (no d x d matrix at all); with only n_g ≤ d, those of X Σ_r Xᵀ/(n-1) (X the
-centred generated features); otherwise those of Lᵀ Σ_g L with Σ_r = L Lᵀ (Cholesky; an eigen square root if
-Σ_r is singular). Leaving groups out subtracts their precomputed sums and scatters. A FID interval costs
-1 + G + G(G-1)/2 such evaluations (56 at G = 10).
+centred generated features), built from each real group's projection onto the generated rows (`_Projection`,
+again no d x d matrix); otherwise those of Lᵀ Σ_g L with Σ_r = L Lᵀ (Cholesky; an eigen square root if Σ_r is
+singular). Leaving groups out subtracts their precomputed sums, scatters or projections. In the n x n forms the
+centring puts an exact zero eigenvalue into the matrix, which is projected out before the square root
+(`_centred_trace_sqrt`). A FID interval costs 1 + G + G(G-1)/2 such evaluations (56 at G = 10).
 """
 
 from __future__ import annotations
