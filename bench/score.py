@@ -22,8 +22,7 @@ import torch
 from bench.data.base import DataSpec, decode_image, images_under
 from bench.errors import BenchError
 from bench.features.stats import load_reference_stats, save_reference_stats
-from bench.metrics.fid import headline_fid
-from bench.metrics.intervals import fid_interval
+from bench.metrics.fid import fid_and_interval
 from bench.metrics.kid import kid_summary, subset_size
 from bench.runner.sampling import stream_features
 
@@ -97,10 +96,11 @@ def score(a: str | Path, b: str | Path, metrics: tuple[str, ...] = ("fid", "kid"
         out["n_b"] = len(real_images)
     m = out["metrics"]
     if "fid" in metrics:
-        m["fid"] = headline_fid(real_stats, fake_stats.as_fid_stats(), None if real is None else real["pool"],
-                                fake["pool"])
-        if real is not None and min(len(real["pool"]), len(fake["pool"])) >= 20:
-            m["fid/ci95_low"], m["fid/ci95_high"] = fid_interval(m["fid"], real["pool"], fake["pool"], 10, seed)
+        # as a protocol scores it (bench/metrics/fid.py); too few points give no usable interval
+        groups = 10 if real is not None and min(len(real["pool"]), len(fake["pool"])) >= 20 else 0
+        values, _, _ = fid_and_interval(real_stats, fake_stats.as_fid_stats(),
+                                        None if real is None else real["pool"], fake["pool"], groups, seed)
+        m.update(values)
     if "kid" in metrics:
         size = subset_size(kid_subset_size, len(fake["pool"]), len(real["pool"]))
         # A first, as torch-fidelity; as FID's, too few points give no usable interval

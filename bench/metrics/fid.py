@@ -63,21 +63,30 @@ def fid_infinity(real: torch.Tensor, fake: torch.Tensor, points: int, seed: int)
     return float(intercept)
 
 
-def compute(ctx: MetricContext) -> dict[str, float]:
-    s = ctx.settings
-    groups = s.fid_interval_groups
-    points = getattr(s, "fid_inf_points", 0)
-    real, fake = ctx.real.get("pool"), ctx.fake["pool"]
-    if real is not None and (groups or points or len(fake) <= fake.shape[1]):
-        # one float64 centred copy of each side for the headline, the interval and FID_inf (at N = 20,000 a
-        # second pair was most of the FID phase's peak memory; with few generated points in many dimensions they
-        # also share one projection of the real scatter); the numbers are those of separate copies
+def fid_and_interval(stats_real: dict, stats_fake: dict, real, fake, groups: int, seed: int,
+                     share: bool = False) -> tuple[dict[str, float], object, object]:
+    """The headline FID and, with `groups`, its jackknife interval seeded by `seed`: ({key: value}, real, fake).
+
+    One float64 centred copy of each side serves both (at N = 20,000 a second pair was most of the FID phase's
+    peak memory; with few generated points in many dimensions they also share one projection of the real
+    scatter), and the returned sides let FID_inf reuse them too (`share`: make them even without an interval).
+    The jackknife runs first: it groups the sides, and the headline then reuses the grouped projection. The
+    numbers are those of separate copies."""
+    if real is not None and (groups or share or len(fake) <= fake.shape[1]):
         real, fake = as_side(real), as_side(fake)
-    # the jackknife first: it groups the sides, and the headline then reuses the grouped projection
-    jk = fid_jackknife(real, fake, groups, derive_seed(ctx.seed, "fid-jackknife")) if groups else None
-    out = {"fid": headline_fid(ctx.real_stats, ctx.fake_stats, real, fake)}
+    jk = fid_jackknife(real, fake, groups, seed) if groups else None
+    out = {"fid": headline_fid(stats_real, stats_fake, real, fake)}
     if jk is not None:
         out["fid/ci95_low"], out["fid/ci95_high"] = interval_from(out["fid"], jk)
+    return out, real, fake
+
+
+def compute(ctx: MetricContext) -> dict[str, float]:
+    s = ctx.settings
+    points = getattr(s, "fid_inf_points", 0)
+    out, real, fake = fid_and_interval(ctx.real_stats, ctx.fake_stats, ctx.real.get("pool"), ctx.fake["pool"],
+                                       s.fid_interval_groups, derive_seed(ctx.seed, "fid-jackknife"),
+                                       share=bool(points))
     if points and len(fake) >= 8:
         out["fid_inf"] = fid_infinity(real, fake, points, ctx.seed)
     return out

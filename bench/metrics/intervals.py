@@ -102,12 +102,14 @@ def jackknife(value: Callable[[tuple[int, ...]], float], g: int) -> dict[str, fl
 
 
 def _centred_trace_sqrt(m: torch.Tensor) -> float:
-    """Σ sqrt(eig(m)) for a symmetric PSD m whose rows belong to centred points, so that m 1 = 0 exactly.
+    """Σ sqrt(eig(H m H)) for a symmetric PSD m, H = I - 11ᵀ/n: the trace term of the points behind m re-centred on
+    their own mean (m itself when its points are centred already, m 1 = 0).
 
-    That zero eigenvalue comes out of eigvalsh as ±ε·λ_max, and its square root as ~1e-8·sqrt(λ_max): a
-    1e-9 relative error in FID, larger than every other rounding in it. A Householder reflection P (P e_1 =
-    1/√n) turns m into P m P with that direction in its first row and column; the eigenvalues of the rest are
-    the other n - 1 (exact algebra), so the zero never reaches the square root."""
+    H m H has the exact zero eigenvalue of 1, which eigvalsh returns as ±ε·λ_max and its square root as
+    ~1e-8·sqrt(λ_max): a 1e-9 relative error in FID, larger than every other rounding in it. A Householder
+    reflection P (P e_1 = 1/√n) puts that direction in the first row and column of P m P; the eigenvalues of
+    the rest are those of H m H on the complement of 1 (exact algebra, and H acts there as the identity), so
+    the zero never reaches the square root."""
     n = m.shape[0]
     m = (m + m.T) / 2
     if n > 1:
@@ -152,7 +154,7 @@ class _Side:
         self.shift = x.mean(0)
         self.x = x.sub_(self.shift)  # centring first keeps the scatter sums well conditioned
         self.sum = self.x.sum(0)
-        self._sq_norms = self._scatter = None
+        self._sq_norms = self._scatter = self._projection = None
         self.grouped(groups)
 
     def grouped(self, groups: list[np.ndarray] | None) -> "_Side":
@@ -206,7 +208,7 @@ class _Side:
     def projection(self, real: "_Side") -> "_Projection":
         """`real`'s scatter seen through these (generated) rows, per real group (`_Projection`); made once and
         reused by every replicate, the headline and FID_inf while `real` keeps the same groups."""
-        cached = getattr(self, "_projection", None)
+        cached = self._projection
         if cached is None or cached.real is not real or cached.groups is not real.groups:
             self._projection = cached = _Projection(real, self)
         return cached
@@ -255,8 +257,9 @@ class _Projection:
     of X S_r Xᵀ / ((n_r-1)(n_g-1)), an n_g x n_g matrix. For each real group j, Q_j = (X Y_jᵀ)(X Y_jᵀ)ᵀ and
     p_j = X Y_jᵀ 1 (Y_j that group's centred rows) are computed once; leaving real groups out subtracts them,
     S_r's re-centring is the rank-one term p pᵀ / n_r', and leaving generated rows out selects rows and columns
-    (their re-centring, H A H, is implicit in `_centred_trace_sqrt`). Exact algebra: no d x d covariance, Cholesky factor or d x d product per
-    replicate, where the covariance form spent ~4 GFLOP on each of the 56 (and ~170 GFLOP on the real scatters)."""
+    (their re-centring, H A H, is what `_centred_trace_sqrt` applies). Exact algebra: no d x d covariance,
+    Cholesky factor or d x d product per replicate, where the covariance form spent ~4 GFLOP on each of the 56
+    (and ~170 GFLOP on the real scatters)."""
 
     CHUNK_ELEMENTS = 1 << 22  # bound on one n_g x rows block of X Yᵀ (32 MiB in float64)
 
@@ -296,8 +299,7 @@ class _Projection:
         keep_g = fake.keep(fake_idx)
         p = p[keep_g]
         a = q[keep_g][:, keep_g] - torch.outer(p, p) / n_r  # X S_r' Xᵀ on the kept rows
-        # Re-centring the kept rows on their own mean is H A H (H = I - 11ᵀ/n); `_centred_trace_sqrt` works in
-        # the complement of 1, where H acts as the identity, so it takes A as it is.
+        # re-centring the kept rows on their own mean (H A H) is part of `_centred_trace_sqrt`
         tr_cov = _centred_trace_sqrt(a / ((n_r - 1) * (n_g - 1)))
         mean_r, mean_g = s_r / n_r, s_g / n_g
         tr_r = (sq - n_r * float(mean_r @ mean_r)) / (n_r - 1)
