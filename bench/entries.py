@@ -78,9 +78,13 @@ def run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real_
                parent, device, resume, env, train_seed: int | None = None) -> results_mod.EvalResult:
     model, seed = build_entry(entry, protocol, data, device, train_seed)
     card = model.card()
+    # Scored at its random initialisation: the table's floor (layout.UNTRAINED). A warm start is not untrained,
+    # and neither is a steps-0 model with nothing to train (a fixed method such as bicubic upsampling).
+    untrained = bool(entry.train and entry.train.steps == 0 and not entry.train.init_from and model.optimizers())
     # the training seed is tagged when there are several: the leaderboard's unit is (entry, training seed)
     child = tracker.start_run(layout.child_name(entry.name, train_seed),
-                              layout.child_tags(protocol.name, fp, entry.name, entry.zoo, train_seed), parent=parent)
+                              layout.child_tags(protocol.name, fp, entry.name, entry.zoo, train_seed,
+                                                untrained=untrained), parent=parent)
     result = results_mod.EvalResult(protocol.name, fp, entry.name, entry.zoo, "FAILED", env=env,
                                     train_seed=train_seed)
     run_dir = entry_dir(run_root, entry.name, train_seed)

@@ -45,11 +45,11 @@ def test_many_pairs_use_seeded_draws_reproducibly():
 
 # --- grouping and ranking on synthetic runs -----------------------------------------------------------
 
-def _run(fp, entry, parent, start, metrics, status="FINISHED", train_seed="", failure=""):
+def _run(fp, entry, parent, start, metrics, status="FINISHED", train_seed="", failure="", untrained=False):
     return {"run_id": f"{parent}-{entry}-{train_seed}", "parent_run_id": parent, "experiment": "exp",
             "protocol": "p", "fingerprint": fp, "entry": entry, "zoo": "mnist_gan", "train_seed": train_seed,
             "status": status, "failure": failure, "start_time": start, "end_time": start + 1000,
-            "metrics": metrics}
+            "metrics": metrics, "untrained": untrained}
 
 
 def _build(rows, per_seed, sort=None):
@@ -253,6 +253,39 @@ def test_entries_against_the_control_use_training_seeds_and_holm():
     assert any(line.startswith("`weak` ") and "**not significant**" in line for line in lines)
     with pytest.raises(Exception, match="control entry 'nope' is not in the table"):
         leaderboard.against_control(g, "nope")
+
+
+def test_an_untrained_floor_is_tested_against_the_control_but_stays_out_of_the_holm_family():
+    """A protocol compares k treatments with a control; its untrained entry answers another question (did the
+    control learn anything?), and counting it would multiply every treatment's p by k + 1 instead of k."""
+    fp, rows, seeds = "D" * 64, [], {}
+    rng = np.random.default_rng(1)
+    offsets = {"plain": 0.0, "a": -3.0, "b": 0.5, "untrained": 40.0}
+    for entry, off in offsets.items():
+        for ts in range(3):
+            vals = list(20 + off + rng.normal(0, 1.0) + rng.normal(0, 0.1, 4))
+            rows.append(_run(fp, entry, "r", 1, {"fid": float(np.mean(vals))}, train_seed=str(ts),
+                             untrained=entry == "untrained"))
+            seeds[(f"r-{entry}-{ts}", "fid")] = vals
+    (g,) = _build(rows, seeds)
+    tests = {t.entry: t for t in leaderboard.against_control(g, "plain")}
+    assert set(tests) == {"a", "b", "untrained"}
+    assert tests["untrained"].floor and not tests["a"].floor and np.isnan(tests["untrained"].p_holm)
+    # the family is {a, b}: the smaller p doubled, never tripled
+    pa, pb = tests["a"].p, tests["b"].p
+    assert min(tests["a"].p_holm, tests["b"].p_holm) == pytest.approx(min(1.0, 2 * min(pa, pb)))
+    assert [tests["a"].p_holm, tests["b"].p_holm] == pytest.approx(significance.holm([pa, pb]))
+    # the same rows without the mark: three in the family, as before the tag existed
+    unmarked = [{**r, "untrained": False} for r in rows]
+    (g3,) = _build(unmarked, seeds)
+    t3 = {t.entry: t for t in leaderboard.against_control(g3, "plain")}
+    pu = tests["untrained"].p
+    assert [t3["a"].p_holm, t3["b"].p_holm] == pytest.approx(significance.holm([pa, pb, pu])[:2])
+    assert not np.isnan(t3["untrained"].p_holm)
+    head, lines = render.control_lines(g, "plain")
+    assert head[0].endswith("; `plain` beats the untrained floor `untrained` with significance")
+    line = next(x for x in lines if x.startswith("`untrained` worse than `plain`"))
+    assert "the untrained floor, outside the Holm family" in line and "Holm-adjusted" not in line
 
 
 def test_a_protocol_control_must_name_an_entry_and_stays_out_of_the_fingerprint():

@@ -77,6 +77,24 @@ def test_a_protocol_control_adds_the_against_control_section(report, tmp_path, m
 
 
 @needs_data
+def test_with_a_trained_control_the_untrained_entry_is_a_floor_outside_the_holm_family(report, tmp_path, monkeypatch):
+    """The runner tags the steps-0 entry (layout.UNTRAINED) and the report reads it back from MLflow: its test
+    against the control is shown unadjusted and labelled, not counted among the treatments."""
+    runs, _, _ = report
+    from bench.reporting import store
+
+    real = store.download_text
+    monkeypatch.setattr(store, "download_text", lambda c, rid, name: (real(c, rid, name) or "") + (
+        "control: trained\n" if name == "protocol.yaml" else ""))
+    out = tmp_path / "trained-control"
+    assert main(["report", str(runs.changed), "--out", str(out)]) == 0
+    readme = (out / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("- `untrained` worse than `trained` on FID"))
+    assert "the untrained floor, outside the Holm family" in line and "Holm-adjusted" not in line
+    assert "the untrained floor `untrained`" in readme
+
+
+@needs_data
 @pytest.mark.parametrize("edit,what", [("# a comment fixed after the run\n", "only in comments or layout (the same protocol);"),
                                        ("control: untrained\n", "in content;")])
 def test_a_protocol_file_edited_after_its_run_is_noted_as_comment_only_or_content(report, tmp_path, monkeypatch,

@@ -100,7 +100,7 @@ def _entry_row(entry: str, runs: pd.DataFrame, keys: list[str], per_seed: PerSee
     failed = runs[runs["status"] != "FINISHED"]
     row = {"entry": entry, "zoo": runs["zoo"].iloc[0], "run_ids": runs["run_id"].tolist(),
            "train_seeds": runs["train_seed"].tolist(), "n_train": len(runs), "n_eval": 0,
-           "status": "FINISHED", "failure": "", "baseline": _baseline(runs),
+           "status": "FINISHED", "failure": "", "baseline": _baseline(runs), "untrained": _untrained(runs),
            "duration_s": float(np.nansum([(e - s) / 1000 for s, e in zip(runs["start_time"], runs["end_time"])
                                           if e and s]))}
     if len(failed):
@@ -120,6 +120,11 @@ def _baseline(runs: pd.DataFrame) -> str:
     """'real_data' / 'identity' for the real-data row (bench/runner/reference.py), '' for an entry."""
     value = runs["baseline"].iloc[0]
     return value if isinstance(value, str) else ""  # NaN: a frame whose runs carry no such value
+
+
+def _untrained(runs: pd.DataFrame) -> bool:
+    """Every training run of the entry was scored at its initialisation (layout.UNTRAINED)."""
+    return bool(runs["untrained"].eq(True).all())  # NaN: a frame whose runs carry no such value
 
 
 def _add_metric(row: dict, key: str, runs: pd.DataFrame, per_seed: PerSeed) -> None:
@@ -215,15 +220,23 @@ class ControlTest:
     control_mean: float
     better: bool  # in the metric's direction (KEY_DIRECTION)
     p: float  # NaN: not testable (see test)
-    p_holm: float  # Holm-adjusted over every entry tested against the control on this metric
+    p_holm: float  # Holm-adjusted over the treatments tested against the control on this metric; NaN for a floor
     test: str
+    floor: bool = False  # an untrained entry: a check that the control learned anything, not a treatment
+
+
+def _flag(value) -> bool:
+    return isinstance(value, (bool, np.bool_)) and bool(value)  # NaN (no such column): not flagged
 
 
 def against_control(g: Group, control: str) -> list[ControlTest]:
     """Every ranked entry (not a baseline row, not the control) against `control`, on every metric of the
     table. A protocol that compares k treatments with one control makes k tests per metric, so each p is
     also given Holm-adjusted over those k (Holm 1979: family-wise error <= ALPHA for any dependence); a
-    verdict of "beats the control" uses the adjusted p."""
+    verdict of "beats the control" uses the adjusted p. Untrained entries (layout.UNTRAINED) are tested too,
+    as floors: whether the control beats its own initialisation is a different question from which treatment
+    beats the control, so they stay out of the family (counting them would inflate every treatment's adjusted
+    p) and their verdict is the unadjusted p."""
     rows = g.rows.set_index("entry", drop=False)
     if control not in rows.index:
         raise BenchError(f"control entry '{control}' is not in the table; entries: {', '.join(rows.index)}")
@@ -244,8 +257,10 @@ def against_control(g: Group, control: str) -> list[ControlTest]:
             p, test, _ = two_sample(r[col], ref[col])
             mean, cmean = float(r[f"{key}/mean"]), float(ref[f"{key}/mean"])
             better = mean > cmean if KEY_DIRECTION[key] else mean < cmean
-            tests.append(ControlTest(r["entry"], key, mean, cmean, better, p, math.nan, test))
-        for t, adj in zip(tests, significance.holm([t.p for t in tests])):
+            tests.append(ControlTest(r["entry"], key, mean, cmean, better, p, math.nan, test,
+                                     floor=_flag(r.get("untrained"))))
+        family = [t for t in tests if not t.floor]
+        for t, adj in zip(family, significance.holm([t.p for t in family])):
             t.p_holm = adj
         out += tests
     return out

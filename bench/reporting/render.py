@@ -112,19 +112,29 @@ def control_lines(g: Group, control: str) -> tuple[list[str], list[str]]:
         if not mine:
             continue
         name = key_label(key, g.extractor)
-        wins = [t.entry for t in mine if t.better and t.p_holm < significance.ALPHA]
-        losses = [t.entry for t in mine if not t.better and t.p_holm < significance.ALPHA]
-        untested = [t.entry for t in mine if math.isnan(t.p)]
+        family = [t for t in mine if not t.floor]
+        wins = [t.entry for t in family if t.better and t.p_holm < significance.ALPHA]
+        losses = [t.entry for t in family if not t.better and t.p_holm < significance.ALPHA]
+        untested = [t.entry for t in family if math.isnan(t.p)]
         text = f"{name}: " + (f"beat `{control}` with significance: " + ", ".join(f"`{e}`" for e in wins)
                               if wins else f"no entry beats `{control}` with significance")
         if losses:
             text += "; significantly worse: " + ", ".join(f"`{e}`" for e in losses)
         if untested:
             text += "; not testable: " + ", ".join(f"`{e}`" for e in untested)
+        for t in mine:
+            if t.floor and not math.isnan(t.p):
+                sig = t.p < significance.ALPHA
+                beats = "beats" if not t.better else "does not beat"
+                text += (f"; `{control}` {beats} the untrained floor `{t.entry}`"
+                         + (" with significance" if sig else " (**not significant**)"))
         headline.append(text)
         for t in mine:
             if math.isnan(t.p):
                 verdict = "not tested" + (f" ({t.test.removeprefix('no test: ')})" if t.test else "")
+            elif t.floor:
+                verdict = (("significant" if t.p < significance.ALPHA else "**not significant**")
+                           + f", p={t.p:.2g}, the untrained floor, outside the Holm family ({t.test or 'paired'})")
             else:
                 sig = t.p_holm < significance.ALPHA
                 verdict = (("significant" if sig else "**not significant**")
@@ -137,7 +147,8 @@ def control_lines(g: Group, control: str) -> tuple[list[str], list[str]]:
 CONTROL_INTRO = ("Every entry against the control `{c}` on every metric: the same test as `vs next` (training "
                  "seeds as the units when there are several), and because k entries are each tested against one "
                  "control, the p-values are also Holm-adjusted over the k (family-wise error at "
-                 f"{significance.ALPHA}); a verdict uses the adjusted p.")
+                 f"{significance.ALPHA}); a verdict uses the adjusted p. An untrained entry is a floor, not one of "
+                 "the k: its test asks whether the control learned anything, and is read unadjusted.")
 
 
 def title(g: Group) -> str:

@@ -20,7 +20,8 @@ from bench.errors import BenchError
 from bench.tracking import layout
 
 CHILD_COLUMNS = ["run_id", "parent_run_id", "experiment", "protocol", "fingerprint", "entry", "zoo",
-                 "train_seed", "status", "failure", "start_time", "end_time", "metrics", "baseline", "extractor"]
+                 "train_seed", "status", "failure", "start_time", "end_time", "metrics", "baseline", "extractor",
+                 "untrained"]
 
 
 def client(uri: str):
@@ -126,6 +127,7 @@ def child_runs(c, exps: dict[str, str], fingerprint: Optional[str] = None,
             "start_time": r.info.start_time, "end_time": r.info.end_time,
             "metrics": dict(r.data.metrics),
             "baseline": t.get(layout.BASELINE, ""),  # the real-data row: real_data or identity (reference.py)
+            "untrained": layout.untrained_of(t),  # runs logged before the tag read as trained
         })
     # The feature space is a run-wide fact on the parent run: one lookup per protocol run.
     extractors: dict[str, str] = {}

@@ -32,6 +32,10 @@ ENTRY = "bench.entry"
 ZOO = "bench.zoo"
 TRAIN_SEED = "bench.train_seed"  # only when the protocol trains the entry under several seeds
 BASELINE = "bench.baseline"  # the real-data row: "real_data" or "identity" (bench/runner/reference.py)
+# "1" on an entry scored at its initialisation (train: {steps: 0} of a model that has something to train): the
+# untrained floor of the table, not a competitor, so a protocol's control tests keep it out of their Holm family.
+# A steps-0 entry with nothing to train (a bicubic baseline) is a method like any other and is not marked.
+UNTRAINED = "bench.untrained"
 CHECKPOINT = "bench.checkpoint"
 CHECKPOINT_SHA256 = "bench.checkpoint_sha256"
 FAILURE = "bench.failure"  # why a run FAILED or was marked KILLED
@@ -53,13 +57,19 @@ def parent_tags(protocol: str, fingerprint: str, env: Mapping[str, Any], extract
 
 
 def child_tags(protocol: str, fingerprint: str, entry: str, zoo: str, train_seed: Optional[int] = None,
-               baseline: Optional[str] = None) -> dict[str, str]:
+               baseline: Optional[str] = None, untrained: bool = False) -> dict[str, str]:
     tags = {ENTRY: entry, ZOO: zoo, FINGERPRINT: fingerprint, PROTOCOL: protocol}
     if train_seed is not None:
         tags[TRAIN_SEED] = str(train_seed)
     if baseline is not None:
         tags[BASELINE] = baseline
+    if untrained:
+        tags[UNTRAINED] = "1"
     return tags
+
+
+def untrained_of(tags: Mapping[str, str]) -> bool:
+    return tags.get(UNTRAINED) == "1"
 
 
 def child_name(entry: str, train_seed: Optional[int] = None) -> str:
