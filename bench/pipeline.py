@@ -106,8 +106,12 @@ def open_session(loaded: LoadedProtocol, workdir: Path, world_size: int = 1) -> 
     device, data, loaded_ckpts = preflight(loaded, workdir)
     # The store is opened next (an unreachable MLflow fails here), before the expensive work.
     tracker = Tracker(resolve_uri(protocol.tracking.uri), protocol.tracking.experiment or protocol.name)
-    say(f"{protocol.name}: {len(data.train_images)} training / {len(data.eval_images)} held-out images from "
-        f"{data.source}")
+    if data.train_source:
+        say(f"{protocol.name}: {len(data.train_images)} training images from {data.train_source}, "
+            f"{len(data.eval_images)} held-out images from {data.source}")
+    else:
+        say(f"{protocol.name}: {len(data.train_images)} training / {len(data.eval_images)} held-out images from "
+            f"{data.source}")
     t0 = time.perf_counter()
     extractor = make_extractor(protocol.evaluation.extractor, data, derive(protocol.seed, "judge"), device,
                                protocol.evaluation.weights)

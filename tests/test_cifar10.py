@@ -83,6 +83,7 @@ def test_loose_folders_decode_to_the_same_pixels_as_the_zip(zipped, loose, tmp_p
 def test_zip_is_preferred_gans_train_on_train_and_the_test_split_is_the_reference(zipped):
     a = load_dataset(spec(), seed=0)
     assert a.source.endswith(CIFAR10_ZIP)  # the complete splits win over the loose subset beside them
+    assert a.train_source.endswith(CIFAR10_TRAIN_ZIP)  # and the run's first line says which file trains
     assert a.train_images.shape == (3000, 3, 32, 32) and a.eval_images.shape == (1000, 3, 32, 32)
     assert a.train_images.dtype == torch.uint8 and a.spec.num_classes == 10
     assert set(a.train_labels.tolist()) == set(range(10))

@@ -56,6 +56,9 @@ class RealData:
     # (`image_digests`); None = digest `eval_images` themselves. What measures (a judge) must never have
     # trained on one of these: checked against the judge file's own list when the extractor is built.
     eval_digests: Optional[torch.Tensor] = None
+    # Where the training images came from when that is another file than `source` (CIFAR-10's train zip beside
+    # the test zip), so the run's first line says which split trains and which one measures.
+    train_source: str = ""
 
     def reference_digests(self) -> torch.Tensor:
         return self.eval_digests if self.eval_digests is not None else image_digests(self.eval_images)

@@ -107,6 +107,7 @@ class _Pools:
     train: Optional[tuple[np.ndarray, np.ndarray]]
     fingerprint: str
     root: Path
+    train_root: Optional[Path] = None  # where the train split came from, when not `root` (CIFAR-10's second zip)
 
 
 def _read_mnist(spec: DatasetSpec) -> _Pools:
@@ -168,7 +169,10 @@ def _split_pools(spec: DatasetSpec, seed: int, p: _Pools) -> RealData:
                                  f"from the {len(test_x)} test images in {p.root} (no train split there; one image "
                                  f"in {REFERENCE_FRACTION} is the fixed reference pool, the rest the training pool)")
         pools = (test_x[tr], test_y[tr], test_x[ev], test_y[ev])
-    return _finish(spec, seed, p.name, p.num_classes, pools, p.fingerprint, p.root)
+    data = _finish(spec, seed, p.name, p.num_classes, pools, p.fingerprint, p.root)
+    if p.train is not None and p.train_root is not None:
+        data.train_source = str(p.train_root)
+    return data
 
 
 def _finish(spec: DatasetSpec, seed: int, name: str, num_classes: int, pools, fingerprint: str,
@@ -415,8 +419,9 @@ def _read_cifar10(spec: DatasetSpec) -> _Pools:
     def arrays(split):
         return splits[split]["images"].numpy(), splits[split]["labels"].numpy()
 
+    train_zip = path.parent / CIFAR10_TRAIN_ZIP
     return _Pools("cifar10", len(CIFAR10_CLASSES), arrays("test"), arrays("train") if "train" in splits else None,
-                  fingerprint, path)
+                  fingerprint, path, train_zip if kind == "zip" and train_zip.is_file() else None)
 
 
 def load_cifar10(spec: DatasetSpec, seed: int) -> RealData:
