@@ -220,6 +220,19 @@ def _rows_since(path: Path, offset: int, fingerprint: str) -> dict[tuple, dict[s
 
 # ---- executors: each turns a unit spec into a concurrent.futures.Future of run_unit's outcome ----------------
 
+# `python -m bench.sweep` would put the working directory first on sys.path, so a worker started inside another
+# checkout (or any folder holding a `bench` package) would run that code instead of the coordinator's. The worker
+# replaces that entry with the folder this `bench` was imported from (`-P` would do it, but needs Python 3.11).
+_BOOT = ("import runpy, sys; sys.path[0] = sys.argv.pop(1); "
+         "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")
+_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def same_bench_argv(module: str, *args: str) -> list[str]:
+    """The command that runs `module` as __main__ with this process's interpreter and this `bench`."""
+    return [sys.executable, "-c", _BOOT, _ROOT, module, *args]
+
+
 class _Local:
     """Each unit in its own `python -m bench.sweep` process, at most `jobs` at once (a killed process costs
     only its unit; a shared process pool would break for every unit)."""
@@ -243,7 +256,7 @@ class _Local:
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
         try:
-            out = subprocess.run([sys.executable, "-m", __name__, json.dumps(spec)], env=env,
+            out = subprocess.run(same_bench_argv(__name__, json.dumps(spec)), env=env,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                  text=True)
         finally:

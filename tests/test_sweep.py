@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from bench.errors import BenchError
-from bench.sweep import Sweep, Unit, UnitsUnfinished, _schedule, units_of
+from bench.sweep import Sweep, Unit, UnitsUnfinished, _schedule, same_bench_argv, units_of
 from tests.conftest import needs_data, tiny_protocol
 
 ENTRIES = """  - name: a
@@ -265,3 +265,20 @@ def test_submitit_runs_a_unit_in_a_process_of_its_own(tmp_path, sequential):
     marker = json.loads(unit_files(next(work.glob(f"sweep-{fp[:12]}")), Unit("a", 0))[1].read_text())
     assert marker["pid"] != os.getpid()
     assert "finished earlier" in (tmp_path / "a-seed-0.log").read_text()
+
+
+def test_a_worker_started_inside_another_checkout_runs_the_coordinators_bench(tmp_path):
+    """A local worker inherits the coordinator's working directory; a `bench` package there (another checkout)
+    must not replace the code the coordinator runs."""
+    decoy = tmp_path / "bench"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise SystemExit('decoy bench imported')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # as an installed `bench` would run
+    # the control: `python -m` in that folder picks up the decoy
+    naive = subprocess.run([sys.executable, "-m", "bench", "--help"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
+    assert "decoy bench imported" in naive.stderr
+    fixed = subprocess.run(same_bench_argv("bench", "--help"), cwd=tmp_path, env=env, capture_output=True,
+                           text=True)
+    assert fixed.returncode == 0 and "decoy" not in fixed.stderr, fixed.stderr[-1000:]
+    assert fixed.stdout.startswith("usage: bench")
