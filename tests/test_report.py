@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -57,17 +58,23 @@ def test_report_has_leaderboard_figures_protocol_and_environment(report):
     assert set(meta["files"]) == {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
 
 
-@needs_data
-def test_a_protocol_control_adds_the_against_control_section(report, tmp_path, monkeypatch):
+def _report_with_control(report, tmp_path, monkeypatch, control: str) -> Path:
+    """The report of the changed run as if its logged protocol text had named `control` (it changes no score and
+    no fingerprint)."""
     runs, _, _ = report
     from bench.reporting import store
 
     real = store.download_text
-    # the logged protocol text as if it had named a control (it changes no score and no fingerprint)
     monkeypatch.setattr(store, "download_text", lambda c, rid, name: (real(c, rid, name) or "") + (
-        "control: untrained\n" if name == "protocol.yaml" else ""))
-    out = tmp_path / "with-control"
+        f"control: {control}\n" if name == "protocol.yaml" else ""))
+    out = tmp_path / f"control-{control}"
     assert main(["report", str(runs.changed), "--out", str(out)]) == 0
+    return out
+
+
+@needs_data
+def test_a_protocol_control_adds_the_against_control_section(report, tmp_path, monkeypatch):
+    out = _report_with_control(report, tmp_path, monkeypatch, "untrained")
     readme, page = (out / "README.md").read_text(), (out / "index.html").read_text()
     assert "## Against the control `untrained`" in readme and "<h2>Against the control <code>untrained</code>" in page
     assert "Holm-adjusted" in readme
@@ -80,15 +87,7 @@ def test_a_protocol_control_adds_the_against_control_section(report, tmp_path, m
 def test_with_a_trained_control_the_untrained_entry_is_a_floor_outside_the_holm_family(report, tmp_path, monkeypatch):
     """The runner tags the steps-0 entry (layout.UNTRAINED) and the report reads it back from MLflow: its test
     against the control is shown unadjusted and labelled, not counted among the treatments."""
-    runs, _, _ = report
-    from bench.reporting import store
-
-    real = store.download_text
-    monkeypatch.setattr(store, "download_text", lambda c, rid, name: (real(c, rid, name) or "") + (
-        "control: trained\n" if name == "protocol.yaml" else ""))
-    out = tmp_path / "trained-control"
-    assert main(["report", str(runs.changed), "--out", str(out)]) == 0
-    readme = (out / "README.md").read_text()
+    readme = (_report_with_control(report, tmp_path, monkeypatch, "trained") / "README.md").read_text()
     line = next(x for x in readme.splitlines() if x.startswith("- `untrained` worse than `trained` on FID"))
     assert "the untrained floor, outside the Holm family" in line and "Holm-adjusted" not in line
     assert "the untrained floor `untrained`" in readme
