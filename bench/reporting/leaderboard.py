@@ -225,10 +225,6 @@ class ControlTest:
     floor: bool = False  # an untrained entry: a check that the control learned anything, not a treatment
 
 
-def _flag(value) -> bool:
-    return isinstance(value, (bool, np.bool_)) and bool(value)  # NaN (no such column): not flagged
-
-
 def against_control(g: Group, control: str) -> list[ControlTest]:
     """Every ranked entry (not a baseline row, not the control) against `control`, on every metric of the
     table. A protocol that compares k treatments with one control makes k tests per metric, so each p is
@@ -258,7 +254,7 @@ def against_control(g: Group, control: str) -> list[ControlTest]:
             mean, cmean = float(r[f"{key}/mean"]), float(ref[f"{key}/mean"])
             better = mean > cmean if KEY_DIRECTION[key] else mean < cmean
             tests.append(ControlTest(r["entry"], key, mean, cmean, better, p, math.nan, test,
-                                     floor=_flag(r.get("untrained"))))
+                                     floor=bool(r["untrained"])))
         family = [t for t in tests if not t.floor]
         for t, adj in zip(family, significance.holm([t.p for t in family])):
             t.p_holm = adj
