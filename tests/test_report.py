@@ -8,8 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
+from bench import machine
 from bench.cli import main
 from bench.reporting.report import INDEX_BEGIN, INDEX_END
 from tests.conftest import needs_data
@@ -37,6 +39,8 @@ def test_report_has_leaderboard_figures_protocol_and_environment(report):
     for text in (readme, page):
         assert fp in text and "n_samples: 150" in text and "bench report" in text
         assert "trained" in text and "untrained" in text and "package torch" in text
+        # the machine facts that make training differ in its last bits, as this machine reports them
+        assert machine.cpu_detail() in text and f"torch threads | {torch.get_num_threads()}" in readme
     # a judge is not Inception: every feature-space column and the header say which features these are
     assert "| # | entry | zoo | IS (judge:mnist) ↑ | FID (judge:mnist) ↓ | KID (judge:mnist) ↓ |" in readme
     assert "Features: `judge:mnist`, not Inception" in readme and "never with published numbers" in page

@@ -230,6 +230,10 @@ def _environment(parent, group) -> list[tuple[str, str]]:
     t, p = parent.data.tags, parent.data.params
     rows = [("fingerprint", t.get(layout.FINGERPRINT, "")), ("protocol run", parent.info.run_id),
             ("code version (git sha)", t.get(layout.GIT_SHA, "unknown")), ("device", t.get(layout.DEVICE, "")),
+            # training differs in its last bits across CPUs and thread counts (a GAN amplifies it): a reader
+            # comparing two reports of one fingerprint needs both (runs before the detail tag show the name only)
+            ("CPU", " — ".join(x for x in (t.get(layout.CPU, ""), t.get(layout.CPU_DETAIL, "")) if x) or "unknown"),
+            ("torch threads", t.get(layout.THREADS, "unknown")),
             ("extractor", f"{t.get(layout.EXTRACTOR, '')} (sha256 {t.get(layout.EXTRACTOR_SHA256, '')})"),
             ("started", _when(parent.info.start_time))]
     if parent.info.end_time:

@@ -22,6 +22,7 @@ FINGERPRINT = "bench.fingerprint"
 GIT_SHA = "bench.git_sha"
 DEVICE = "bench.device"
 CPU = "bench.cpu"
+CPU_DETAIL = "bench.cpu_detail"  # family/model/stepping and ISA: the model name alone is often generic (machine.py)
 THREADS = "bench.threads"
 EXTRACTOR = "bench.extractor"
 EXTRACTOR_SHA256 = "bench.extractor_sha256"
@@ -51,7 +52,7 @@ UNAVAILABLE_MAX = 500  # characters of a reason kept in a tag
 def parent_tags(protocol: str, fingerprint: str, env: Mapping[str, Any], extractor: str,
                 extractor_sha256: str) -> dict[str, str]:
     return {PROTOCOL: protocol, FINGERPRINT: fingerprint, GIT_SHA: env["git_sha"], DEVICE: env["device"],
-            CPU: env["cpu"], THREADS: str(env["torch_threads"]), EXTRACTOR: extractor,
+            CPU: env["cpu"], CPU_DETAIL: env["cpu_detail"], THREADS: str(env["torch_threads"]), EXTRACTOR: extractor,
             EXTRACTOR_SHA256: extractor_sha256,
             **{f"{VERSION_PREFIX}{k}": v for k, v in env["packages"].items()}}
 

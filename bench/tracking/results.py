@@ -109,5 +109,6 @@ def environment(device: torch.device) -> dict[str, Any]:
         # Training differs in the last bits across CPUs and thread counts: recorded so that a reader can
         # tell that variance from a real change (scoring a fixed checkpoint does not depend on either).
         "cpu": machine.cpu_model(),
+        "cpu_detail": machine.cpu_detail(),
         "packages": versions,
     }
