@@ -179,7 +179,10 @@ def _parser() -> argparse.ArgumentParser:
                                       "as `fidelity --input1 A --input2 B`")
     sc.add_argument("a", help="folder of generated images")
     sc.add_argument("b", help="folder of reference images, or reference statistics (.npz: mu, sigma)")
-    sc.add_argument("--metrics", default="fid,kid", help="comma-separated: fid, kid, is (default fid,kid)")
+    # the names are bench/score.py's METRICS (not imported here: the parser must not load torch);
+    # tests/test_score.py checks that this help lists every one
+    sc.add_argument("--metrics", default="fid,kid",
+                    help="comma-separated, from: fid, kid, is, precision_recall, density_coverage (default fid,kid)")
     sc.add_argument("--kid-subsets", type=int, default=100)
     sc.add_argument("--kid-subset-size", type=int, default=1000)
     sc.add_argument("--seed", type=int, default=2020, help="KID subset seed (torch-fidelity's default, 2020)")

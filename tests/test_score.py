@@ -90,3 +90,12 @@ def test_bad_folders_are_one_line(tmp_path, capsys):
     Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(mixed / "b.png")
     assert main(["score", str(mixed), str(mixed), "--no-log"]) == 2
     assert "images differ in size" in capsys.readouterr().err
+
+
+def test_score_help_lists_every_metric_it_accepts(capsys):
+    from bench.score import METRICS
+    with pytest.raises(SystemExit):
+        main(["score", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+    listed = text.split("comma-separated, from:", 1)[1].split("(default", 1)[0]
+    assert [m.strip() for m in listed.split(",")] == list(METRICS)

@@ -13,10 +13,11 @@ The unit of the test is what was drawn independently for each entry:
   about the entry: pooling them as units would call two entries different on the strength of a single
   lucky training run. Training seed t of one entry shares no random stream with training seed t of
   another (each entry's seed is derived from its name), so the runs are not pairs: an unpaired
-  two-sample permutation test on the per-run means, the share of the C(a+b, a) ways to split the a+b
-  means into groups of a and b whose |difference of group means| is at least the observed one. With n
-  runs each the smallest attainable p is 2 / C(2n, n): 3 vs 3 gives 0.1 (never significant), 4 vs 4
-  gives 0.029.
+  two-sample test on the per-run means. With two or more runs a side the verdict uses Welch's t-test
+  (`welch_p`); the exact permutation p (the share of the C(a+b, a) ways to split the a+b means into
+  groups of a and b whose |difference of group means| is at least the observed one) is printed beside it
+  and decides alone when a side has one run. The permutation p is assumption-free but coarse: with n runs
+  each its smallest value is 2 / C(2n, n), so 3 vs 3 gives 0.1 (never significant) and 4 vs 4 gives 0.029.
 
 Exact up to EXACT_MAX patterns or splits, else DRAWS random ones from a generator seeded with SEED, so a
 leaderboard is reproducible.
