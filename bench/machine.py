@@ -64,7 +64,8 @@ def describe_cpu(f: dict[str, str], kernels: str) -> str:
     else:
         chip = platform.processor() or platform.machine() or "unknown"
     present = set((f.get("flags") or f.get("features") or "").split())
-    return f"{chip}; torch kernels {kernels}; " + (" ".join(x for x in _MATH_FLAGS if x in present) or "no listed extensions")
+    extensions = " ".join(x for x in _MATH_FLAGS if x in present) or "no listed extensions"
+    return f"{chip}; torch kernels {kernels}; {extensions}"
 
 
 def identity(device_type: str = "cpu") -> dict[str, object]:

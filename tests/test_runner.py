@@ -160,3 +160,28 @@ def test_a_model_without_the_runner_computes_as_the_runners_fp32():
 
     assert (ALONE.rank, ALONE.size, ALONE.active, ALONE.is_main) == (SINGLE.rank, SINGLE.size, SINGLE.active,
                                                                      SINGLE.is_main)
+
+
+@needs_data
+def test_generated_images_with_nan_fail_only_their_entry_before_any_metric(tmp_path, monkeypatch):
+    from zoo.mnist_gan import MnistGAN
+
+    real_generate = MnistGAN.generate
+
+    def generate(self, z, **kw):  # the entry configured with beta2 0.998 emits one NaN pixel per batch
+        out = real_generate(self, z, **kw)
+        if self.cfg.beta2 == 0.998:
+            out = out.clone()
+            out.view(-1)[0] = math.nan
+        return out
+
+    monkeypatch.setattr(MnistGAN, "generate", generate)
+    entries = """  - {name: broken, zoo: mnist_gan, config: {beta2: 0.998}, train: {steps: 2, batch_size: 8}}
+  - {name: fine, zoo: mnist_gan, train: {steps: 2, batch_size: 8}}
+"""
+    p = tiny_protocol(tmp_path, entries=entries, n_samples=100)
+    assert main(["run", str(p), "--workdir", str(tmp_path / "w")]) == 1
+    rows = {r["entry"]: r for r in map(json.loads, (tmp_path / "w" / "results.jsonl").read_text().splitlines())}
+    assert rows["broken"]["status"] == "FAILED"
+    assert "generated images contain NaN/inf" in rows["broken"]["reason"] and not rows["broken"].get("metrics")
+    assert rows["fine"]["status"] == "FINISHED" and math.isfinite(rows["fine"]["metrics"]["fid"]["mean"])

@@ -110,12 +110,14 @@ def test_resume_knows_runs_by_entry_and_training_seed(tmp_path):
 # --- statistics ------------------------------------------------------------------------------------------
 
 def test_smallest_attainable_p_values_stated_in_the_readme():
+    assert significance.min_attainable_p(2) == pytest.approx(0.5)
     assert significance.min_attainable_p(5) == pytest.approx(0.0625)
     assert significance.min_attainable_p(6) == pytest.approx(0.03125)
     assert significance.min_attainable_p_unpaired(3, 3) == pytest.approx(0.1)
     assert significance.min_attainable_p_unpaired(4, 4) == pytest.approx(2 / 70)
     assert significance.min_attainable_p_unpaired(3, 5) == pytest.approx(1 / 56)
     assert significance.min_attainable_p_unpaired(2, 2) == pytest.approx(1 / 3)
+    assert significance.min_attainable_p_unpaired(5, 5) == pytest.approx(2 / 252)  # 0.0079 in the table
     # ... and the tests reach them on perfectly separated values
     assert significance.unpaired_permutation_p([1, 2, 3], [10, 11, 12]) == pytest.approx(0.1)
     assert significance.unpaired_permutation_p([1, 2, 3, 4], [10, 11, 12, 13]) == pytest.approx(2 / 70)

@@ -22,7 +22,7 @@ Data sets:
   (bench/features/segmenter.py): the label maps of the right half as class ids (nearest colour of the
   12-colour palette below), all 400 `train/` photos with their maps to train S, the 100 `val/` photos
   to measure it, and the maps of the held-out images for the `seg_agreement` metric. The held-out part
-  comes from `test/` then `val/`, as for `facades` (bench/data/translation.py); S never trains on it.
+  is a seeded draw from `test/` and `val/` together, as for `facades` (bench/data/translation.py); S never trains on it.
 - `superres`: any images under `dataset.root`. With `train/` and `test/` (or `val/`) sub-folders those
   are the splits; otherwise every image in the folder (recursively, by relative name) is split with the
   protocol seed, held-out part first. Side-by-side AB files (or `A/` and `B/` sub-folders) are read with
