@@ -14,7 +14,12 @@ import torch
 
 @lru_cache(maxsize=1)
 def cpu_model() -> str:
-    return cpuinfo_fields().get("model name") or platform.processor() or platform.machine() or "unknown"
+    return cpuinfo_fields().get("model name") or _platform_name()
+
+
+def _platform_name() -> str:
+    """What Python knows of the processor where /proc/cpuinfo says nothing (macOS, Windows)."""
+    return platform.processor() or platform.machine() or "unknown"
 
 
 # The instruction-set extensions that decide which matrix kernels MKL and oneDNN run (and so a trained
@@ -62,7 +67,7 @@ def describe_cpu(f: dict[str, str], kernels: str) -> str:
     elif "cpu implementer" in f:
         chip = f"implementer {f['cpu implementer']} part {f.get('cpu part', '?')} variant {f.get('cpu variant', '?')}"
     else:
-        chip = platform.processor() or platform.machine() or "unknown"
+        chip = _platform_name()
     present = set((f.get("flags") or f.get("features") or "").split())
     extensions = " ".join(x for x in _MATH_FLAGS if x in present) or "no listed extensions"
     return f"{chip}; torch kernels {kernels}; {extensions}"

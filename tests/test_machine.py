@@ -3,7 +3,10 @@ their model names do not, parsed from /proc/cpuinfo as x86 and Arm kernels write
 
 from __future__ import annotations
 
+import torch
+
 from bench import machine
+from bench.tracking import layout, results
 
 X86 = """processor	: 0
 vendor_id	: GenuineIntel
@@ -49,8 +52,6 @@ def test_no_cpuinfo_falls_back_without_failing(tmp_path):
 
 
 def test_this_machine_is_recorded_with_its_detail():
-    from bench.tracking import layout, results
-    import torch
     env = results.environment(torch.device("cpu"))
     assert env["cpu_detail"] == machine.cpu_detail() and "torch kernels" in env["cpu_detail"]
     assert layout.parent_tags("p", "f", env, "judge:mnist", "0" * 64)[layout.CPU_DETAIL] == env["cpu_detail"]

@@ -4,7 +4,8 @@ Paired (pix2pix): each file holds the two images side by side, A on the left and
 pix2pix releases ship them (facades: left = photo, right = label map, so label -> photo is `BtoA`).
 `dataset.direction` says which half is the input. Two parallel folders `A/` and `B/` with the same file
 names are accepted too. Splits: `train/` trains; the held-out pool is `test/` and `val/` together (eval_size
-pairs drawn from it with the protocol seed), never trained on. A set with only one of them (edges2shoes_swapped ships `val/` alone) is split with the
+pairs drawn from it with the protocol seed), never trained on. A set with only one of them (edges2shoes_swapped
+ships `val/` alone) is split with the
 protocol seed, the held-out pairs carved first.
 
 Unpaired (CycleGAN): `trainA/ trainB/ testA/ testB/`, any subset, file names with spaces allowed.
