@@ -74,6 +74,31 @@ def test_replicate_fid_matches_torch_fidelity_in_both_forms():
         assert fid_value(_Side(real.numpy()), _Side(fake.numpy()), drop_r, drop_f) == pytest.approx(ref2, rel=1e-7)
 
 
+@pytest.mark.parametrize("block", [5, 8, 24, 512])  # uneven, even, one block exactly, larger than d
+def test_triangular_congruence_is_the_lower_triangle_of_the_dense_product(block, monkeypatch):
+    """The covariance form's Lᵀ Σ L skips L's zero blocks and M's blocks above the diagonal: whatever the block
+    size, the lower triangle (all that eigvalsh reads) equals the dense product's, and so do the eigenvalues."""
+    from bench.metrics import intervals
+
+    monkeypatch.setattr(intervals, "CONGRUENCE_BLOCK", block)
+    g = torch.Generator().manual_seed(11)
+    a, b = torch.randn(60, 24, generator=g, dtype=torch.float64), torch.randn(60, 24, generator=g, dtype=torch.float64)
+    sigma, chol = b.T @ b / 59, torch.linalg.cholesky(a.T @ a / 59)
+    m = intervals._lower_congruence(chol, sigma)
+    dense = chol.T @ sigma @ chol
+    assert torch.allclose(torch.tril(m), torch.tril(dense), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(torch.linalg.eigvalsh(m, UPLO="L"), torch.linalg.eigvalsh((dense + dense.T) / 2),
+                          rtol=1e-12, atol=1e-12)
+    # and the replicate through it is still the real FID
+    real, fake = a.numpy() @ np.diag(np.linspace(0.5, 2, 24)), b.numpy() * 1.2 + 0.3
+    stats = lambda f: {"mu": f.mean(0), "sigma": np.cov(f, rowvar=False)}
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    ref = fid_statistics_to_metric(stats(real), stats(fake), verbose=False)[KEY_METRIC_FID]
+    empty = np.array([], dtype=int)
+    assert fid_value(_Side(real), _Side(fake), empty, empty) == pytest.approx(ref, rel=1e-9)
+
+
 def test_cross_gram_replicates_match_torch_fidelity_with_groups_left_out():
     """Few points in many dimensions: the cross-Gram form (no d x d matrix), with whole groups left out through
     the precomputed group sums, is the real FID of the remaining rows."""
