@@ -100,11 +100,16 @@ def _line_gaps(script: Path, cmd: list[str], cwd: str | Path, clean, steps: int,
     return gaps[warmup:]
 
 
+# marks the rows whose step computes in another precision than the reference (printed with a footnote)
+BF16 = "precision: bf16 *"
+
+
 def our_steps(steps: int, warmup: int, threads: int, channels_last: bool = False, reuse: bool = False,
-              fused: bool = False) -> list[float]:
+              fused: bool = False, precision: str = "fp32") -> list[float]:
     """Seconds per training step of the shared runner on the same DCGAN shapes (`train.channels_last`: NHWC
     weights and batches, which oneDNN's CPU convolutions run without reordering every call; `reuse`: the
-    recipe's `g_fakes: reuse`, G's step scoring D's fakes, one G forward per step as the reference does)."""
+    recipe's `g_fakes: reuse`, G's step scoring D's fakes, one G forward per step as the reference does;
+    `precision`: `train.precision`, bf16 autocast)."""
     from bench.protocol.schema import TrainSpec
     from bench.runner.train import train_entry
     from zoo import ZOO
@@ -119,7 +124,7 @@ def our_steps(steps: int, warmup: int, threads: int, channels_last: bool = False
                                         "g_fakes": "reuse" if reuse else "fresh"},
                                        DataSpec("fake", RES, 3), "cpu")
     spec = TrainSpec(steps=warmup + steps + 1, batch_size=BATCH, log_every=1, checkpoint_every=10**9,
-                     channels_last=channels_last, fused_adam=fused)
+                     channels_last=channels_last, fused_adam=fused, precision=precision)
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as run_dir:
         train_entry(model, images, spec, Path(run_dir), 0, "perf", "dcgan",
@@ -163,7 +168,7 @@ def pix2pix_reference_steps(script: Path, dataroot: Path, steps: int, warmup: in
 
 
 def our_pix2pix_steps(dataroot: Path, steps: int, warmup: int, threads: int, channels_last: bool = False,
-                      fused: bool = False) -> list[float]:
+                      fused: bool = False, precision: str = "fp32") -> list[float]:
     """Seconds per training step of the shared runner's pix2pix on the reference's setting."""
     from bench.data import load_dataset
     from bench.protocol.schema import DatasetSpec, TrainSpec
@@ -177,7 +182,7 @@ def our_pix2pix_steps(dataroot: Path, steps: int, warmup: int, threads: int, cha
         torch.manual_seed(0)
         model = ZOO.get("pix2pix").build({"resolution": P2P_RES, "generator": "unet_256"}, data.spec, "cpu")
     spec = TrainSpec(steps=warmup + steps + 1, batch_size=P2P_BATCH, log_every=1, checkpoint_every=10**9,
-                     channels_last=channels_last, fused_adam=fused)
+                     channels_last=channels_last, fused_adam=fused, precision=precision)
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as run_dir:
         train_entry(model, data.train_images, spec, Path(run_dir), 0, "perf", "pix2pix",
@@ -215,19 +220,23 @@ def _timed(title: str, sides: dict, reference, repeats: int, missing: str) -> li
 def perf_train(dcgan_ref: str | None, steps: int = 20, warmup: int = 3, repeats: int = 3,
                threads: int | None = None, pix2pix_ref: str | None = None, facades: str | None = None,
                models: tuple[str, ...] = ("dcgan", "pix2pix")) -> str:
+    from bench.machine import cpu_detail
+
     threads = threads or torch.get_num_threads()
-    lines = []
+    # the bf16 rows' speed depends on the CPU's bf16 instructions (AMX, AVX-512 BF16): say which CPU this was
+    lines = [f"CPU: {cpu_detail()}"]
     if "dcgan" in models:
         script = reference_script(dcgan_ref) if dcgan_ref else None
         lines.append(f"DCGAN 64 px, batch {BATCH}, ngf = ndf = {WIDTH}, nz {NZ}, {threads} thread(s); "
                      f"{steps} timed steps after {warmup} warm-up, {repeats} repeats")
-        # (channels_last, g_fakes reuse, fused Adam): the default; NHWC; NHWC and the reference's own
-        # one-G-forward step; and with Adam's fused kernel
+        # (channels_last, g_fakes reuse, fused Adam, precision): the default; NHWC; NHWC and the reference's own
+        # one-G-forward step; with Adam's fused kernel; and the fastest fp32 setting under bf16 autocast
         sides = {name: (lambda o=o: our_steps(steps, warmup, threads, *o))
-                 for name, o in {"ganbench (default)": (False, False, False),
-                                 "ganbench (train.channels_last)": (True, False, False),
-                                 "ganbench (channels_last, g_fakes: reuse)": (True, True, False),
-                                 "ganbench (channels_last, reuse, fused_adam)": (True, True, True)}.items()}
+                 for name, o in {"ganbench (default)": (False, False, False, "fp32"),
+                                 "ganbench (train.channels_last)": (True, False, False, "fp32"),
+                                 "ganbench (channels_last, g_fakes: reuse)": (True, True, False, "fp32"),
+                                 "ganbench (channels_last, reuse, fused_adam)": (True, True, True, "fp32"),
+                                 f"ganbench (channels_last, reuse, {BF16})": (True, True, False, "bf16")}.items()}
         lines += _timed("DCGAN", sides, script and (lambda: reference_steps(script, steps, warmup, threads)),
                         repeats, "--dcgan-ref PATH, a checkout of pytorch/examples")
     if "pix2pix" in models:
@@ -237,9 +246,14 @@ def perf_train(dcgan_ref: str | None, steps: int = 20, warmup: int = 3, repeats:
                      f"batch {P2P_BATCH}, {threads} thread(s); {steps} timed steps after {warmup} warm-up, "
                      f"{repeats} repeats")
         sides = {name: (lambda o=o: our_pix2pix_steps(root, steps, warmup, threads, *o))
-                 for name, o in {"ganbench (default)": (False, False), "ganbench (train.channels_last)": (True, False),
-                                 "ganbench (train.fused_adam)": (False, True)}.items()}
+                 for name, o in {"ganbench (default)": (False, False, "fp32"),
+                                 "ganbench (train.channels_last)": (True, False, "fp32"),
+                                 "ganbench (train.fused_adam)": (False, True, "fp32"),
+                                 f"ganbench (fused_adam, {BF16})": (False, True, "bf16")}.items()}
         lines += _timed("pix2pix", sides,
                         script and (lambda: pix2pix_reference_steps(script, root, steps, warmup, threads)),
                         repeats, "--pix2pix-ref PATH, a checkout of junyanz/pytorch-CycleGAN-and-pix2pix")
+    lines.append(f"{BF16}: forward passes autocast to bfloat16 (`train.precision: bf16`), a different numerical "
+                 "recipe from the references' float32, not float noise: the float32 rows are the like-for-like "
+                 "comparison")
     return "\n".join(lines)
