@@ -42,3 +42,15 @@ def test_set_overrides_reach_the_fingerprint(capsys):
     assert changed != plain  # one evaluation seed is another protocol
     assert main(["run", path, "--dry-run", "--set", "tracking.uri=sqlite:///elsewhere.db"]) == 0
     assert capsys.readouterr().out.splitlines()[1] == plain  # where results are logged is not a score
+
+
+@needs_data
+def test_the_bf16_investigation_quotes_the_fingerprint_its_protocol_gives_now(capsys):
+    """reports/bf16-investigation.md cites its run by fingerprint: a change that moves it must update the write-up
+    (or re-run it)."""
+    import re
+
+    quoted = re.search(r"fingerprint `([0-9a-f]{12})`, MLflow run", (REPO / "reports" / "bf16-investigation.md").read_text())
+    assert quoted, "the write-up names its fingerprint"
+    assert main(["run", str(REPO / "reports" / "investigations" / "bf16-quickstart.yaml"), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith(quoted.group(1))
