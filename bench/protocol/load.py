@@ -355,7 +355,7 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
 
 
 # entries[].train keys added after the first fingerprinted protocols: {key: default}.
-LATER_TRAIN_KEYS = {"patience": 0, "init_from": None, "fused_adam": False}
+LATER_TRAIN_KEYS = {"patience": 0, "init_from": None, "fused_adam": False, "gemm_convs": False}
 
 # section -> {key: default} of the schema keys added after the first fingerprinted protocols.
 LATER_KEYS = {

@@ -30,6 +30,7 @@ from bench.io import atomic_write_bytes, say
 from bench.protocol.schema import LRSchedule, TrainSpec
 from bench.runner import checkpoint
 from bench.runner import distributed as dist
+from bench.runner.gemm_convs import gemm_convs
 from bench.runner.precision import Precision
 from bench.runner.seeding import derive
 from zoo.base import Training, frame_of, reads_instances, task_of
@@ -335,8 +336,9 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
     sha, saved = "", False
     # A run that stopped early (train.patience) stays stopped when resumed.
     end = state.get("stopped_early") or spec.steps
-    with tqdm(total=spec.steps, initial=start, desc=f"train {entry}", unit="step", leave=False,
-              disable=None if world.is_main else True, dynamic_ncols=True) as bar:
+    with gemm_convs(model.modules().values(), spec.gemm_convs), \
+            tqdm(total=spec.steps, initial=start, desc=f"train {entry}", unit="step", leave=False,
+                 disable=None if world.is_main else True, dynamic_ncols=True) as bar:
         # Without a terminal (CI, a sweep unit's log) the bar is off: a line at every tenth of the steps instead,
         # at step counts (progress markers), so the lines are the same on every machine.
         tenth = max(1, math.ceil(spec.steps / 10)) if bar.disable and world.is_main else 0
