@@ -105,7 +105,7 @@ BF16 = "precision: bf16 *"
 
 
 def our_steps(steps: int, warmup: int, threads: int, channels_last: bool = False, reuse: bool = False,
-              fused: bool = False, precision: str = "fp32") -> list[float]:
+              fused: bool = False, precision: str = "fp32", gemm: bool = False) -> list[float]:
     """Seconds per training step of the shared runner on the same DCGAN shapes (`train.channels_last`: NHWC
     weights and batches, which oneDNN's CPU convolutions run without reordering every call; `reuse`: the
     recipe's `g_fakes: reuse`, G's step scoring D's fakes, one G forward per step as the reference does;
@@ -124,7 +124,7 @@ def our_steps(steps: int, warmup: int, threads: int, channels_last: bool = False
                                         "g_fakes": "reuse" if reuse else "fresh"},
                                        DataSpec("fake", RES, 3), "cpu")
     spec = TrainSpec(steps=warmup + steps + 1, batch_size=BATCH, log_every=1, checkpoint_every=10**9,
-                     channels_last=channels_last, fused_adam=fused, precision=precision)
+                     channels_last=channels_last, fused_adam=fused, precision=precision, gemm_convs=gemm)
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as run_dir:
         train_entry(model, images, spec, Path(run_dir), 0, "perf", "dcgan",
@@ -168,8 +168,9 @@ def pix2pix_reference_steps(script: Path, dataroot: Path, steps: int, warmup: in
 
 
 def our_pix2pix_steps(dataroot: Path, steps: int, warmup: int, threads: int, channels_last: bool = False,
-                      fused: bool = False, precision: str = "fp32") -> list[float]:
-    """Seconds per training step of the shared runner's pix2pix on the reference's setting."""
+                      fused: bool = False, precision: str = "fp32", gemm: bool = False) -> list[float]:
+    """Seconds per training step of the shared runner's pix2pix on the reference's setting (`gemm`:
+    `train.gemm_convs`, the U-Net's weight-bound inner convolutions as unfold + one matrix product)."""
     from bench.data import load_dataset
     from bench.protocol.schema import DatasetSpec, TrainSpec
     from bench.runner.train import train_entry
@@ -182,7 +183,7 @@ def our_pix2pix_steps(dataroot: Path, steps: int, warmup: int, threads: int, cha
         torch.manual_seed(0)
         model = ZOO.get("pix2pix").build({"resolution": P2P_RES, "generator": "unet_256"}, data.spec, "cpu")
     spec = TrainSpec(steps=warmup + steps + 1, batch_size=P2P_BATCH, log_every=1, checkpoint_every=10**9,
-                     channels_last=channels_last, fused_adam=fused, precision=precision)
+                     channels_last=channels_last, fused_adam=fused, precision=precision, gemm_convs=gemm)
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as run_dir:
         train_entry(model, data.train_images, spec, Path(run_dir), 0, "perf", "pix2pix",
@@ -245,10 +246,12 @@ def perf_train(dcgan_ref: str | None, steps: int = 20, warmup: int = 3, repeats:
         lines.append(f"pix2pix {P2P_RES} px (facades BtoA, resize {P2P_LOAD}, crop, flip), unet_256 + basic PatchGAN, "
                      f"batch {P2P_BATCH}, {threads} thread(s); {steps} timed steps after {warmup} warm-up, "
                      f"{repeats} repeats")
+        # (channels_last, fused Adam, precision[, gemm_convs])
         sides = {name: (lambda o=o: our_pix2pix_steps(root, steps, warmup, threads, *o))
                  for name, o in {"ganbench (default)": (False, False, "fp32"),
                                  "ganbench (train.channels_last)": (True, False, "fp32"),
                                  "ganbench (train.fused_adam)": (False, True, "fp32"),
+                                 "ganbench (fused_adam, gemm_convs)": (False, True, "fp32", True),
                                  f"ganbench (fused_adam, {BF16})": (False, True, "bf16")}.items()}
         lines += _timed("pix2pix", sides,
                         script and (lambda: pix2pix_reference_steps(script, root, steps, warmup, threads)),
