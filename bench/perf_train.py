@@ -105,7 +105,7 @@ BF16 = "precision: bf16 *"
 
 
 def our_steps(steps: int, warmup: int, threads: int, channels_last: bool = False, reuse: bool = False,
-              fused: bool = False, precision: str = "fp32", gemm: bool = False) -> list[float]:
+              fused: bool = False, precision: str = "fp32") -> list[float]:
     """Seconds per training step of the shared runner on the same DCGAN shapes (`train.channels_last`: NHWC
     weights and batches, which oneDNN's CPU convolutions run without reordering every call; `reuse`: the
     recipe's `g_fakes: reuse`, G's step scoring D's fakes, one G forward per step as the reference does;
@@ -124,7 +124,7 @@ def our_steps(steps: int, warmup: int, threads: int, channels_last: bool = False
                                         "g_fakes": "reuse" if reuse else "fresh"},
                                        DataSpec("fake", RES, 3), "cpu")
     spec = TrainSpec(steps=warmup + steps + 1, batch_size=BATCH, log_every=1, checkpoint_every=10**9,
-                     channels_last=channels_last, fused_adam=fused, precision=precision, gemm_convs=gemm)
+                     channels_last=channels_last, fused_adam=fused, precision=precision)
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as run_dir:
         train_entry(model, images, spec, Path(run_dir), 0, "perf", "dcgan",

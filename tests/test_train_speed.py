@@ -71,6 +71,7 @@ LAYERS = [(lambda: nn.Conv2d(512, 512, 4, 2, 1), (1, 512, 4, 4), True),
           (lambda: nn.ConvTranspose2d(1024, 512, 4, 2, 1), (1, 1024, 2, 2), True),
           (lambda: nn.ConvTranspose2d(512, 512, 4, 2, 1, bias=False), (3, 512, 3, 2), True),
           (lambda: nn.Conv2d(256, 1024, (4, 3), (1, 2), (2, 1)), (2, 256, 5, 7), True),
+          (lambda: nn.Conv2d(512, 512, 4, 2, 1), (1, 512, 7, 5), True),  # strides that leave a remainder
           (lambda: nn.ConvTranspose2d(512, 128, 4, 1, 0), (4, 512, 1, 1), True),
           (lambda: nn.Conv2d(256, 512, 4, 2, 1, bias=False), (64, 256, 8, 8), False)]
 
@@ -123,9 +124,29 @@ def test_gemm_convs_train_the_same_model_to_float_rounding(tmp_path, monkeypatch
     monkeypatch.setattr(gc, "MAX_COLUMNS", 10 ** 9)
     monkeypatch.setattr(gc, "MIN_WEIGHTS", 0)
     calls = []
-    monkeypatch.setattr(gc.F, "unfold", lambda *a, _f=gc.F.unfold, **k: calls.append(1) or _f(*a, **k))
+    for name in ("unfold", "fold"):  # D's convolutions unfold, G's transposed ones fold
+        monkeypatch.setattr(gc.F, name, lambda *a, _n=name, _f=getattr(gc.F, name), **k: calls.append(_n) or _f(*a, **k))
     gemm = _train(tmp_path, False, gemm=True)
-    assert calls
+    assert set(calls) == {"unfold", "fold"}
     assert {type(m) for net in gemm.modules().values() for m in net.modules()}.isdisjoint(
         {gc.GemmConv2d, gc.GemmConvTranspose2d})
     _same_to_rounding(plain, gemm)
+
+
+@pytest.mark.parametrize("make, shape", [(lambda: nn.Conv2d(512, 512, 4, 2, 1), (512, 4, 4)),
+                                         (lambda: nn.ConvTranspose2d(1024, 512, 4, 2, 1), (0, 1024, 2, 2)),
+                                         (lambda: nn.ConvTranspose2d(1024, 512, 4, 2, 1), (1, 1024, 2, 2))])
+def test_gemm_convs_leave_autocast_unbatched_and_empty_calls_to_the_module(make, shape, monkeypatch):
+    """Inputs the GEMM path does not take run the module's own kernel: bit for bit the plain output. Under
+    bf16 autocast (the last case, otherwise a GEMM call) `F.fold` would sum patches in bf16: another recipe."""
+    torch.manual_seed(0)
+    net, x = make(), torch.randn(shape)
+    autocast = shape[0] == 1
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        ref = net(x)
+    calls = []
+    for name in ("unfold", "fold"):
+        monkeypatch.setattr(gc.F, name, lambda *a, _f=getattr(gc.F, name), **k: calls.append(1) or _f(*a, **k))
+    with gc.gemm_convs([net]), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = net(x)
+    assert not calls and out.dtype == ref.dtype and torch.equal(out, ref)

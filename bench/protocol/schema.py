@@ -97,10 +97,10 @@ class TrainSpec(_Strict):
                                 "oneDNN: the DCGAN 64 px step 11% faster here; bench perf train)")
     fused_adam: bool = Field(False, description="Adam's fused kernel instead of its multi-tensor loop: the same "
                              "update to float rounding, 15% of a pix2pix 256 px step here (bench perf train)")
-    gemm_convs: bool = Field(False, description="while training, weight-bound convolutions (big kernels at <= 64 "
-                             "positions a batch: a U-Net's inner layers at batch 1) run as unfold + one matrix "
-                             "product instead of oneDNN's direct kernel: the same map to float rounding "
-                             "(bench/runner/gemm_convs.py; bench perf train)")
+    gemm_convs: bool = Field(False, description="while training, weight-bound convolutions (>= 2**20 weights at "
+                             "<= 64 output positions a batch, input positions for a transposed one: a U-Net's inner "
+                             "layers at batch 1) run as unfold + one matrix product: the same map to float "
+                             "rounding, faster on CPU (bench/runner/gemm_convs.py; bench perf train)")
     keep_last: int = Field(1, ge=1, description="also keep the last K periodic checkpoints as step-*.pt")
     eval_every: int = Field(0, ge=0, description="score FID on eval_n samples every N steps, log train/fid "
                             "and keep the best as best.pt (0 = off)")

@@ -2,20 +2,21 @@
 
 A U-Net at batch 1 (pix2pix's unet_256) ends its encoder and starts its decoder with 4x4 convolutions of
 512-1,024 channels applied at 1-64 positions: 4-8 M weights against a few thousand activations. oneDNN's
-direct convolution is built for the opposite case, and on CPU these layers ran at 2-70 GFLOP/s against
-220-370 for the wide ones (forward + both backward products, measured one layer at a time with two threads,
-2026-12-04). The same layer written as im2col + GEMM (`F.unfold` then a matrix product; for a transposed
-convolution the product then `F.fold`) took 1.2-16x less time on those layers (the decoder's 1,024 -> 512
-layers at 2-8 px most); the pix2pix training step went from 0.549 s to 0.438 s (bench perf train). On wide layers and on batched inputs
-(DCGAN at batch 64) oneDNN is faster, so a layer takes the GEMM path only when it is weight-bound:
-at most `MAX_COLUMNS` output positions in the whole batch (the product's columns; input positions for a
-transposed convolution) and at least `MIN_WEIGHTS` weights.
+direct convolution is built for the opposite case and ran these layers several times slower per flop than
+the wide ones; the same layer written as im2col + GEMM (`F.unfold` then a matrix product; for a transposed
+convolution the product then `F.fold`) is faster on them (measurements: docs/metrics.md, "Training speed").
+On wide layers and on batched inputs (DCGAN at batch 64) it is not, so a call takes the GEMM path only when
+it is weight-bound: at most `MAX_COLUMNS` output positions over the whole batch (the product's columns;
+input positions for a transposed convolution) and at least `MIN_WEIGHTS` weights.
 
 It is the same linear map, summed in another order: outputs and gradients agree to float32 rounding
 (~1e-6 relative, tests/test_train_speed.py), not bit for bit, so it is a protocol option that enters the
-fingerprint. The swap lasts for the training loop only: the weights, their names and checkpoints are those
-of the plain modules, and the evaluation after training runs the plain modules, as a re-evaluation from a
-checkpoint would.
+fingerprint. Under autocast (bf16/fp16) every call keeps the module's own kernel: `F.fold` would add the
+overlapping patches in the low precision, another recipe, and the speed-up was measured in float32 only.
+The swap lasts for the training loop, which includes the in-training FID monitor and sample grids; the
+weights, their names and checkpoints are those of the plain modules, and the final evaluation runs the
+plain modules, as a re-evaluation from a checkpoint would. The GEMM output is NCHW: with
+`train.channels_last` the next convolution reorders it (the two were not measured together).
 """
 
 from __future__ import annotations
@@ -28,28 +29,34 @@ import torch.nn.functional as F
 from torch import nn
 
 MAX_COLUMNS = 64  # output positions x batch (input positions for a transposed convolution)
-MIN_WEIGHTS = 1 << 20  # pix2pix's inner layers hold 4.2-8.4 M; DCGAN's largest at 64 px 2.1 M, at batch 64
+# pix2pix's qualifying layers hold 4.2-8.4 M weights. DCGAN's largest (2.1 M at 64 px) pass this rule but
+# not the columns one at batch 64 (1,024 columns).
+MIN_WEIGHTS = 1 << 20
 
 
 def _plain(m: nn.Module) -> bool:
-    """Only what the GEMM path reproduces exactly: one group, no dilation, zero padding, no output padding.
-    Exact classes only: a parametrised or otherwise specialised subclass keeps its own forward."""
+    """Only what the GEMM path computes as the same map: one group, no dilation, zero numeric padding, no
+    output padding. Exact classes only: a parametrised or otherwise specialised subclass keeps its own forward."""
     if type(m) not in (nn.Conv2d, nn.ConvTranspose2d):
         return False
     return (m.groups == 1 and m.dilation == (1, 1) and m.padding_mode == "zeros" and not isinstance(m.padding, str)
             and tuple(getattr(m, "output_padding", (0, 0))) == (0, 0))
 
 
-def _weight_bound(columns: int, weight: torch.Tensor) -> bool:
-    return columns <= MAX_COLUMNS and weight.numel() >= MIN_WEIGHTS
+def _gemm_call(x: torch.Tensor, columns: int, weight: torch.Tensor) -> bool:
+    """A weight-bound float call on a batched 4-d input, outside autocast (module doc)."""
+    return (x.dim() == 4 and x.shape[0] > 0 and not torch.is_autocast_enabled(x.device.type)
+            and columns <= MAX_COLUMNS and weight.numel() >= MIN_WEIGHTS)
 
 
 class GemmConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            return super().forward(x)
         n, _, h, w = x.shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        if not _weight_bound(n * oh * ow, self.weight):
+        if not _gemm_call(x, n * oh * ow, self.weight):
             return super().forward(x)
         cols = F.unfold(x, (kh, kw), padding=(ph, pw), stride=(sh, sw))  # n, c_in*kh*kw, oh*ow
         weight = self.weight.reshape(self.out_channels, -1)
@@ -64,9 +71,10 @@ class GemmConv2d(nn.Conv2d):
 
 class GemmConvTranspose2d(nn.ConvTranspose2d):
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
-        n, c_in, h, w = x.shape
-        if output_size is not None or not _weight_bound(n * h * w, self.weight):
+        if output_size is not None or x.dim() != 4 or not _gemm_call(x, x.shape[0] * x.shape[2] * x.shape[3],
+                                                                     self.weight):
             return super().forward(x, output_size)
+        n, c_in, h, w = x.shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         oh, ow = (h - 1) * sh - 2 * ph + kh, (w - 1) * sw - 2 * pw + kw
         weight = self.weight.reshape(c_in, -1).t()  # c_out*kh*kw, c_in
