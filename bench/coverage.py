@@ -111,7 +111,7 @@ def simulate_cell(population: str, d: int, n_gen: int, n_real: int, draws: int, 
                   metrics: tuple[str, ...] = ("fid", "kid"), log: Path | None = None) -> dict:
     """One cell's coverage over `draws` simulated draws. `log`: a JSONL file each draw is appended to as it
     finishes; a cell found there continues after its last logged draw, with the generator state that draw
-    left, so an interrupted grid (d = 2,048 at N = 10,000 is ~85 s a draw on 2 CPU cores) ends with exactly
+    left, so an interrupted grid (d = 2,048 at N = 10,000 is ~45 s a draw on one CPU thread) ends with exactly
     the numbers an uninterrupted run gives."""
     # Small matrices: one thread (on a busy 2-core machine, torch's thread pool made this 40x slower).
     threads = torch.get_num_threads()
