@@ -40,7 +40,7 @@ def _plain(m: nn.Module) -> bool:
     if type(m) not in (nn.Conv2d, nn.ConvTranspose2d):
         return False
     return (m.groups == 1 and m.dilation == (1, 1) and m.padding_mode == "zeros" and not isinstance(m.padding, str)
-            and tuple(getattr(m, "output_padding", (0, 0))) == (0, 0))
+            and (type(m) is nn.Conv2d or tuple(m.output_padding) == (0, 0)))
 
 
 def _gemm_call(x: torch.Tensor, columns: int, weight: torch.Tensor) -> bool:
