@@ -113,6 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     pc.add_argument("--log", default=None,
                     help="append every simulated draw to this JSONL file and resume from it: an interrupted grid "
                          "continues after its last logged draw with the same numbers an uninterrupted run gives")
+    pc.add_argument("--spread", type=int, default=0, metavar="K",
+                    help="after each cell, measure FID's sampling sd again on K fresh draws (point estimates only, "
+                         "~1/17 of a draw each; not logged) and print what the cell's intervals would cover at it: "
+                         "tells a too-narrow interval from a cell whose draws happened to spread widely")
 
     jg = sub.add_parser("judge", help="the shipped judge classifiers (pinned weights files)")
     jsub = jg.add_subparsers(dest="judge_command", required=True)
@@ -205,7 +209,14 @@ def _extractor_args(parser) -> None:
 
 
 def _coverage(args) -> int:
-    from bench.coverage import format_table, simulate_cell, verdict
+    from tqdm import tqdm
+
+    from bench.coverage import fid_spread, format_spread, format_table, simulate_cell, verdict
+
+    if args.spread < 0 or args.spread == 1:
+        raise BenchError(f"--spread needs 0 (off) or at least 2 draws for a standard deviation, got {args.spread}")
+    if args.draws < 2:
+        raise BenchError(f"--draws needs at least 2 simulated draws per cell, got {args.draws}")
     from bench.io import atomic_write_bytes
 
     cells = []
@@ -218,6 +229,12 @@ def _coverage(args) -> int:
                                            log=Path(args.log) if args.log else None))
                 print(format_table(cells[-1:]).splitlines()[-1] if len(cells) > 1 else format_table(cells),
                       flush=True)
+                if args.spread and "fid" in cells[-1]:
+                    with tqdm(total=args.spread, desc=f"spread {pop} d={d} N={n}", unit="draw", leave=False,
+                              disable=None, dynamic_ncols=True) as bar:
+                        cells[-1]["fid_spread"] = fid_spread(pop, d, n, args.n_real, args.spread,
+                                                             progress=lambda i: bar.update(1))
+                    print(format_spread(cells[-1], cells[-1]["fid_spread"]), flush=True)
     if args.json:
         atomic_write_bytes(Path(args.json), json.dumps(cells, indent=1).encode())
     verdicts = [verdict(c) for c in cells]

@@ -289,3 +289,52 @@ def test_an_interrupted_coverage_run_resumes_with_the_uninterrupted_numbers(tmp_
     wrong = json.loads(lines[2]) | {"state": json.loads(lines[0])["state"]}
     log.write_text("\n".join(lines[:2] + [json.dumps(wrong)]) + "\n")
     assert simulate_cell("near", 16, 120, 400, **settings, log=log)["fid"] != whole["fid"]
+
+
+def test_expected_coverage_of_known_widths():
+    """2Φ(h/sd) - 1 averaged over the widths: 1.96 sd covers 95%, one sd 68.3%; a mix averages the two."""
+    from bench.coverage import expected_coverage
+
+    z = 1.959963984540054
+    assert expected_coverage([z * 0.3] * 5, 0.3) == pytest.approx(0.95, abs=1e-12)
+    assert expected_coverage([0.3], 0.3) == pytest.approx(0.6826894921370859, abs=1e-12)
+    assert expected_coverage([z * 0.3, 0.3], 0.3) == pytest.approx((0.95 + 0.6826894921370859) / 2, abs=1e-12)
+    assert expected_coverage([0.1], 0.0) == 1.0
+
+
+def test_fid_spread_measures_the_cells_own_sampling_spread(tmp_path):
+    """`--spread`: fresh draws from a stream of their own give the same FID distribution as the cell's draws (mean
+    within Monte-Carlo error of FID@N, sd within sampling error of the cell's), with a chi-square interval around
+    the sd; they are not the cell's draws."""
+    import json
+
+    from scipy import stats
+
+    from bench.coverage import fid_spread, format_spread
+
+    log = tmp_path / "draws.jsonl"
+    cell = simulate_cell("near", 16, 200, 1000, draws=200, kid_subsets=3, kid_subset_size=100, metrics=("fid",),
+                         log=log)
+    spread = fid_spread("near", 16, 200, 1000, count=300)
+    f = cell["fid"]
+    mc = np.hypot(f["sd"] / np.sqrt(200), spread["sd"] / np.sqrt(300))
+    assert abs(spread["mean"] - f["truth_at_n"]) < 4 * mc, (spread, f)
+    assert 0.8 < spread["sd"] / f["sd"] < 1.25, (spread, f)
+    df = 299
+    assert spread["sd_low"] == pytest.approx(spread["sd"] * np.sqrt(df / stats.chi2.ppf(0.975, df)), rel=1e-10)
+    assert spread["sd_high"] == pytest.approx(spread["sd"] * np.sqrt(df / stats.chi2.ppf(0.025, df)), rel=1e-10)
+    assert len(f["half_widths"]) == 200 and min(f["half_widths"]) > 0
+    cell_first = [json.loads(line)["fid"][0] for line in log.read_text().splitlines()[:3]]
+    three = fid_spread("near", 16, 200, 1000, count=3)
+    assert three["mean"] == pytest.approx(np.mean(three["estimates"]), rel=1e-12)
+    assert not np.isclose(three["estimates"], cell_first).any()  # another stream, not the cell's draws again
+    line = format_spread(cell, spread)
+    assert "300 fresh draws" in line and f"counted {f['coverage']:.1%}" in line
+
+
+def test_coverage_command_refuses_a_spread_of_one_draw(capsys):
+    from bench.cli import main
+
+    assert main(["perf", "coverage", "--dims", "8", "--spread", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--spread" in err[0]
