@@ -236,7 +236,8 @@ SPREAD_STREAM = 1  # appended to a cell's seed: `fid_spread`'s draws never repea
 def fid_spread(population: str, d: int, n_gen: int, n_real: int, count: int, seed: int = 0, progress=None) -> dict:
     """FID's sampling spread at one cell, measured on `count` fresh draws (module doc): the plug-in estimates, their
     mean and sample sd, with the sd's 95% interval from the chi-square distribution (the estimates are close to
-    normal: at d = 2,048, N = 5,000 skewness 0.05, excess kurtosis -0.03 over 1,000 draws)."""
+    normal: at d = 2,048, N = 5,000, |skewness| <= 0.06 and |excess kurtosis| <= 0.1 in two runs of
+    1,000 draws)."""
     if count < 2:
         raise ValueError(f"a spread needs at least 2 draws, got {count}")
     shift, scale = POPULATIONS[population]
