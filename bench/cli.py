@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
                          "continues after its last logged draw with the same numbers an uninterrupted run gives")
     pc.add_argument("--spread", type=int, default=0, metavar="K",
                     help="after each cell, measure FID's sampling sd again on K fresh draws (point estimates only, "
-                         "~1/17 of a draw each; not logged) and print what the cell's intervals would cover at it: "
+                         "not logged; bench/coverage.py) and print what the cell's intervals would cover at it: "
                          "tells a too-narrow interval from a cell whose draws happened to spread widely")
 
     jg = sub.add_parser("judge", help="the shipped judge classifiers (pinned weights files)")
@@ -212,12 +212,12 @@ def _coverage(args) -> int:
     from tqdm import tqdm
 
     from bench.coverage import fid_spread, format_spread, format_table, simulate_cell, verdict
+    from bench.io import atomic_write_bytes
 
     if args.spread < 0 or args.spread == 1:
         raise BenchError(f"--spread needs 0 (off) or at least 2 draws for a standard deviation, got {args.spread}")
     if args.draws < 2:
         raise BenchError(f"--draws needs at least 2 simulated draws per cell, got {args.draws}")
-    from bench.io import atomic_write_bytes
 
     cells = []
     print(f"95% interval coverage over {args.draws} draws per cell ({args.n_real} real vs N generated); "

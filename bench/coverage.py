@@ -37,12 +37,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-
 from scipy.special import chdtri, ndtr
 
 from bench.metrics.intervals import (METHOD, _Side, fid_jackknife, fid_value, gram_form, interval_from, kid_interval,
@@ -123,15 +123,27 @@ def simulate_cell(population: str, d: int, n_gen: int, n_real: int, draws: int, 
     finishes; a cell found there continues after its last logged draw, with the generator state that draw
     left, so an interrupted grid (d = 2,048 at N = 10,000 is ~45 s a draw on one CPU thread) ends with exactly
     the numbers an uninterrupted run gives."""
-    # Small matrices: one thread (on a busy 2-core machine, torch's thread pool made this 40x slower).
+    with _threads_for(d):
+        return _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, kid_subset_size,
+                         metrics, log)
+
+
+@contextmanager
+def _threads_for(d: int):
+    """Small matrices: one thread (on a busy 2-core machine, torch's thread pool made them 40x slower)."""
     threads = torch.get_num_threads()
     if d < 512:
         torch.set_num_threads(1)
     try:
-        return _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, kid_subset_size,
-                         metrics, log)
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _cell_rng(d: int, n_gen: int, n_real: int, seed: int, shift: float, scale: float,
+              *stream: int) -> np.random.Generator:
+    """A cell's generator; `stream` entries give another, independent one for the same cell (`fid_spread`)."""
+    return np.random.default_rng([seed, d, n_gen, n_real, int(shift * 1000), int(scale * 1000), *stream])
 
 
 def _cell_key(population, d, n_gen, n_real, seed, groups, kid_subsets, kid_subset_size, metrics) -> str:
@@ -166,7 +178,7 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
               log: Path | None = None):
     shift, scale = POPULATIONS[population]
     pop = Population(d, shift, scale)
-    rng = np.random.default_rng([seed, d, n_gen, n_real, int(shift * 1000), int(scale * 1000)])
+    rng = _cell_rng(d, n_gen, n_real, seed, shift, scale)
     fid_est, fid_lo, fid_hi, kid_est, kid_lo, kid_hi = ([] for _ in range(6))
     key = _cell_key(population, d, n_gen, n_real, seed, groups, kid_subsets, kid_subset_size, metrics)
     done = _logged_draws(log, key)[:draws]
@@ -242,20 +254,15 @@ def fid_spread(population: str, d: int, n_gen: int, n_real: int, count: int, see
         raise ValueError(f"a spread needs at least 2 draws, got {count}")
     shift, scale = POPULATIONS[population]
     pop = Population(d, shift, scale)
-    rng = np.random.default_rng([seed, d, n_gen, n_real, int(shift * 1000), int(scale * 1000), SPREAD_STREAM])
-    threads = torch.get_num_threads()
-    if d < 512:  # as in simulate_cell
-        torch.set_num_threads(1)
+    rng = _cell_rng(d, n_gen, n_real, seed, shift, scale, SPREAD_STREAM)
     t0 = time.perf_counter()
-    try:
-        est = np.empty(count)
+    est = np.empty(count)
+    with _threads_for(d):
         for i in range(count):
             real, fake = pop.draw(n_gen, n_real, rng)
             est[i] = _fid_point(_Side(real), _Side(fake))
             if progress:
                 progress(i + 1)
-    finally:
-        torch.set_num_threads(threads)
     sd, df = float(est.std(ddof=1)), count - 1
     return {"count": count, "mean": float(est.mean()), "sd": sd, "estimates": est.tolist(),
             "sd_low": sd * float(np.sqrt(df / chdtri(df, 0.025))), "sd_high": sd * float(np.sqrt(df / chdtri(df, 0.975))),
