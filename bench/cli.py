@@ -211,7 +211,7 @@ def _extractor_args(parser) -> None:
 def _coverage(args) -> int:
     from tqdm import tqdm
 
-    from bench.coverage import fid_spread, format_spread, format_table, simulate_cell, verdict
+    from bench.coverage import fid_spread, format_se_dispersion, format_spread, format_table, simulate_cell, verdict
     from bench.io import atomic_write_bytes
 
     if args.spread < 0 or args.spread == 1:
@@ -229,6 +229,8 @@ def _coverage(args) -> int:
                                            log=Path(args.log) if args.log else None))
                 print(format_table(cells[-1:]).splitlines()[-1] if len(cells) > 1 else format_table(cells),
                       flush=True)
+                if "fid" in cells[-1]:
+                    print(format_se_dispersion(cells[-1]), flush=True)
                 if args.spread and "fid" in cells[-1]:
                     with tqdm(total=args.spread, desc=f"spread {pop} d={d} N={n}", unit="draw", leave=False,
                               disable=None, dynamic_ncols=True) as bar:

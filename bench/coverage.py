@@ -24,6 +24,13 @@ interval (the fresh spread agrees with the cell's, both wider than the standard 
 happened to spread widely (the fresh spread matches the standard errors). It informs; the verdict stays the
 cell's own coverage.
 
+The level of the widths is one thing, their draw-to-draw variation another: the interval's t quantile on G - 1
+degrees of freedom is exact only if its squared standard errors vary like a chi-square on G - 1 df.
+`se_dispersion` reads the df they actually vary like from a cell's half-widths, and what coverage that alone
+gives when the widths are right on average; every cell prints it. The corrected jackknife's variance subtracts a
+delete-two term from the delete-one one, and that difference varies more than G - 1 df allow: at d = 2,048
+`near` and `same` read 3-7 df, which puts their expected coverage near 93% (docs/metrics.md).
+
 The `same` population (a generator equal to the data) is the hard case: both statistics are degenerate
 there — their first-order fluctuation vanishes and a second-order term is all that is left. A plain
 delete-a-group jackknife over-estimates that term's variance by 2(G-1)/(G-2) and covered ~100%; the
@@ -45,8 +52,8 @@ import numpy as np
 import torch
 from scipy.special import chdtri, ndtr
 
-from bench.metrics.intervals import (METHOD, _Side, fid_jackknife, fid_value, gram_form, interval_from, kid_interval,
-                                    mmd2_unbiased)
+from bench.metrics.intervals import (METHOD, _Side, fid_groups, fid_jackknife, fid_value, gram_form, interval_from,
+                                    kid_interval, mmd2_unbiased, t_quantile)
 
 POPULATIONS = {"far": (0.5, 1.5), "near": (0.1, 1.1), "same": (0.0, 1.0)}
 
@@ -230,7 +237,8 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
                       "estimate_inside": bool(((lo <= est) & (est <= hi)).all()),
                       "mean_half_width": float(((hi - lo) / 2).mean()), "sd": float(est.std(ddof=1)),
                       # upper half-widths: the lower ones are clipped at 0 (`interval_from`)
-                      "half_widths": (hi - est).tolist()}
+                      "half_widths": (hi - est).tolist(),
+                      "t_df": fid_groups(groups, n_real, n_gen) - 1}  # the intervals' t quantile's
     if kid_est:
         est, lo, hi = map(np.asarray, (kid_est, kid_lo, kid_hi))
         truth = pop.mmd2()
@@ -277,6 +285,28 @@ def expected_coverage(half_widths, sd: float) -> float:
     if sd <= 0:
         return 1.0
     return float((2 * ndtr(h / sd) - 1).mean())
+
+
+def se_dispersion(half_widths, quantile: float) -> dict[str, float]:
+    """How much a cell's FID standard errors (half-width / t quantile) vary from draw to draw, and what that alone
+    costs in coverage. A t interval with k degrees of freedom is exact when the squared standard error is the
+    true variance times a chi-square on k df over k, whose variance is 2/k of its squared mean: `df` =
+    2 mean(se²)² / var(se²) is the k the cell's standard errors behave like (the quantile assumes G - 1).
+    `expected_at_rms`: the mean coverage if the estimates spread exactly as the root-mean-square standard error
+    says; below 95% when `df` is below the quantile's, whatever the widths' average level."""
+    h = np.asarray(half_widths, dtype=np.float64)
+    s2 = np.square(h / quantile)
+    var = float(s2.var(ddof=1))
+    return {"df": float(2 * s2.mean() ** 2 / var) if var > 0 else float("inf"),
+            "expected_at_rms": expected_coverage(h, float(np.sqrt(s2.mean())))}
+
+
+def format_se_dispersion(cell: dict) -> str:
+    f = cell["fid"]
+    disp = se_dispersion(f["half_widths"], t_quantile(f["t_df"]))
+    return (f"  FID standard errors vary like a chi-square on {disp['df']:.1f} df (the t quantile assumes "
+            f"{f['t_df']}); at their own rms the intervals would cover "
+            f"{disp['expected_at_rms']:.1%} on average (counted {f['coverage']:.1%})")
 
 
 def format_spread(cell: dict, spread: dict) -> str:

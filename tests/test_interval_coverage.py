@@ -332,6 +332,34 @@ def test_fid_spread_measures_the_cells_own_sampling_spread(tmp_path):
     assert "300 fresh draws" in line and f"counted {f['coverage']:.1%}" in line
 
 
+def test_se_dispersion_reads_the_degrees_of_freedom_of_known_standard_errors():
+    """Standard errors whose squares are σ² χ²_k / k: `se_dispersion` recovers k, and intervals with the t_9
+    quantile cover P(|T_k| < t_9) on average at the rms standard error: 95% when k = 9, 92.7% when k = 5."""
+    from scipy import stats
+
+    from bench.coverage import format_se_dispersion, se_dispersion
+    from bench.metrics.intervals import t_quantile
+
+    rng = np.random.default_rng(3)
+    q = t_quantile(9)
+    for k in (9, 5):
+        se = 0.02 * np.sqrt(rng.chisquare(k, 40_000) / k)
+        disp = se_dispersion(q * se, q)
+        assert disp["df"] == pytest.approx(k, rel=0.06), disp
+        want = 1 - 2 * stats.t.sf(q, k)
+        assert disp["expected_at_rms"] == pytest.approx(want, abs=0.003), (disp, want)
+    assert 1 - 2 * stats.t.sf(q, 5) == pytest.approx(0.927, abs=5e-4)
+    # one width for every draw: no dispersion, and the t_9 quantile is then a normal interval at 2.262 sd
+    assert se_dispersion([0.1] * 5, q) == {"df": float("inf"), "expected_at_rms": pytest.approx(2 * stats.norm.cdf(q) - 1,
+                                                                                                   abs=1e-12)}
+    cell = simulate_cell("near", 16, 200, 1000, draws=20, kid_subsets=3, kid_subset_size=100, metrics=("fid",))
+    assert cell["fid"]["t_df"] == 9
+    line = format_se_dispersion(cell)
+    assert "assumes 9" in line and f"counted {cell['fid']['coverage']:.1%}" in line
+    small = simulate_cell("near", 16, 6, 1000, draws=3, metrics=("fid",))
+    assert small["fid"]["t_df"] == 2  # three groups of two generated points
+
+
 def test_coverage_command_refuses_a_spread_of_one_draw(capsys):
     from bench.cli import main
 

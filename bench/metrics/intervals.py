@@ -371,11 +371,17 @@ def _union(groups: list[np.ndarray], units: tuple[int, ...]) -> np.ndarray:
     return np.concatenate([groups[k] for k in units]) if units else np.array([], dtype=int)
 
 
+def fid_groups(groups: int, n_real: int, n_gen: int) -> int:
+    """How many groups FID's jackknife uses: `groups`, fewer when a side has under two points a group. Its t
+    quantile has one degree of freedom less (`jackknife`)."""
+    return min(groups, n_gen // 2, n_real // 2)
+
+
 def fid_jackknife(real_feats, fake_feats, groups: int, seed: int) -> dict[str, float]:
     """Corrected jackknife (module doc) of FID over paired groups of real and generated features."""
     rng = np.random.default_rng(seed)
     n_r, n_g = len(real_feats), len(fake_feats)
-    g = min(groups, n_g // 2, n_r // 2)
+    g = fid_groups(groups, n_r, n_g)
     rg, fg = _groups(n_r, g, rng), _groups(n_g, g, rng)
     real, fake = as_side(real_feats).grouped(rg), as_side(fake_feats).grouped(fg)
     # few points in many dimensions (Inception's 2,048 with a few hundred images): no d x d matrices
