@@ -113,6 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     pc.add_argument("--log", default=None,
                     help="append every simulated draw to this JSONL file and resume from it: an interrupted grid "
                          "continues after its last logged draw with the same numbers an uninterrupted run gives")
+    pc.add_argument("--first-draw", type=int, default=0, metavar="K",
+                    help="compute only draws K .. DRAWS-1 of each cell, the same draws a whole run makes there (the "
+                         "generator is replayed through the earlier ones): split a cell between processes or "
+                         "machines with --log, then one run over the concatenated logs gives the whole cell")
     pc.add_argument("--spread", type=int, default=0, metavar="K",
                     help="after each cell, measure FID's sampling sd again on K fresh draws (point estimates only, "
                          "not logged; bench/coverage.py) and print what the cell's intervals would cover at it: "
@@ -218,15 +222,18 @@ def _coverage(args) -> int:
         raise BenchError(f"--spread needs 0 (off) or at least 2 draws for a standard deviation, got {args.spread}")
     if args.draws < 2:
         raise BenchError(f"--draws needs at least 2 simulated draws per cell, got {args.draws}")
+    if not 0 <= args.first_draw <= args.draws - 2:
+        raise BenchError(f"--first-draw must leave at least 2 of the {args.draws} draws, got {args.first_draw}")
 
     cells = []
-    print(f"95% interval coverage over {args.draws} draws per cell ({args.n_real} real vs N generated); "
+    which = f"draws {args.first_draw}-{args.draws - 1} of {args.draws}" if args.first_draw else f"{args.draws} draws"
+    print(f"95% interval coverage over {which} per cell ({args.n_real} real vs N generated); "
           "FID@N is the target of the FID interval, MMD²(pop) that of the KID interval", flush=True)
     for d in args.dims:
         for pop in args.populations:
             for n in args.n:
                 cells.append(simulate_cell(pop, d, n, args.n_real, args.draws, metrics=tuple(args.metrics),
-                                           log=Path(args.log) if args.log else None))
+                                           log=Path(args.log) if args.log else None, first_draw=args.first_draw))
                 print(format_table(cells[-1:]).splitlines()[-1] if len(cells) > 1 else format_table(cells),
                       flush=True)
                 if "fid" in cells[-1]:

@@ -125,14 +125,21 @@ def _kid_point(real: np.ndarray, fake: np.ndarray, subsets: int, size: int, rng:
 
 def simulate_cell(population: str, d: int, n_gen: int, n_real: int, draws: int, seed: int = 0, groups: int = 10,
                   kid_subsets: int = 10, kid_subset_size: int = 1000,
-                  metrics: tuple[str, ...] = ("fid", "kid"), log: Path | None = None) -> dict:
+                  metrics: tuple[str, ...] = ("fid", "kid"), log: Path | None = None, first_draw: int = 0) -> dict:
     """One cell's coverage over `draws` simulated draws. `log`: a JSONL file each draw is appended to as it
     finishes; a cell found there continues after its last logged draw, with the generator state that draw
     left, so an interrupted grid (d = 2,048 at N = 10,000 is ~45 s a draw on one CPU thread) ends with exactly
-    the numbers an uninterrupted run gives."""
+    the numbers an uninterrupted run gives.
+
+    `first_draw` K: only draws K .. draws - 1, the same draws a whole run makes there (the generator is replayed
+    through draws 0 .. K - 1 without computing their intervals, under a second a draw at d = 2,048), so one cell can
+    be split between processes or machines. Concatenating the pieces' logs gives the whole cell: a run with
+    K = 0 over it resumes every draw."""
+    if not 0 <= first_draw < draws:
+        raise ValueError(f"first_draw must be in [0, draws = {draws}), got {first_draw}")
     with _threads_for(d):
         return _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, kid_subset_size,
-                         metrics, log)
+                         metrics, log, first_draw)
 
 
 @contextmanager
@@ -161,10 +168,10 @@ def _cell_key(population, d, n_gen, n_real, seed, groups, kid_subsets, kid_subse
                        "metrics": sorted(metrics), "method": METHOD}, sort_keys=True)
 
 
-def _logged_draws(log: Path | None, key: str) -> list[dict]:
-    """This cell's draws 0, 1, ... from the log, as far as they run unbroken. A line cut short by an interrupted
-    write, and anything after a gap, is ignored: those draws are made again, from the state the last whole
-    record left."""
+def _logged_draws(log: Path | None, key: str, start: int = 0) -> list[dict]:
+    """This cell's draws start, start + 1, ... from the log, as far as they run unbroken. A line cut short by an
+    interrupted write, and anything after a gap, is ignored: those draws are made again, from the state the last
+    whole record left."""
     if log is None or not log.exists():
         return []
     found: dict[int, dict] = {}
@@ -176,19 +183,28 @@ def _logged_draws(log: Path | None, key: str) -> list[dict]:
         if isinstance(rec, dict) and rec.get("cell") == key:
             found[int(rec["draw"])] = rec
     out = []
-    while len(out) in found:
-        out.append(found[len(out)])
+    while start + len(out) in found:
+        out.append(found[start + len(out)])
     return out
 
 
+def _next_draw(pop: Population, n_gen: int, n_real: int, rng: np.random.Generator, metrics) -> tuple:
+    """One draw's data and the seeds its intervals use, taken from the cell's generator in a fixed order: the one
+    place that order lives, so replaying draws (`first_draw`) leaves the generator where computing them would."""
+    real, fake = pop.draw(n_gen, n_real, rng)
+    fid_seed = int(rng.integers(2 ** 31)) if "fid" in metrics else None
+    kid_seeds = (int(rng.integers(2 ** 31)), int(rng.integers(2 ** 31))) if "kid" in metrics else None
+    return real, fake, fid_seed, kid_seeds
+
+
 def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, kid_subset_size, metrics,
-              log: Path | None = None):
+              log: Path | None = None, first_draw: int = 0):
     shift, scale = POPULATIONS[population]
     pop = Population(d, shift, scale)
     rng = _cell_rng(d, n_gen, n_real, seed, shift, scale)
     fid_est, fid_lo, fid_hi, kid_est, kid_lo, kid_hi = ([] for _ in range(6))
     key = _cell_key(population, d, n_gen, n_real, seed, groups, kid_subsets, kid_subset_size, metrics)
-    done = _logged_draws(log, key)[:draws]
+    done = _logged_draws(log, key, first_draw)[:draws - first_draw]
     earlier = 0.0
     for rec in done:  # resume: the logged draws, then the generator exactly where the last one left it
         if rec.get("fid"):
@@ -198,25 +214,28 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
             for acc, v in zip((kid_est, kid_lo, kid_hi), rec["kid"]):
                 acc.append(v)
         earlier += rec["seconds"]
+    t0 = time.perf_counter()
     if done:
         rng.bit_generator.state = done[-1]["state"]
-    t0 = time.perf_counter()
+    else:
+        for _ in range(first_draw):  # the draws before this piece: their data only, no intervals
+            _next_draw(pop, n_gen, n_real, rng, metrics)
     size = min(kid_subset_size, n_gen, n_real)
-    for r in range(len(done), draws):
+    for r in range(first_draw + len(done), draws):
         t_draw = time.perf_counter()
-        real, fake = pop.draw(n_gen, n_real, rng)
+        real, fake, fid_seed, kid_seeds = _next_draw(pop, n_gen, n_real, rng, metrics)
         if "fid" in metrics:
             # as a protocol does it (bench/metrics/fid.py): one centred copy of each side, the jackknife first
             # (it groups the sides, and the estimate reuses whatever the grouped sides precomputed)
             real_side, fake_side = _Side(real), _Side(fake)
-            jk = fid_jackknife(real_side, fake_side, groups, int(rng.integers(2 ** 31)))
+            jk = fid_jackknife(real_side, fake_side, groups, fid_seed)
             est = _fid_point(real_side, fake_side)
             lo, hi = interval_from(est, jk)
             fid_est.append(est), fid_lo.append(lo), fid_hi.append(hi)
         if "kid" in metrics:
-            values = _kid_point(real, fake, kid_subsets, size, np.random.RandomState(int(rng.integers(2 ** 31))))
+            values = _kid_point(real, fake, kid_subsets, size, np.random.RandomState(kid_seeds[0]))
             est = float(values.mean())
-            lo, hi, _ = kid_interval(est, values, real, fake, int(rng.integers(2 ** 31)))
+            lo, hi, _ = kid_interval(est, values, real, fake, kid_seeds[1])
             kid_est.append(est), kid_lo.append(lo), kid_hi.append(hi)
         if log is not None:
             rec = {"cell": key, "draw": r, "state": rng.bit_generator.state,
@@ -227,12 +246,15 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
-    out = {"population": population, "d": d, "n_gen": n_gen, "n_real": n_real, "draws": draws,
+    count = draws - first_draw
+    out = {"population": population, "d": d, "n_gen": n_gen, "n_real": n_real, "draws": count,
            "seconds": earlier + time.perf_counter() - t0, "resumed_draws": len(done)}
+    if first_draw:
+        out["first_draw"] = first_draw
     if fid_est:
         est, lo, hi = map(np.asarray, (fid_est, fid_lo, fid_hi))
         truth = float(est.mean())  # FID at this N, estimated by Monte Carlo over the draws
-        out["fid"] = {"population": pop.fid(), "truth_at_n": truth, "mc_error": float(est.std(ddof=1) / np.sqrt(draws)),
+        out["fid"] = {"population": pop.fid(), "truth_at_n": truth, "mc_error": float(est.std(ddof=1) / np.sqrt(count)),
                       "coverage": float(((lo <= truth) & (truth <= hi)).mean()),
                       "estimate_inside": bool(((lo <= est) & (est <= hi)).all()),
                       "mean_half_width": float(((hi - lo) / 2).mean()), "sd": float(est.std(ddof=1)),
@@ -243,7 +265,7 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
         est, lo, hi = map(np.asarray, (kid_est, kid_lo, kid_hi))
         truth = pop.mmd2()
         out["kid"] = {"population": truth, "mean_estimate": float(est.mean()),
-                      "mc_error": float(est.std(ddof=1) / np.sqrt(draws)),
+                      "mc_error": float(est.std(ddof=1) / np.sqrt(count)),
                       "coverage": float(((lo <= truth) & (truth <= hi)).mean()),
                       "estimate_inside": bool(((lo <= est) & (est <= hi)).all()),
                       "mean_half_width": float(((hi - lo) / 2).mean())}

@@ -291,6 +291,36 @@ def test_an_interrupted_coverage_run_resumes_with_the_uninterrupted_numbers(tmp_
     assert simulate_cell("near", 16, 120, 400, **settings, log=log)["fid"] != whole["fid"]
 
 
+def test_a_cell_split_into_pieces_makes_the_whole_cells_draws(tmp_path):
+    """`--first-draw`: a piece computes only its own draws, yet the very draws a whole run makes there (the
+    generator is replayed through the earlier ones); the pieces' logs concatenated resume as the whole cell."""
+    import json
+
+    settings = dict(draws=6, kid_subsets=3, kid_subset_size=100)
+    whole_log, first, second = tmp_path / "whole.jsonl", tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    whole = simulate_cell("near", 16, 120, 400, **settings, log=whole_log)
+    simulate_cell("near", 16, 120, 400, **(settings | {"draws": 2}), log=first)
+    piece = simulate_cell("near", 16, 120, 400, **settings, log=second, first_draw=2)
+    assert piece["draws"] == 4 and piece["first_draw"] == 2 and piece["resumed_draws"] == 0
+
+    def records(path):
+        return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in path.read_text().splitlines()]
+
+    assert records(first) + records(second) == records(whole_log)
+    assert piece["fid"]["half_widths"] == whole["fid"]["half_widths"][2:]
+    merged = tmp_path / "merged.jsonl"
+    merged.write_text(second.read_text() + first.read_text())  # order of the pieces does not matter
+    resumed = simulate_cell("near", 16, 120, 400, **settings, log=merged)
+    assert resumed["resumed_draws"] == 6
+    for metric in ("fid", "kid"):
+        assert resumed[metric] == whole[metric]
+    # a piece that did not replay the earlier draws would start the cell over: its draws are not the whole's
+    unreplayed = simulate_cell("near", 16, 120, 400, **(settings | {"draws": 4}))
+    assert unreplayed["fid"]["half_widths"] != piece["fid"]["half_widths"]
+    with pytest.raises(ValueError, match="first_draw"):
+        simulate_cell("near", 16, 120, 400, **settings, first_draw=6)
+
+
 def test_expected_coverage_of_known_widths():
     """2Φ(h/sd) - 1 averaged over the widths: 1.96 sd covers 95%, one sd 68.3%; a mix averages the two."""
     from bench.coverage import expected_coverage
@@ -366,3 +396,24 @@ def test_coverage_command_refuses_a_spread_of_one_draw(capsys):
     assert main(["perf", "coverage", "--dims", "8", "--spread", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--spread" in err[0]
+
+
+def test_committed_coverage_logs_give_the_documented_rows():
+    """reports/coverage/ holds the per-draw logs behind docs/metrics.md's d = 2,048 rows measured since they were
+    kept: re-read with the current code (every draw logged under the current method, so nothing is recomputed),
+    each gives the coverage the docs print. A changed interval method or an edited log fails here."""
+    from pathlib import Path
+
+    from bench.coverage import _cell_key, _logged_draws
+
+    root = Path(__file__).resolve().parents[1]
+    docs = (root / "docs" / "metrics.md").read_text()
+    log = root / "reports" / "coverage" / "near-2048-5000-draws200-399.jsonl"
+    key = _cell_key("near", 2048, 5000, 10000, 0, 10, 10, 1000, ("fid", "kid"))
+    assert len(_logged_draws(log, key, 200)) == 200, "the log no longer matches the cell (method changed?)"
+    cell = simulate_cell("near", 2048, 5000, 10000, draws=400, first_draw=200, log=log)
+    assert cell["resumed_draws"] == 200 and cell["fid"]["estimate_inside"] and cell["kid"]["estimate_inside"]
+    row = (f"| near, draws 200-399 | 5,000 | 0.898 | {cell['fid']['truth_at_n']:.3f} | {cell['fid']['coverage']:.1%} | "
+           f"{cell['fid']['mean_half_width']:.4f} | {cell['kid']['population']:.2e} | {cell['kid']['mean_estimate']:.2e} | "
+           f"{cell['kid']['coverage']:.1%} | {cell['kid']['mean_half_width']:.1e} |")
+    assert row in docs
