@@ -24,7 +24,7 @@ def test_four_concurrent_runs_on_one_sqlite_store(tmp_path):
     a = tiny_protocol(tmp_path, name="conc-a", entries=ENTRY, n_samples=100, store=store)
     b = tiny_protocol(tmp_path, name="conc-b", entries=ENTRY.replace("steps: 10", "steps: 12"), n_samples=100,
                       store=store)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # torch reads MKL_NUM_THREADS last
     # warm the judge cache once (both protocols share it), so the four runs race on the store
     subprocess.run([sys.executable, "-m", "bench", "run", str(a), "--workdir", str(tmp_path / "warm")], env=env,
                    check=True, capture_output=True)

@@ -25,7 +25,7 @@ ENTRY = """  - name: mlp
 def test_two_gloo_processes_reach_the_weights_of_one_process(tmp_path):
     p = tiny_protocol(tmp_path, name="ddp", entries=ENTRY, n_samples=100)
     assert main(["run", str(p), "--workdir", str(tmp_path / "one")]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # torch reads MKL_NUM_THREADS last
     proc = subprocess.run([sys.executable, "-m", "bench", "run", str(p), "--workdir", str(tmp_path / "two"),
                            "--nproc", "2"], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -35,7 +35,7 @@ VICTIM = ("a", 1)  # the unit whose worker is killed
 
 def _env():
     # One torch thread per process, sequential and sweep alike: training is bit-exact per thread count.
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # torch reads MKL_NUM_THREADS last
 
 
 def _cmd(proto, work, *extra):
