@@ -417,3 +417,11 @@ def test_committed_coverage_logs_give_the_documented_rows():
            f"{cell['fid']['mean_half_width']:.4f} | {cell['kid']['population']:.2e} | {cell['kid']['mean_estimate']:.2e} | "
            f"{cell['kid']['coverage']:.1%} | {cell['kid']['mean_half_width']:.1e} |")
     assert row in docs
+
+
+def test_coverage_command_refuses_a_first_draw_that_leaves_too_few_draws(capsys):
+    from bench.cli import main
+
+    assert main(["perf", "coverage", "--dims", "8", "--draws", "10", "--first-draw", "9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--first-draw" in err[0]
