@@ -77,7 +77,9 @@ def scores(c, uri: str, parent) -> RunScores:
     from bench.reporting import leaderboard, store
 
     exps = {parent.info.experiment_id: parent.info.experiment_id}
-    runs = store.child_runs(c, exps, parent_run_id=parent.info.run_id)
+    # A resumed run's own child runs are only the units it re-ran: the others are carried from the earlier runs
+    # of its fingerprint, as its report does (store.protocol_run_units).
+    runs, _ = store.protocol_run_units(c, exps, parent)
     if runs.empty:
         raise BenchError(f"protocol run {parent.info.run_id} has no entry runs")
     group = leaderboard.build(runs, lambda rid, key: store.per_seed(c, rid, key))[0]

@@ -155,6 +155,16 @@ def test_sweep_killed_worker_resumes_and_equals_the_sequential_run(tmp_path, seq
         table = {r["entry"]: r for r in csv.DictReader(open(tmp_path / "report" / "leaderboard.csv"))}
         assert {e: table[e]["n_train"] for e in ("a", "b")} == {"a": "2", "b": "2"}
         assert any(n.startswith("3 unit(s) finished under earlier run(s)") for n in rep.notes), rep.notes
+        # The regression gate reads the same units: `bench check` after a resume must not call them MISSING.
+        from bench import regression
+
+        c, _, parent = regression.find_parent(str(proto), f"sqlite:///{store / 'mlflow.db'}", None)
+        gated = regression.scores(c, "", parent).entries
+        assert {e for e in gated if not e.startswith("real")} == {"a", "b"}, sorted(gated)
+        assert all(v["status"] == "FINISHED" and v["metrics"] for v in gated.values())
+        for e in ("a", "b"):  # both training runs, as the report's row counts them
+            assert gated[e]["metrics"]["fid"]["n"] == int(table[e]["n_train"]) * int(table[e]["n_eval"]), e
+            assert gated[e]["metrics"]["fid"]["mean"] == pytest.approx(float(table[e]["fid/mean"]), rel=1e-12)
 
 
 class _FakeBackend:

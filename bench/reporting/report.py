@@ -84,8 +84,7 @@ def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = N
     tags = parent.data.tags
     protocol, fingerprint, pid = tags.get(layout.PROTOCOL, "?"), tags[layout.FINGERPRINT], parent.info.run_id
     exps = {parent.info.experiment_id: c.get_experiment(parent.info.experiment_id).name}
-    runs = store.child_runs(c, exps, parent_run_id=pid)
-    runs, carried = _with_resumed_units(c, exps, runs, fingerprint, parent)
+    runs, carried = store.protocol_run_units(c, exps, parent)
     if carried:
         notes.append(f"{carried} unit(s) finished under earlier run(s) of this fingerprint and were skipped by this "
                      "one (`--resume`, or a re-run sweep): their runs are included")
@@ -132,27 +131,6 @@ def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = N
     _write_all(out, files)
     _update_index(out.parent)
     return Report(out, protocol, fingerprint, pid, meta["files"], notes)
-
-
-def _with_resumed_units(c, exps, runs, fingerprint: str, parent) -> tuple[Any, int]:
-    """A resumed protocol run (`bench run --resume`, or a sweep run again after a kill) re-runs only the units
-    that had not finished, so its own child runs are part of the table. The others finished under earlier
-    protocol runs of the same fingerprint: add, for each (entry, training seed) this run has no finished run of,
-    the newest earlier FINISHED one (started before this protocol run ended); a unit this run ran, finished or
-    not, is never replaced. Returns (runs, units added)."""
-    import pandas as pd
-
-    earlier = store.child_runs(c, exps, fingerprint=fingerprint)
-    end = parent.info.end_time or parent.info.start_time
-    earlier = earlier[(earlier["parent_run_id"] != parent.info.run_id) & (earlier["status"] == "FINISHED")
-                      & (earlier["start_time"] <= end)]
-    # Only units this run has no child run of (skipped as finished): a unit it ran and failed stays failed.
-    have = {(e, str(t)) for e, t in zip(runs["entry"], runs["train_seed"])}
-    earlier = earlier.sort_values("start_time", ascending=False).drop_duplicates(["entry", "train_seed"])
-    add = earlier[[(e, str(t)) not in have for e, t in zip(earlier["entry"], earlier["train_seed"])]]
-    if add.empty:
-        return runs, 0
-    return pd.concat([runs, add], ignore_index=True), len(add)
 
 
 def _entry_assets(c, row, files: dict[str, bytes]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from bench.tracking import layout
 
 CHILD_COLUMNS = ["run_id", "parent_run_id", "experiment", "protocol", "fingerprint", "entry", "zoo",
                  "train_seed", "status", "failure", "start_time", "end_time", "metrics", "baseline", "extractor",
-                 "untrained"]
+                 "untrained", "eval_outputs"]
 
 
 def client(uri: str):
@@ -128,6 +128,7 @@ def child_runs(c, exps: dict[str, str], fingerprint: Optional[str] = None,
             "metrics": dict(r.data.metrics),
             "baseline": t.get(layout.BASELINE, ""),  # the real-data row: real_data or identity (reference.py)
             "untrained": layout.untrained_of(t),  # runs logged before the tag read as trained
+            "eval_outputs": t.get(layout.EVAL_OUTPUTS, ""),  # identical / varying; "" = not recorded
         })
     # The feature space is a run-wide fact on the parent run: one lookup per protocol run.
     extractors: dict[str, str] = {}
@@ -140,6 +141,30 @@ def child_runs(c, exps: dict[str, str], fingerprint: Optional[str] = None,
                 extractors[pid] = ""
         row["extractor"] = extractors.get(pid, "")
     return pd.DataFrame(rows, columns=CHILD_COLUMNS)
+
+
+def protocol_run_units(c, exps: dict[str, str], parent) -> tuple[pd.DataFrame, int]:
+    """The entry runs that make up one protocol run's table: its own child runs, and for each (entry, training
+    seed) it has no child run of, the newest earlier FINISHED one of the same fingerprint (started before this
+    protocol run ended). A resumed protocol run (`bench run --resume`, or a sweep run again after a kill) re-runs
+    only the units that had not finished; the others finished under earlier protocol runs. A unit this run ran,
+    finished or not, is never replaced: a unit it ran and failed stays failed. The report and the regression gate
+    both read a protocol run through this, so `bench check` after a resume sees the rows its report shows.
+    Returns (runs, units carried over from earlier runs)."""
+    runs = child_runs(c, exps, parent_run_id=parent.info.run_id)
+    fingerprint = parent.data.tags.get(layout.FINGERPRINT, "")
+    if not fingerprint:
+        return runs, 0
+    earlier = child_runs(c, exps, fingerprint=fingerprint)
+    end = parent.info.end_time or parent.info.start_time
+    earlier = earlier[(earlier["parent_run_id"] != parent.info.run_id) & (earlier["status"] == "FINISHED")
+                      & (earlier["start_time"] <= end)]
+    have = {(e, str(t)) for e, t in zip(runs["entry"], runs["train_seed"])}
+    earlier = earlier.sort_values("start_time", ascending=False).drop_duplicates(["entry", "train_seed"])
+    add = earlier[[(e, str(t)) not in have for e, t in zip(earlier["entry"], earlier["train_seed"])]]
+    if add.empty:
+        return runs, 0
+    return pd.concat([runs, add], ignore_index=True), len(add)
 
 
 def per_seed(c, run_id: str, key: str) -> list[float]:
