@@ -155,10 +155,15 @@ def score_into(result, tracker, child, model, extractor, real_feats, real_stats,
     """Evaluate `model` into `result` (metrics, eval time, unavailable metrics) and log the scores to the child run."""
     t0 = time.perf_counter()
     unavailable = {} if unavailable is None else unavailable
-    result.metrics = evaluate(model, extractor, real_feats, real_stats, protocol, fit, unavailable, data, world)
+    facts: dict[str, str] = {}
+    result.metrics = evaluate(model, extractor, real_feats, real_stats, protocol, fit, unavailable, data, world,
+                              facts)
     if unavailable:
         result.info["unavailable"] = unavailable
         tracker.set_tags(child, layout.unavailable_tags(unavailable))
+    if "eval_outputs" in facts:
+        result.info["eval_outputs"] = facts["eval_outputs"]
+        tracker.set_tags(child, {layout.EVAL_OUTPUTS: facts["eval_outputs"]})
     result.timings["eval_s"] = time.perf_counter() - t0
     flat = {}
     for k, v in result.metrics.items():

@@ -85,11 +85,16 @@ def seed_features(model, extractor, protocol, seed: int, fit: str, world: dist.W
 
 def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "resize",
              unavailable: dict[str, str] | None = None, data=None,
-             world: dist.World | None = None) -> dict[str, dict[str, Any]]:
+             world: dist.World | None = None, facts: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """Every metric for every eval seed, then mean ± std over seeds.
 
     A metric that cannot be computed here (missing pretrained weights, a stream this kind of model
     does not have) is recorded in `unavailable` with its reason and skipped; it never becomes a number.
+    With two or more evaluation seeds, `facts["eval_outputs"]` says whether the seeds' generated features were
+    bit-identical ("identical": a deterministic translator on the fixed held-out inputs) or not ("varying").
+    When they are identical, whatever still varies between seeds (KID's subsets, fid_inf's subsamples, SWD's
+    directions) is the metric's own randomness, not evidence about the model, so the leaderboard does not use
+    those seeds as replicates (bench/reporting/leaderboard.py `two_sample`).
     """
 
     ev = protocol.evaluation
@@ -115,12 +120,15 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
     # model trains against (`role="training"`): a second network of the same recipe, seeded apart.
     S = semantic.for_data(data, model.device, role="judge") if (translation and "seg_agreement" in ev.metrics
                                                                  and semantic.available(data)) else None
+    digests: list[str | None] = []
+    produced: dict[str, set[str]] = {}  # metric -> the keys it has reported so far
     for seed in ev.seeds:
         if translation:
             batches = translated_batches(model, data.eval_inputs, n, seed, ev.batch_size, res, ch, fit)
             fake, stats = stream_features(batches, extractor, f"eval seed {seed}", n)
         else:
             fake, stats = seed_features(model, extractor, protocol, seed, fit, world)
+        digests.append(None if fake is None else sha256_tensor(*(fake[k] for k in sorted(fake))))
 
         def fake_images(seed=seed):  # float [-1, 1] at the protocol's resolution, for image-space metrics
             source = (translated_batches(model, data.eval_inputs, n, seed, ev.batch_size, res, ch, fit)
@@ -165,9 +173,17 @@ def evaluate(model, extractor, real_feats, real_stats, protocol, fit: str = "res
             except MetricUnavailable as exc:
                 unavailable[name] = str(exc)
                 log.warning("metric %s unavailable: %s", name, exc)
+                # Unavailable from this seed on: the values of earlier seeds go too. A metric with fewer
+                # per-seed values than the others would be averaged over other seeds and would cut every
+                # metric's per-seed history to its length when they are logged side by side.
+                for key in produced.pop(name, ()):
+                    per_seed.pop(key, None)
                 continue
+            produced.setdefault(name, set()).update(values)
             for k, v in values.items():
                 per_seed.setdefault(k, []).append(float(v))
+    if facts is not None and len(digests) > 1 and None not in digests:
+        facts["eval_outputs"] = "identical" if len(set(digests)) == 1 else "varying"
     # Sample std (n - 1): the seeds are a sample of the seeds one could have used. Undefined (None, JSON
     # null) with a single evaluation seed, never a made-up 0.
     out = {}

@@ -45,11 +45,12 @@ def test_many_pairs_use_seeded_draws_reproducibly():
 
 # --- grouping and ranking on synthetic runs -----------------------------------------------------------
 
-def _run(fp, entry, parent, start, metrics, status="FINISHED", train_seed="", failure="", untrained=False):
+def _run(fp, entry, parent, start, metrics, status="FINISHED", train_seed="", failure="", untrained=False,
+         eval_outputs=""):
     return {"run_id": f"{parent}-{entry}-{train_seed}", "parent_run_id": parent, "experiment": "exp",
             "protocol": "p", "fingerprint": fp, "entry": entry, "zoo": "mnist_gan", "train_seed": train_seed,
             "status": status, "failure": failure, "start_time": start, "end_time": start + 1000,
-            "metrics": metrics, "untrained": untrained}
+            "metrics": metrics, "untrained": untrained, "eval_outputs": eval_outputs}
 
 
 def _build(rows, per_seed, sort=None):
@@ -218,6 +219,66 @@ def test_identical_evaluation_seeds_are_not_replicates():
     assert mid["test_next"] == "paired" and mid["p_next"] == pytest.approx(2 / 64)
 
 
+def test_a_metrics_own_randomness_over_identical_outputs_is_not_a_replicate():
+    """Two deterministic translators (the same outputs on every evaluation seed) still get a different KID per
+    seed, from KID's subset draws alone. Six consistent per-seed differences would be 'significant' (p = 2/64)
+    although nothing about either model was re-drawn: the recorded outputs fact (layout.EVAL_OUTPUTS) stops the
+    test, on the neighbour test and against a control. One row with varying outputs is a real paired test."""
+    fp = "E" * 64
+    kid_a = [0.300, 0.302, 0.299, 0.301, 0.303, 0.300]
+    kid_b = [v + 0.002 + 0.0004 * i for i, v in enumerate(kid_a)]  # consistently worse, by varying amounts
+    rows = [_run(fp, "a", "r", 1, {"kid/mean": float(np.mean(kid_a))}, eval_outputs="identical"),
+            _run(fp, "b", "r", 1, {"kid/mean": float(np.mean(kid_b))}, eval_outputs="identical")]
+    seeds = {("r-a-", "kid/mean"): kid_a, ("r-b-", "kid/mean"): kid_b}
+    (g,) = _build(rows, seeds, sort="kid/mean")
+    top = g.rows.iloc[0]
+    assert top["entry"] == "a" and pd.isna(top["p_next"]), top["p_next"]
+    assert top["test_next"] == leaderboard.NO_TEST_DETERMINISTIC
+    (t,) = leaderboard.against_control(g, "b")
+    assert np.isnan(t.p) and t.test == leaderboard.NO_TEST_DETERMINISTIC
+    # the same values from runs that did not record the fact: the paired test runs (the old behaviour) ...
+    (old,) = _build([{**r, "eval_outputs": ""} for r in rows], seeds, sort="kid/mean")
+    assert old.rows.iloc[0]["p_next"] == pytest.approx(2 / 64)
+    # ... and so it does when one of the two generated different outputs per seed
+    mixed = [rows[0], {**rows[1], "eval_outputs": "varying"}]
+    (m,) = _build(mixed, seeds, sort="kid/mean")
+    assert m.rows.iloc[0]["test_next"] == "paired" and m.rows.iloc[0]["p_next"] == pytest.approx(2 / 64)
+    # several training runs, one of which varied: the entry's row reads "varying"
+    assert leaderboard._eval_outputs(pd.DataFrame({"eval_outputs": ["identical", "varying"]})) == "varying"
+    assert leaderboard._eval_outputs(pd.DataFrame({"eval_outputs": ["identical", ""]})) == ""
+
+
+def test_a_non_finite_value_is_not_tested():
+    """A NaN difference compares False with every permuted mean, so the permutation p came out 0 ('significant')."""
+    a = {"0": [1.0, 2.0, float("nan"), 4.0, 5.0, 6.0]}
+    b = {"0": [1.1, 2.1, 3.1, 4.1, 5.1, 6.1]}
+    p, test, _ = leaderboard.two_sample(a, b)
+    assert np.isnan(p) and test.startswith("no test")
+    p, test, _ = leaderboard.two_sample({"0": [1.0, 1.1], "1": [float("nan")]}, {"0": [2.0], "1": [2.2]})
+    assert np.isnan(p) and test.startswith("no test")
+
+
+def test_without_run_to_run_spread_the_permutation_p_decides():
+    """Welch's t is undefined when neither row varies between its training runs; the exact permutation p is
+    still a valid test and must be the cell's verdict, not a blank."""
+    p, test, _ = leaderboard.two_sample({"0": [10.0], "1": [10.0]}, {"0": [20.0], "1": [20.0]})
+    assert p == pytest.approx(1 / 3) and "Welch t undefined" in test
+    row = pd.Series({"p_next": p, "test_next": test, "n_pairs_next": 0})
+    assert render.p_cell(row).startswith("p=0.33 (2 vs 2 training seeds")
+    # with spread, Welch's p is the verdict and the permutation p is printed beside it
+    p, test, _ = leaderboard.two_sample({"0": [10.0], "1": [11.0]}, {"0": [20.0], "1": [21.0]})
+    assert "Welch t; exact permutation p=0.33" in test and p == pytest.approx(
+        significance.welch_p([10.0, 11.0], [20.0, 21.0]))
+
+
+def test_p_is_never_rounded_across_the_significance_line():
+    assert significance.format_p(0.0496) == "0.0496" and significance.format_p(0.0504) == "0.05"
+    assert significance.format_p(0.031) == "0.031" and significance.format_p(0.12345) == "0.12"
+    assert significance.format_p(0.04999996) != "0.05"
+    row = pd.Series({"p_next": 0.0496, "test_next": "paired", "n_pairs_next": 6})
+    assert render.p_cell(row) == "p=0.0496 * (n=6)"
+
+
 # --- every entry against a control -------------------------------------------------------------------
 
 def test_holm_adjustment_matches_its_definition():
@@ -284,6 +345,13 @@ def test_an_untrained_floor_is_tested_against_the_control_but_stays_out_of_the_h
     assert not np.isnan(t3["untrained"].p_holm)
     head, lines = render.control_lines(g, "plain")
     assert head[0].endswith("; `plain` beats the untrained floor `untrained` with significance")
+    # a floor significantly AHEAD of the control is said so, not read as "not significant"
+    flipped = [{**r, "metrics": {"fid": r["metrics"]["fid"] - (80.0 if r["entry"] == "untrained" else 0.0)}}
+               for r in rows]
+    shifted = {k: [v - 80.0 for v in vals] if k[0].startswith("r-untrained-") else vals for k, vals in seeds.items()}
+    (gf,) = _build(flipped, shifted)
+    head_f, _ = render.control_lines(gf, "plain")
+    assert head_f[0].endswith("; `plain` is **significantly worse** than the untrained floor `untrained`"), head_f
     line = next(x for x in lines if x.startswith("`untrained` worse than `plain`"))
     assert "the untrained floor, outside the Holm family" in line and "Holm-adjusted" not in line
 

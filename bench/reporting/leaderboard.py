@@ -101,6 +101,7 @@ def _entry_row(entry: str, runs: pd.DataFrame, keys: list[str], per_seed: PerSee
     row = {"entry": entry, "zoo": runs["zoo"].iloc[0], "run_ids": runs["run_id"].tolist(),
            "train_seeds": runs["train_seed"].tolist(), "n_train": len(runs), "n_eval": 0,
            "status": "FINISHED", "failure": "", "baseline": _baseline(runs), "untrained": _untrained(runs),
+           "eval_outputs": _eval_outputs(runs),
            "duration_s": float(np.nansum([(e - s) / 1000 for s, e in zip(runs["start_time"], runs["end_time"])
                                           if e and s]))}
     if len(failed):
@@ -120,6 +121,15 @@ def _baseline(runs: pd.DataFrame) -> str:
     """'real_data' / 'identity' for the real-data row (bench/runner/reference.py), '' for an entry."""
     value = runs["baseline"].iloc[0]
     return value if isinstance(value, str) else ""  # NaN: a frame whose runs carry no such value
+
+
+def _eval_outputs(runs: pd.DataFrame) -> str:
+    """'identical' when every training run's evaluation seeds gave bit-identical generated features
+    (layout.EVAL_OUTPUTS), 'varying' when any run's differed, '' when a run did not record it."""
+    values = [v if isinstance(v, str) else "" for v in runs.get("eval_outputs", pd.Series([""] * len(runs)))]
+    if "varying" in values:
+        return "varying"
+    return "identical" if values and all(v == "identical" for v in values) else ""
 
 
 def _untrained(runs: pd.DataFrame) -> bool:
@@ -177,15 +187,27 @@ def _rank(df: pd.DataFrame, key: Optional[str]) -> pd.DataFrame:
 
 def _compare(df: pd.DataFrame, i: int, a: dict[str, list[float]], b: dict[str, list[float]]) -> None:
     """Row i vs row i + 1 (two_sample's test)."""
-    p, test, n = two_sample(a, b)
+    p, test, n = two_sample(a, b, identical=_both_identical(df.loc[i], df.loc[i + 1]))
     df.at[i, "p_next"], df.at[i, "test_next"], df.at[i, "n_pairs_next"] = p, test, n
 
 
-def two_sample(a: dict[str, list[float]], b: dict[str, list[float]]) -> tuple[float, str, int]:
+def _both_identical(x: pd.Series, y: pd.Series) -> bool:
+    return x.get("eval_outputs") == "identical" and y.get("eval_outputs") == "identical"
+
+
+NO_TEST_DETERMINISTIC = "no test: evaluation seeds identical (deterministic)"
+
+
+def two_sample(a: dict[str, list[float]], b: dict[str, list[float]],
+               identical: bool = False) -> tuple[float, str, int]:
     """(p, test, n pairs) for two rows' values by training seed. One training seed each: pair their
     evaluation seeds (the same latent draws). Several: the training runs are the units, each its evaluation
     seeds' mean, compared unpaired (run t of one entry and run t of another share no random stream).
+    `identical`: both rows' evaluation seeds generated bit-identical outputs (layout.EVAL_OUTPUTS).
     p is NaN when nothing can be tested; `test` then says why, or is empty."""
+    if not all(math.isfinite(v) for side in (a, b) for values in side.values() for v in values):
+        # A NaN difference makes every permutation look "less extreme" (p = 0): refuse instead.
+        return math.nan, "no test: a value is not finite", 0
     if len(a) == 1 and len(b) == 1:
         (va,), (vb,) = a.values(), b.values()
         # One value each is a single evaluation seed, or a run logged before per-seed values: nothing to test.
@@ -193,21 +215,26 @@ def two_sample(a: dict[str, list[float]], b: dict[str, list[float]]) -> tuple[fl
         if not n:
             return math.nan, "", 0
         d = np.asarray(va[:n], dtype=np.float64) - np.asarray(vb[:n], dtype=np.float64)
-        if np.ptp(d) <= 1e-9 * max(1.0, float(np.abs(d).max())):
-            # Every seed gave the same difference (a deterministic translator scored on a fixed held-out
-            # set): the evaluation seeds are not replicates, and a sign-flip test would call any gap
-            # significant. Only training seeds can decide this comparison.
-            return math.nan, "no test: evaluation seeds identical (deterministic)", 0
+        if identical or np.ptp(d) <= 1e-9 * max(1.0, float(np.abs(d).max())):
+            # Both models generated the same outputs on every seed (a deterministic translator on the fixed
+            # held-out inputs), or every seed gave the same difference (runs logged before outputs were
+            # compared): the evaluation seeds are not replicates. What still varies between them (KID's subsets,
+            # fid_inf's subsamples) is the metric's own randomness, and a sign-flip test over it would call
+            # almost any gap significant. Only training seeds can decide this comparison.
+            return math.nan, NO_TEST_DETERMINISTIC, 0
         return significance.paired_permutation_p(va[:n], vb[:n]), "paired", n
     ma, mb = [float(np.mean(v)) for v in a.values()], [float(np.mean(v)) for v in b.values()]
     units = f"{len(ma)} vs {len(mb)} training seeds"
+    perm = significance.unpaired_permutation_p(ma, mb)
     if len(ma) >= 2 and len(mb) >= 2:
         # Welch's t-test on the run means; the exact permutation p is shown beside it (assumption-free, but
         # it cannot go below 0.1 with 3 runs a side).
         p = significance.welch_p(ma, mb)
-        units += f", Welch t; exact permutation p={significance.unpaired_permutation_p(ma, mb):.2g}"
-        return p, units, 0
-    return significance.unpaired_permutation_p(ma, mb), units, 0
+        if math.isnan(p):
+            # No run-to-run spread on either side: Welch's t is undefined, the permutation p still holds.
+            return perm, units + ", exact permutation (Welch t undefined: no spread)", 0
+        return p, units + f", Welch t; exact permutation p={significance.format_p(perm)}", 0
+    return perm, units, 0
 
 
 @dataclass
@@ -250,7 +277,7 @@ def against_control(g: Group, control: str) -> list[ControlTest]:
         for r in others:
             if not isinstance(r.get(col), dict):
                 continue
-            p, test, _ = two_sample(r[col], ref[col])
+            p, test, _ = two_sample(r[col], ref[col], identical=_both_identical(r, ref))
             mean, cmean = float(r[f"{key}/mean"]), float(ref[f"{key}/mean"])
             better = mean > cmean if KEY_DIRECTION[key] else mean < cmean
             tests.append(ControlTest(r["entry"], key, mean, cmean, better, p, math.nan, test,

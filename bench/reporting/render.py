@@ -70,7 +70,7 @@ def p_cell(row: pd.Series) -> str:
     if p is None or pd.isna(p):
         return test if test.startswith("no test") else ""
     units = f"n={int(row['n_pairs_next'])}" if test in ("", "paired") else test  # e.g. "3 vs 3 training seeds"
-    return f"p={p:.2g}" + (" *" if p < significance.ALPHA else "") + f" ({units})"
+    return f"p={significance.format_p(p)}" + (" *" if p < significance.ALPHA else "") + f" ({units})"
 
 
 def comparisons(g: Group) -> list[str]:
@@ -125,20 +125,24 @@ def control_lines(g: Group, control: str) -> tuple[list[str], list[str]]:
         for t in mine:
             if t.floor and not math.isnan(t.p):
                 sig = t.p < significance.ALPHA
-                beats = "beats" if not t.better else "does not beat"
-                text += (f"; `{control}` {beats} the untrained floor `{t.entry}`"
-                         + (" with significance" if sig else " (**not significant**)"))
+                if not t.better:
+                    text += (f"; `{control}` beats the untrained floor `{t.entry}`"
+                             + (" with significance" if sig else " (**not significant**)"))
+                elif sig:  # the floor is ahead, beyond noise: the control learned something harmful
+                    text += f"; `{control}` is **significantly worse** than the untrained floor `{t.entry}`"
+                else:
+                    text += f"; `{control}` does not beat the untrained floor `{t.entry}` (**not significant**)"
         headline.append(text)
         for t in mine:
             if math.isnan(t.p):
                 verdict = "not tested" + (f" ({t.test.removeprefix('no test: ')})" if t.test else "")
             elif t.floor:
                 verdict = (("significant" if t.p < significance.ALPHA else "**not significant**")
-                           + f", p={t.p:.2g}, the untrained floor, outside the Holm family ({t.test or 'paired'})")
+                           + f", p={significance.format_p(t.p)}, the untrained floor, outside the Holm family ({t.test or 'paired'})")
             else:
                 sig = t.p_holm < significance.ALPHA
                 verdict = (("significant" if sig else "**not significant**")
-                           + f", p={t.p:.2g}, Holm-adjusted p={t.p_holm:.2g} ({t.test or 'paired'})")
+                           + f", p={significance.format_p(t.p)}, Holm-adjusted p={significance.format_p(t.p_holm)} ({t.test or 'paired'})")
             lines.append(f"`{t.entry}` {'better' if t.better else 'worse'} than `{control}` on {name}: "
                          f"{_num(t.mean)} vs {_num(t.control_mean, t.mean)}; {verdict}")
     return headline, lines

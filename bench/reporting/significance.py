@@ -37,10 +37,20 @@ EXACT_MAX_SPLITS = 2 ** EXACT_MAX_PAIRS
 DRAWS = 20_000
 SEED = 0
 METHOD = ("paired sign-flip permutation test on the per-evaluation-seed values when both rows have one training "
-          "seed (it measures evaluation noise only; identical values on every seed are not tested), else Welch's "
+          "seed (it measures evaluation noise only; seeds with identical outputs are not tested), else Welch's "
           "t-test on the per-training-seed means (evaluation seeds averaged within each training run), with the "
           "exact permutation p beside it; two-sided, exact up to "
           f"{EXACT_MAX_SPLITS:,} patterns (else {DRAWS:,}, seed {SEED}); * = p < {ALPHA}")
+
+
+def format_p(p: float) -> str:
+    """p with two significant digits, or more when two would round it across ALPHA: 0.0496 printed as 0.05
+    beside a "significant" star (p < 0.05) would contradict itself, so it reads 0.0496."""
+    for digits in range(2, 7):
+        text = f"{p:.{digits}g}"
+        if (float(text) < ALPHA) == (p < ALPHA):
+            return text
+    return repr(p)
 
 
 def sample_std(values: Sequence[float]) -> float:

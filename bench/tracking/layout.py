@@ -41,6 +41,10 @@ CHECKPOINT = "bench.checkpoint"
 CHECKPOINT_SHA256 = "bench.checkpoint_sha256"
 FAILURE = "bench.failure"  # why a run FAILED or was marked KILLED
 UNAVAILABLE_PREFIX = "bench.unavailable."  # + metric name: why that metric has no number
+# "identical" when every evaluation seed gave bit-identical generated features (a deterministic translator on the
+# fixed held-out inputs), "varying" otherwise; absent with one evaluation seed and on runs logged before the tag.
+# The leaderboard does not take identical seeds as replicates (bench/reporting/leaderboard.py `two_sample`).
+EVAL_OUTPUTS = "bench.eval_outputs"
 
 # -- ownership of a RUNNING run, so a later attempt can close a crashed one ---------------------------------
 HOST = "bench.host"
