@@ -271,6 +271,31 @@ def test_without_run_to_run_spread_the_permutation_p_decides():
         significance.welch_p([10.0, 11.0], [20.0, 21.0]))
 
 
+def test_an_infinite_score_reads_back_from_mlflow_as_logged(tmp_path):
+    """MLflow's SQL store keeps +inf (PSNR of an output identical to its target) as the largest float64; the
+    readers restore it, so a table shows inf rather than 1.80e+308 and the test refuses it rather than
+    ranking on it."""
+    import math
+
+    from bench.reporting import store
+    from bench.tracking import layout
+    from bench.tracking.mlflow_tracker import Tracker
+
+    uri = f"sqlite:///{(tmp_path / 'm.db').as_posix()}"
+    t = Tracker(uri, "inf")
+    parent = t.start_run("p", {layout.PROTOCOL: "p", layout.FINGERPRINT: "F" * 64})
+    child = t.start_run("a", layout.child_tags("p", "F" * 64, "a", "pix2pix"), parent=parent)
+    t.log_metrics(child, {"psnr": math.inf, "ssim": 0.5})
+    for i, v in enumerate([math.inf, 30.0]):
+        t.log_metrics(child, {"per_seed/psnr": v}, step=i)
+    t.end(child)
+    c = store.client(uri)
+    (row,) = store.child_runs(c, store.experiment_ids(c, ["inf"])).to_dict("records")
+    assert row["metrics"]["psnr"] == math.inf and row["metrics"]["ssim"] == 0.5
+    assert store.per_seed(c, row["run_id"], "psnr") == [math.inf, 30.0]
+    assert store.logged_value(-1.7976931348623157e308) == -math.inf and store.logged_value(1e308) == 1e308
+
+
 def test_p_is_never_rounded_across_the_significance_line():
     assert significance.format_p(0.0496) == "0.0496" and significance.format_p(0.0504) == "0.05"
     assert significance.format_p(0.031) == "0.031" and significance.format_p(0.12345) == "0.12"

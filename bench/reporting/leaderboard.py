@@ -166,8 +166,9 @@ def _add_metric(row: dict, key: str, runs: pd.DataFrame, per_seed: PerSeed) -> N
 def _rank(df: pd.DataFrame, key: Optional[str]) -> pd.DataFrame:
     df = df.copy()
     df["rank"], df["p_next"], df["n_pairs_next"], df["test_next"] = pd.NA, math.nan, 0, ""
-    # The real-data row heads the table, unranked: it is what a perfect model scores, not a competitor
-    # (the untrained entries, ranked last, close it).
+    # The real-data row heads the table, unranked: it is what a perfect model scores, not a competitor. Untrained
+    # entries are ranked by their scores like any other row (they usually close the table; an entry that ranks
+    # below its untrained floor is a finding the table must show, not hide).
     head, df = df[df["baseline"] != ""].sort_values("entry"), df[df["baseline"] == ""]
     if key is None or f"{key}/mean" not in df:
         return pd.concat([head, df.sort_values("entry")]).reset_index(drop=True)

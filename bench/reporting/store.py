@@ -8,8 +8,10 @@ MlflowClient with an explicit URI, never through mlflow's process-wide "current 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -22,6 +24,18 @@ from bench.tracking import layout
 CHILD_COLUMNS = ["run_id", "parent_run_id", "experiment", "protocol", "fingerprint", "entry", "zoo",
                  "train_seed", "status", "failure", "start_time", "end_time", "metrics", "baseline", "extractor",
                  "untrained", "eval_outputs"]
+
+
+# MLflow's SQL store keeps a metric of ±inf as ±(largest float64) (checked with mlflow's SqlAlchemyStore: +inf is read
+# back as 1.7976931348623157e+308). No score reaches that value, so the readers turn it back into the infinity
+# that was logged: PSNR's +inf (an output identical to its target) would otherwise show as 1.80e+308, or overflow
+# to inf in a mean and turn a sample std into NaN.
+_FLOAT_MAX = sys.float_info.max
+
+
+def logged_value(v: float) -> float:
+    """A metric value as it was logged (±inf restored; see _FLOAT_MAX)."""
+    return math.copysign(math.inf, v) if abs(v) == _FLOAT_MAX else v
 
 
 def client(uri: str):
@@ -125,7 +139,7 @@ def child_runs(c, exps: dict[str, str], fingerprint: Optional[str] = None,
             "train_seed": t.get(layout.TRAIN_SEED, r.data.params.get("train.seed", "")),
             "status": r.info.status, "failure": t.get(layout.FAILURE, ""),
             "start_time": r.info.start_time, "end_time": r.info.end_time,
-            "metrics": dict(r.data.metrics),
+            "metrics": {k: logged_value(v) for k, v in r.data.metrics.items()},
             "baseline": t.get(layout.BASELINE, ""),  # the real-data row: real_data or identity (reference.py)
             "untrained": layout.untrained_of(t),  # runs logged before the tag read as trained
             "eval_outputs": t.get(layout.EVAL_OUTPUTS, ""),  # identical / varying; "" = not recorded
@@ -177,11 +191,11 @@ def per_seed(c, run_id: str, key: str) -> list[float]:
     for m in hist:  # a resumed run may log a step twice; the newest value wins
         if m.step not in latest or m.timestamp >= latest[m.step].timestamp:
             latest[m.step] = m
-    return [latest[s].value for s in sorted(latest)]
+    return [logged_value(latest[s].value) for s in sorted(latest)]
 
 
 def history(c, run_id: str, key: str) -> list[tuple[int, float]]:
-    return sorted((m.step, m.value) for m in c.get_metric_history(run_id, key))
+    return sorted((m.step, logged_value(m.value)) for m in c.get_metric_history(run_id, key))
 
 
 def download_text(c, run_id: str, path: str) -> Optional[str]:
