@@ -126,8 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     jsub = jg.add_subparsers(dest="judge_command", required=True)
     jt = jsub.add_parser("train", help="retrain a shipped judge from scratch with its documented recipe "
                                        "(machine-dependent in the last bits: the shipped file is the identity)")
-    jt.add_argument("dataset", help="mnist or cifar10")
-    jt.add_argument("--out", default=None, help="where to write it (default: judge-<dataset>.pt in the current folder)")
+    jt.add_argument("dataset", help="mnist or cifar10, or a shipped semantic network S: "
+                                    "segmenter:facades_sr:judge or segmenter:facades_sr:training")
+    jt.add_argument("--out", default=None, help="where to write it (default: the shipped file's name in the current "
+                                                "folder)")
     jt.add_argument("--device", default="cpu")
     w = sub.add_parser("weights", help="pretrained files used by metrics (manifest)")
     wsub = w.add_subparsers(dest="weights_command", required=True)
@@ -257,6 +259,21 @@ def _judge(args) -> int:
     from bench.features.judge import shipped_file, train_shipped
     from bench.features.weights import manifest
 
+    if args.dataset.startswith("segmenter:"):
+        from bench.features import segmenter
+
+        _, dataset, role = (args.dataset.split(":") + ["", ""])[:3]
+        if dataset not in segmenter.SHIPPED or role not in segmenter.ROLES:
+            raise BenchError(f"no shipped segmenter '{args.dataset}'; valid: " + ", ".join(
+                segmenter.shipped_name(d, r) for d in sorted(segmenter.SHIPPED) for r in segmenter.ROLES))
+        out = Path(args.out or segmenter.shipped_file(dataset, role).name)
+        sha, meta = segmenter.train_shipped(dataset, role, out, args.device)
+        shipped = manifest().get(args.dataset)
+        same = "identical to" if sha == shipped.sha256 else "differs from"
+        print(f"{out}: sha256 {sha}; held-out pixel accuracy {meta['heldout_pixel_accuracy']:.4f}, mIoU "
+              f"{meta['heldout_miou']:.4f} on {meta['heldout_images']} images; trained on {meta['train_images']} "
+              f"images; {same} the shipped {segmenter.shipped_file(dataset, role)} ({shipped.sha256[:12]})")
+        return 0
     out = Path(args.out or f"judge-{args.dataset}.pt")
     sha, meta = train_shipped(args.dataset, out, args.device)
     shipped = manifest().get(f"judge:{args.dataset}")
@@ -380,7 +397,7 @@ def _run(args) -> int:
     if args.dry_run:
         from bench.pipeline import dry_run
 
-        fp = dry_run(loaded)
+        fp = dry_run(loaded, max(1, args.nproc))  # a run with --nproc N > 1 scores under its own fingerprint
         print(f"{loaded.protocol.name}  fingerprint {fp[:12]}  (dry run: nothing trained, scored or logged)\n{fp}")
         return 0
     sweep = _sweep_of(args, overrides)

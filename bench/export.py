@@ -22,7 +22,7 @@ from bench.entries import entry_dir
 from bench.preflight import preflight, resolve_checkpoint
 from bench.protocol.load import resolved_config
 from bench.protocol.load import LoadedProtocol
-from bench.protocol.load import fingerprint as protocol_fingerprint
+from bench.pipeline import run_fingerprint
 from bench.runner import checkpoint
 from bench.runner.sampling import fake_batches
 from zoo.base import task_of
@@ -60,7 +60,7 @@ def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int
         raise BenchError(f"{out} exists and is not an empty folder; export into a new folder")
     device, data, loaded_ckpts = preflight(loaded)
     extractor = make_extractor(ev.extractor, data, derive(protocol.seed, "judge"), device, ev.weights)
-    fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts)
+    fp = run_fingerprint(protocol, data, extractor, loaded_ckpts, device)
     if ckpt:
         path = Path(ckpt)
     elif entry.checkpoint:

@@ -42,14 +42,27 @@ class RunSummary:
     real_cache: str  # "hit" or "miss": whether the real side's features came from the cache
     table: str
 
-def dry_run(loaded: LoadedProtocol) -> str:
+def dry_run(loaded: LoadedProtocol, world_size: int = 1) -> str:
     """The fingerprint `run_protocol` would score under, after the same preflight (data, weights,
     checkpoints) and the same extractor, without training, scoring or opening the store."""
     protocol = loaded.protocol
     device, data, loaded_ckpts = preflight(loaded)
     extractor = make_extractor(protocol.evaluation.extractor, data, derive(protocol.seed, "judge"), device,
                                protocol.evaluation.weights)
-    return protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts, device.type)
+    return run_fingerprint(protocol, data, extractor, loaded_ckpts, device, world_size)
+
+
+def run_fingerprint(protocol, data, extractor, loaded_ckpts, device: torch.device, world_size: int = 1) -> str:
+    """The fingerprint a run of `protocol` scores under, without training or loading its semantic networks (their
+    identities are known from the shipped files or the local cache key): `--dry-run` and `bench export-samples`,
+    which must find the run's folder. `open_session` gives the same value from the networks it loaded."""
+    segmenters = semantic.identities(protocol, data, _trained_against_s(protocol), device)
+    return protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts, device.type,
+                                segmenters, world_size)
+
+
+def _trained_against_s(protocol) -> bool:
+    return any(ZOO.get(e.zoo).uses_segmenter for e in protocol.entries)  # declared by the family
 
 @dataclass
 class Session:
@@ -119,12 +132,12 @@ def open_session(loaded: LoadedProtocol, workdir: Path, world_size: int = 1) -> 
     acc = extractor.info.get("heldout_accuracy")
     say(f"extractor {extractor.name} ready" + (f" (held-out accuracy {acc:.4f}, cache {extractor.info['cache']})"
                                                 if acc is not None else ""))
-    trained_against_s = any(ZOO.get(e.zoo).uses_segmenter for e in protocol.entries)  # declared by the family
-    segmenters = semantic.for_run(protocol, data, trained_against_s, device)  # role -> S; {} unless label maps
+    segmenters = semantic.for_run(protocol, data, _trained_against_s(protocol), device)  # role -> S; {} unless maps
     for role, S in segmenters.items():
         say(f"semantic network S ({role}) ready (held-out pixel accuracy {S.info['heldout_pixel_accuracy']:.4f}, "
-            f"mIoU {S.info['heldout_miou']:.4f}, cache {S.info['cache']})")
-    fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts, device.type)
+            f"mIoU {S.info['heldout_miou']:.4f}, {'shipped' if not S.info['local'] else 'cache ' + S.info['cache']})")
+    fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts, device.type,
+                              {role: S.info["identity"] for role, S in segmenters.items()}, world_size)
     env = results_mod.environment(device)
     env["world_size"] = world_size
     return Session(loaded, device, data, tracker, extractor, segmenters, fp, env,

@@ -44,6 +44,11 @@ def test_two_gloo_processes_reach_the_weights_of_one_process(tmp_path):
     assert all(s["exp_avg"].abs().sum() > 0 for s in two["optimizers"]["G"]["state"].values())
     rows = [json.loads(line) for line in (tmp_path / "two" / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and rows[0]["env"]["world_size"] == 2  # rank 0 alone writes results
+    # Per-rank BatchNorm statistics make two processes another algorithm (as another batch size would be):
+    # their runs never share a fingerprint with one process's.
+    assert len({r["fingerprint"] for r in rows}) == 1
+    assert rows[0]["fingerprint"] != json.loads((tmp_path / "one" / "results.jsonl").read_text().splitlines()[0])[
+        "fingerprint"]
     # Evaluation sharded over the two ranks (each generates and featurises half) and gathered once gives
     # the single-process scores; `frozen` has identical weights in both runs, so only sharding differs.
     single = {r["entry"]: r for r in map(json.loads, (tmp_path / "one" / "results.jsonl").read_text().splitlines())}

@@ -10,12 +10,20 @@ label maps (facades: the 400 `train/` photos, 12 CMP classes, bench/data/superre
 - Training is seeded (initial weights and the batch/crop/flip stream), on random crops of half the image
   side (the net is fully convolutional; crops make it four times cheaper per step) with horizontal flips,
   Adam with cosine decay to zero, so the end point does not depend on where training stopped.
-- The result is cached under `<cache>/segmenters/`, keyed by a content hash of the training photos and
-  maps, the recipe, the class count, the device type and the machine (CPU model, threads, torch version:
-  unlike the judges, S is not yet a shipped file, so it is a local instrument); written atomically.
-- Its identity is the sha256 of its weights; it is reported with its held-out pixel accuracy and mIoU
-  (on images it never trained on: facades `val/`) wherever it is used: the run log, every result's info
-  and the model card of `pix2pixhd_sem`.
+- **Shipped, like the judges.** Training differs in its last bits across CPUs and thread counts, and a
+  segmenter trained on each machine made `seg_agreement` of one fixed model 0.525-0.543 under one fingerprint
+  (1 vs 2 threads, the bicubic row of facades-sr). So the S of each role for the shipped protocol's data (facades
+  at 128 px, the recipe below) ships as a file in `bench/judges/`, pinned by its sha256 in the weights manifest
+  (`segmenter:facades_sr:judge`, `segmenter:facades_sr:training`); `bench judge train segmenter:facades_sr:ROLE`
+  retrains it. The file records the content hash of the data it was trained on and every training image's
+  digest (tests prove the held-out images are not among them).
+- Other data (another resolution, another recipe) has no shipped S: it is trained here and cached under
+  `<cache>/segmenters/`, keyed by a content hash of the training photos and maps, the recipe, the class count,
+  the device type and the machine (CPU model, threads, torch version), written atomically: a local instrument.
+- Each S's identity (the shipped file's sha256, or `local:` and its cache key) enters the fingerprint of every
+  protocol that uses it, so scores from two different networks never share a fingerprint. It is reported with
+  its held-out pixel accuracy and mIoU (on images it never trained on: facades `val/`) wherever it is used:
+  the run log, every result's info and the model card of `pix2pixhd_sem`.
 - What it achieves with the default recipe on facades at 128 px (393,308 parameters, 600 steps, about two
   minutes on one CPU thread): held-out pixel accuracy 0.569 and mIoU 0.222 on `val/`, against 0.352 for
   always answering the majority class (facade). Longer training (1,500 steps: 0.595 / 0.266), full-image
@@ -43,10 +51,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+import json
+from pathlib import Path
+
 from bench.data.transforms import to_float
+from bench.errors import BenchError
 from bench.features.cache import DiskCache, cache_key
-from bench.io import sha256_tensor
-from bench.io import derive
+from bench.io import atomic_torch_save, derive, sha256_file, sha256_tensor
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +196,17 @@ def evaluate(net: nn.Module, images: torch.Tensor, maps: torch.Tensor, num_class
     return scores(conf)
 
 
+def local_key(train_images: torch.Tensor, train_maps: torch.Tensor, num_classes: int, device: torch.device,
+              recipe: SegmenterRecipe) -> str:
+    """The cache key of an S trained on this machine. S is trained here only when no shipped file fits the data,
+    and training differs in its last bits across CPUs and thread counts: the machine is part of the key, so a
+    shared cache never hands one machine's S to another."""
+    from bench import machine
+
+    return cache_key(kind="segmenter", recipe=asdict(recipe), num_classes=num_classes, device=device.type,
+                     data=sha256_tensor(train_images, train_maps), machine=machine.identity(device.type))
+
+
 def get_segmenter(train_images: torch.Tensor, train_maps: torch.Tensor, heldout_images: torch.Tensor,
                   heldout_maps: torch.Tensor, num_classes: int, device: torch.device | str = "cpu",
                   recipe: SegmenterRecipe = SegmenterRecipe(), role: str = "training") -> FrozenSegmenter:
@@ -194,11 +216,7 @@ def get_segmenter(train_images: torch.Tensor, train_maps: torch.Tensor, heldout_
 
     device = torch.device(device)
     cache = DiskCache("segmenters")
-    # S is trained on this machine (not yet a shipped file like the judges), and training differs in its
-    # last bits across CPUs and thread counts: the machine is part of the key, so a shared cache never
-    # hands one machine's S to another, and every result records that S is local.
-    key = cache_key(kind="segmenter", recipe=asdict(recipe), num_classes=num_classes, device=device.type,
-                    data=sha256_tensor(train_images, train_maps), machine=machine.identity(device.type))
+    key = local_key(train_images, train_maps, num_classes, device, recipe)
     hit = cache.get(key)
     if hit is not None:
         net = SegNet(train_images.shape[1], num_classes, recipe.width, recipe.depth)
@@ -217,7 +235,7 @@ def get_segmenter(train_images: torch.Tensor, train_maps: torch.Tensor, heldout_
                             "classes": num_classes, "train_images": len(train_images),
                             "heldout_images": len(heldout_images),
                             "params": sum(p.numel() for p in net.parameters()), "local": True,
-                            "machine": machine.identity(device.type)}
+                            "machine": machine.identity(device.type), "identity": f"local:{key}"}
     info.update({f"heldout_{k}": v for k, v in evaluate(net, heldout_images, heldout_maps, num_classes).items()})
     return FrozenSegmenter(net, info)
 
@@ -243,6 +261,124 @@ def recipe_for(role: str, recipe: Optional[SegmenterRecipe] = None) -> Segmenter
     raise ValueError(f"unknown segmenter role '{role}'; valid: {', '.join(ROLES)}")
 
 
+# --- shipped segmenters ----------------------------------------------------------------------------------
+
+SEG_FORMAT = "ganbench-segmenter-1"
+# data set -> the resolution its shipped S were trained at (protocols/facades-sr.yaml). The spec the shipped
+# files are trained from: S trains on every train/ photo and is measured on every val/ photo whatever the
+# protocol's train_size and eval_size, so those two do not matter here.
+SHIPPED = {"facades_sr": 128}
+
+
+def shipped_name(dataset: str, role: str) -> str:
+    return f"segmenter:{dataset}:{role}"
+
+
+def shipped_file(dataset: str, role: str) -> Path:
+    from bench.features.judge import JUDGE_DIR
+
+    return JUDGE_DIR / f"segmenter-{dataset}-{role}.pt"
+
+
+def write_segmenter_file(path: Path, net: nn.Module, meta: dict, train_digests: torch.Tensor) -> str:
+    """Tensors, strings and numbers only: loaded with weights_only=True, it cannot run code."""
+    payload = {"format": SEG_FORMAT, "meta": json.dumps(meta, sort_keys=True),
+               "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+               "train_digests": train_digests.contiguous()}
+    return atomic_torch_save(payload, Path(path))
+
+
+def read_segmenter_file(path: Path) -> tuple[SegNet, dict, torch.Tensor]:
+    """(net in eval mode on the CPU, meta, per-image digests of its training photos)."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise BenchError(f"{path}: segmenter file not found") from None
+    except Exception as exc:
+        raise BenchError(f"{path}: not a readable ganbench segmenter file ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != SEG_FORMAT:
+        raise BenchError(f"{path}: not a ganbench segmenter file (format {SEG_FORMAT})")
+    try:
+        meta = json.loads(payload["meta"])
+        net = SegNet(meta["channels"], meta["num_classes"], meta["recipe"]["width"], meta["recipe"]["depth"])
+        net.load_state_dict(payload["state_dict"])
+    except Exception as exc:
+        raise BenchError(f"{path}: damaged ganbench segmenter file ({type(exc).__name__}: {exc})") from None
+    return net.eval(), meta, payload["train_digests"]
+
+
+def _shipped_for(data, role: str, recipe: SegmenterRecipe) -> Optional[tuple[Path, str]]:
+    """(file, sha256) of the shipped S of `role` when it was trained on exactly this data with this recipe;
+    None when there is none for this data (then S is trained here). A shipped file that was modified is an
+    error (weights.resolve checks its sha256), never a silent retrain."""
+    from bench.features import weights
+
+    name = data.spec.name
+    if name not in SHIPPED or SHIPPED[name] != data.spec.resolution:
+        return None
+    path, sha = weights.resolve(shipped_name(name, role), allow_download=False)
+    _, meta, _ = read_segmenter_file(path)
+    (train_x, train_y) = data.seg_train
+    fits = (meta["data"] == sha256_tensor(train_x, train_y) and meta["recipe"] == asdict(recipe)
+            and meta["num_classes"] == len(data.class_names) and meta["role"] == role)
+    return (path, sha) if fits else None
+
+
+def identity(data, role: str, device: torch.device | str = "cpu") -> str:
+    """What enters the fingerprint for the S of `role`: `sha256:<file>` of a shipped S, else `local:<cache key>`
+    (that key names the machine, so local segmenters of two machines never share a fingerprint). Computed
+    without training anything (`bench run --dry-run`)."""
+    recipe = recipe_for(role)
+    shipped = _shipped_for(data, role, recipe)
+    if shipped:
+        return f"sha256:{shipped[1]}"
+    (train_x, train_y) = data.seg_train
+    return f"local:{local_key(train_x, train_y, len(data.class_names), torch.device(device), recipe)}"
+
+
+def _load_shipped(path: Path, sha: str, data, device: torch.device, role: str) -> FrozenSegmenter:
+    net, meta, _ = read_segmenter_file(path)
+    net.to(device).eval()
+    state = net.state_dict()
+    info: dict[str, Any] = {"role": role, "seed": meta["recipe"]["seed"],
+                            "sha256": sha256_tensor(*[state[k] for k in sorted(state)]), "cache": "shipped",
+                            "classes": meta["num_classes"], "train_images": meta["train_images"],
+                            "heldout_images": meta["heldout_images"], "params": sum(p.numel() for p in net.parameters()),
+                            "local": False, "file": path.name, "file_sha256": sha, "identity": f"sha256:{sha}",
+                            "heldout_pixel_accuracy": meta["heldout_pixel_accuracy"], "heldout_miou": meta["heldout_miou"]}
+    return FrozenSegmenter(net, info)
+
+
+def train_shipped(dataset: str, role: str, out: Path, device="cpu") -> tuple[str, dict]:
+    """Train the shipped S of `role` for `dataset` from scratch with the default recipe and write it to `out`;
+    (sha256, meta). Like a judge, a retrained S differs in its last bits on another CPU or thread count: the
+    committed file is the instrument, this is its provenance."""
+    from bench import machine
+    from bench.data.base import image_digests
+    from bench.data.datasets import load_dataset
+    from bench.protocol.schema import DatasetSpec
+
+    if dataset not in SHIPPED or role not in ROLES:
+        raise BenchError(f"no shipped segmenter '{shipped_name(dataset, role)}'; valid: "
+                         + ", ".join(shipped_name(d, r) for d in sorted(SHIPPED) for r in ROLES))
+    res = SHIPPED[dataset]
+    data = load_dataset(DatasetSpec(name=dataset, resolution=res, channels=3, train_size=400, eval_size=106, scale=4),
+                        0)
+    (train_x, train_y), (held_x, held_y) = data.seg_train, data.seg_heldout
+    recipe = recipe_for(role)
+    k = len(data.class_names)
+    net = train_segmenter(train_x, train_y, k, recipe, device).cpu().eval()
+    held = evaluate(net, held_x, held_y, k)
+    meta = {"name": shipped_name(dataset, role), "dataset": dataset, "role": role, "resolution": res, "channels": 3,
+            "num_classes": k, "recipe": asdict(recipe), "data": sha256_tensor(train_x, train_y),
+            "train_images": len(train_x), "heldout_images": len(held_x),
+            "heldout_pixel_accuracy": held["pixel_accuracy"], "heldout_miou": held["miou"],
+            "trained_by": f"bench judge train {shipped_name(dataset, role)}",
+            "trained_on_machine": machine.identity(torch.device(device).type)}
+    return write_segmenter_file(out, net, meta, image_digests(train_x)), meta
+
+
 def for_data(data, device: torch.device | str = "cpu", *, role: str) -> FrozenSegmenter:
     """The S of one role for a data set with label maps. One run asks for each several times (each entry that
     trains with L_sem, each evaluation with seg_agreement): the first call trains or loads it, later calls in
@@ -254,8 +390,12 @@ def for_data(data, device: torch.device | str = "cpu", *, role: str) -> FrozenSe
     recipe = recipe_for(role)
     memo = (sha256_tensor(train_x, train_y, held_x, held_y), str(device), repr(recipe))
     if memo not in _LOADED:
-        _LOADED[memo] = get_segmenter(train_x, train_y, held_x, held_y, len(data.class_names), device, recipe,
-                                      role)
+        shipped = _shipped_for(data, role, recipe)
+        if shipped:
+            _LOADED[memo] = _load_shipped(*shipped, data, device, role)
+        else:
+            _LOADED[memo] = get_segmenter(train_x, train_y, held_x, held_y, len(data.class_names), device, recipe,
+                                          role)
     return _LOADED[memo]
 
 
@@ -265,5 +405,16 @@ def for_run(protocol, data, trained_against: bool, device: torch.device | str = 
     "judge" when the protocol scores seg_agreement; empty without label maps."""
     if not available(data):
         return {}
+    return {role: for_data(data, device, role=role) for role in roles_used(protocol, data, trained_against)}
+
+
+def roles_used(protocol, data, trained_against: bool) -> list[str]:
+    if not available(data):
+        return []
     used = {"training": trained_against, "judge": "seg_agreement" in protocol.evaluation.metrics}
-    return {role: for_data(data, device, role=role) for role in ROLES if used[role]}
+    return [role for role in ROLES if used[role]]
+
+
+def identities(protocol, data, trained_against: bool, device: torch.device | str = "cpu") -> dict[str, str]:
+    """role -> identity (`identity`) of every S the run uses: what its fingerprint holds."""
+    return {role: identity(data, role, device) for role in roles_used(protocol, data, trained_against)}

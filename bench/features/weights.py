@@ -100,6 +100,7 @@ def _manifest() -> dict[str, WeightsEntry]:
             source="https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth",
         ),
         *_judge_entries(),
+        *_segmenter_entries(),
     ]
     return {e.name: e for e in entries}
 
@@ -123,6 +124,27 @@ def _judge_entries() -> list[WeightsEntry]:
     return [WeightsEntry(name=f"judge:{n}", file=shipped_file(n).name, used_by=_JUDGE_USE[n],
                          source=f"shipped with ganbench (bench/judges/); rebuild: bench judge train {n}",
                          sha256=sha, packaged=shipped_file(n)) for n, sha in JUDGE_SHA256.items()]
+
+
+# The shipped semantic networks S (bench/features/segmenter.py): full sha256 of each committed file, as for the
+# judges. seg_agreement is measured by the judge-role S; the training-role S is what pix2pixhd_sem's L_sem trains
+# against (a file too, so every machine trains against the same network).
+SEGMENTER_SHA256 = {
+    ("facades_sr", "judge"): "7d0347f6574d3e27be6da322b97fce01e018fc0d94deb374f84cfb9747751a70",
+    ("facades_sr", "training"): "d503ee15e8a1e84b0a695c18f460ffae8e96dfb9726d7841ffe30ae492d89993",
+}
+_SEGMENTER_USE = {
+    "judge": "seg_agreement on facades_sr at 128 px (the S that measures; trained on facades train/, held out val/)",
+    "training": "L_sem of pix2pixhd_sem on facades_sr at 128 px (the S models train against; never the judge)",
+}
+
+
+def _segmenter_entries() -> list[WeightsEntry]:
+    from bench.features.segmenter import shipped_file, shipped_name
+
+    return [WeightsEntry(name=shipped_name(d, r), file=shipped_file(d, r).name, used_by=_SEGMENTER_USE[r],
+                         source=f"shipped with ganbench (bench/judges/); rebuild: bench judge train {shipped_name(d, r)}",
+                         sha256=sha, packaged=shipped_file(d, r)) for (d, r), sha in SEGMENTER_SHA256.items()]
 
 
 def manifest() -> Registry[WeightsEntry]:

@@ -303,6 +303,10 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
     import dataclasses
 
     d = protocol.model_dump(mode="json")
+    # The device type a run resolves to (cpu, cuda) enters the fingerprint on its own; the literal setting
+    # (auto, cpu, cuda) would only split identical scores (`--device cpu` on a CPU-only machine vs auto). It is
+    # written as its default so that every earlier fingerprint, made with the default, is kept.
+    d["device"] = Protocol.model_fields["device"].default
     d.pop("tracking", None)
     d.pop("control", None)  # which entry reports test the others against: a reading of the scores, not a score
     d["dataset"].pop("root", None)
@@ -354,6 +358,9 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
     return d
 
 
+# The extractor preprocessing of every fingerprint made before the preprocessing version entered it.
+_FIRST_PREPROCESSING = "uint8-v1"
+
 # entries[].train keys added after the first fingerprinted protocols: {key: default}.
 LATER_TRAIN_KEYS = {"patience": 0, "init_from": None, "fused_adam": False, "gemm_convs": False}
 
@@ -366,15 +373,30 @@ LATER_KEYS = {
 
 
 def fingerprint(protocol: Protocol, data_fingerprint: str, extractor_sha256: str,
-                checkpoints: dict[str, str] | None = None, device_type: str = "cpu") -> str:
+                checkpoints: dict[str, str] | None = None, device_type: str = "cpu",
+                segmenters: dict[str, str] | None = None, world_size: int = 1) -> str:
     """sha256 of the canonical protocol + data content + extractor weights + device type + interval
-    method (+ loaded checkpoints' sha256). CPU and CUDA kernels differ numerically, so scores from the
-    two are never pooled; an interval is a result, so runs whose intervals were computed by different
-    methods never share a fingerprint either."""
+    method (+ loaded checkpoints' sha256, the semantic networks' identities, the data-parallel world size).
+    CPU and CUDA kernels differ numerically, so scores from the two are never pooled; an interval is a result,
+    so runs whose intervals were computed by different methods never share a fingerprint either. The parts
+    added later enter only when present, so every earlier fingerprint is kept."""
+    from bench.features.extractors import PREPROCESSING_VERSION
+
     parts = {"protocol": canonical(protocol), "data": data_fingerprint, "extractor": extractor_sha256,
              "device": device_type, "intervals": interval_method}
     if checkpoints:
         # An entry that loads a checkpoint is scored on that file's content, not on its path.
         parts["checkpoints"] = checkpoints
+    if segmenters:
+        # role -> the S's identity (bench/features/segmenter.py `identity`): seg_agreement is read by the judge S,
+        # and L_sem trains against the training S, so another network is another score.
+        parts["segmenters"] = segmenters
+    if world_size > 1:
+        # `--nproc N` / torchrun: BatchNorm statistics are per rank (batch / N images), a different algorithm
+        # from one process, as another batch size would be.
+        parts["world_size"] = world_size
+    if PREPROCESSING_VERSION != _FIRST_PREPROCESSING:
+        # How images are brought to an extractor's input: bumped when those pixels could change.
+        parts["preprocessing"] = PREPROCESSING_VERSION
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
