@@ -136,6 +136,40 @@ def test_a_trained_checkpoint_scores_the_same_with_one_and_two_threads_and_any_b
     assert abs(one["metrics"]["fid"]["mean"] - json.loads(GOLDEN.read_text())["metrics"]["fid"]) > 50
 
 
+SR_PROTOCOL = """
+name: portable-sr
+seed: 0
+dataset: {{name: facades_sr, resolution: 128, channels: 3, train_size: 400, eval_size: 106, scale: 4}}
+entries:
+  - {{name: bicubic, zoo: pix2pixhd_sem, config: {{resolution: 128, generator: bicubic}}, train: {{steps: 0}}}}
+evaluation: {{n_samples: 106, seeds: [0], batch_size: {batch_size}, extractor: judge:cifar10,
+             metrics: [psnr, seg_agreement], reference: false}}
+tracking: {{uri: "sqlite:///{store}/mlflow.db"}}
+"""
+
+
+def test_seg_agreement_of_a_fixed_model_is_the_same_with_one_and_two_threads(tmp_path):
+    """The judge S ships as a file (bench/judges/): a model with no weights at all, the bicubic upsampling, gets
+    one fingerprint and one seg_agreement on any thread count. Trained per machine, S gave 0.538 / 0.525."""
+    rows = []
+    for threads, batch in ((1, 53), (2, 106)):
+        work = tmp_path / f"t{threads}"
+        work.mkdir()
+        proto = write_protocol(work / "sr.yaml", SR_PROTOCOL.format(batch_size=batch, store=work.as_posix()))
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+               "BENCH_CACHE_DIR": str(work / "empty-cache")}
+        done = subprocess.run([sys.executable, "-m", "bench", "run", str(proto), "--workdir", str(work / "w")],
+                              env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        (row,) = [json.loads(line) for line in (work / "w" / "results.jsonl").read_text().splitlines()]
+        assert row["info"]["semantic_nets"]["judge"]["local"] is False
+        rows.append(row)
+    one, two = rows
+    assert one["fingerprint"] == two["fingerprint"]
+    assert not _close(one["metrics"], two["metrics"]), _close(one["metrics"], two["metrics"])
+    assert not (tmp_path / "t1" / "empty-cache" / "segmenters").exists()  # nothing trained on this machine
+
+
 def write_golden(out: Path = GOLDEN) -> dict:
     """Regenerate the golden file (a deliberate change of the instrument or protocol): python -m
     tests.test_portable_scores"""
