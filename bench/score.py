@@ -123,7 +123,8 @@ def score(a: str | Path, b: str | Path, metrics: tuple[str, ...] = ("fid", "kid"
                 raise BenchError(f"--metrics {name}: {exc} ({ext.name})") from None
     out["fingerprint"] = fingerprint_of(out, hashes["a"], hashes["b"],
                                         {"metrics": sorted(metrics), "kid_subsets": kid_subsets,
-                                         "kid_subset_size": kid_subset_size, "seed": seed})
+                                         "kid_subset_size": kid_subset_size, "seed": seed},
+                                        torch.device(device).type)
     return out
 
 
@@ -142,9 +143,10 @@ def save_stats(source: str | Path, out: str | Path, extractor: str = "inception-
 SCORE_PROTOCOL = "score"  # the protocol name (and default MLflow experiment) of `bench score` results
 
 
-def fingerprint_of(result: dict[str, Any], a_hash: str, b_hash: str, settings: dict[str, Any]) -> str:
-    """What a folder score depends on: both sides' content, the extractor's weights, the metric settings and
-    the interval method (so two scores share a fingerprint only when they are comparable)."""
+def fingerprint_of(result: dict[str, Any], a_hash: str, b_hash: str, settings: dict[str, Any],
+                   device_type: str = "cpu") -> str:
+    """What a folder score depends on: both sides' content, the extractor's weights, the metric settings, the
+    interval method and the device type (so two scores share a fingerprint only when they are comparable)."""
     import hashlib
     import json
 
@@ -152,6 +154,10 @@ def fingerprint_of(result: dict[str, Any], a_hash: str, b_hash: str, settings: d
 
     blob = {"a": a_hash, "b": b_hash, "extractor": result["extractor_sha256"], "settings": settings,
             "intervals": METHOD, "kind": "folders/1"}
+    if device_type != "cpu":
+        # CPU and CUDA kernels differ numerically, as in a protocol's fingerprint; a CPU score keeps the
+        # fingerprint it had before the device entered.
+        blob["device"] = device_type
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 

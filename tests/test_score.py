@@ -99,3 +99,12 @@ def test_score_help_lists_every_metric_it_accepts(capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
     listed = text.split("comma-separated, from:", 1)[1].split("(default", 1)[0]
     assert [m.strip() for m in listed.split(",")] == list(METRICS)
+
+
+def test_the_device_type_splits_folder_score_fingerprints_and_cpu_keeps_its_own():
+    from bench.score import fingerprint_of
+
+    result, settings = {"extractor_sha256": "e" * 64}, {"metrics": ["fid"], "seed": 0}
+    cpu = fingerprint_of(result, "a", "b", settings)
+    assert fingerprint_of(result, "a", "b", settings, "cpu") == cpu  # the fingerprint CPU scores always had
+    assert fingerprint_of(result, "a", "b", settings, "cuda") != cpu
