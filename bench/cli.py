@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("protocol")
     ex.add_argument("--entry", required=True)
     ex.add_argument("--out", required=True, help="new folder; gets fake/, real/ and export.json")
-    ex.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the protocol's first)")
+    ex.add_argument("--seed", type=_seed, default=None, help="evaluation seed (default: the protocol's first)")
     ex.add_argument("--workdir", default="runs", help="where `bench run` put its checkpoints")
     ex.add_argument("--checkpoint", default=None, help="export from this checkpoint instead")
 
@@ -130,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
                                     "segmenter:facades_sr:judge or segmenter:facades_sr:training")
     jt.add_argument("--out", default=None, help="where to write it (default: the shipped file's name in the current "
                                                 "folder)")
-    jt.add_argument("--device", default="cpu")
+    jt.add_argument("--device", type=_device, default="cpu")
     w = sub.add_parser("weights", help="pretrained files used by metrics (manifest)")
     wsub = w.add_subparsers(dest="weights_command", required=True)
     wsub.add_parser("list", help="the manifest, and whether each file is present")
@@ -193,9 +193,9 @@ def _parser() -> argparse.ArgumentParser:
     # tests/test_score.py checks that this help lists every one
     sc.add_argument("--metrics", default="fid,kid",
                     help="comma-separated, from: fid, kid, is, precision_recall, density_coverage (default fid,kid)")
-    sc.add_argument("--kid-subsets", type=int, default=100)
-    sc.add_argument("--kid-subset-size", type=int, default=1000)
-    sc.add_argument("--seed", type=int, default=2020, help="KID subset seed (torch-fidelity's default, 2020)")
+    sc.add_argument("--kid-subsets", type=_at_least(1), default=100)
+    sc.add_argument("--kid-subset-size", type=_at_least(2), default=1000)
+    sc.add_argument("--seed", type=_seed, default=2020, help="KID subset seed (torch-fidelity's default, 2020)")
     sc.add_argument("--json", action="store_true", help="print the result as one JSON object")
     sc.add_argument("--workdir", default="runs", help="results.jsonl goes here (default runs/)")
     sc.add_argument("--uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else "
@@ -210,8 +210,8 @@ def _extractor_args(parser) -> None:
                         help="feature space: inception-v3-compat (published numbers' space) or a shipped judge")
     parser.add_argument("--weights", default=None, help="extractor weights file (default: the weights manifest)")
     parser.add_argument("--weights-sha256", default=None, help="the sha256 that file must have")
-    parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=_at_least(1), default=50)
+    parser.add_argument("--device", type=_device, default="cpu")
 
 
 def _coverage(args) -> int:
@@ -386,13 +386,53 @@ def _dispatch(args) -> int:
     raise AssertionError(args.command)
 
 
+def _at_least(low: int):
+    """An argparse type: an integer >= low (a bad value is argparse's one-line usage error, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+def _seed(text: str) -> int:
+    """A seed in [0, 2**32): what numpy's and torch's generators both take."""
+    value = _at_least(0)(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"a seed must be below 2**32, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a torch device: '{text}' (cpu, cuda, cuda:0, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"'{text}': no CUDA device on this machine")
+    return text
+
+
+def flag_overrides(args) -> list[str]:
+    """`--set` overrides, then `--device` and `--uri` as overrides of their keys. Those two are plain strings:
+    quoted, so a '#' or ':' in them is not read as YAML (a URI with ' #1' in it lost everything after the '#'
+    as a comment and logged to another file)."""
+    return list(args.overrides) + ([f"device={json.dumps(args.device)}"] if args.device else []) + (
+        [f"tracking.uri={json.dumps(args.uri)}"] if args.uri else [])
+
+
 def _run(args) -> int:
     from bench.pipeline import run_protocol
     from bench.protocol.load import load_protocol
     from bench.runner import distributed
 
-    overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else []) + (
-        [f"tracking.uri={args.uri}"] if args.uri else [])
+    overrides = flag_overrides(args)
     loaded = load_protocol(args.protocol, overrides)  # checked once here, before any process is started
     if args.dry_run:
         from bench.pipeline import dry_run

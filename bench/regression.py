@@ -125,7 +125,27 @@ def read_baseline(path: Path) -> dict[str, Any]:
         raise BenchError(f"{path}: not a readable baseline JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("entries"), dict):
         raise BenchError(f"{path}: not a ganbench baseline (format {FORMAT} with 'entries')")
+    if not isinstance(data.get("tolerance") or {}, dict):
+        raise BenchError(f"{path}: 'tolerance' must be a mapping (default / metric / entries), got "
+                         f"{type(data['tolerance']).__name__}")
+    for entry, keys in data["entries"].items():
+        for key, ref in (keys.items() if isinstance(keys, dict) else [("*", None)]):
+            value = ref.get("value") if isinstance(ref, dict) else None
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise BenchError(f"{path}: entries.{entry}.{key} needs a finite numeric 'value', got {value!r}")
     return data
+
+
+def _tolerance_value(name: str, value: Any, where: str) -> float:
+    """A tolerance must be a finite number >= 0: NaN made every comparison 'ok' (x > NaN is always False), so a
+    baseline with it passed any regression."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        raise BenchError(f"{where}: tolerance '{name}' must be a finite number >= 0, got {value!r}")
+    return number
 
 
 def write_baseline(path: Path, s: RunScores, rel: Optional[float] = None, abs_: Optional[float] = None) -> dict:
@@ -136,6 +156,9 @@ def write_baseline(path: Path, s: RunScores, rel: Optional[float] = None, abs_: 
             tolerance = json.loads(Path(path).read_text()).get("tolerance") or tolerance
         except (OSError, ValueError):
             pass
+    for name, value in (("rel", rel), ("abs", abs_)):
+        if value is not None:
+            _tolerance_value(name, value, f"--{name}")
     if rel is not None or abs_ is not None:
         tolerance = dict(tolerance)
         default = dict(tolerance.get("default", DEFAULT_TOLERANCE))
@@ -186,9 +209,12 @@ def tolerance_for(baseline: dict[str, Any], key: str, entry: str | None = None) 
     needs room for the training-seed spread)."""
     tol = baseline.get("tolerance") or {}
     per_entry = (tol.get("entries") or {}).get(entry or "", {})
-    t = {**DEFAULT_TOLERANCE, **tol.get("default", {}), **tol.get(key, {}), **per_entry.get("default", {}),
-         **per_entry.get(key, {})}
-    return float(t.get("rel", 0.0)), float(t.get("abs", 0.0))
+    parts = [tol.get("default", {}), tol.get(key, {}), per_entry.get("default", {}), per_entry.get(key, {})]
+    if not all(isinstance(p, dict) for p in parts):
+        raise BenchError(f"baseline tolerance for {entry}/{key}: each level must be a mapping of rel / abs")
+    t = {**DEFAULT_TOLERANCE, **{k: v for p in parts for k, v in p.items()}}
+    where = f"baseline tolerance for {entry}/{key}"
+    return _tolerance_value("rel", t.get("rel", 0.0), where), _tolerance_value("abs", t.get("abs", 0.0), where)
 
 
 def compare(baseline: dict[str, Any], s: RunScores, baseline_path: str = "",

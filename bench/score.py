@@ -50,12 +50,19 @@ def read_folder(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays))
 
 
-def _extractor(name: str, weights: Optional[str], weights_sha256: Optional[str], resolution: int, device):
+def _extractor(name: str, weights: Optional[str], weights_sha256: Optional[str], resolution: int, device,
+               reference: Optional[torch.Tensor] = None):
+    """`reference`: the images scores will be measured against (folder B, or the folder whose statistics are
+    saved). A shipped judge refuses them if it was trained on any (bench/features/extractors.py
+    `check_no_overlap`); reference statistics from an .npz carry no images, so there is nothing to check."""
+    from bench.data.base import DIGEST_BYTES, image_digests
     from bench.features.extractors import make_extractor
     from bench.protocol.schema import WeightsSpec
 
     spec = WeightsSpec(path=weights, sha256=weights_sha256) if weights else None
-    data = SimpleNamespace(spec=DataSpec("folder", resolution, 3))
+    digests = (lambda: image_digests(reference)) if reference is not None else (
+        lambda: torch.zeros(0, DIGEST_BYTES, dtype=torch.uint8))
+    data = SimpleNamespace(spec=DataSpec("folder", resolution, 3), reference_digests=digests)
     return make_extractor(name, data, 0, device, spec)
 
 
@@ -75,7 +82,8 @@ def score(a: str | Path, b: str | Path, metrics: tuple[str, ...] = ("fid", "kid"
     if npz and set(metrics) - {"fid", "is"}:
         raise BenchError(f"{b}: reference statistics (mu, sigma) give FID (and IS of A) only; use --metrics fid,is or a folder")
     fake_images = read_folder(a)
-    ext = _extractor(extractor, weights, weights_sha256, fake_images.shape[-1], torch.device(device))
+    real_images = None if npz else read_folder(b)
+    ext = _extractor(extractor, weights, weights_sha256, fake_images.shape[-1], torch.device(device), real_images)
     from bench.io import sha256_file, sha256_tensor
 
     hashes = {"a": sha256_tensor(fake_images)}
@@ -89,7 +97,6 @@ def score(a: str | Path, b: str | Path, metrics: tuple[str, ...] = ("fid", "kid"
             raise BenchError(f"{b}: statistics of dimension {real_stats['mu'].shape[0]}, but {ext.name} features "
                              f"have {fake['pool'].shape[1]}")
     else:
-        real_images = read_folder(b)
         hashes["b"] = sha256_tensor(real_images)
         real, stats = _features(real_images, ext, batch_size, "B features")
         real_stats = stats.as_fid_stats()
@@ -134,7 +141,7 @@ def save_stats(source: str | Path, out: str | Path, extractor: str = "inception-
     """Reference statistics of a folder (float64 mu, sigma of the extractor's pool features) in pytorch-fid's
     `.npz` layout, for scoring against it later without the images."""
     images = read_folder(source)
-    ext = _extractor(extractor, weights, weights_sha256, images.shape[-1], torch.device(device))
+    ext = _extractor(extractor, weights, weights_sha256, images.shape[-1], torch.device(device), images)
     _, stats = _features(images, ext, batch_size, "features")
     sha = save_reference_stats(stats.as_fid_stats(), out)
     return {"source": str(source), "out": str(out), "n": len(images), "extractor": ext.name, "sha256": sha}

@@ -177,6 +177,38 @@ evaluation: {n_samples: 10, seeds: [0]}
     assert len(err) == 1 and "duplicate key 'steps'" in err[0] and "line 6" in err[0], err
 
 
+@pytest.mark.parametrize("text, msg", [
+    ("? [a, b]\n: 6\n", "a key must be a plain value, not a list"),  # crashed: unhashable type
+    ("name: x\nentries: [{name: a, zoo: dcgan, checkpoint: ''}]\n", "checkpoint: an empty path"),
+    ("name: x\nevaluation: {n_samples: 10, seeds: [0], metrics: [fid, kid, fid]}\n",
+     "metrics listed more than once: fid"),
+])
+def test_malformed_protocols_are_one_line_each(tmp_path, capsys, text, msg):
+    """Found by a review of bad inputs: each crashed with a traceback or was accepted (an empty checkpoint failed
+    at run time; a metric listed twice doubled its per-seed values)."""
+    p = tmp_path / "bad.yaml"
+    base = ("dataset: {name: mnist, resolution: 28, channels: 1, train_size: 10, eval_size: 10}\n"
+            "entries: [{name: a, zoo: dcgan, train: {steps: 1}}]\nevaluation: {n_samples: 10, seeds: [0]}\n")
+    keys = {line.split(":", 1)[0] for line in text.splitlines() if ":" in line and not line.startswith((" ", "?"))}
+    p.write_text(text + "".join(line + "\n" for line in base.splitlines() if line.split(":", 1)[0] not in keys))
+    assert main(["validate", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and msg in err[0], err
+
+
+def test_the_uri_and_device_flags_are_strings_not_yaml(tmp_path):
+    """A '#' in a path began a YAML comment: `--uri 'sqlite:////x/my #1/m.db'` logged to sqlite:////x/my."""
+    from types import SimpleNamespace
+
+    from bench.cli import flag_overrides
+
+    p = tiny_protocol(tmp_path, name="u")
+    uri = f"sqlite:///{tmp_path.as_posix()}/my #1/m.db"
+    args = SimpleNamespace(overrides=[], device="cpu", uri=uri)
+    proto = load_protocol(p, flag_overrides(args)).protocol
+    assert proto.tracking.uri == uri and proto.device == "cpu"
+
+
 def test_validate_reports_every_bad_file_and_still_checks_the_good_ones(tmp_path, capsys):
     good = REPO_PROTOCOLS / "quickstart.yaml"
     bad1, bad2 = tmp_path / "b1.yaml", tmp_path / "b2.yaml"

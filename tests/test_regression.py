@@ -174,6 +174,26 @@ def test_baseline_file_errors(tmp_path):
         regression.compare({**_baseline(), "protocol": "other"}, _scores(g={}))
 
 
+def test_a_tolerance_that_is_not_a_finite_non_negative_number_is_refused(tmp_path):
+    """NaN as a tolerance made every comparison 'ok' (x > NaN is False): FID 1 -> 1730 passed the gate."""
+    worse = _scores(g={"fid": 1730.0})
+    for bad in (float("nan"), -1.0, "abc", float("inf")):
+        baseline = _baseline()
+        baseline["tolerance"] = {"default": {"rel": 0.05, "abs": bad}}
+        with pytest.raises(BenchError, match="tolerance 'abs' must be a finite number >= 0"):
+            regression.compare(baseline, worse)
+    assert regression.compare(_baseline(), worse).failed  # the same run fails a sound baseline
+    with pytest.raises(BenchError, match="--abs: tolerance 'abs' must be a finite number >= 0"):
+        regression.write_baseline(tmp_path / "b.json", worse, abs_=float("nan"))
+    assert not (tmp_path / "b.json").exists()
+    for text, msg in (('{"format": %d, "entries": {"g": {"fid": {"value": "x"}}}}', "finite numeric 'value'"),
+                      ('{"format": %d, "entries": {"g": {"fid": {}}}}', "finite numeric 'value'"),
+                      ('{"format": %d, "entries": {}, "tolerance": 5}', "'tolerance' must be a mapping")):
+        (tmp_path / "t.json").write_text(text % regression.FORMAT)
+        with pytest.raises(BenchError, match=msg):
+            regression.read_baseline(tmp_path / "t.json")
+
+
 # --- end to end on real runs ------------------------------------------------------------------------
 
 CKPT_PROTOCOL = """

@@ -108,3 +108,39 @@ def test_the_device_type_splits_folder_score_fingerprints_and_cpu_keeps_its_own(
     cpu = fingerprint_of(result, "a", "b", settings)
     assert fingerprint_of(result, "a", "b", settings, "cpu") == cpu  # the fingerprint CPU scores always had
     assert fingerprint_of(result, "a", "b", settings, "cuda") != cpu
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("BENCH_DATA"), reason="needs ../shared/data")
+def test_a_shipped_judge_scores_folders_and_refuses_a_reference_it_was_trained_on(folders, tmp_path, capsys):
+    """`--extractor judge:cifar10` works on two folders (it crashed on a missing reference_digests), and a folder B
+    holding images the judge trained on is refused by content digest: it would measure against what it has seen."""
+    from bench.data.datasets import load_judge_data
+
+    a, b = folders
+    assert main(["score", str(a), str(b), "--extractor", "judge:cifar10", "--metrics", "fid,kid",
+                 "--kid-subsets", "5", "--kid-subset-size", "20", "--json", "--no-log"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["extractor"] == "judge:cifar10" and result["metrics"]["fid"] > 0
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    for i, x in enumerate(load_judge_data("cifar10", 0).train_images[:24]):
+        Image.fromarray(x.permute(1, 2, 0).numpy()).save(seen / f"{i:03d}.png")
+    assert main(["score", str(a), str(seen), "--extractor", "judge:cifar10", "--metrics", "fid", "--no-log"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained on 24 of" in err and err.count("\n") == 1
+    assert main(["stats", "save", str(seen), str(tmp_path / "s.npz"), "--extractor", "judge:cifar10"]) == 2
+    assert not (tmp_path / "s.npz").exists()
+
+
+@pytest.mark.parametrize("flag, value, msg", [("--batch-size", "0", "must be at least 1"),
+                                              ("--kid-subsets", "-1", "must be at least 1"),
+                                              ("--kid-subset-size", "1", "must be at least 2"),
+                                              ("--seed", "-1", "must be at least 0"),
+                                              ("--seed", "99999999999", "below 2**32"),
+                                              ("--device", "banana", "not a torch device")])
+def test_bad_numeric_and_device_flags_are_usage_errors(folders, capsys, flag, value, msg):
+    """Each was a traceback (or, for KID's subsets, a NaN KID written to the results)."""
+    a, b = folders
+    with pytest.raises(SystemExit) as stop:
+        main(["score", str(a), str(b), flag, value, "--no-log"])
+    assert stop.value.code == 2 and msg in capsys.readouterr().err

@@ -35,6 +35,10 @@ def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool
     seen: dict[Any, Any] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, (str, int, float, bool, type(None))):
+            # `? [a, b]` or a mapping as a key: YAML allows it, no protocol key is one, and dict() cannot hold it.
+            raise yaml.constructor.ConstructorError(None, None, f"a key must be a plain value, not a "
+                                                    f"{type(key).__name__}", key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
         seen[key] = True

@@ -132,6 +132,13 @@ class EntrySpec(_Strict):
     # (bench/protocol/load.py `resolved_config`); the fingerprint and every build use this one object.
     _resolved: Any = PrivateAttr(default=None)
 
+    @field_validator("checkpoint")
+    @classmethod
+    def _a_path(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not v.strip():
+            raise ValueError("checkpoint: an empty path; give the file to load, or leave the key out to train")
+        return v
+
     @model_validator(mode="before")
     @classmethod
     def _your_generator(cls, data: Any) -> Any:
@@ -208,6 +215,16 @@ class EvaluationSpec(_Strict):
     def _psis(cls, v: list[float]) -> list[float]:
         if any(not 0.0 <= p <= 1.0 for p in v) or len(set(v)) != len(v):
             raise ValueError("truncation_psis must be distinct values in [0, 1]")
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_once(cls, v: list[str]) -> list[str]:
+        # A metric listed twice was computed twice per seed: its per-seed list doubled, so one evaluation seed
+        # showed a std of 0.0 and the intervals and tests ran on duplicated values.
+        twice = sorted({m for m in v if v.count(m) > 1})
+        if twice:
+            raise ValueError(f"metrics listed more than once: {', '.join(twice)}")
         return v
 
     @field_validator("fid_interval_groups")
