@@ -369,3 +369,27 @@ train_seeds: [1, 1]
     with pytest.raises(BenchError, match="training seeds must be distinct"):
         load_protocol(path)
     assert math.isfinite(significance.sample_std([1.0, 2.0])) and math.isnan(significance.sample_std([1.0]))
+
+
+@pytest.mark.parametrize("line, msg", [("5", "a JSON int, not an object"), ("null", "a JSON NoneType"),
+                                       ('{"fingerprint": "F", "status": "FINISHED"}', "no entry name"),
+                                       ('{"fingerprint": "F", "status": "FINISHED", "entry": "a", "metrics": 5}',
+                                        "'metrics' is not a mapping"),
+                                       ('{"fingerprint": "F", "status": "FINISHED", "entry": "a", '
+                                        '"metrics": {"fid": {"mean": "abc"}}}', "metric 'fid' has no numeric mean")])
+def test_a_results_row_that_is_valid_json_but_not_a_result_is_one_clear_error(tmp_path, line, msg):
+    """A torn line (a kill mid-append) is skipped wherever it sits; valid JSON of the wrong shape was a traceback
+    in --resume (AttributeError, KeyError) after the MLflow parent run had been opened."""
+    from bench.errors import BenchError
+    from bench.tracking.results import finished_rows
+
+    good = '{"fingerprint": "F", "status": "FINISHED", "entry": "b", "train_seed": null, "metrics": {"fid": {"mean": 1.0}}}'
+    path = tmp_path / "results.jsonl"
+    path.write_text(f'{good}\n{{"torn": \n{good}\n')
+    assert set(finished_rows(path, "F")) == {("b", None)}
+    path.write_text(f"{good}\n{line}\n")
+    with pytest.raises(BenchError, match=f"line 2: not a ganbench result row \\({msg}"):
+        finished_rows(path, "F")
+    path.write_text(f'{good}\n{line.replace(chr(34) + "F" + chr(34), chr(34) + "G" + chr(34))}\n')
+    if line.startswith("{"):  # another fingerprint's rows are not this run's business
+        assert set(finished_rows(path, "F")) == {("b", None)}

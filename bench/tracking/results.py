@@ -19,6 +19,7 @@ from typing import Any, Optional
 import torch
 
 from bench import machine
+from bench.errors import BenchError
 
 _PACKAGES = ("torch", "torchvision", "torch-fidelity", "mlflow", "numpy", "scipy", "pydantic", "ganbench")
 
@@ -46,14 +47,36 @@ def finished_rows(path: Path, fingerprint: str) -> dict[tuple[str, Optional[int]
     rows: dict[tuple[str, Optional[int]], dict[str, Any]] = {}
     if not path.is_file():
         return rows
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            continue  # a torn line: the append after a kill starts on a fresh line, so it may sit mid-file
+        # Valid JSON that is not a result row was written by something else (an edit, another tool): resuming
+        # from it would skip or mis-table a unit, so it is one clear error instead of a traceback later.
+        problem = _row_problem(row, fingerprint)
+        if problem:
+            raise BenchError(f"{path} line {number}: not a ganbench result row ({problem}); fix or remove that line")
         if row.get("fingerprint") == fingerprint and row.get("status") == "FINISHED":
             rows[(row["entry"], row.get("train_seed"))] = row
     return rows
+
+
+def _row_problem(row: Any, fingerprint: str) -> str:
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    if row.get("fingerprint") != fingerprint or row.get("status") != "FINISHED":
+        return ""  # another protocol's row, or one resume redoes anyway
+    if not isinstance(row.get("entry"), str):
+        return "no entry name"
+    metrics = row.get("metrics")
+    if not isinstance(metrics, dict):
+        return "'metrics' is not a mapping"
+    for key, value in metrics.items():
+        mean = value.get("mean") if isinstance(value, dict) else None
+        if isinstance(mean, bool) or not isinstance(mean, (int, float)):
+            return f"metric '{key}' has no numeric mean"
+    return ""
 
 
 def append(path: Path, result: EvalResult) -> None:
