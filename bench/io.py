@@ -32,9 +32,17 @@ def offline() -> bool:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then os.replace: readers see old or new, never half."""
+    """Write to a temp file in the same folder, fsync, then os.replace: readers see old or new, never half.
+    A path that is a folder, or under a file, is one clear error (`--csv DIR`, `--out FILE/x`), not a traceback."""
+    from bench.errors import BenchError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise BenchError(f"{path} is a folder; give the name of the file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise BenchError(f"cannot write {path}: a part of its folder path is a file") from None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

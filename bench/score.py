@@ -175,6 +175,13 @@ def record(result: dict[str, Any], fingerprint: str, workdir: Path, uri: str, ex
     from bench.tracking import results as results_mod
     from bench.tracking.mlflow_tracker import Tracker
 
+    results_path = Path(workdir) / "results.jsonl"
+    # Checked before MLflow hears of the score: a workdir that cannot hold results.jsonl left FINISHED MLflow runs
+    # with no row in the file that is the source of truth.
+    if Path(workdir).exists() and not Path(workdir).is_dir():
+        raise BenchError(f"--workdir {workdir} is a file; give a folder for results.jsonl")
+    if results_path.is_dir():
+        raise BenchError(f"{results_path} is a folder; results.jsonl must be a file")
     entry = Path(result["a"]).name or "a"
     metrics = {k: {"mean": float(v), "std": None, "per_seed": [float(v)]} for k, v in result["metrics"].items()}
     env = results_mod.environment(torch.device("cpu"))
@@ -190,5 +197,5 @@ def record(result: dict[str, Any], fingerprint: str, workdir: Path, uri: str, ex
     tracker.log_metrics(child, {f"per_seed/{k}": float(v) for k, v in result["metrics"].items()}, step=0)
     tracker.end(child, "FINISHED")
     tracker.end(parent, "FINISHED")
-    results_mod.append(Path(workdir) / "results.jsonl", row)
+    results_mod.append(results_path, row)
     return parent

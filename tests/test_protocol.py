@@ -260,3 +260,16 @@ evaluation: {n_samples: 10, seeds: [0], metrics: [fid, ssim]}
         "  - {name: a, zoo: dcgan, train: {steps: 1}}", "  - {name: a, zoo: dcgan, train: {steps: 1}}\n"
                                                        "  - {name: b, zoo: sgan, train: {steps: 1}}"))
     assert main(["validate", str(p)]) == 0  # one entry can: the others report it unavailable after scoring
+
+
+def test_writing_to_a_folder_or_under_a_file_is_one_clear_error(tmp_path):
+    """`leaderboard --csv DIR`, `stats save A DIR`, `baseline update --out DIR` were IsADirectoryError tracebacks."""
+    from bench.io import atomic_write_bytes
+
+    (tmp_path / "d").mkdir()
+    with pytest.raises(BenchError, match="is a folder; give the name of the file"):
+        atomic_write_bytes(tmp_path / "d", b"x")
+    (tmp_path / "f").write_text("keep")
+    with pytest.raises(BenchError, match="part of its folder path is a file"):
+        atomic_write_bytes(tmp_path / "f" / "x.csv", b"x")
+    assert (tmp_path / "f").read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["d", "f"]

@@ -144,3 +144,14 @@ def test_bad_numeric_and_device_flags_are_usage_errors(folders, capsys, flag, va
     with pytest.raises(SystemExit) as stop:
         main(["score", str(a), str(b), flag, value, "--no-log"])
     assert stop.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_a_workdir_that_cannot_hold_results_is_refused_before_mlflow(folders, inception_standin, tmp_path, capsys):
+    a, b = folders
+    weights, sha = inception_standin
+    (tmp_path / "file").write_text("x")
+    uri = f"sqlite:///{tmp_path.as_posix()}/m.db"
+    assert main(["score", str(a), str(b), "--metrics", "fid", "--weights", weights, "--weights-sha256", sha,
+                 "--workdir", str(tmp_path / "file"), "--uri", uri]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
+    assert not (tmp_path / "m.db").exists()  # MLflow never heard of it
