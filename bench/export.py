@@ -95,10 +95,14 @@ def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    n_fake = _write_folder(fake_batches(model, ev.n_samples, seed, ev.batch_size, protocol.dataset.resolution,
-                                        protocol.dataset.channels, entry.fit), tmp / "fake", ev.n_samples, "fake")
-    reals = (data.eval_images[i:i + ev.batch_size] for i in range(0, len(data.eval_images), ev.batch_size))
-    n_real = _write_folder(reals, tmp / "real", len(data.eval_images), "real")
+    try:
+        n_fake = _write_folder(fake_batches(model, ev.n_samples, seed, ev.batch_size, protocol.dataset.resolution,
+                                            protocol.dataset.channels, entry.fit), tmp / "fake", ev.n_samples, "fake")
+        reals = (data.eval_images[i:i + ev.batch_size] for i in range(0, len(data.eval_images), ev.batch_size))
+        n_real = _write_folder(reals, tmp / "real", len(data.eval_images), "real")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # interrupted or failed: no half folder is left beside OUT
+        raise
     info = {"protocol": protocol.name, "fingerprint": fp if scored else None, "entry": entry.name,
             "eval_seed": seed, "checkpoint": str(path), "fake": n_fake, "real": n_real, "extractor": extractor.name,
             "note": "fake/ and real/ hold the exact uint8 pixels bench feeds its feature extractor"}

@@ -273,3 +273,14 @@ def test_writing_to_a_folder_or_under_a_file_is_one_clear_error(tmp_path):
     with pytest.raises(BenchError, match="part of its folder path is a file"):
         atomic_write_bytes(tmp_path / "f" / "x.csv", b"x")
     assert (tmp_path / "f").read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["d", "f"]
+
+
+@pytest.mark.parametrize("key, value", [("lr_D", float("inf")), ("r1_gamma", float("nan")), ("lr_G", "-inf")])
+def test_a_non_finite_family_setting_is_refused_before_training(key, value):
+    """lr_D: .inf passed every check and the entry failed mid-training with a non-finite loss (exit 1)."""
+    from zoo import ZOO
+    from zoo.base import parse_config
+
+    with pytest.raises(BenchError, match=f"dcgan.{key}: expected a finite number"):
+        parse_config(ZOO.get("dcgan").Config, {key: value}, "dcgan")
+    assert parse_config(ZOO.get("dcgan").Config, {key: 0.5}, "dcgan")  # a finite value is fine

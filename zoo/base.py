@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -75,7 +76,10 @@ def _coerce(raw: Any, typ: Any, where: str) -> Any:
         if typ is float:
             if isinstance(raw, bool):
                 raise ValueError(raw)
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):  # lr: .inf trained until a "non-finite loss" failure (exit 1, not 2)
+                raise BenchError(f"{where}: expected a finite number, got {raw!r}")
+            return value
         if typ is str:
             return str(raw)
     except (TypeError, ValueError):
