@@ -143,6 +143,18 @@ def open_session(loaded: LoadedProtocol, workdir: Path, world_size: int = 1) -> 
     return Session(loaded, device, data, tracker, extractor, segmenters, fp, env,
                    workdir / f"{protocol.name}-{fp[:12]}", workdir / "results.jsonl", t_extractor)
 
+def _check_resume_checkpoints(protocol, run_root: Path, done_before: dict) -> None:
+    """Every checkpoint `--resume` will continue from, read before anything is logged: a damaged one is one line
+    and exit 2 with no MLflow run opened (it was found only when its unit started, after the parent run, and a
+    sweep then advised running the same command again, which cannot mend a file)."""
+    for entry, train_seed in runs_of(protocol):
+        if entry.train is None or (entry.name, train_seed) in done_before:
+            continue
+        latest = entry_dir(run_root, entry.name, train_seed) / "latest.pt"
+        if latest.is_file():
+            checkpoint.read(latest)
+
+
 def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False, sweep=None) -> RunSummary:
     """Run a protocol: its (entry, training seed) units one after another in this process (and its torchrun
     peers), or, with `sweep` (a bench.sweep.Sweep), as independent jobs. A sweep always resumes: its units
@@ -165,6 +177,8 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False, sw
     if stale:
         say(f"marked {len(stale)} MLflow run(s) of a killed earlier attempt KILLED")
     done_before = results_mod.finished_rows(results_path, fp) if resume else {}
+    if resume and not world.active:  # under torchrun every rank reads the checkpoint and fails together later
+        _check_resume_checkpoints(protocol, run_root, done_before)
     parent = tracker.start_run(protocol.name, layout.parent_tags(protocol.name, fp, s.env, s.extractor.name,
                                                                  s.extractor.sha256))
     summary_results: list[dict[str, Any]] = []

@@ -216,3 +216,21 @@ def test_resume_does_not_redo_finished_entries(tmp_path):
     again = subprocess.run(_cmd(proto, work, True), env=_env(), capture_output=True, text=True, check=True)
     assert again.stderr.count("finished earlier (results.jsonl), not redone") == 2
     assert len((work / "results.jsonl").read_text().splitlines()) == 2  # nothing appended
+
+
+def test_a_damaged_checkpoint_stops_resume_before_any_mlflow_run(tmp_path):
+    """--resume reads every checkpoint it will continue from before the store hears of the run: a damaged one is
+    one line and exit 2, with no new parent run (it was found only when its unit started, leaving FAILED runs)."""
+    proto = tiny_protocol(tmp_path, name="crash", entries=ENTRIES, n_samples=200)
+    work = tmp_path / "w"
+    subprocess.run(_cmd(proto, work, False), env=_env(), check=True, capture_output=True)
+    (work / "results.jsonl").unlink()  # as if killed before scoring: both units resume from their checkpoints
+    (latest,) = list(work.glob("crash-*/a/latest.pt"))
+    with open(latest, "ab") as f:
+        f.write(b"\0")
+    runs_before = len(_statuses(tmp_path))
+    again = subprocess.run(_cmd(proto, work, True), env=_env(), capture_output=True, text=True)
+    assert again.returncode == 2, again.stderr[-2000:]
+    lines = again.stderr.strip().splitlines()
+    assert "modified or damaged" in lines[-1] and str(latest) in lines[-1], lines
+    assert len(_statuses(tmp_path)) == runs_before  # no parent or child run was opened
