@@ -58,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("protocol")
     ex.add_argument("--entry", required=True)
     ex.add_argument("--out", required=True, help="new folder; gets fake/, real/ and export.json")
-    ex.add_argument("--seed", type=_seed, default=None, help="evaluation seed (default: the protocol's first)")
+    ex.add_argument("--seed", type=_eval_seed, default=None, help="evaluation seed (default: the protocol's first)")
+    ex.add_argument("--nproc", type=_at_least(1), default=1,
+                    help="the --nproc the run was made with (it is part of the run's fingerprint and folder)")
     ex.add_argument("--workdir", default="runs", help="where `bench run` put its checkpoints")
     ex.add_argument("--checkpoint", default=None, help="export from this checkpoint instead")
 
@@ -379,7 +381,7 @@ def _dispatch(args) -> int:
         from bench.protocol.load import load_protocol
 
         info = export_samples(load_protocol(args.protocol), args.entry, Path(args.out), args.seed,
-                              Path(args.workdir), args.checkpoint)
+                              Path(args.workdir), args.checkpoint, args.nproc)
         print(f"wrote {info['fake']} generated and {info['real']} real images to {args.out} "
               f"(eval seed {info['eval_seed']}, fingerprint {(info['fingerprint'] or 'none: --checkpoint')[:12]})")
         return 0
@@ -407,6 +409,14 @@ def _seed(text: str) -> int:
     return value
 
 
+def _eval_seed(text: str) -> int:
+    """An evaluation seed as a protocol allows it: [0, 2**62)."""
+    value = _at_least(0)(text)
+    if value >= 2**62:
+        raise argparse.ArgumentTypeError(f"an evaluation seed must be below 2**62, got {value}")
+    return value
+
+
 def _device(text: str) -> str:
     import torch
 
@@ -423,8 +433,8 @@ def flag_overrides(args) -> list[str]:
     """`--set` overrides, then `--device` and `--uri` as overrides of their keys. Those two are plain strings:
     quoted, so a '#' or ':' in them is not read as YAML (a URI with ' #1' in it lost everything after the '#'
     as a comment and logged to another file)."""
-    return list(args.overrides) + ([f"device={json.dumps(args.device)}"] if args.device else []) + (
-        [f"tracking.uri={json.dumps(args.uri)}"] if args.uri else [])
+    return list(args.overrides) + ([f"device={json.dumps(args.device, ensure_ascii=False)}"] if args.device else []) + (
+        [f"tracking.uri={json.dumps(args.uri, ensure_ascii=False)}"] if args.uri else [])  # \u escapes split emoji
 
 
 def _run(args) -> int:

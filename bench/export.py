@@ -48,7 +48,7 @@ def _write_folder(batches, folder: Path, total: int, desc: str) -> int:
 
 
 def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int | None, workdir: Path,
-                   ckpt: str | None = None) -> dict:
+                   ckpt: str | None = None, world_size: int = 1) -> dict:
     protocol = loaded.protocol
     entries = {e.name: e for e in protocol.entries}
     if entry_name not in entries:
@@ -60,7 +60,7 @@ def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int
         raise BenchError(f"{out} exists and is not an empty folder; export into a new folder")
     device, data, loaded_ckpts = preflight(loaded)
     extractor = make_extractor(ev.extractor, data, derive(protocol.seed, "judge"), device, ev.weights)
-    fp = run_fingerprint(protocol, data, extractor, loaded_ckpts, device)
+    fp = run_fingerprint(protocol, data, extractor, loaded_ckpts, device, world_size)
     if ckpt:
         path = Path(ckpt)
     elif entry.checkpoint:

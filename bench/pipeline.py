@@ -56,7 +56,7 @@ def run_fingerprint(protocol, data, extractor, loaded_ckpts, device: torch.devic
     """The fingerprint a run of `protocol` scores under, without training or loading its semantic networks (their
     identities are known from the shipped files or the local cache key): `--dry-run` and `bench export-samples`,
     which must find the run's folder. `open_session` gives the same value from the networks it loaded."""
-    segmenters = semantic.identities(protocol, data, _trained_against_s(protocol), device)
+    segmenters = semantic.fingerprint_part(semantic.identities(protocol, data, _trained_against_s(protocol), device))
     return protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts, device.type,
                                 segmenters, world_size)
 
@@ -137,7 +137,8 @@ def open_session(loaded: LoadedProtocol, workdir: Path, world_size: int = 1) -> 
         say(f"semantic network S ({role}) ready (held-out pixel accuracy {S.info['heldout_pixel_accuracy']:.4f}, "
             f"mIoU {S.info['heldout_miou']:.4f}, {'shipped' if not S.info['local'] else 'cache ' + S.info['cache']})")
     fp = protocol_fingerprint(protocol, data.fingerprint, extractor.sha256, loaded_ckpts, device.type,
-                              {role: S.info["identity"] for role, S in segmenters.items()}, world_size)
+                              semantic.fingerprint_part({role: S.info["identity"] for role, S in segmenters.items()}),
+                              world_size)
     env = results_mod.environment(device)
     env["world_size"] = world_size
     return Session(loaded, device, data, tracker, extractor, segmenters, fp, env,

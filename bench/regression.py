@@ -131,8 +131,9 @@ def read_baseline(path: Path) -> dict[str, Any]:
     for entry, keys in data["entries"].items():
         for key, ref in (keys.items() if isinstance(keys, dict) else [("*", None)]):
             value = ref.get("value") if isinstance(ref, dict) else None
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise BenchError(f"{path}: entries.{entry}.{key} needs a finite numeric 'value', got {value!r}")
+            # ±inf is a score (PSNR of an output identical to its target); NaN and non-numbers are not.
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+                raise BenchError(f"{path}: entries.{entry}.{key} needs a numeric 'value', got {value!r}")
     return data
 
 
@@ -236,8 +237,12 @@ def compare(baseline: dict[str, Any], s: RunScores, baseline_path: str = "",
         for key, ref in sorted(keys.items()):
             value = ref["value"]
             rel, abs_ = tolerance_for(baseline, key, entry)
-            allowed = max(abs_, rel * abs(value))
+            # A relative tolerance of an infinite baseline would allow anything: only the absolute one applies.
+            allowed = max(abs_, rel * abs(value)) if math.isfinite(value) else abs_
             cur = got["metrics"].get(key, {}).get("mean")
+            if cur is not None and cur == value:  # equal, +inf included (PSNR of identical images): nothing moved
+                lines.append(Line(entry, key, value, cur, allowed, "ok"))
+                continue
             if cur is None or not math.isfinite(cur):
                 lines.append(Line(entry, key, value, cur, allowed, "MISSING"))
                 continue

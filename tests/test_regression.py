@@ -186,8 +186,9 @@ def test_a_tolerance_that_is_not_a_finite_non_negative_number_is_refused(tmp_pat
     with pytest.raises(BenchError, match="--abs: tolerance 'abs' must be a finite number >= 0"):
         regression.write_baseline(tmp_path / "b.json", worse, abs_=float("nan"))
     assert not (tmp_path / "b.json").exists()
-    for text, msg in (('{"format": %d, "entries": {"g": {"fid": {"value": "x"}}}}', "finite numeric 'value'"),
-                      ('{"format": %d, "entries": {"g": {"fid": {}}}}', "finite numeric 'value'"),
+    for text, msg in (('{"format": %d, "entries": {"g": {"fid": {"value": "x"}}}}', "needs a numeric 'value'"),
+                      ('{"format": %d, "entries": {"g": {"fid": {}}}}', "needs a numeric 'value'"),
+                      ('{"format": %d, "entries": {"g": {"fid": {"value": NaN}}}}', "needs a numeric 'value'"),
                       ('{"format": %d, "entries": {}, "tolerance": 5}', "'tolerance' must be a mapping")):
         (tmp_path / "t.json").write_text(text % regression.FORMAT)
         with pytest.raises(BenchError, match=msg):
@@ -310,3 +311,15 @@ def test_committed_baseline_holds_for_the_tiny_protocol(tmp_path_factory, bench_
     # The untrained floor is gated exactly: on the changed copy (150 samples) it is WORSE by 0.7% FID.
     other = regression.check(str(runs.protocol), str(BASELINE), run_of("work-3"), runs.uri)
     assert any(ln.entry == "untrained" and ln.verdict != "ok" for ln in other.lines)
+
+
+def test_an_infinite_score_round_trips_through_a_baseline(tmp_path):
+    """PSNR is +inf when an output equals its target (bench/metrics/psnr.py): a baseline written from it must read
+    back, and an unchanged +inf is ok, not MISSING."""
+    run = _scores(g={"psnr": float("inf"), "fid": 3.0})
+    regression.write_baseline(tmp_path / "b.json", run)
+    baseline = regression.read_baseline(tmp_path / "b.json")
+    verdicts = {line.key: line.verdict for line in regression.compare(baseline, run).lines}
+    assert verdicts == {"fid": "ok", "psnr": "ok"}
+    dropped = _scores(g={"psnr": 30.0, "fid": 3.0})
+    assert {line.key: line.verdict for line in regression.compare(baseline, dropped).lines}["psnr"] == "WORSE"

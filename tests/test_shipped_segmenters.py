@@ -137,3 +137,10 @@ def test_the_fingerprint_holds_the_segmenters(facades_sr):
     fp = fingerprint(**base, segmenters=judge)
     assert fp != fingerprint(**base, segmenters={**judge, "judge": "local:x"})
     assert fp != fingerprint(**base)
+
+
+def test_only_shipped_segmenters_enter_the_fingerprint():
+    """A local S's identity names the machine and thread count; a protocol's fingerprint must not."""
+    ids = {"judge": "sha256:" + "a" * 64, "training": "local:segmenter-key-with-machine"}
+    assert semantic.fingerprint_part(ids) == {"judge": "sha256:" + "a" * 64}
+    assert semantic.fingerprint_part({"judge": "local:x"}) == {}

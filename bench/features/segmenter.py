@@ -20,8 +20,9 @@ label maps (facades: the 400 `train/` photos, 12 CMP classes, bench/data/superre
 - Other data (another resolution, another recipe) has no shipped S: it is trained here and cached under
   `<cache>/segmenters/`, keyed by a content hash of the training photos and maps, the recipe, the class count,
   the device type and the machine (CPU model, threads, torch version), written atomically: a local instrument.
-- Each S's identity (the shipped file's sha256, or `local:` and its cache key) enters the fingerprint of every
-  protocol that uses it, so scores from two different networks never share a fingerprint. It is reported with
+- A shipped S's sha256 enters the fingerprint of every protocol that uses it. A local S does not (its key names
+  the machine and thread count, and a protocol's fingerprint must be the same everywhere): seg_agreement from a
+  local S compares only between runs whose results name the same S sha256. Each S is reported with
   its held-out pixel accuracy and mIoU (on images it never trained on: facades `val/`) wherever it is used:
   the run log, every result's info and the model card of `pix2pixhd_sem`.
 - What it achieves with the default recipe on facades at 128 px (393,308 parameters, 600 steps, about two
@@ -416,5 +417,13 @@ def roles_used(protocol, data, trained_against: bool) -> list[str]:
 
 
 def identities(protocol, data, trained_against: bool, device: torch.device | str = "cpu") -> dict[str, str]:
-    """role -> identity (`identity`) of every S the run uses: what its fingerprint holds."""
+    """role -> identity (`identity`) of every S the run uses."""
     return {role: identity(data, role, device) for role in roles_used(protocol, data, trained_against)}
+
+
+def fingerprint_part(ids: dict[str, str]) -> dict[str, str]:
+    """What of the S identities enters a fingerprint: the shipped files' sha256 only. A local S's key names the
+    machine and thread count, and a fingerprint must be the same everywhere for the same protocol (a sweep worker
+    with other threads, torchrun's one-thread ranks and a resume on another allocation would each get another);
+    a local S is recorded in every result instead (`info.semantic_nets`: local, sha256, machine)."""
+    return {role: ident for role, ident in ids.items() if ident.startswith("sha256:")}

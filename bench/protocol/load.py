@@ -392,8 +392,8 @@ def fingerprint(protocol: Protocol, data_fingerprint: str, extractor_sha256: str
         # An entry that loads a checkpoint is scored on that file's content, not on its path.
         parts["checkpoints"] = checkpoints
     if segmenters:
-        # role -> the S's identity (bench/features/segmenter.py `identity`): seg_agreement is read by the judge S,
-        # and L_sem trains against the training S, so another network is another score.
+        # role -> a shipped S's sha256 (bench/features/segmenter.py `fingerprint_part`): seg_agreement is read by
+        # the judge S, and L_sem trains against the training S, so another network is another score.
         parts["segmenters"] = segmenters
     if world_size > 1:
         # `--nproc N` / torchrun: BatchNorm statistics are per rank (batch / N images), a different algorithm

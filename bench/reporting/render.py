@@ -87,7 +87,8 @@ def comparisons(g: Group) -> list[str]:
             continue
         p, test = a.get("p_next"), a.get("test_next") or ""
         if test.startswith("no test"):
-            verdict = f"not tested ({test.removeprefix('no test: ')}): only training seeds can decide it"
+            verdict = f"not tested ({test.removeprefix('no test: ')})" + (
+                ": only training seeds can decide it" if "deterministic" in test else "")
         elif p is None or pd.isna(p):
             verdict = "not tested (too few paired values)"
         else:
