@@ -272,13 +272,15 @@ SHIPPED = {"facades_sr": 128}
 
 
 def shipped_name(dataset: str, role: str) -> str:
-    return f"segmenter:{dataset}:{role}"
+    from bench.features.weights import segmenter_name  # the manifest owns the names and files
+
+    return segmenter_name(dataset, role)
 
 
 def shipped_file(dataset: str, role: str) -> Path:
-    from bench.features.judge import JUDGE_DIR
+    from bench.features.weights import segmenter_file
 
-    return JUDGE_DIR / f"segmenter-{dataset}-{role}.pt"
+    return segmenter_file(dataset, role)
 
 
 def write_segmenter_file(path: Path, net: nn.Module, meta: dict, train_digests: torch.Tensor) -> str:

@@ -139,12 +139,21 @@ _SEGMENTER_USE = {
 }
 
 
-def _segmenter_entries() -> list[WeightsEntry]:
-    from bench.features.segmenter import shipped_file, shipped_name
+def segmenter_name(dataset: str, role: str) -> str:
+    """The manifest name of a shipped S (bench/features/segmenter.py reads its files through these two)."""
+    return f"segmenter:{dataset}:{role}"
 
-    return [WeightsEntry(name=shipped_name(d, r), file=shipped_file(d, r).name, used_by=_SEGMENTER_USE[r],
-                         source=f"shipped with ganbench (bench/judges/); rebuild: bench judge train {shipped_name(d, r)}",
-                         sha256=sha, packaged=shipped_file(d, r)) for (d, r), sha in SEGMENTER_SHA256.items()]
+
+def segmenter_file(dataset: str, role: str) -> Path:
+    from bench.features.judge import JUDGE_DIR
+
+    return JUDGE_DIR / f"segmenter-{dataset}-{role}.pt"
+
+
+def _segmenter_entries() -> list[WeightsEntry]:
+    return [WeightsEntry(name=segmenter_name(d, r), file=segmenter_file(d, r).name, used_by=_SEGMENTER_USE[r],
+                         source=f"shipped with ganbench (bench/judges/); rebuild: bench judge train {segmenter_name(d, r)}",
+                         sha256=sha, packaged=segmenter_file(d, r)) for (d, r), sha in SEGMENTER_SHA256.items()]
 
 
 def manifest() -> Registry[WeightsEntry]:
