@@ -23,6 +23,7 @@ import logging
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -186,32 +187,46 @@ class JudgeFile:
     sha256: str
 
 
-def write_judge_file(path: Path, net: JudgeNet, meta: dict, train_digests: torch.Tensor) -> str:
-    """Tensors, strings and numbers only: loaded with weights_only=True, it cannot run code."""
-    payload = {"format": FILE_FORMAT, "meta": json.dumps(meta, sort_keys=True),
+def write_pinned_file(path: Path, fmt: str, net: nn.Module, meta: dict, train_digests: torch.Tensor) -> str:
+    """A shipped measuring network (a judge, a semantic network S) as a file: tensors, strings and numbers only,
+    so loaded with weights_only=True it cannot run code. Returns its sha256 (the manifest pins it)."""
+    payload = {"format": fmt, "meta": json.dumps(meta, sort_keys=True),
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
                "train_digests": train_digests.contiguous()}
     return atomic_torch_save(payload, Path(path))
 
 
-def read_judge_file(path: Path, device="cpu") -> JudgeFile:
+def read_pinned_file(path: Path, fmt: str, kind: str,
+                     build: Callable[[dict], nn.Module]) -> tuple[nn.Module, dict, torch.Tensor]:
+    """(network on the CPU in eval mode, meta, per-image digests of its training images) of a file written by
+    `write_pinned_file`; `build(meta)` makes the empty network. Every problem is one BenchError naming `kind`."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise BenchError(f"{path}: judge file not found") from None
+        raise BenchError(f"{path}: {kind} file not found") from None
     except Exception as exc:
-        raise BenchError(f"{path}: not a readable ganbench judge file ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
-        raise BenchError(f"{path}: not a ganbench judge file (format {FILE_FORMAT})")
+        raise BenchError(f"{path}: not a readable ganbench {kind} file ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise BenchError(f"{path}: not a ganbench {kind} file (format {fmt})")
     try:
         meta = json.loads(payload["meta"])
-        net = JudgeNet(meta["channels"], meta["num_classes"], meta["recipe"]["width"], meta["recipe"]["feature_dim"])
+        net = build(meta)
         net.load_state_dict(payload["state_dict"])
     except Exception as exc:
-        raise BenchError(f"{path}: damaged ganbench judge file ({type(exc).__name__}: {exc})") from None
+        raise BenchError(f"{path}: damaged ganbench {kind} file ({type(exc).__name__}: {exc})") from None
+    return net.eval(), meta, payload["train_digests"]
+
+
+def write_judge_file(path: Path, net: JudgeNet, meta: dict, train_digests: torch.Tensor) -> str:
+    return write_pinned_file(path, FILE_FORMAT, net, meta, train_digests)
+
+
+def read_judge_file(path: Path, device="cpu") -> JudgeFile:
+    net, meta, digests = read_pinned_file(path, FILE_FORMAT, "judge", lambda m: JudgeNet(
+        m["channels"], m["num_classes"], m["recipe"]["width"], m["recipe"]["feature_dim"]))
     net.to(device).eval()
-    return JudgeFile(net, meta, payload["train_digests"], sha256_file(path))
+    return JudgeFile(net, meta, digests, sha256_file(Path(path)))
 
 
 def train_shipped(name: str, out: Path, device="cpu") -> tuple[str, dict]:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -52,13 +53,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-import json
-from pathlib import Path
-
 from bench.data.transforms import to_float
 from bench.errors import BenchError
 from bench.features.cache import DiskCache, cache_key
-from bench.io import atomic_torch_save, derive, sha256_file, sha256_tensor
+from bench.io import derive, sha256_tensor
 
 log = logging.getLogger(__name__)
 
@@ -284,31 +282,17 @@ def shipped_file(dataset: str, role: str) -> Path:
 
 
 def write_segmenter_file(path: Path, net: nn.Module, meta: dict, train_digests: torch.Tensor) -> str:
-    """Tensors, strings and numbers only: loaded with weights_only=True, it cannot run code."""
-    payload = {"format": SEG_FORMAT, "meta": json.dumps(meta, sort_keys=True),
-               "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
-               "train_digests": train_digests.contiguous()}
-    return atomic_torch_save(payload, Path(path))
+    from bench.features.judge import write_pinned_file  # the judges' file format, another format tag
+
+    return write_pinned_file(path, SEG_FORMAT, net, meta, train_digests)
 
 
 def read_segmenter_file(path: Path) -> tuple[SegNet, dict, torch.Tensor]:
     """(net in eval mode on the CPU, meta, per-image digests of its training photos)."""
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise BenchError(f"{path}: segmenter file not found") from None
-    except Exception as exc:
-        raise BenchError(f"{path}: not a readable ganbench segmenter file ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != SEG_FORMAT:
-        raise BenchError(f"{path}: not a ganbench segmenter file (format {SEG_FORMAT})")
-    try:
-        meta = json.loads(payload["meta"])
-        net = SegNet(meta["channels"], meta["num_classes"], meta["recipe"]["width"], meta["recipe"]["depth"])
-        net.load_state_dict(payload["state_dict"])
-    except Exception as exc:
-        raise BenchError(f"{path}: damaged ganbench segmenter file ({type(exc).__name__}: {exc})") from None
-    return net.eval(), meta, payload["train_digests"]
+    from bench.features.judge import read_pinned_file
+
+    return read_pinned_file(path, SEG_FORMAT, "segmenter", lambda m: SegNet(
+        m["channels"], m["num_classes"], m["recipe"]["width"], m["recipe"]["depth"]))
 
 
 def _shipped_for(data, role: str, recipe: SegmenterRecipe) -> Optional[tuple[Path, str]]:
