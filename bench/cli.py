@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from bench.errors import BenchError
+from bench.errors import BenchError, Terminated, die_of_sigterm, sigterm_as_interrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -289,12 +289,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(message)s")
     try:
-        return _dispatch(args)
+        with sigterm_as_interrupt():
+            return _dispatch(args)
     except BenchError as exc:
         if args.debug:
             raise
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:  # its runs are marked KILLED on the way here, as for Ctrl-C
+        print("bench: terminated (SIGTERM)", file=sys.stderr, flush=True)
+        die_of_sigterm()
+        return 128 + 15
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130

@@ -37,7 +37,7 @@ from typing import Any, Optional
 
 import torch
 
-from bench.errors import BenchError
+from bench.errors import BenchError, Terminated, die_of_sigterm, sigterm_as_interrupt
 from bench.io import atomic_write_bytes, say
 from bench.tracking import results as results_mod
 
@@ -384,10 +384,14 @@ def run_unit(spec: dict) -> dict:
 def _main(argv: list[str]) -> int:
     """`python -m bench.sweep SPEC_JSON`: one unit of a local sweep. Prints the outcome as the last stdout line."""
     try:
-        outcome = run_unit(json.loads(argv[0]))
+        with sigterm_as_interrupt():  # a stopped job (scancel, Ray, kill) marks its MLflow run KILLED first
+            outcome = run_unit(json.loads(argv[0]))
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr, flush=True)
         return 2
+    except Terminated:
+        die_of_sigterm()
+        return 128 + 15
     print(json.dumps(outcome), flush=True)
     return 0
 

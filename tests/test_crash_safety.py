@@ -155,8 +155,8 @@ def _moments(rng: random.Random) -> list[tuple[str, object]]:
     return [rng.choice(options) for options in phases]
 
 
-def _kill_at(proc: subprocess.Popen, progress: Progress, marker) -> None:
-    """SIGKILL `proc` as soon as `marker` holds; fail if the run ended without reaching it."""
+def _kill_at(proc: subprocess.Popen, progress: Progress, marker, sig: int = signal.SIGKILL) -> None:
+    """Send `sig` to `proc` as soon as `marker` holds; fail if the run ended without reaching it."""
     while True:
         ended = proc.poll() is not None
         progress.update()
@@ -166,7 +166,7 @@ def _kill_at(proc: subprocess.Popen, progress: Progress, marker) -> None:
         progress.new_line.wait(0.005)  # wakes at once for a stderr line; files are looked at every 5 ms
         progress.new_line.clear()
     assert proc.poll() is None, "the marker was seen only after the run had ended"
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(sig)
     proc.wait()
 
 
@@ -234,3 +234,29 @@ def test_a_damaged_checkpoint_stops_resume_before_any_mlflow_run(tmp_path):
     lines = again.stderr.strip().splitlines()
     assert "modified or damaged" in lines[-1] and str(latest) in lines[-1], lines
     assert len(_statuses(tmp_path)) == runs_before  # no parent or child run was opened
+
+
+def test_sigterm_marks_the_runs_killed_and_still_dies_of_sigterm(tmp_path):
+    """SIGTERM (scancel, torchrun stopping its peers, `kill`) ends a run as Ctrl-C does: its MLflow runs are
+    marked KILLED before the process goes, not left RUNNING until a later run of the fingerprint finds them,
+    and the process still ends by the signal (what a scheduler or torchrun expects to see); --resume finishes."""
+    store = tmp_path / "s"
+    store.mkdir()
+    proto = tiny_protocol(store, name="crash", entries=ENTRIES, n_samples=200)
+    work = tmp_path / "w"
+    proc = subprocess.Popen(_cmd(proto, work, False), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, bufsize=1)
+    progress = Progress(proc, work, store)
+    try:
+        _kill_at(proc, progress, lambda p: len(p.digests["a"]) >= 2, signal.SIGTERM)  # entry a is training
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        progress.close()
+    assert proc.returncode == -signal.SIGTERM, progress.lines[-5:]
+    assert progress.lines[-1] == "bench: terminated (SIGTERM)", progress.lines[-5:]
+    assert sorted(_statuses(store)) == ["KILLED", "KILLED"]  # the parent run and entry a's
+    done = subprocess.run(_cmd(proto, work, True), env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert "marked" not in done.stderr  # nothing was left RUNNING for this run to close
