@@ -14,7 +14,7 @@ import torch
 
 from bench.data.labelmap import instance_ids_of
 from bench.data.transforms import to_float
-from bench.errors import BenchError
+from bench.errors import BenchError, out_of_memory
 from bench.evaluation import evaluate, fid_monitor
 from bench.features import segmenter as semantic
 from bench.io import say, sha256_file
@@ -215,16 +215,25 @@ def child_run(tracker, child: str, result: results_mod.EvalResult, label: str):
         result.status = "FINISHED"
         tracker.end(child, "FINISHED")
     except EntryFailed as exc:
-        result.reason = str(exc)
-        tracker.set_tags(child, {layout.FAILURE: result.reason})
-        tracker.end(child, "FAILED")
-        log.warning("%s failed: %s", label, exc)
+        _failed(tracker, child, result, label, str(exc))
     except KeyboardInterrupt:
         end_quietly(tracker, child, "KILLED")
         raise
-    except BaseException:
-        end_quietly(tracker, child, "FAILED")
-        raise
+    except BaseException as exc:
+        # Out of memory is the machine refusing a size the user chose (a batch, n_samples): this run fails
+        # with that one line and the protocol goes on. Not under torchrun: one rank leaving would hang its
+        # peers in their next collective, so there the error stops every process.
+        oom = None if dist.current().active else out_of_memory(exc)
+        if oom is None:
+            end_quietly(tracker, child, "FAILED")
+            raise
+        _failed(tracker, child, result, label, oom)
+
+def _failed(tracker, child: str, result: results_mod.EvalResult, label: str, reason: str) -> None:
+    result.reason = reason
+    tracker.set_tags(child, {layout.FAILURE: reason})
+    tracker.end(child, "FAILED")
+    log.warning("%s failed: %s", label, reason)
 
 def end_quietly(tracker, run_id: str, status: str) -> None:
     """End an MLflow run without letting a tracking error hide the error that got us here."""

@@ -173,6 +173,14 @@ CASES = [
      "'ssim' needs (output, target) pairs of a paired image-to-image model, which no entry provides (e (mnist_gan))"),
     ("metric-needs-a-classifier", edit("metrics: [is, fid]", "metrics: [classifier_accuracy]"),
      "'classifier_accuracy' needs class logits"),
+    # Sizes whose first allocation alone exceeds any machine's memory (a typo): refused before anything runs,
+    # not a traceback from the allocator after the judge and earlier entries had run.
+    ("batch-beyond-memory", entry("  - {name: e, zoo: mnist_gan, train: {steps: 1, batch_size: 1000000000000}}"),
+     "entries[e].train.batch_size 1000000000000: one batch"),
+    ("n-samples-beyond-memory", edit("n_samples: 50", "n_samples: 1000000000000"),
+     "evaluation.n_samples 1000000000000: the latents alone"),
+    ("eval-batch-beyond-memory", edit("batch_size: 50, metrics", "batch_size: 1000000000000, metrics"),
+     "evaluation.batch_size 1000000000000: one batch"),
     ("metric-needs-a-style-generator", edit("metrics: [is, fid]", "metrics: [fid_truncation]"),
      "'fid_truncation' needs a style-based generator"),
 ]

@@ -343,7 +343,16 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
         # at step counts (progress markers), so the lines are the same on every machine.
         tenth = max(1, math.ceil(spec.steps / 10)) if bar.disable and world.is_main else 0
         for step in range(start, end):
-            losses = model.train_step(draw, step)
+            try:
+                losses = model.train_step(draw, step)
+            except ValueError as exc:
+                # torch's BatchNorm refuses one value per channel (a batch of 1 at a 1x1 layer, e.g. unet_seed's
+                # bottleneck at 64 px): a size the user chose, so this entry fails with one line, not a traceback.
+                if "more than 1 value per channel" not in str(exc):
+                    raise
+                raise EntryFailed(f"train.batch_size {spec.batch_size} ({draw.local_batch} per process) is too small "
+                                  f"for this model: {exc}; BatchNorm needs more than one value per channel, so "
+                                  "use a larger batch") from None
             bad = _all_finite(losses, world)
             if bad:
                 raise EntryFailed(f"non-finite loss {bad} at step {step + 1}")
