@@ -69,3 +69,28 @@ def test_an_unwritable_cache_still_gives_a_complete_store(tmp_path, monkeypatch)
     t.end(run)
     assert t.client.get_run(run).info.status == "FINISHED"
     assert sorted(p.name for p in db.parent.iterdir() if p.name != "mlruns") == ["mlflow.db"]
+
+
+def test_a_damaged_template_is_replaced_not_copied_into_every_new_store(tmp_path, monkeypatch):
+    """A torn or tampered template made every new store fail ("database disk image is malformed") until the
+    cache was cleared by hand; now the copy is checked, the store is built in place, and the next one gets
+    a fresh template."""
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    root = (tmp_path / "mlruns").as_uri()
+    (tmp_path / "a").mkdir()
+    _create_sqlite_store(tmp_path / "a" / "mlflow.db", root)
+    (template,) = (cache_dir() / "mlflow").glob("empty-store-*.db")
+    good = tmp_path / "good-template.db"
+    good.write_bytes(template.read_bytes())
+    for i, damage in enumerate((good.read_bytes()[:20000], b"\0" * good.stat().st_size,
+                                good.read_bytes()[:4096] + b"\xff" * (good.stat().st_size - 4096))):
+        template.write_bytes(damage)
+        db = tmp_path / f"s{i}" / "mlflow.db"
+        t = Tracker(f"sqlite:///{db}", "e")
+        run = t.start_run("r", {})
+        t.end(run)
+        assert t.client.get_run(run).info.status == "FINISHED", i
+        assert not template.exists(), i  # the damaged file is gone ...
+        (tmp_path / f"next{i}").mkdir()
+        _create_sqlite_store(tmp_path / f"next{i}" / "mlflow.db", root)
+        assert _dump(template) == _dump(good), i  # ... and the next new store rebuilt it

@@ -18,6 +18,8 @@ from typing import Any, Optional
 from bench.errors import BenchError
 from bench.tracking import layout
 
+log = logging.getLogger(__name__)
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 _BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 
@@ -108,12 +110,23 @@ def _empty_store(dest: Path, artifact_root: str) -> None:
     now = int(time.time() * 1000)
     con = sqlite3.connect(dest)
     try:
+        # The cached template is checked on every copy: a damaged one (a torn disk, a tampered cache) made
+        # every later new store fail with "database disk image is malformed" until the cache was cleared.
+        ok = con.execute("PRAGMA quick_check").fetchone()[0] == "ok"
         with con:
-            con.execute("UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
-                        "WHERE experiment_id = 0",
-                        (append_to_uri_path(resolve_uri_if_local(artifact_root), "0"), now, now))
+            ok = ok and con.execute("UPDATE experiments SET artifact_location = ?, creation_time = ?, "
+                                    "last_update_time = ? WHERE experiment_id = 0",
+                                    (append_to_uri_path(resolve_uri_if_local(artifact_root), "0"), now,
+                                     now)).rowcount == 1
+    except sqlite3.DatabaseError:
+        ok = False
     finally:
         con.close()
+    if not ok:  # drop the bad template (the next new store rebuilds it) and build this one in place
+        log.warning("the cached empty MLflow store %s was damaged; removed, this store is built in place", template)
+        template.unlink(missing_ok=True)
+        dest.unlink(missing_ok=True)
+        _migrate(dest, artifact_root)
 
 
 def _create_sqlite_store(db: Path, artifact_root: str) -> None:
