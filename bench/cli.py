@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from bench.errors import BenchError, Terminated, die_of_sigterm, sigterm_as_interrupt
+from bench.errors import BenchError, Terminated, die_of_sigterm, error_line, sigterm_as_interrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -294,7 +294,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BenchError as exc:
         if args.debug:
             raise
-        print(f"bench: error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     except Terminated:  # its runs are marked KILLED on the way here, as for Ctrl-C
         print("bench: terminated (SIGTERM)", file=sys.stderr, flush=True)
@@ -314,7 +314,7 @@ def _dispatch(args) -> int:
             try:
                 loaded = load_protocol(path)
             except BenchError as exc:
-                print(f"bench: error: {exc}", file=sys.stderr)
+                print(error_line(exc), file=sys.stderr)
                 failed += 1
                 continue
             print(f"{path}: ok ({loaded.protocol.name}, {len(loaded.protocol.entries)} entries)")

@@ -22,6 +22,18 @@ class BenchError(Exception):
     """A problem with the user's input: reported as one line, exit status 2."""
 
 
+def one_line(text: object, limit: int = 2000) -> str:
+    """`text` as the single line an error is printed as: line breaks folded, runs of spaces kept single,
+    clipped to `limit` characters (an exception raised by user code or a huge YAML value can be any size)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+
+
+def error_line(exc: BaseException) -> str:
+    """What the CLI prints for a BenchError."""
+    return f"bench: error: {one_line(exc)}"
+
+
 class Terminated(KeyboardInterrupt):
     """The process received SIGTERM; raised where it was, then re-delivered once the cleanup has run."""
 

@@ -37,7 +37,7 @@ from typing import Any, Optional
 
 import torch
 
-from bench.errors import BenchError, Terminated, die_of_sigterm, sigterm_as_interrupt
+from bench.errors import BenchError, Terminated, die_of_sigterm, error_line, sigterm_as_interrupt
 from bench.io import atomic_write_bytes, say
 from bench.tracking import results as results_mod
 
@@ -387,7 +387,7 @@ def _main(argv: list[str]) -> int:
         with sigterm_as_interrupt():  # a stopped job (scancel, Ray, kill) marks its MLflow run KILLED first
             outcome = run_unit(json.loads(argv[0]))
     except BenchError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr, flush=True)
+        print(error_line(exc), file=sys.stderr, flush=True)
         return 2
     except Terminated:
         die_of_sigterm()

@@ -98,12 +98,16 @@ def test_three_formats_of_one_generator_score_the_same(files, tmp_path, monkeypa
     ("format: state_dict, module: 'extpkg.nets:Nope', latent_dim: 100, resolution: 28, path: '{state}'",
      "cannot import it"),
     ("format: state_dict, latent_dim: 100, resolution: 28, path: '{state}'", "needs module"),
+    # constructor arguments the class refuses, one of them huge: printed clipped, not whole
+    ("format: state_dict, module: 'extpkg.nets:MnistG', latent_dim: 100, resolution: 28, path: '{state}', "
+     "kwargs: {{bogus: '" + "x" * 50000 + "'}}", "cannot build it with kwargs {'bogus': 'xxx"),
 ])
 def test_a_file_that_does_not_fit_is_one_line_before_anything_runs(case, expected, files, tmp_path, monkeypatch,
                                                                      capsys):
     spec = case.format(state=files / "g_state.pt", ts=files / "g.ts")
     assert _run(tmp_path, files, f"  - name: mine\n    checkpoint: {{{spec}}}", monkeypatch) == 2
-    assert expected in one_line_error(capsys)
+    line = one_line_error(capsys)
+    assert expected in line and len(line) < 1500, line[:2000]
     assert not (tmp_path / "w" / "results.jsonl").exists() and not (tmp_path / "mlflow.db").exists()
 
 

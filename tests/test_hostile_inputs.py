@@ -216,3 +216,14 @@ def test_hostile_input_is_one_line_exit_2_and_writes_nothing(name, mutate, expec
 
 def test_the_corpus_is_large_and_distinct():
     assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_an_error_is_printed_as_one_bounded_line():
+    """Whatever a BenchError carries (an exception text from user code, a huge YAML value), the CLI prints one
+    line of at most ~2,000 characters."""
+    from bench.errors import BenchError, error_line
+
+    line = error_line(BenchError("first line\n  second   line\t" + "x" * 10000))
+    assert "\n" not in line and line.startswith("bench: error: first line second line xxx")
+    assert len(line) == len("bench: error: ") + 2000 and line.endswith("…")
+    assert error_line(BenchError("short")) == "bench: error: short"

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 from zoo.base import ExternalWeights, GANModel
 
 
@@ -136,11 +136,12 @@ def _state_dict(path: Path, cfg: Config) -> nn.Module:
     try:
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise BenchError(f"module '{cfg.module}': cannot import it ({type(exc).__name__}: {exc})") from None
+        raise BenchError(f"module '{cfg.module}': cannot import it ({type(exc).__name__}: {one_line(exc, 300)})") from None
     try:
         net = cls(**cfg.kwargs)
     except Exception as exc:
-        raise BenchError(f"module '{cfg.module}': cannot build it with kwargs {cfg.kwargs} ({exc})") from None
+        raise BenchError(f"module '{cfg.module}': cannot build it with kwargs {one_line(cfg.kwargs, 300)} "
+                         f"({type(exc).__name__}: {one_line(exc, 300)})") from None
     if not isinstance(net, nn.Module):
         raise BenchError(f"module '{cfg.module}' built a {type(net).__name__}, not a torch.nn.Module")
     try:
