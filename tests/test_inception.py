@@ -72,7 +72,17 @@ def test_weights_with_the_wrong_sha256_are_refused(tmp_path, capsys, test_weight
     # without a stated digest, the manifest's is checked (the test file is not the pretrained one)
     p = _proto(tmp_path, f"  weights: {{path: {path}}}")
     assert main(["run", str(p), "--workdir", str(tmp_path / "w")]) == 2
-    assert "expected 6726825d" in _one_line(capsys)
+    assert "expected 6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2" in _one_line(capsys)
+
+
+def test_the_manifest_pins_full_digests_not_the_file_names_prefixes():
+    """torch.hub names carry 8 hex digits of the sha256; a file sharing only those (one in 2**32 by chance, or
+    made to) was accepted. Every such file now has its full digest pinned, beginning with its name's prefix."""
+    for name in ("inception-v3-compat", "alexnet", "vgg16", "vgg19"):
+        entry = weights.manifest().get(name)
+        assert entry.sha256 == weights.FULL_SHA256[entry.file] and entry.sha256.startswith(entry.sha256_prefix)
+        assert entry.matches(entry.sha256)
+        assert not entry.matches(entry.sha256_prefix + "0" * 56), name
 
 
 def test_manifest_file_in_weights_dir_is_found_and_checked(tmp_path, monkeypatch):

@@ -159,6 +159,25 @@ def test_lpips_is_zero_for_identical_images_and_positive_otherwise(alexnet_file)
         _compute("lpips", _paired(_images(2, size=28), _images(2, size=28)))
 
 
+def test_lpips_heads_other_than_the_published_ones_make_lpips_unavailable(alexnet_file, monkeypatch):
+    """The v0.1 linear heads come inside the lpips package; the installed files are the published ones (pinned
+    sha256), and a package whose heads differ gives no LPIPS rather than another LPIPS under the same name."""
+    import hashlib
+    import os
+
+    import lpips as lpips_pkg
+
+    for net, pinned in weights_manifest.LPIPS_HEADS_SHA256.items():
+        path = os.path.join(os.path.dirname(lpips_pkg.__file__), "weights", "v0.1", f"{net}.pth")
+        with open(path, "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == pinned, net
+    monkeypatch.setattr(lpips_metric, "_CACHE", {})
+    monkeypatch.setitem(weights_manifest.LPIPS_HEADS_SHA256, "alex", "0" * 64)
+    x = _images(2)
+    with pytest.raises(MetricUnavailable, match="linear heads .* not the published 0000"):
+        _compute("lpips", _paired(x, x))
+
+
 def test_lpips_is_unavailable_with_the_file_named_when_weights_are_missing(monkeypatch):
     monkeypatch.setattr(lpips_metric, "_CACHE", {})
     x = _images(2)

@@ -4,10 +4,10 @@ Lookup order for a manifest entry: an explicit path from the protocol, then $BEN
 torch's hub cache (where torch-fidelity and lpips put downloads), then a download, only when online
 and not BENCH_OFFLINE. A missing file is one line naming the file, its digest and how to get it.
 
-The full sha256 of torch-fidelity's Inception file is not published with it; torch.hub's convention
-embeds the first 8 hex digits of the sha256 in the file name, and that prefix is what is checked
-until a full digest is pinned here. Files given by explicit path are checked against the sha256 the
-protocol states, and the actual sha256 always enters the protocol fingerprint.
+The Inception file and the torchvision backbones are published under torch.hub's convention, the first 8
+hex digits of the sha256 in the file name; their full sha256 (`FULL_SHA256`, each beginning with that prefix)
+is pinned here, so no other file passes. DINOv2's has no published digest. Files given by explicit path are
+checked against the sha256 the protocol states, and the actual sha256 always enters the protocol fingerprint.
 """
 
 from __future__ import annotations
@@ -58,14 +58,42 @@ def _inception_url() -> str:
     return URL_INCEPTION_V3
 
 
+# Full sha256 of the files whose names carry only an 8-hex prefix (torch.hub's convention), as the files
+# published at the manifest's URLs hash (the same digests are pinned by many public projects that verify these
+# downloads); each begins with its name's prefix, which `_full_digest` checks.
+FULL_SHA256 = {
+    "weights-inception-2015-12-05-6726825d.pth": "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+    "alexnet-owt-7be5be79.pth": "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+    "vgg16-397923af.pth": "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+    "vgg19-dcbb9e9d.pth": "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44",
+}
+
+
+# LPIPS's linear heads (Zhang et al. 2018, v0.1) come inside the `lpips` package, not through this manifest:
+# the sha256 of the files in richzhang/PerceptualSimilarity's lpips/weights/v0.1/, checked when LPIPS is built
+# (bench/metrics/lpips.py), so another package release with other heads cannot change LPIPS silently.
+LPIPS_HEADS_SHA256 = {
+    "alex": "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
+    "vgg": "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+}
+
+
+def _full_digest(file: str, prefix: str) -> Optional[str]:
+    full = FULL_SHA256.get(file)
+    if full is not None and not full.startswith(prefix):
+        raise AssertionError(f"FULL_SHA256[{file!r}] does not begin with the file name's prefix {prefix}")
+    return full
+
+
 def _torchvision_entry(name: str, weights_enum: str, used_by: str) -> WeightsEntry:
     """An ImageNet backbone from torchvision; its file name carries the sha256 prefix (torch.hub convention)."""
     import torchvision.models as tvm
 
     url = getattr(tvm, weights_enum).IMAGENET1K_V1.url
     file = url.rsplit("/", 1)[-1]
-    return WeightsEntry(name=name, file=file, used_by=used_by, source=url,
-                        sha256_prefix=file.rsplit("-", 1)[-1].split(".")[0])
+    prefix = file.rsplit("-", 1)[-1].split(".")[0]
+    return WeightsEntry(name=name, file=file, used_by=used_by, source=url, sha256=_full_digest(file, prefix),
+                        sha256_prefix=prefix)
 
 
 def _clip_entry() -> WeightsEntry:
@@ -87,6 +115,7 @@ def _manifest() -> dict[str, WeightsEntry]:
             file=url.rsplit("/", 1)[-1],
             used_by="IS, FID, KID, precision/recall (torch-fidelity's port of the 2015-12-05 TF Inception graph)",
             source=url,
+            sha256=_full_digest(url.rsplit("/", 1)[-1], "6726825d"),
             sha256_prefix="6726825d",
         ),
         _torchvision_entry("alexnet", "AlexNet_Weights", "LPIPS backbone (default, net='alex')"),

@@ -25,6 +25,7 @@ Grayscale images are replicated to 3 channels.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Optional
 
 import lpips as lpips_pkg
@@ -33,7 +34,7 @@ import torch
 
 from bench.errors import BenchError
 from bench.features import weights as weights_manifest
-from bench.io import offline
+from bench.io import offline, sha256_file
 from bench.metrics.base import Key, Metric, MetricContext, MetricUnavailable
 
 # lpips net name -> (weights manifest entry of its ImageNet backbone, smallest image side it accepts)
@@ -79,6 +80,10 @@ def _check_heads_loaded(model: lpips_pkg.LPIPS, net: str) -> None:
     import os
 
     path = os.path.join(os.path.dirname(lpips_pkg.__file__), "weights", "v0.1", f"{net}.pth")
+    digest = sha256_file(Path(path))
+    if digest != weights_manifest.LPIPS_HEADS_SHA256[net]:
+        raise BenchError(f"lpips v0.1 linear heads {path} have sha256 {digest}, not the published "
+                         f"{weights_manifest.LPIPS_HEADS_SHA256[net]}; install lpips 0.1.4 (pip install lpips==0.1.4)")
     heads = torch.load(path, map_location="cpu", weights_only=True)
     own = model.state_dict()
     bad = [k for k, v in heads.items() if k not in own or not torch.equal(own[k].cpu(), v)]
@@ -112,12 +117,12 @@ def lpips_network(ctx: MetricContext, metric: str, net: Optional[str] = None) ->
     net = net_name(net or getattr(ctx.settings, "lpips_net", "alex"))
     try:
         path, sha = weights_manifest.resolve(BACKBONES[net][0], allow_download=not offline())
-    except BenchError as e:
+        key = (net, sha, str(ctx.device))
+        if key not in _CACHE:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            _CACHE[key] = build_lpips(net, state).to(ctx.device)
+    except BenchError as e:  # no backbone file, or heads that are not the published ones
         raise MetricUnavailable(f"{metric}: {e}") from None
-    key = (net, sha, str(ctx.device))
-    if key not in _CACHE:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        _CACHE[key] = build_lpips(net, state).to(ctx.device)
     return _CACHE[key]
 
 
