@@ -288,6 +288,10 @@ def _judge(args) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(message)s")
+    if not args.debug:
+        from bench.tracking.mlflow_tracker import quiet_libraries
+
+        quiet_libraries()
     try:
         with sigterm_as_interrupt():
             return _dispatch(args)

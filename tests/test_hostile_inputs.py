@@ -227,3 +227,21 @@ def test_an_error_is_printed_as_one_bounded_line():
     assert "\n" not in line and line.startswith("bench: error: first line second line xxx")
     assert len(line) == len("bench: error: ") + 2000 and line.endswith("…")
     assert error_line(BenchError("short")) == "bench: error: short"
+
+
+def test_an_unreachable_tracking_server_is_one_line_from_the_command_line(tmp_path):
+    """As a user sees it (a fresh process, no pytest log capture): urllib3's "Retrying ..." warning came out
+    above the one-line error, for `bench run` and for `bench leaderboard`."""
+    import subprocess
+    import sys
+
+    if DATA is None:
+        pytest.skip("needs ../shared/data")
+    proto = tmp_path / "p.yaml"
+    proto.write_text(GOOD.replace("STORE", tmp_path.as_posix()))
+    for argv in (["run", str(proto), "--workdir", str(tmp_path / "w"), "--uri", "http://127.0.0.1:9"],
+                 ["leaderboard", str(proto), "--uri", "http://127.0.0.1:9"]):
+        out = subprocess.run([sys.executable, "-m", "bench", *argv], capture_output=True, text=True)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1, (argv[0], lines)
+        assert lines[0].startswith("bench: error: MLflow") and "is not usable" in lines[0], lines

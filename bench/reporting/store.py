@@ -7,7 +7,6 @@ MlflowClient with an explicit URI, never through mlflow's process-wide "current 
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import shutil
@@ -20,6 +19,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.tracking import layout
+from bench.tracking.mlflow_tracker import quiet_libraries
 
 CHILD_COLUMNS = ["run_id", "parent_run_id", "experiment", "protocol", "fingerprint", "entry", "zoo",
                  "train_seed", "status", "failure", "start_time", "end_time", "metrics", "baseline", "extractor",
@@ -47,8 +47,7 @@ def client(uri: str):
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.tracking import MlflowClient
 
-    for name in ("mlflow", "alembic", "urllib3"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_libraries()
     if uri.startswith("sqlite:///"):
         # Opening a missing SQLite file would silently create an empty store; a typo should be an error.
         db = Path(uri[len("sqlite:///"):]).expanduser()

@@ -154,15 +154,22 @@ def _create_sqlite_store(db: Path, artifact_root: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def quiet_libraries() -> None:
+    """Keep the libraries' own log lines (MLflow's migrations, urllib3's retries) out of bench's output."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str):
         os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
         import mlflow
         from mlflow.tracking import MlflowClient
 
-        # MLflow installs its own INFO handler on import; its schema-migration chatter is not for users.
-        for name in ("mlflow", "alembic", "urllib3"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        # MLflow installs its own INFO handler on import; its schema-migration chatter is not for users, nor
+        # urllib3's "Retrying ..." warning printed above the one-line error for a server that does not answer.
+        quiet_libraries()
 
         self.uri = uri
         artifact_location = None
