@@ -1,5 +1,6 @@
-"""Every protocol file shipped in protocols/ validates, and the runner features they use work end to
-end: the semi-supervised stream and classifier_accuracy, the in-training FID monitor and best.pt."""
+"""Every protocol file shipped in protocols/ validates and frames its table (a real-data row and an untrained
+floor), and the runner features they use work end to end: the semi-supervised stream and classifier_accuracy,
+the in-training FID monitor and best.pt."""
 
 import json
 from pathlib import Path
@@ -21,6 +22,37 @@ def test_protocols_are_shipped():
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(REPO / "protocols").as_posix())
 def test_shipped_protocol_validates(path, capsys):
     assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(REPO / "protocols").as_posix())
+def test_every_shipped_table_is_framed_by_the_real_data_row_and_an_untrained_floor(path):
+    """The ceiling (real images through the same evaluation) and the floor (a trainable network scored at its
+    seeded initialisation, what the table marks untrained: bench/entries.py) are in every shipped protocol, the
+    paper-scale ones included; a no-training baseline such as bicubic upsampling is not a floor."""
+    import torch
+
+    from bench.data.base import DataSpec
+    from bench.data.labelmap import LabelMapSpec
+    from bench.protocol.load import load_protocol, resolved_config
+    from zoo import ZOO
+
+    protocol = load_protocol(path).protocol
+    d = protocol.dataset
+    assert protocol.evaluation.reference, "evaluation.reference is off: the table has no real-data row"
+    if d.label_nc or d.name == "cityscapes":
+        label_nc = d.label_nc or 35
+        spec = LabelMapSpec(d.name, d.resolution, 3, 0, aspect=d.aspect, label_nc=label_nc,
+                            input_channels=label_nc + (d.instance is not False))
+    else:
+        spec = DataSpec(d.name, d.resolution, d.channels, 10 if d.name in ("mnist", "cifar10") else 0)
+    floors = []
+    for e in protocol.entries:
+        if e.train and e.train.steps == 0 and not e.train.init_from:
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):  # shapes only
+                model = ZOO.get(e.zoo).build(resolved_config(e, e.name), spec, "meta", where=e.name)
+            if model.optimizers():
+                floors.append(e.name)
+    assert floors, "no untrained floor: add the main network with train: {steps: 0}"
 
 
 ENTRIES = """  - name: sgan
