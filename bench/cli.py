@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -518,7 +519,21 @@ def _torchrun(args) -> int:
     for item in args.overrides:
         cmd += ["--set", item]
     cmd += (["--device", args.device] if args.device else []) + (["--uri", args.uri] if args.uri else [])
-    return subprocess.call(cmd)
+    proc = subprocess.Popen(cmd)
+    try:
+        return proc.wait()
+    except BaseException as exc:
+        # Pass a stop on rather than SIGKILL torchrun (which orphaned its ranks with their runs RUNNING):
+        # torchrun forwards SIGTERM to the ranks, which mark their MLflow runs KILLED; Ctrl-C reached them all
+        # already (one process group). Then wait for them, killing only processes that do not end.
+        if isinstance(exc, Terminated):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
 
 
 def _zoo(args) -> int:

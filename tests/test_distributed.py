@@ -65,3 +65,57 @@ def test_nproc_needs_a_valid_protocol_first(tmp_path, capsys):
     bad.write_text("name: x\nnope: 1\n")
     assert main(["run", str(bad), "--nproc", "2"]) == 2  # no process group is started for a bad file
     assert "unknown key 'nope'" in capsys.readouterr().err
+
+
+@needs_data
+@pytest.mark.skipif(sys.platform != "linux", reason="finds the ranks through /proc")
+def test_sigterm_to_bench_run_nproc_stops_every_rank_and_marks_the_runs_killed(tmp_path):
+    """`bench run --nproc 2` launches torchrun; a SIGTERM to it used to SIGKILL torchrun, orphaning the ranks
+    (they trained on, their MLflow runs RUNNING). Now torchrun gets the SIGTERM, passes it to the ranks, and
+    rank 0 marks the parent and the entry's runs KILLED before every process ends. Sent when the first
+    checkpoint is on disk (a progress marker, not a timer)."""
+    import signal
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    entry = "  - {name: long, zoo: mnist_gan, train: {steps: 100000, batch_size: 16, checkpoint_every: 10}}\n"
+    p = tiny_protocol(tmp_path, name="ddpterm", entries=entry, n_samples=100)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "bench", "run", str(p), "--workdir", str(tmp_path / "w"),
+                                 "--nproc", "2"], env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        while not list((tmp_path / "w").glob("ddpterm-*/long/latest.pt.sha256")):
+            assert proc.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=300)
+        assert _running(p) == [], "ranks outlived the command"  # torchrun starts them in sessions of their own
+    finally:
+        for pid in _running(p) + ([proc.pid] if proc.poll() is None else []):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
+    assert proc.returncode == -signal.SIGTERM, log.read_text()[-2000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path.as_posix()}/mlflow.db")
+    exp = client.get_experiment_by_name("ddpterm")
+    statuses = sorted(r.info.status for r in client.search_runs([exp.experiment_id]))
+    assert statuses == ["KILLED", "KILLED"], statuses  # not RUNNING: every rank ended, rank 0 closed its runs
+
+
+def _running(protocol) -> list[int]:
+    """pids of live processes (not zombies) whose command line names `protocol` (a file unique to the test)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        try:
+            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+            state = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if str(protocol).encode() in cmd and state != "Z" and int(d) != os.getpid():
+            pids.append(int(d))
+    return pids
