@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -56,8 +57,13 @@ def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int
     entry = entries[entry_name]
     ev = protocol.evaluation
     seed = ev.seeds[0] if seed is None else seed
+    out = out.expanduser().resolve()  # `--out .` names the current folder, whose Path name is empty
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BenchError(f"{out} exists and is not an empty folder; export into a new folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"--out {out}: cannot create its parent folder ({exc.strerror or exc})") from None
     device, data, loaded_ckpts = preflight(loaded)
     extractor = make_extractor(ev.extractor, data, derive(protocol.seed, "judge"), device, ev.weights)
     fp = run_fingerprint(protocol, data, extractor, loaded_ckpts, device, world_size)
@@ -91,10 +97,13 @@ def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int
         scored = False  # a checkpoint named on the command line is not part of the protocol's fingerprint
         checkpoint.check_config(payload, model, path)
     checkpoint.load_into(payload, model, path, weights_only=True)
-    # Written into a temporary sibling and renamed at the end: a failed export leaves no half folder.
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    # Written into a new private sibling folder and renamed at the end: a failed export leaves no half folder.
+    # The name is made unique here (mkdtemp): a fixed `<out>.partial` was removed if it existed, which deleted
+    # a user's folder of that name.
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise BenchError(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc})") from None
     try:
         n_fake = _write_folder(fake_batches(model, ev.n_samples, seed, ev.batch_size, protocol.dataset.resolution,
                                             protocol.dataset.channels, entry.fit), tmp / "fake", ev.n_samples, "fake")

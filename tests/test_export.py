@@ -48,6 +48,20 @@ def test_torch_fidelity_cli_on_exported_folders_matches_bench(tmp_path, capsys):
     # a second export into the same folder is refused rather than mixing files
     assert main(["export-samples", str(p), "--entry", "g", "--out", str(out), "--workdir", str(tmp_path / "w")]) == 2
     capsys.readouterr()
+    # A user's folder named like the old fixed temp folder (<out>.partial) is never touched (it was rmtree'd).
+    mine = tmp_path / "again.partial"
+    mine.mkdir()
+    (mine / "important.txt").write_text("keep")
+    assert main(["export-samples", str(p), "--entry", "g", "--out", str(tmp_path / "again"),
+                 "--workdir", str(tmp_path / "w")]) == 0
+    assert (mine / "important.txt").read_text() == "keep"
+    assert sorted(q.name for q in tmp_path.iterdir() if "again" in q.name) == ["again", "again.partial"]
+    # --out under a file: one line, exit 2, nothing written
+    (tmp_path / "afile").write_text("x")
+    assert main(["export-samples", str(p), "--entry", "g", "--out", str(tmp_path / "afile" / "ex"),
+                 "--workdir", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bench: error: --out ") and "afile" in err[0], err
 
     fidelity = Path(sys.executable).parent / "fidelity"
     cmd = [str(fidelity), "--input1", str(out / "real"), "--input2", str(out / "fake"), "--fid", "--kid",
