@@ -284,11 +284,38 @@ def _npz(path, **arrays):
     ({"mu": np.array([0.0, np.nan]), "sigma": np.eye(2)}, "'mu' contains NaN or inf"),
     ({"mu": np.zeros(2), "sigma": np.array([[1.0, 0.5], [0.0, 1.0]])}, "not symmetric"),
     ({"mu": np.array(["a", "b"]), "sigma": np.eye(2)}, "'mu' is not a numeric array"),
+    # not a covariance: sigma = -I was scored as FID -116.6 and logged as a finished run
+    ({"mu": np.zeros(3), "sigma": -np.eye(3)}, "'sigma' has a negative eigenvalue (-1)"),
+    # finite but past any feature statistic: the FID overflowed to inf (with overflow warnings) and was logged
+    ({"mu": np.full(3, 1e300), "sigma": np.eye(3)}, "'mu' has values of magnitude 1e+300"),
 ])
 def test_a_malformed_stats_file_is_one_line(arrays, expect, tmp_path, capsys):
     path = _npz(tmp_path / "ref.npz", **arrays)
     assert main(["stats", "show", str(path)]) == 2
     assert expect in one_line_error(capsys)
+
+
+def test_a_singular_covariance_is_still_a_covariance(tmp_path, capsys):
+    """Fewer images than dimensions give a singular sigma (eigenvalues ~ +-1e-17 from rounding): accepted."""
+    x = np.random.default_rng(0).standard_normal((5, 16))
+    path = _npz(tmp_path / "ref.npz", mu=x.mean(0), sigma=np.cov(x, rowvar=False))
+    assert main(["stats", "show", str(path)]) == 0
+
+
+def test_a_header_declaring_a_huge_array_is_refused_before_it_is_allocated(tmp_path, capsys):
+    """An .npz is small on disk whatever shape its headers declare; numpy allocated the declared shape first
+    (a MemoryError traceback for (100000, 100000))."""
+    import zipfile
+
+    good = _npz(tmp_path / "good.npz", mu=np.zeros(128), sigma=np.eye(128))
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(good) as z, zipfile.ZipFile(bomb, "w") as w:
+        for info in z.infolist():
+            data = z.read(info)
+            w.writestr(info.filename, data.replace(b"(128, 128)", b"(100000, 100000)")
+                       if info.filename == "sigma.npy" else data)
+    assert main(["stats", "show", str(bomb)]) == 2
+    assert "'sigma' declares shape (100000, 100000)" in one_line_error(capsys)
 
 
 def test_stats_files_that_are_not_npz(tmp_path, capsys):

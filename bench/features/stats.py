@@ -56,9 +56,42 @@ def _checked(mu, sigma, where: str) -> dict[str, np.ndarray]:
     for name, a in (("mu", mu), ("sigma", sigma)):
         if not np.isfinite(a).all():
             raise BenchError(f"{where}: '{name}' contains NaN or inf")
+    for name, a in (("mu", mu), ("sigma", sigma)):
+        # Feature statistics are O(1)-O(1e4); past 1e100 the FID's products overflow to inf (mu = 1e300 was
+        # scored as FID inf and logged as a finished run).
+        if np.abs(a).max() > 1e100:
+            raise BenchError(f"{where}: '{name}' has values of magnitude {np.abs(a).max():.3g}, not feature statistics")
     if not np.allclose(sigma, sigma.T, rtol=1e-5, atol=1e-8 * max(1.0, float(np.abs(sigma).max()))):
         raise BenchError(f"{where}: 'sigma' is not symmetric, so it is not a covariance matrix")
+    # A covariance has no negative eigenvalue beyond rounding (sigma = -I was scored as FID -116.6). The tolerance
+    # is float64 rounding of an eigendecomposition, relative to the largest eigenvalue.
+    eig = np.linalg.eigvalsh(sigma)
+    if eig[0] < -1e-8 * max(float(np.abs(eig).max()), 1e-300):
+        raise BenchError(f"{where}: 'sigma' has a negative eigenvalue ({eig[0]:.3g}), so it is not a covariance matrix")
     return {"mu": mu, "sigma": sigma}
+
+
+# Largest feature dimension a statistics file may declare: the extractors give 128-2,048 (DINOv2 1,024, CLIP
+# 768); 8,192 bounds sigma at 512 MiB, so a file whose header declares (100000, 100000) is refused before
+# numpy allocates it.
+MAX_DIM = 8192
+
+
+def _declared_shapes(path) -> dict[str, tuple]:
+    """Shape of each .npy member of an .npz as its header declares it, read without loading the data."""
+    import zipfile
+
+    shapes = {}
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, _ = read(f)
+            shapes[info.filename[:-4]] = shape
+    return shapes
 
 
 def load_reference_stats(path) -> dict[str, np.ndarray]:
@@ -86,6 +119,10 @@ def load_reference_stats(path) -> dict[str, np.ndarray]:
         kind = "a single .npy array" if head.startswith(b"\x93NUMPY") else "not a zip archive"
         raise BenchError(f"{path}: not an .npz statistics file ({kind}; expected arrays mu and sigma)")
     try:
+        for name, shape in _declared_shapes(path).items():
+            if name in ("mu", "sigma") and any(n > MAX_DIM for n in shape):
+                raise BenchError(f"{path}: '{name}' declares shape {shape}; feature statistics have at most "
+                                 f"{MAX_DIM} dimensions")
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in ("mu", "sigma") if k not in npz.files]
             if missing:
