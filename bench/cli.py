@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from bench.errors import BenchError, Terminated, die_of_sigterm, error_line, sigterm_as_interrupt
+from bench.errors import BenchError, Terminated, die_of_sigterm, error_line, one_line, sigterm_as_interrupt
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench", description="Train and score GANs with fingerprinted protocols.")
+    p = _OneLineParser(prog="bench", description="Train and score GANs with fingerprinted protocols.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -22,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("protocol")
     run.add_argument("--workdir", default="runs", help="checkpoints, sample grids and results.jsonl (default: runs)")
     run.add_argument("--resume", action="store_true", help="continue from each entry's latest.pt")
-    run.add_argument("--nproc", type=int, default=1,
+    run.add_argument("--nproc", type=_at_least(1, 1024), default=1,
                      help="data-parallel processes on this machine (re-launches itself under torchrun)")
     run.add_argument("--dry-run", action="store_true",
                      help="check the data, weights and checkpoints and print the fingerprint; train, score and log nothing")
@@ -32,15 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="shorthand for --set device=...")
     run.add_argument("--uri", help="MLflow tracking URI (shorthand for --set tracking.uri=...)")
     sw = run.add_argument_group("sweeps: each (entry, training seed) as its own job (bench/sweep.py; always resumes)")
-    sw.add_argument("--jobs", type=int, default=None,
+    sw.add_argument("--jobs", type=_at_least(1, 100000), default=None,
                     help="units in flight at once (local default 1; Ray/Slurm default: all the executor takes)")
     sw.add_argument("--executor", choices=["local", "ray", "slurm", "submitit-local"], default=None,
                     help="local processes (default with --jobs), Ray tasks, or Slurm jobs via submitit")
     sw.add_argument("--address", default=None, metavar="HOST:PORT",
                     help="Ray cluster to join (default: start an embedded local one)")
-    sw.add_argument("--threads", type=int, default=None,
+    sw.add_argument("--threads", type=_at_least(1, 4096), default=None,
                     help="torch threads per unit (default: this process's; training is bit-exact per thread count)")
-    sw.add_argument("--gpus-per-job", type=float, default=0.0, help="GPUs each Ray task or Slurm job asks for")
+    sw.add_argument("--gpus-per-job", type=_fraction_of_gpus, default=0.0, help="GPUs each Ray task or Slurm job asks for")
     sw.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                     help="a submitit/Slurm option, e.g. partition=gpu, timeout_min=600, mem_gb=32 (repeatable)")
 
@@ -53,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     ins = zsub.add_parser("inspect", help="layer shapes and parameter counts of one entry")
     ins.add_argument("entry")
     ins.add_argument("overrides", nargs="*", metavar="key=value")
-    ins.add_argument("--channels", type=int, default=None, help="image channels (default: the family's natural one)")
+    ins.add_argument("--channels", type=_at_least(1, 4), default=None, help="image channels (default: the family's natural one)")
 
     ex = sub.add_parser("export-samples", help="write an entry's seeded samples and the real eval split as PNGs")
     ex.add_argument("protocol")
@@ -70,19 +71,19 @@ def _parser() -> argparse.ArgumentParser:
     pm = psub.add_parser("metrics", help="P1 metric overhead, P2 cache speed-up vs torch-fidelity, P4 memory")
     pm.add_argument("--extractor", action="append", default=None,
                     help="judge and/or inception-v3-compat (default: both)")
-    pm.add_argument("--n", type=int, nargs="+", default=[2000, 10000], help="fakes for P1/P2 with the judge")
-    pm.add_argument("--inception-n", type=int, nargs="+", default=[16],
+    pm.add_argument("--n", type=_at_least(2, 10**7), nargs="+", default=[2000, 10000], help="fakes for P1/P2 with the judge")
+    pm.add_argument("--inception-n", type=_at_least(2, 10**7), nargs="+", default=[16],
                     help="fakes for P1/P2 with Inception (about 6 images/s on 2 CPU cores)")
-    pm.add_argument("--repeats", type=int, default=3, help="timings per N (min/median/max are printed)")
-    pm.add_argument("--rss-n", type=int, nargs=2, default=[1000, 20000], metavar=("SMALL", "LARGE"))
-    pm.add_argument("--inception-rss-n", type=int, nargs=2, default=[None, None], metavar=("SMALL", "LARGE"),
+    pm.add_argument("--repeats", type=_at_least(1, 1000), default=3, help="timings per N (min/median/max are printed)")
+    pm.add_argument("--rss-n", type=_at_least(2, 10**7), nargs=2, default=[1000, 20000], metavar=("SMALL", "LARGE"))
+    pm.add_argument("--inception-rss-n", type=_at_least(2, 10**7), nargs=2, default=[None, None], metavar=("SMALL", "LARGE"),
                     help="also measure P4 with Inception at these sizes (off by default: at any N a CPU can "
                          "extract in minutes its peak RSS is the network's; docs/metrics.md)")
     pm.add_argument("--inception-weights", default=None, help="pretrained file; default: stand-in weights")
     ps = psub.add_parser("scale", help="training and evaluation throughput of `bench run --nproc N` for each N")
-    ps.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
-    ps.add_argument("--steps", type=int, default=300, help="training steps per entry of the built-in protocol")
-    ps.add_argument("--n", type=int, default=4000, help="evaluation samples of the built-in protocol")
+    ps.add_argument("--nproc", type=_at_least(1, 1024), nargs="+", default=[1, 2])
+    ps.add_argument("--steps", type=_at_least(1, 10**7), default=300, help="training steps per entry of the built-in protocol")
+    ps.add_argument("--n", type=_at_least(2, 10**7), default=4000, help="evaluation samples of the built-in protocol")
     ps.add_argument("--protocol", default=None, help="time this protocol instead of the built-in one")
 
     pt = psub.add_parser("train", help="the shared runner's DCGAN and pix2pix steps vs the reference scripts'")
@@ -92,35 +93,35 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("--facades", default=None, metavar="PATH",
                     help="facades pairs for pix2pix (a folder with train/); default $BENCH_DATA/facades")
     pt.add_argument("--models", nargs="+", choices=["dcgan", "pix2pix"], default=["dcgan", "pix2pix"])
-    pt.add_argument("--steps", type=int, default=20, help="timed steps per side and repeat")
-    pt.add_argument("--warmup", type=int, default=3, help="steps dropped before timing")
-    pt.add_argument("--repeats", type=int, default=3)
-    pt.add_argument("--threads", type=int, default=None, help="torch threads on both sides (default: this process's)")
+    pt.add_argument("--steps", type=_at_least(2, 10**6), default=20, help="timed steps per side and repeat")
+    pt.add_argument("--warmup", type=_at_least(0, 10**6), default=3, help="steps dropped before timing")
+    pt.add_argument("--repeats", type=_at_least(1, 1000), default=3)
+    pt.add_argument("--threads", type=_at_least(1, 4096), default=None, help="torch threads on both sides (default: this process's)")
     pw = psub.add_parser("sweep", help="units/hour of `bench run --jobs J` for each J (J jobs of cores/J threads)")
-    pw.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
-    pw.add_argument("--cores", type=int, default=None, help="cores to share among the jobs (default: all)")
-    pw.add_argument("--steps", type=int, default=300, help="training steps per unit of the built-in protocol")
-    pw.add_argument("--n", type=int, default=2000, help="evaluation samples per seed of the built-in protocol")
+    pw.add_argument("--jobs", type=_at_least(1, 1024), nargs="+", default=[1, 2])
+    pw.add_argument("--cores", type=_at_least(1, 4096), default=None, help="cores to share among the jobs (default: all)")
+    pw.add_argument("--steps", type=_at_least(1, 10**7), default=300, help="training steps per unit of the built-in protocol")
+    pw.add_argument("--n", type=_at_least(2, 10**7), default=2000, help="evaluation samples per seed of the built-in protocol")
     pw.add_argument("--protocol", default=None, help="time this protocol instead of the built-in one")
     pw.add_argument("--executor", choices=["local", "ray", "submitit-local"], default="local")
 
     pc = psub.add_parser("coverage", help="simulated coverage of the FID and KID 95%% intervals (Gaussian features "
                                           "with known answers); exit 1 if a cell is outside [90%%, 99%%]")
-    pc.add_argument("--draws", type=int, default=200, help="simulated draws per cell")
-    pc.add_argument("--dims", type=int, nargs="+", default=[128, 2048])
-    pc.add_argument("--n", type=int, nargs="+", default=[500, 1000, 2000, 5000, 10000], help="generated samples")
-    pc.add_argument("--n-real", type=int, default=10000)
+    pc.add_argument("--draws", type=_at_least(1, 10**6), default=200, help="simulated draws per cell")
+    pc.add_argument("--dims", type=_at_least(1, 8192), nargs="+", default=[128, 2048])
+    pc.add_argument("--n", type=_at_least(20, 10**6), nargs="+", default=[500, 1000, 2000, 5000, 10000], help="generated samples")
+    pc.add_argument("--n-real", type=_at_least(20, 10**6), default=10000)
     pc.add_argument("--populations", nargs="+", default=["far", "near", "same"], choices=["far", "near", "same"])
     pc.add_argument("--metrics", nargs="+", default=["fid", "kid"], choices=["fid", "kid"])
     pc.add_argument("--json", default=None, help="also write every cell as JSON here")
     pc.add_argument("--log", default=None,
                     help="append every simulated draw to this JSONL file and resume from it: an interrupted grid "
                          "continues after its last logged draw with the same numbers an uninterrupted run gives")
-    pc.add_argument("--first-draw", type=int, default=0, metavar="K",
+    pc.add_argument("--first-draw", type=_at_least(0, 10**6), default=0, metavar="K",
                     help="compute only draws K .. DRAWS-1 of each cell, the same draws a whole run makes there (the "
                          "generator is replayed through the earlier ones): split a cell between processes or "
                          "machines with --log, then one run over the concatenated logs gives the whole cell")
-    pc.add_argument("--spread", type=int, default=0, metavar="K",
+    pc.add_argument("--spread", type=_at_least(0, 10**6), default=0, metavar="K",
                     help="after each cell, measure FID's sampling sd again on K fresh draws (point estimates only, "
                          "not logged; bench/coverage.py) and print what the cell's intervals would cover at it: "
                          "tells a too-narrow interval from a cell whose draws happened to spread widely")
@@ -196,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     # tests/test_score.py checks that this help lists every one
     sc.add_argument("--metrics", default="fid,kid",
                     help="comma-separated, from: fid, kid, is, precision_recall, density_coverage (default fid,kid)")
-    sc.add_argument("--kid-subsets", type=_at_least(1), default=100)
+    sc.add_argument("--kid-subsets", type=_at_least(1, 100000), default=100)
     sc.add_argument("--kid-subset-size", type=_at_least(2), default=1000)
     sc.add_argument("--seed", type=_seed, default=2020, help="KID subset seed (torch-fidelity's default, 2020)")
     sc.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -213,7 +214,7 @@ def _extractor_args(parser) -> None:
                         help="feature space: inception-v3-compat (published numbers' space) or a shipped judge")
     parser.add_argument("--weights", default=None, help="extractor weights file (default: the weights manifest)")
     parser.add_argument("--weights-sha256", default=None, help="the sha256 that file must have")
-    parser.add_argument("--batch-size", type=_at_least(1), default=50)
+    parser.add_argument("--batch-size", type=_at_least(1, 100000), default=50)
     parser.add_argument("--device", type=_device, default="cpu")
 
 
@@ -398,8 +399,16 @@ def _dispatch(args) -> int:
     raise AssertionError(args.command)
 
 
-def _at_least(low: int):
-    """An argparse type: an integer >= low (a bad value is argparse's one-line usage error, exit 2)."""
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported as every other bad input is: one line, exit 2 (argparse's own
+    error printed its usage block first). Subcommand parsers are made of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"bench: error: {self.prog}: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def _at_least(low: int, high: Optional[int] = None):
+    """An argparse type: an integer in [low, high] (a bad value is one line, exit 2)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -407,8 +416,21 @@ def _at_least(low: int):
             raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}, got {value}")
         return value
     return parse
+
+
+def _fraction_of_gpus(text: str) -> float:
+    """GPUs per job: a finite number >= 0 (Ray takes fractions)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 def _seed(text: str) -> int:
@@ -466,8 +488,6 @@ def _run(args) -> int:
                          "processes: use one or the other")
     if args.nproc > 1 and not distributed.launched_by_torchrun():
         return _torchrun(args)
-    if args.nproc < 1:
-        raise BenchError(f"--nproc must be at least 1, got {args.nproc}")
     from bench.sweep import UnitsUnfinished
 
     try:

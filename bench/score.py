@@ -75,6 +75,8 @@ def score(a: str | Path, b: str | Path, metrics: tuple[str, ...] = ("fid", "kid"
           weights: Optional[str] = None, weights_sha256: Optional[str] = None, batch_size: int = 50,
           kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = TORCH_FIDELITY_SEED,
           device: str = "cpu") -> dict[str, Any]:
+    if not metrics:  # `--metrics ",,,"` scored nothing and logged an empty run
+        raise BenchError(f"--metrics names no metric; choose from {', '.join(METRICS)}")
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise BenchError(f"--metrics: '{unknown[0]}' cannot score two folders; choose from {', '.join(METRICS)}")
@@ -120,7 +122,13 @@ def score(a: str | Path, b: str | Path, metrics: tuple[str, ...] = ("fid", "kid"
         from bench.metrics.base import MetricContext
         from bench.protocol.schema import EvaluationSpec
 
-        settings = EvaluationSpec(n_samples=len(fake_images), seeds=[seed], metrics=rest)
+        from pydantic import ValidationError
+
+        try:
+            settings = EvaluationSpec(n_samples=len(fake_images), seeds=[seed], metrics=rest)
+        except ValidationError as exc:  # e.g. precision_recall needs more images than its k neighbours
+            raise BenchError(f"--metrics {','.join(rest)} on {len(fake_images)} images of {a}: "
+                             f"{exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         from bench.metrics.base import MetricUnavailable
 
         for name in rest:
@@ -180,6 +188,10 @@ def record(result: dict[str, Any], fingerprint: str, workdir: Path, uri: str, ex
     # with no row in the file that is the source of truth.
     if Path(workdir).exists() and not Path(workdir).is_dir():
         raise BenchError(f"--workdir {workdir} is a file; give a folder for results.jsonl")
+    try:  # made now, not at the append: a parent that is a file failed only after the MLflow runs were logged
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"--workdir {workdir}: cannot create it ({exc.strerror or exc})") from None
     if results_path.is_dir():
         raise BenchError(f"{results_path} is a folder; results.jsonl must be a file")
     entry = Path(result["a"]).name or "a"

@@ -245,3 +245,31 @@ def test_an_unreachable_tracking_server_is_one_line_from_the_command_line(tmp_pa
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 2 and len(lines) == 1, (argv[0], lines)
         assert lines[0].startswith("bench: error: MLflow") and "is not usable" in lines[0], lines
+
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["zoo", "inspect", "cyclegan", "--channels", "0"], "--channels: must be at least 1"),
+    (["run", "p.yaml", "--threads", "0"], "--threads: must be at least 1"),
+    (["run", "p.yaml", "--gpus-per-job", "nan"], "--gpus-per-job: must be a finite number"),
+    (["run", "p.yaml", "--nproc", "0"], "--nproc: must be at least 1"),
+    (["run", "p.yaml", "--device", "tpu"], "invalid choice: 'tpu'"),
+    (["score", "a", "b", "--kid-subsets", "1000000000"], "--kid-subsets: must be at most 100,000"),
+    (["perf", "scale", "--nproc", "0"], "--nproc: must be at least 1"),
+    (["perf", "train", "--steps", "0"], "--steps: must be at least 2"),
+    (["perf", "train", "--warmup", "-5"], "--warmup: must be at least 0"),
+    (["perf", "metrics", "--repeats", "0"], "--repeats: must be at least 1"),
+    (["perf", "metrics", "--n", "-5"], "--n: must be at least 2"),
+    (["perf", "sweep", "--jobs", "0"], "--jobs: must be at least 1"),
+    (["perf", "coverage", "--dims", "0"], "--dims: must be at least 1"),
+    (["perf", "coverage", "--n", "1"], "--n: must be at least 20"),
+    ([], "the following arguments are required: command"),
+])
+def test_a_bad_command_line_is_one_line_exit_2(argv, msg, capsys):
+    """Each was a traceback deep in the command (ZeroDivisionError, StatisticsError, MemoryError, ...), silently
+    ignored (--threads 0, --gpus-per-job nan), or argparse's usage block before its error line."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith("bench: error: bench") and msg in err[0], err[0]

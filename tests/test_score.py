@@ -2,6 +2,7 @@
 torch-fidelity scores them (`fidelity --input1 A --input2 B`) on the same weights file."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,7 +144,8 @@ def test_bad_numeric_and_device_flags_are_usage_errors(folders, capsys, flag, va
     a, b = folders
     with pytest.raises(SystemExit) as stop:
         main(["score", str(a), str(b), flag, value, "--no-log"])
-    assert stop.value.code == 2 and msg in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and err[0].startswith("bench: error: bench score: ") and msg in err[0]
 
 
 def test_a_workdir_that_cannot_hold_results_is_refused_before_mlflow(folders, inception_standin, tmp_path, capsys):
@@ -155,3 +157,25 @@ def test_a_workdir_that_cannot_hold_results_is_refused_before_mlflow(folders, in
                  "--workdir", str(tmp_path / "file"), "--uri", uri]) == 2
     assert "is a file; give a folder" in capsys.readouterr().err
     assert not (tmp_path / "m.db").exists()  # MLflow never heard of it
+    # a folder under that file: the append failed after FINISHED MLflow runs were logged (a traceback)
+    assert main(["score", str(a), str(b), "--metrics", "fid", "--weights", weights, "--weights-sha256", sha,
+                 "--workdir", str(tmp_path / "file" / "runs"), "--uri", uri]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot create it" in err[0], err
+    assert not (tmp_path / "m.db").exists()
+
+
+def test_score_metrics_it_cannot_compute_on_these_folders_are_one_line(folders, inception_standin, tmp_path, capsys):
+    a, b = folders
+    weights, sha = inception_standin
+    for metrics, msg in ((",,,", "--metrics names no metric"),
+                         ("precision_recall", "precision_recall needs n_samples > prc_neighborhood")):
+        few = tmp_path / f"few{len(metrics)}"
+        few.mkdir()
+        for i, png in enumerate(sorted(Path(a).glob("*.png"))[:3]):
+            (few / f"{i}.png").write_bytes(png.read_bytes())
+        assert main(["score", str(few), str(b), "--metrics", metrics, "--weights", weights, "--weights-sha256", sha,
+                     "--workdir", str(tmp_path / "w"), "--uri", f"sqlite:///{tmp_path.as_posix()}/m.db"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+    assert not (tmp_path / "w").exists() and not (tmp_path / "m.db").exists()
