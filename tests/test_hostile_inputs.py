@@ -98,6 +98,28 @@ def checkpoint_case(kind):
     return f
 
 
+def tracking_file(kind):
+    """The tracking URI names a folder, an empty file or another program's SQLite database: MLflow migrated the
+    latter two in place (its tables added to the user's file) and retried the folder for ~110 s."""
+    def f(text, tmp):
+        import sqlite3
+
+        target = tmp / f"tracking-{kind}"
+        if kind == "folder":
+            target.mkdir()
+        elif kind == "empty":
+            target.write_bytes(b"")
+        else:
+            con = sqlite3.connect(target)
+            con.execute("CREATE TABLE foo (x)")
+            con.commit()
+            con.close()
+        before = b"" if kind == "folder" else target.read_bytes()
+        tmp.joinpath("tracking-before").write_bytes(before)
+        return text.replace('uri: "sqlite:///STORE/mlflow.db"', f'uri: "sqlite:///{target.as_posix()}"')
+    return f
+
+
 def read_only_workdir(text, tmp):
     wd = tmp / "work"
     wd.mkdir()
@@ -168,6 +190,9 @@ CASES = [
      "inception-v3-compat weights missing"),
     ("unreachable-mlflow", edit('uri: "sqlite:///STORE/mlflow.db"', 'uri: "http://127.0.0.1:9"'), "is not usable"),
     ("read-only-workdir", read_only_workdir, "not writable"),
+    ("tracking-uri-a-folder", tracking_file("folder"), "is a folder; name a database file"),
+    ("tracking-uri-an-empty-file", tracking_file("empty"), "is not an MLflow store"),
+    ("tracking-uri-another-database", tracking_file("other"), "is not an MLflow store"),
     # a metric no entry can feed is refused before training, naming what it needs (was "unavailable" after)
     ("metric-no-entry-can-feed", edit("metrics: [is, fid]", "metrics: [is, fid, ssim]"),
      "'ssim' needs (output, target) pairs of a paired image-to-image model, which no entry provides (e (mnist_gan))"),
@@ -212,6 +237,9 @@ def test_hostile_input_is_one_line_exit_2_and_writes_nothing(name, mutate, expec
     assert not list(store.iterdir()), "nothing may be written to the store"
     if workdir.is_dir():
         assert not [p for p in workdir.rglob("*") if p.is_file()], "nothing may be written to the work folder"
+    for kind in ("empty", "other"):  # the user's file is left byte for byte
+        if (tmp_path / f"tracking-{kind}").is_file():
+            assert (tmp_path / f"tracking-{kind}").read_bytes() == (tmp_path / "tracking-before").read_bytes()
 
 
 def test_the_corpus_is_large_and_distinct():

@@ -129,6 +129,32 @@ def _empty_store(dest: Path, artifact_root: str) -> None:
         _migrate(dest, artifact_root)
 
 
+def check_sqlite_store(db: Path, uri: str) -> None:
+    """An existing file a sqlite URI names must be an MLflow store; checked read-only, before MLflow opens it.
+
+    MLflow runs its schema migrations on whatever database it is given: a folder gave ~110 s of retries and
+    dozens of warning lines, and an empty file or another program's SQLite database was turned into an MLflow
+    store in place (new tables in the user's file). A missing file is fine: it is created complete."""
+    import sqlite3
+
+    if not db.exists():
+        return
+    if not db.is_file():
+        raise BenchError(f"MLflow tracking store {uri}: {db} is a folder; name a database file, e.g. {db / 'mlflow.db'}")
+    try:
+        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise BenchError(f"MLflow tracking store {uri}: {db} is not an SQLite database ({exc}); it was left as "
+                         "it is") from None
+    if not {"alembic_version", "runs"} <= tables:
+        raise BenchError(f"MLflow tracking store {uri}: {db} is not an MLflow store (no MLflow tables); it was left "
+                         "as it is: name a new file or an existing MLflow database")
+
+
 def _create_sqlite_store(db: Path, artifact_root: str) -> None:
     """Create a new SQLite store completely or not at all.
 
@@ -174,6 +200,7 @@ class Tracker:
         self.uri = uri
         artifact_location = None
         if uri.startswith("sqlite:///"):
+            check_sqlite_store(Path(uri[len("sqlite:///"):]).expanduser().resolve(), uri)
             # Artifacts of an embedded store live beside its database file, not in whatever folder
             # the command happened to be started from.
             db_dir = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent
