@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -117,55 +118,125 @@ def make_baseline(s: RunScores, tolerance: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_baseline(path: Path) -> dict[str, Any]:
+    """The baseline at `path`, refused in one line unless the gate can use every field of it as it stands
+    (`validate`)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BenchError(f"no baseline at {path}; write one with `bench baseline update PROTOCOL --out {path}`") from None
-    except (OSError, ValueError) as exc:
+    # RecursionError: 100,000 nested brackets are valid JSON, nested deeper than the parser goes.
+    except (OSError, ValueError, RecursionError) as exc:
         raise BenchError(f"{path}: not a readable baseline JSON ({exc})") from None
+    return validate(data, str(path))
+
+
+def validate(data: Any, where: str) -> dict[str, Any]:
+    """`data` if it is a baseline the gate can use, else a BenchError naming `where` and the offending key. Every
+    field `compare`, `tolerance_for` and `write_baseline` read is checked here, once, and trusted there: a string
+    protocol and fingerprint, at least one metric, each with a numeric 'value' and, if given, a true/false
+    higher_is_better, and each tolerance level `tolerance_for` reads for them a mapping whose rel and abs are finite
+    numbers >= 0. Keys the gate does not read (tolerance.note) are left alone."""
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("entries"), dict):
-        raise BenchError(f"{path}: not a ganbench baseline (format {FORMAT} with 'entries')")
-    if not isinstance(data.get("tolerance") or {}, dict):
-        raise BenchError(f"{path}: 'tolerance' must be a mapping (default / metric / entries), got "
-                         f"{type(data['tolerance']).__name__}")
+        raise BenchError(f"{where}: not a ganbench baseline (format {FORMAT} with 'entries')")
+    for key in ("protocol", "fingerprint"):
+        if key in data and not isinstance(data[key], str):
+            raise BenchError(f"{where}: '{key}' must be a string, got {_shown(data[key])}")
+    tol = {} if data.get("tolerance") is None else data["tolerance"]
+    if not isinstance(tol, dict):
+        raise BenchError(f"{where}: 'tolerance' must be a mapping (default / metric / entries), got {_shown(tol)}")
+    per_entry = {} if tol.get("entries") is None else tol["entries"]
+    if not isinstance(per_entry, dict):
+        raise BenchError(f"{where}: tolerance.entries must be a mapping of entry names, got {_shown(per_entry)}")
     for entry, keys in data["entries"].items():
-        for key, ref in (keys.items() if isinstance(keys, dict) else [("*", None)]):
-            value = ref.get("value") if isinstance(ref, dict) else None
-            # ±inf is a score (PSNR of an output identical to its target); NaN and non-numbers are not.
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-                raise BenchError(f"{path}: entries.{entry}.{key} needs a numeric 'value', got {value!r}")
+        if not isinstance(keys, dict):
+            raise BenchError(f"{where}: entries.{entry} must be a mapping of metrics, got {_shown(keys)}")
+        own = per_entry.get(entry, {})
+        if not isinstance(own, dict):
+            raise BenchError(f"{where}: tolerance.entries.{entry} must be a mapping (default / metric), got "
+                             f"{_shown(own)}")
+        for key, ref in keys.items():
+            if not isinstance(ref, dict):
+                raise BenchError(f"{where}: entries.{entry}.{key} must be a mapping with a numeric 'value', got "
+                                 f"{_shown(ref)}")
+            number = _number(ref.get("value"))
+            # ±inf is a score (PSNR of an output identical to its target); NaN, a non-number and an integer too big
+            # for a float (10**400) are not.
+            if number is None or math.isnan(number):
+                raise BenchError(f"{where}: entries.{entry}.{key} needs a numeric 'value', got "
+                                 f"{_shown(ref.get('value'))}")
+            if not isinstance(ref.get("higher_is_better", True), bool):
+                raise BenchError(f"{where}: entries.{entry}.{key}.higher_is_better must be true or false, got "
+                                 f"{_shown(ref['higher_is_better'])}")
+            # The levels `tolerance_for` merges for this metric.
+            for level, at in ((tol.get("default", {}), "tolerance.default"), (tol.get(key, {}), f"tolerance.{key}"),
+                              (own.get("default", {}), f"tolerance.entries.{entry}.default"),
+                              (own.get(key, {}), f"tolerance.entries.{entry}.{key}")):
+                if not isinstance(level, dict):
+                    raise BenchError(f"{where}: {at} must be a mapping of rel / abs, got {_shown(level)}")
+                for name in ("rel", "abs"):
+                    if name in level:
+                        _tolerance_value(level[name], f"{where}: {at}.{name}")
+    if not any(data["entries"].values()):
+        raise BenchError(f"{where}: 'entries' holds no metric; a baseline that checks nothing can never catch a "
+                         "regression")
     return data
 
 
-def _tolerance_value(name: str, value: Any, where: str) -> float:
+def _number(value: Any) -> Optional[float]:
+    """A JSON number as a float; None for anything else, true/false and an integer too big for a float included."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _shown(value: Any) -> str:
+    """A value from the file as an error shows it: clipped, since it may be 10**400 or nested 900 deep."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlong, short.maxstring, short.maxother = 2, 20, 40, 40
+    return short.repr(value)
+
+
+def _tolerance_value(value: Any, where: str) -> float:
     """A tolerance must be a finite number >= 0: NaN made every comparison 'ok' (x > NaN is always False), so a
     baseline with it passed any regression."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
-        raise BenchError(f"{where}: tolerance '{name}' must be a finite number >= 0, got {value!r}")
+    number = _number(value)
+    if number is None or not math.isfinite(number) or number < 0:
+        raise BenchError(f"{where} must be a finite number >= 0, got {_shown(value)}")
     return number
 
 
-def write_baseline(path: Path, s: RunScores, rel: Optional[float] = None, abs_: Optional[float] = None) -> dict:
-    """Write the baseline of run `s`; tolerances already in the file are kept unless rel/abs are given."""
+def _kept_tolerance(path: Path, rel: Optional[float] = None, abs_: Optional[float] = None) -> dict[str, Any]:
+    """The tolerance a new baseline at `path` gets: the existing file's, read as `bench check` reads it (a bad
+    file is refused, not copied), else the default; `rel` / `abs_` replace its default's."""
+    for name, value in (("rel", rel), ("abs", abs_)):
+        if value is not None:
+            _tolerance_value(value, f"--{name}")
     tolerance: dict[str, Any] = {"default": dict(DEFAULT_TOLERANCE)}
     if Path(path).is_file():
         try:
-            tolerance = json.loads(Path(path).read_text()).get("tolerance") or tolerance
-        except (OSError, ValueError):
-            pass
-    for name, value in (("rel", rel), ("abs", abs_)):
-        if value is not None:
-            _tolerance_value(name, value, f"--{name}")
+            tolerance = read_baseline(path).get("tolerance") or tolerance
+        except BenchError as exc:
+            raise BenchError(f"{exc} (a baseline update keeps the tolerance of the file it replaces: fix the file or "
+                             "remove it)") from None
     if rel is not None or abs_ is not None:
         tolerance = dict(tolerance)
         default = dict(tolerance.get("default", DEFAULT_TOLERANCE))
         default.update({k: v for k, v in (("rel", rel), ("abs", abs_)) if v is not None})
         tolerance["default"] = default
-    baseline = make_baseline(s, tolerance)
+    return tolerance
+
+
+def write_baseline(path: Path, s: RunScores, rel: Optional[float] = None, abs_: Optional[float] = None,
+                   tolerance: Optional[dict[str, Any]] = None) -> dict:
+    """Write the baseline of run `s`; tolerances already in the file are kept unless rel/abs are given
+    (`_kept_tolerance`, unless `tolerance` is that already)."""
+    baseline = make_baseline(s, _kept_tolerance(path, rel, abs_) if tolerance is None else tolerance)
+    # The kept tolerance was checked for the old file's metrics, and the run may have others; a run without a score
+    # would give a baseline that checks nothing. Either way the file would be one `bench check` refuses.
+    validate(baseline, f"{path} (from run {s.parent_run_id})")
     atomic_write_bytes(Path(path), (json.dumps(baseline, indent=2, sort_keys=True) + "\n").encode())
     return baseline
 
@@ -207,15 +278,12 @@ class CheckResult:
 def tolerance_for(baseline: dict[str, Any], key: str, entry: str | None = None) -> tuple[float, float]:
     """(rel, abs) for one metric: the file's default, then the metric's own, then, under `entries`, the
     entry's default and its metric's own (an untrained floor is exact on every machine; a trained entry
-    needs room for the training-seed spread)."""
+    needs room for the training-seed spread). The levels are `validate`d when the baseline is read."""
     tol = baseline.get("tolerance") or {}
     per_entry = (tol.get("entries") or {}).get(entry or "", {})
     parts = [tol.get("default", {}), tol.get(key, {}), per_entry.get("default", {}), per_entry.get(key, {})]
-    if not all(isinstance(p, dict) for p in parts):
-        raise BenchError(f"baseline tolerance for {entry}/{key}: each level must be a mapping of rel / abs")
     t = {**DEFAULT_TOLERANCE, **{k: v for p in parts for k, v in p.items()}}
-    where = f"baseline tolerance for {entry}/{key}"
-    return _tolerance_value("rel", t.get("rel", 0.0), where), _tolerance_value("abs", t.get("abs", 0.0), where)
+    return float(t["rel"]), float(t["abs"])
 
 
 def compare(baseline: dict[str, Any], s: RunScores, baseline_path: str = "",
@@ -358,5 +426,6 @@ def update(protocol_path: str, out: Optional[str] = None, run_id: Optional[str] 
 
     name = load_protocol(protocol_path).protocol.name
     path = Path(out) if out else default_path(name)
+    tolerance = _kept_tolerance(path, rel, abs_)  # a bad file or flag is refused before the store is read
     c, uri, parent = find_parent(protocol_path, uri, run_id)
-    return path, write_baseline(path, scores(c, uri, parent), rel, abs_)
+    return path, write_baseline(path, scores(c, uri, parent), tolerance=tolerance)

@@ -28,6 +28,17 @@ def _baseline(**kw):
                                                                            **kw})
 
 
+def _with(keys: str, value) -> dict:
+    """The sound `_baseline()` with the value at the dotted path `keys` set to `value`."""
+    baseline = _baseline()
+    *parents, last = keys.split(".")
+    node = baseline
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return baseline
+
+
 def test_direction_and_tolerance_decide_the_verdict():
     base = _baseline()
     r = regression.compare(base, _scores(g={"fid": 104.9, "is": 1.91}))
@@ -178,12 +189,11 @@ def test_a_tolerance_that_is_not_a_finite_non_negative_number_is_refused(tmp_pat
     """NaN as a tolerance made every comparison 'ok' (x > NaN is False): FID 1 -> 1730 passed the gate."""
     worse = _scores(g={"fid": 1730.0})
     for bad in (float("nan"), -1.0, "abc", float("inf")):
-        baseline = _baseline()
-        baseline["tolerance"] = {"default": {"rel": 0.05, "abs": bad}}
-        with pytest.raises(BenchError, match="tolerance 'abs' must be a finite number >= 0"):
-            regression.compare(baseline, worse)
+        (tmp_path / "nan.json").write_text(json.dumps(_with("tolerance.default.abs", bad)))
+        with pytest.raises(BenchError, match=r"nan.json: tolerance.default.abs must be a finite number >= 0"):
+            regression.read_baseline(tmp_path / "nan.json")
     assert regression.compare(_baseline(), worse).failed  # the same run fails a sound baseline
-    with pytest.raises(BenchError, match="--abs: tolerance 'abs' must be a finite number >= 0"):
+    with pytest.raises(BenchError, match="--abs must be a finite number >= 0"):
         regression.write_baseline(tmp_path / "b.json", worse, abs_=float("nan"))
     assert not (tmp_path / "b.json").exists()
     for text, msg in (('{"format": %d, "entries": {"g": {"fid": {"value": "x"}}}}', "needs a numeric 'value'"),
@@ -193,6 +203,104 @@ def test_a_tolerance_that_is_not_a_finite_non_negative_number_is_refused(tmp_pat
         (tmp_path / "t.json").write_text(text % regression.FORMAT)
         with pytest.raises(BenchError, match=msg):
             regression.read_baseline(tmp_path / "t.json")
+
+
+# Baseline files a user (or a reviewer) can hand the gate, each with what its one error line must name. Every one
+# crashed `bench check` or `bench baseline update` with a traceback, passed as "ok: 0 checks", or was copied into
+# a new baseline that `bench check` then refused.
+HOSTILE = [
+    pytest.param("[" * 100_000 + "]" * 100_000, "not a readable baseline JSON", id="nested-100k-deep"),
+    pytest.param("[1, 2]", "not a ganbench baseline", id="a-list"),
+    pytest.param(_with("fingerprint", 12345), "'fingerprint'", id="fingerprint-number"),
+    pytest.param(_with("fingerprint", {"a": 1}), "'fingerprint'", id="fingerprint-mapping"),
+    pytest.param(_with("protocol", ["p"]), "'protocol'", id="protocol-list"),
+    pytest.param(_with("entries", {}), "'entries'", id="no-entries"),
+    pytest.param(_with("entries", {"g": {}}), "'entries'", id="no-metrics"),
+    pytest.param(_with("entries.g", [1]), "entries.g", id="entry-list"),
+    pytest.param(_with("entries.g.fid", 3.0), "entries.g.fid must be a mapping", id="metric-number"),
+    pytest.param(_with("entries.g.fid.value", 10 ** 400), "entries.g.fid", id="value-beyond-float"),
+    pytest.param(_with("entries.g.fid.value", True), "entries.g.fid", id="value-bool"),
+    pytest.param(_with("entries.g.fid.higher_is_better", "no"), "entries.g.fid.higher_is_better", id="direction"),
+    pytest.param(_with("tolerance", "x"), "'tolerance'", id="tolerance-string"),
+    pytest.param(_with("tolerance.default", [0.1]), "tolerance.default", id="default-list"),
+    pytest.param(_with("tolerance.default.rel", "abc"), "tolerance.default.rel", id="rel-string"),
+    pytest.param(_with("tolerance.default.rel", "0.1"), "tolerance.default.rel", id="rel-numeric-string"),
+    pytest.param(_with("tolerance.default.rel", 10 ** 400), "tolerance.default.rel", id="rel-beyond-float"),
+    pytest.param(_with("tolerance.fid", {"abs": -1}), "tolerance.fid.abs", id="metric-abs-negative"),
+    pytest.param(_with("tolerance.entries", [1]), "tolerance.entries", id="entries-tolerance-list"),
+    pytest.param(_with("tolerance.entries", {"g": [1]}), "tolerance.entries.g", id="entry-tolerance-list"),
+    pytest.param(_with("tolerance.entries", {"g": {"is": {"rel": float("nan")}}}), "tolerance.entries.g.is.rel",
+                 id="entry-metric-rel-nan"),
+]
+
+
+def _file_text(content) -> str:
+    return content if isinstance(content, str) else json.dumps(content)
+
+
+def _refused(capsys, folder, before: dict) -> str:
+    """The one `bench: error:` line of a refused input (no traceback, no table on stdout), after checking that
+    the folder holds exactly what it held (no file changed, no temp file left)."""
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and err.startswith("bench: error: "), (out, err)
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == before
+    return err
+
+
+@pytest.mark.parametrize("content, names", HOSTILE)
+def test_check_refuses_a_hostile_baseline_in_one_line(fake_store, capsys, content, names):
+    proto, baseline, _ = fake_store
+    baseline.write_text(_file_text(content))
+    before = {f.name: f.read_bytes() for f in baseline.parent.iterdir()}
+    assert main(["check", str(proto), "--baseline", str(baseline)]) == 2
+    err = _refused(capsys, baseline.parent, before)
+    assert str(baseline) in err and names in err, err
+
+
+@pytest.mark.parametrize("flags", [[], ["--rel", "0.1"]], ids=["kept", "rel"])
+@pytest.mark.parametrize("content, names", HOSTILE)
+def test_baseline_update_refuses_a_hostile_existing_file_and_leaves_it(fake_store, capsys, content, names, flags):
+    """The file --out replaces hands its tolerance on, so it is read as `bench check` reads it, before anything is
+    written: its tolerance copied unchecked gave tracebacks, or a new baseline that `bench check` refused."""
+    proto, baseline, _ = fake_store
+    baseline.write_text(_file_text(content))
+    before = {f.name: f.read_bytes() for f in baseline.parent.iterdir()}
+    assert main(["baseline", "update", str(proto), "--out", str(baseline), *flags]) == 2
+    err = _refused(capsys, baseline.parent, before)
+    assert str(baseline) in err and names in err and "fix the file or remove it" in err, err
+
+
+def test_baseline_update_never_writes_a_baseline_that_check_refuses(fake_store, capsys):
+    proto, baseline, store = fake_store
+    # Sound for the one metric it gates; its tolerance for `is`, which it does not gate, is not a number, and the
+    # run has `is`: the new baseline would read that tolerance.
+    old = _with("tolerance.is", {"rel": "abc"})
+    del old["entries"]["g"]["is"]
+    baseline.write_text(json.dumps(old))
+    regression.read_baseline(baseline)
+    before = {f.name: f.read_bytes() for f in baseline.parent.iterdir()}
+    assert main(["baseline", "update", str(proto), "--out", str(baseline)]) == 2
+    err = _refused(capsys, baseline.parent, before)
+    assert str(baseline) in err and "tolerance.is.rel" in err, err
+    # A run without a single score: its baseline would check nothing.
+    baseline.unlink()
+    store.now = _scores(g={})
+    before = {f.name: f.read_bytes() for f in baseline.parent.iterdir()}
+    assert main(["baseline", "update", str(proto), "--out", str(baseline)]) == 2
+    assert "'entries'" in _refused(capsys, baseline.parent, before)
+
+
+def test_baseline_update_keeps_a_sound_files_tolerance(fake_store, capsys):
+    """Validation refuses only what the gate cannot use: keys it does not read (a note) stay, as before."""
+    proto, baseline, _ = fake_store
+    baseline.write_text(json.dumps(_baseline(fid={"abs": 3.0}, note="why", entries={"g": {"is": {"rel": 0.2}}})))
+    assert main(["baseline", "update", str(proto), "--out", str(baseline), "--rel", "0.1"]) == 0
+    assert json.loads(baseline.read_text())["tolerance"] == {
+        "default": {"rel": 0.1, "abs": 0.0}, "fid": {"abs": 3.0}, "note": "why", "entries": {"g": {"is": {"rel": 0.2}}}}
+    capsys.readouterr()
+    assert main(["check", str(proto), "--baseline", str(baseline)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "ok: 2 checks within tolerance"
+    assert regression.read_baseline(BASELINE)["tolerance"]["note"]  # the committed baseline reads, note and all
 
 
 # --- end to end on real runs ------------------------------------------------------------------------
