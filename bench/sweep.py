@@ -211,9 +211,11 @@ def _rows_since(path: Path, offset: int, fingerprint: str) -> dict[tuple, dict[s
     for line in tail.splitlines():
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
-        if row.get("fingerprint") == fingerprint:
+        # rows of this fingerprint the workers appended; another writer's line is not one (the run checked every
+        # row of the fingerprint when it started: results.finished_rows)
+        if isinstance(row, dict) and row.get("fingerprint") == fingerprint and isinstance(row.get("entry"), str):
             rows[(row["entry"], row.get("train_seed"))] = row
     return rows
 

@@ -376,7 +376,8 @@ train_seeds: [1, 1]
                                        ('{"fingerprint": "F", "status": "FINISHED", "entry": "a", "metrics": 5}',
                                         "'metrics' is not a mapping"),
                                        ('{"fingerprint": "F", "status": "FINISHED", "entry": "a", '
-                                        '"metrics": {"fid": {"mean": "abc"}}}', "metric 'fid' has no numeric mean")])
+                                        '"metrics": {"fid": {"mean": "abc"}}}', "metric 'fid' has no numeric mean"),
+                                       ("[" * 100000 + "]" * 100000, "nested too deeply")])  # a RecursionError
 def test_a_results_row_that_is_valid_json_but_not_a_result_is_one_clear_error(tmp_path, line, msg):
     """A torn line (a kill mid-append) is skipped wherever it sits; valid JSON of the wrong shape was a traceback
     in --resume (AttributeError, KeyError) after the MLflow parent run had been opened."""

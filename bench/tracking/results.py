@@ -52,6 +52,9 @@ def finished_rows(path: Path, fingerprint: str) -> dict[tuple[str, Optional[int]
             row = json.loads(line)
         except json.JSONDecodeError:
             continue  # a torn line: the append after a kill starts on a fresh line, so it may sit mid-file
+        except RecursionError:  # valid JSON nested deeper than the parser goes: nothing bench wrote
+            raise BenchError(f"{path} line {number}: not a ganbench result row (nested too deeply); fix or remove "
+                             "that line") from None
         # Valid JSON that is not a result row was written by something else (an edit, another tool): resuming
         # from it would skip or mis-table a unit, so it is one clear error instead of a traceback later.
         problem = _row_problem(row, fingerprint)
