@@ -82,3 +82,22 @@ def test_corrupt_and_missing_data_are_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "mnist: no IDX files" in err and str(empty) in err
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("side", [10000, 20000])  # between Pillow's limit and twice it (a warning); above (an error)
+def test_an_image_declaring_too_many_pixels_is_one_line_and_not_decoded(side, tmp_path, capsys):
+    """A small file can declare 100 M pixels: Pillow only warned (two lines per image) and decoded it."""
+    import warnings
+
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("1", (side, side)).save(folder / "bomb.png")  # a few hundred KB on disk
+    Image.new("RGB", (8, 8)).save(folder / "ok.png")
+    assert (folder / "bomb.png").stat().st_size < 2**20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning escapes either
+        assert main(["score", str(folder), str(folder), "--no-log"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "decompression-bomb limit" in err[0] and "bomb.png" in err[0], err

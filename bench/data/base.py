@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -135,7 +136,12 @@ def decode_image(source: Path | bytes, mode: str = "RGB", where: Optional[str] =
 
     where = where or str(source)
     try:
-        with Image.open(io.BytesIO(source if isinstance(source, bytes) else source.read_bytes())) as im:
+        # Pillow only warns between its bomb limit and twice it, then decodes anyway: a 120 KB PNG declaring
+        # 10000x10000 printed two warning lines per image and decoded 100 M pixels each. It is an error here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(source if isinstance(source, bytes) else source.read_bytes()))
+        with im:
             if size is not None and im.size != (size, size):
                 raise BenchError(f"{where}: image is {im.size[0]}x{im.size[1]}, expected {size}x{size}")
             if mode == "ids" and im.mode not in ID_MAP_MODES:
@@ -145,7 +151,10 @@ def decode_image(source: Path | bytes, mode: str = "RGB", where: Optional[str] =
             arr = np.asarray(im) if mode == "ids" else np.asarray(im.convert(mode))
     except UnidentifiedImageError:
         raise BenchError(f"{where}: not a readable image (Pillow cannot identify it)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise BenchError(f"{where}: not decoded: it declares more pixels than Pillow's decompression-bomb limit "
+                         f"({Image.MAX_IMAGE_PIXELS:,}); raise PIL.Image.MAX_IMAGE_PIXELS if it is a real image") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         msg = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise BenchError(f"{where}: not a readable image ({msg})") from None
     if mode == "ids":
