@@ -129,6 +129,10 @@ def read_only_workdir(text, tmp):
 
 CASES = [
     ("malformed-yaml", lambda t, tmp: t.replace("seed: 0", "seed: [0"), "malformed YAML"),
+    # nine levels of ten aliases: a few lines, 10**9 values to whatever walks them (an error's repr ran out of memory)
+    ("yaml-alias-bomb", lambda t, tmp: t + "control: [&a0 [x, x, x, x, x, x, x, x, x, x], " + ", ".join(
+        f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)) + "]\n", "once its YAML aliases are expanded"),
+    ("yaml-nested-too-deep", lambda t, tmp: t + "control: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
     ("not-a-mapping", lambda t, tmp: "- just\n- a list\n", "a protocol is a YAML mapping"),
     ("empty-file", lambda t, tmp: "", "a protocol is a YAML mapping"),
     ("unknown-top-key", lambda t, tmp: t + "extras: 1\n", "unknown key 'extras'"),

@@ -48,14 +48,42 @@ def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
+# Values a protocol may hold once YAML aliases are expanded; the largest shipped protocol has a few hundred.
+MAX_VALUES = 100_000
+
+
+def _too_large(data: Any, limit: int = MAX_VALUES) -> bool:
+    """Whether `data`, with every alias expanded, holds more than `limit` values. Aliases share one object, so
+    nine nested levels of ten (`&a1 [*a0, *a0, ...]`) are a few lines of YAML and 10**9 values to anything that
+    walks them (an error message's repr ran out of memory); the walk stops at the limit, so it costs at most that."""
+    stack, seen = [data], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
+
+
 def _parse_yaml(text: str, where: str) -> Any:
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise BenchError(f"{where}: malformed YAML{at}: {problem}") from None
+    except RecursionError:  # nesting deeper than the parser goes
+        raise BenchError(f"{where}: malformed YAML: nested too deeply") from None
+    if _too_large(data):
+        raise BenchError(f"{where}: holds more than {MAX_VALUES:,} values once its YAML aliases are expanded; a "
+                         "protocol is a few hundred")
+    return data
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str], where: str) -> dict[str, Any]:
