@@ -637,10 +637,13 @@ def _weights(args) -> int:
 
 
 def _leaderboard(args) -> int:
-    from bench.io import atomic_write_bytes
+    from bench.io import atomic_write_bytes, check_file_target
     from bench.reporting import leaderboard, render, store
     from bench.tracking.mlflow_tracker import resolve_uri
 
+    outputs = [path for path in (args.csv, args.markdown, args.html) if path]
+    for path in outputs:  # all checked before any is written: a bad --html left the --csv and --markdown files
+        check_file_target(Path(path))
     uri, experiments = args.uri, []
     for target in args.targets:
         if Path(target).is_file() or target.endswith((".yaml", ".yml")):

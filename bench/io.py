@@ -31,14 +31,28 @@ def offline() -> bool:
     return os.environ.get("BENCH_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
+def check_file_target(path: Path) -> None:
+    """Refuse, without writing anything, a path no file can be written to: a folder, or a path under a file.
+    A command writing several files checks them all first, so a bad last one leaves no first ones behind."""
+    from bench.errors import BenchError
+
+    path = Path(path)
+    if path.is_dir():
+        raise BenchError(f"{path} is a folder; give the name of the file to write")
+    for parent in path.absolute().parents:  # the nearest existing ancestor must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise BenchError(f"cannot write {path}: a part of its folder path is a file")
+            break
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then os.replace: readers see old or new, never half.
     A path that is a folder, or under a file, is one clear error (`--csv DIR`, `--out FILE/x`), not a traceback."""
     from bench.errors import BenchError
 
     path = Path(path)
-    if path.is_dir():
-        raise BenchError(f"{path} is a folder; give the name of the file to write")
+    check_file_target(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

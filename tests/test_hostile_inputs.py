@@ -305,3 +305,15 @@ def test_a_bad_command_line_is_one_line_exit_2(argv, msg, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(err) == 1, err
     assert err[0].startswith("bench: error: bench") and msg in err[0], err[0]
+
+
+def test_leaderboard_checks_every_output_before_writing_any(tmp_path, capsys):
+    """--html under a file failed after --csv and --markdown had been written (exit 2, two files left)."""
+    proto = tmp_path / "p.yaml"
+    proto.write_text(GOOD.replace("STORE", tmp_path.as_posix()))
+    (tmp_path / "afile").write_text("x")
+    code = main(["leaderboard", str(proto), "--csv", str(tmp_path / "lb.csv"), "--markdown", str(tmp_path / "lb.md"),
+                 "--html", str(tmp_path / "afile" / "lb.html"), "--no-log"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "a part of its folder path is a file" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "p.yaml"]
