@@ -262,6 +262,7 @@ def _coverage(args) -> int:
 def _judge(args) -> int:
     from bench.features.judge import shipped_file, train_shipped
     from bench.features.weights import manifest
+    from bench.io import check_file_target
 
     if args.dataset.startswith("segmenter:"):
         from bench.features import segmenter
@@ -271,6 +272,7 @@ def _judge(args) -> int:
             raise BenchError(f"no shipped segmenter '{args.dataset}'; valid: " + ", ".join(
                 segmenter.shipped_name(d, r) for d in sorted(segmenter.SHIPPED) for r in segmenter.ROLES))
         out = Path(args.out or segmenter.shipped_file(dataset, role).name)
+        check_file_target(out)  # before minutes of training, not after
         sha, meta = segmenter.train_shipped(dataset, role, out, args.device)
         shipped = manifest().get(args.dataset)
         same = "identical to" if sha == shipped.sha256 else "differs from"
@@ -279,6 +281,7 @@ def _judge(args) -> int:
               f"images; {same} the shipped {segmenter.shipped_file(dataset, role)} ({shipped.sha256[:12]})")
         return 0
     out = Path(args.out or f"judge-{args.dataset}.pt")
+    check_file_target(out)  # before minutes of training, not after
     sha, meta = train_shipped(args.dataset, out, args.device)
     shipped = manifest().get(f"judge:{args.dataset}")
     same = "identical to" if sha == shipped.sha256 else "differs from"

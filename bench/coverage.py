@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.special import chdtri, ndtr
+from bench.errors import BenchError
 
 from bench.metrics.intervals import (METHOD, _Side, fid_groups, fid_jackknife, fid_value, gram_form, interval_from,
                                     kid_interval, mmd2_unbiased, t_quantile)
@@ -168,20 +169,34 @@ def _cell_key(population, d, n_gen, n_real, seed, groups, kid_subsets, kid_subse
                        "metrics": sorted(metrics), "method": METHOD}, sort_keys=True)
 
 
+def _whole_record(rec: dict) -> bool:
+    """A draw record as _simulate writes it: an integer draw, the generator state, seconds, and each metric's
+    (estimate, low, high) as numbers."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    return (isinstance(rec.get("draw"), int) and not isinstance(rec.get("draw"), bool)
+            and isinstance(rec.get("state"), dict) and number(rec.get("seconds"))
+            and all(rec.get(m) is None or (isinstance(rec[m], list) and len(rec[m]) == 3 and all(map(number, rec[m])))
+                    for m in ("fid", "kid")))
+
+
 def _logged_draws(log: Path | None, key: str, start: int = 0) -> list[dict]:
     """This cell's draws start, start + 1, ... from the log, as far as they run unbroken. A line cut short by an
     interrupted write, and anything after a gap, is ignored: those draws are made again, from the state the last
     whole record left."""
     if log is None or not log.exists():
         return []
+    if not log.is_file():
+        raise BenchError(f"--log {log} is a folder; give a JSONL file")
     found: dict[int, dict] = {}
-    for line in log.read_text().splitlines():
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
         if isinstance(rec, dict) and rec.get("cell") == key:
-            found[int(rec["draw"])] = rec
+            if not _whole_record(rec):  # not what this module writes (an edit, another tool): made again
+                continue
+            found[rec["draw"]] = rec
     out = []
     while start + len(out) in found:
         out.append(found[start + len(out)])

@@ -431,3 +431,25 @@ def test_coverage_command_refuses_a_first_draw_that_leaves_too_few_draws(capsys)
     assert main(["perf", "coverage", "--dims", "8", "--draws", "10", "--first-draw", "9"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--first-draw" in err[0]
+
+
+
+def test_a_coverage_log_that_is_a_folder_or_holds_foreign_records(tmp_path, capsys):
+    """--log DIR was an IsADirectoryError; a record of this cell with a non-integer draw or missing fields a
+    ValueError/KeyError. A folder is one line; a foreign record is ignored like a torn line (the draw is made again)."""
+    import json
+
+    from bench.cli import main
+    from bench.coverage import _cell_key, _logged_draws
+
+    (tmp_path / "dir").mkdir()
+    assert main(["perf", "coverage", "--dims", "8", "--n", "20", "--n-real", "20", "--draws", "2",
+                 "--populations", "same", "--log", str(tmp_path / "dir")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a folder; give a JSONL file" in err[-1], err
+    key = _cell_key("same", 8, 20, 20, 0, 10, 10, 1000, ("fid",))
+    good = {"cell": key, "draw": 0, "state": {"s": 1}, "seconds": 1.0, "fid": [1.0, 0.5, 1.5]}
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps(r) for r in (good, {**good, "draw": "abc"}, {**good, "draw": 1, "seconds": None},
+                                                      {"cell": key})) + "\n")
+    assert _logged_draws(log, key) == [good]

@@ -84,7 +84,7 @@ def check_extractor_name(name: str, dataset: str, channels: int | None = None) -
                              f"{_valid_names()}")
         raise BenchError(f"extractor '{name}': no shipped judge '{other}'; valid: {_valid_names()}")
     if channels == 3 and JUDGE_SOURCES[other].channels == 1:
-        raise BenchError(f"extractor '{name}': that judge reads 1-channel images but the protocol's are RGB "
+        raise BenchError(f"extractor '{name}': that judge reads 1-channel images but these images are RGB "
                          f"(channels: 3); use an RGB judge such as judge:cifar10")
 
 
