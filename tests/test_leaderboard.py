@@ -392,3 +392,54 @@ def test_a_protocol_control_must_name_an_entry_and_stays_out_of_the_fingerprint(
     assert canonical(Protocol(**base, control="a")) == canonical(Protocol(**base))
     with pytest.raises(ValueError, match="control 'z' is not an entry; entries: a, b"):
         Protocol(**base, control="z")
+
+
+# --- a database file that is not an MLflow store is refused before MLflow opens it ---------------------
+
+def _sqlite_with(path, *tables):
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    with con:
+        for t in tables:
+            con.execute(f"CREATE TABLE {t} (x INTEGER)")
+    con.close()
+
+
+@pytest.mark.parametrize("make,what", [
+    (lambda p: p.write_bytes(b""), "is not an MLflow store"),
+    (lambda p: p.write_bytes(b"a text file, not a database\n" * 50), "is not an SQLite database"),
+    (lambda p: _sqlite_with(p, "foo"), "is not an MLflow store"),
+    # MLflow's own tables but not all of them: opening it, MLflow would create the rest (a store of an older MLflow)
+    (lambda p: _sqlite_with(p, "alembic_version", "runs", "experiments"), "opening it would migrate"),
+], ids=["empty", "text", "other-sqlite", "partial"])
+def test_readers_never_change_a_database_that_is_not_an_mlflow_store(tmp_path, capfd, make, what):
+    """`bench leaderboard` and `bench check` only read: MLflow, handed an empty or foreign SQLite file, builds
+    its schema in it (a 0-byte file became a 954 KB store, a user's database gained MLflow's tables)."""
+    from tests.report_runs import BASELINE, write_protocol
+
+    db = tmp_path / "store" / "x.db"
+    db.parent.mkdir()
+    make(db)
+    before = db.read_bytes()
+    uri = f"sqlite:///{db.as_posix()}"
+    protocol = write_protocol(tmp_path / "p")
+    for argv in (["leaderboard", "--no-log", "--uri", uri],
+                 ["check", str(protocol), "--baseline", str(BASELINE), "--uri", uri]):
+        assert main(argv) == 2
+        err = capfd.readouterr().err
+        assert err.startswith("bench: error: MLflow ") and err.count("\n") == 1, err
+        assert what in err and "left as it is" in err
+        assert db.read_bytes() == before
+    assert sorted(p.name for p in db.parent.iterdir()) == ["x.db"]  # no journal, no mlruns/
+
+
+def test_a_sqlite_uri_naming_a_folder_is_one_line_at_once(tmp_path, capfd):
+    import time
+
+    start = time.monotonic()
+    assert main(["leaderboard", "--no-log", "--uri", f"sqlite:///{tmp_path.as_posix()}"]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("bench: error: MLflow ") and err.count("\n") == 1 and "is a folder" in err, err
+    assert time.monotonic() - start < 30  # MLflow's own attempt retries for minutes
+    assert list(tmp_path.iterdir()) == []

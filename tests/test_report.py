@@ -200,3 +200,107 @@ def test_feature_space_labels_name_every_extractor_but_inception():
     assert "not Inception" in feature_space("judge:mnist") and "not Inception" not in feature_space(
         "inception-v3-compat")
     assert feature_space("") == ""
+
+
+# --- files found in the output folder are input too: never followed out of it, never a traceback ---------------
+
+def _tree(folder: Path) -> dict[str, bytes | str]:
+    """Every path under `folder` with its bytes (a file), its target (a link) or "dir"."""
+    return {p.relative_to(folder).as_posix(): (f"-> {p.readlink()}" if p.is_symlink() else
+                                               "dir" if p.is_dir() else p.read_bytes())
+            for p in sorted(folder.rglob("*"))}
+
+
+@needs_data
+def test_a_planted_report_json_never_removes_a_file_bench_did_not_write(report, tmp_path, capfd):
+    """The stale-file cleanup trusted the names in the earlier report.json; an absolute path in it deleted that
+    file. Only a regular file under a name bench gives its files, inside the folder, is removed."""
+    runs, _, _ = report
+    victims = tmp_path / "victims"
+    victims.mkdir()
+    for name in ("abs.txt", "up.txt", "linked.txt", "via.png"):
+        (victims / name).write_text(f"keep {name}\n")
+    out = tmp_path / "r"
+    (out / "img").mkdir(parents=True)
+    (out / "via").symlink_to(victims)  # a folder link inside the report folder, leading out of it
+    (out / "img" / "link.png").symlink_to(victims / "linked.txt")  # the link itself was not bench's either
+    (out / "img" / "folder.png").mkdir()
+    (out / ".hidden").write_text("keep\n")
+    (out / "img" / "samples-gone.png").write_bytes(b"")  # a grid an earlier report wrote: still removed
+    planted = [str(victims / "abs.txt"), "../victims/up.txt", "via/via.png", "img/link.png", "img/folder.png",
+               ".hidden", "img/../../victims/up.txt", "img/samples-gone.png"]
+    (out / "report.json").write_text(json.dumps({"files": planted}))
+    kept = {**_tree(victims), **{f"out/{k}": v for k, v in _tree(out).items() if k not in (
+        "report.json", "img/samples-gone.png")}}
+    assert main(["report", str(runs.changed), "--uri", runs.uri, "--out", str(out)]) == 0
+    assert "Traceback" not in capfd.readouterr().err
+    after = {**_tree(victims), **{f"out/{k}": v for k, v in _tree(out).items()}}
+    assert {k: after.get(k) for k in kept} == kept  # every victim and planted thing, with its content
+    assert not (out / "img" / "samples-gone.png").exists()
+    assert "img/samples-gone.png" not in json.loads((out / "report.json").read_text())["files"]
+
+
+@needs_data
+@pytest.mark.parametrize("planted", ['[1, 2]', '{"files": ["img/samples-gone.png", [1]]}', '{"files": "img/x"}'],
+                         ids=["a-list", "a-name-not-text", "files-not-a-list"])
+def test_a_report_json_not_of_bench_shape_removes_nothing_and_is_replaced(report, tmp_path, capfd, planted):
+    runs, _, _ = report
+    out = tmp_path / "r"
+    (out / "img").mkdir(parents=True)
+    (out / "img" / "samples-gone.png").write_bytes(b"not ours")
+    (out / "report.json").write_text(planted)
+    assert main(["report", str(runs.changed), "--uri", runs.uri, "--out", str(out)]) == 0
+    assert "Traceback" not in capfd.readouterr().err
+    assert (out / "img" / "samples-gone.png").read_bytes() == b"not ours"
+    assert json.loads((out / "report.json").read_text())["protocol"] == "regression-tiny"
+
+
+@needs_data
+@pytest.mark.parametrize("place", ["out-is-a-file", "out-under-a-file", "img-is-a-file", "index-is-a-folder",
+                                   "img-links-out"])
+def test_an_output_folder_that_cannot_hold_the_report_is_one_line_with_nothing_written(report, tmp_path, capfd,
+                                                                                          place):
+    runs, _, _ = report
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "keep.txt").write_text("keep\n")
+    out = tmp_path / "r"
+    if place == "out-is-a-file":
+        out.write_text("a file\n")
+    elif place == "out-under-a-file":
+        (tmp_path / "f").write_text("a file\n")
+        out = tmp_path / "f" / "r"
+    else:
+        out.mkdir()
+        (out / "report.json").write_text('{"files": []}\n')  # an earlier report's, kept as it is
+        if place == "img-is-a-file":
+            (out / "img").write_text("a file\n")
+        elif place == "index-is-a-folder":
+            (out / "index.html").mkdir()
+        else:
+            (out / "img").symlink_to(tmp_path / "elsewhere")
+    before = _tree(tmp_path)
+    assert main(["report", str(runs.changed), "--uri", runs.uri, "--out", str(out)]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("bench: error: cannot write the report") and err.count("\n") == 1, err
+    assert _tree(tmp_path) == before
+
+
+@needs_data
+def test_a_malformed_report_json_beside_the_report_is_left_out_of_the_index(report, tmp_path, capfd):
+    """The index is rebuilt from every */report.json after this report is written: one that bench did not write
+    is skipped with a note, not a traceback that hides a report already written."""
+    runs, _, _ = report
+    root = tmp_path / "reports"
+    (root / "other").mkdir(parents=True)
+    (root / "third").mkdir()
+    (root / "other" / "report.json").write_text('{"fingerprint": 123}')
+    (root / "third" / "report.json").write_text("[1]")
+    (root / "README.md").write_text(f"# Reports\n\n{INDEX_BEGIN}\n(old)\n{INDEX_END}\n")
+    assert main(["report", str(runs.changed), "--uri", runs.uri, "--out", str(root / "mine")]) == 0
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err
+    index = (root / "README.md").read_text()
+    assert "| [`mine/`](mine/index.html)" in index and "other/" not in index and "third/" not in index
+    assert captured.out.count("out of the report index") == 2 and str(root / "other" / "report.json") in captured.out
+    assert (root / "other" / "report.json").read_text() == '{"fingerprint": 123}'
+    assert (root / "third" / "report.json").read_text() == "[1]"

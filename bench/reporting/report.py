@@ -100,7 +100,12 @@ def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = N
                      "`bench leaderboard` pools them")
 
     out = Path(out) if out else Path("reports") / protocol
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # before the figures are drawn: `--out FILE` or `--out FILE/x` fails at once, with nothing written
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise BenchError(f"cannot write the report to {out}: it, or a folder above it, is a file") from None
+    except OSError as exc:
+        raise BenchError(f"cannot write the report to {out}: {exc.strerror}") from None
     files: dict[str, bytes] = {}
     bars = []
     for key in group.keys:
@@ -129,7 +134,8 @@ def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = N
     meta["files"] = sorted(files) + ["report.json"]
     files["report.json"] = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
     _write_all(out, files)
-    _update_index(out.parent)
+    # after report.json was written: notes on the index are about this command, not part of the report
+    notes = notes + _update_index(out.parent)
     return Report(out, protocol, fingerprint, pid, meta["files"], notes)
 
 
@@ -326,40 +332,89 @@ def _inline_html(text: str) -> str:
 
 
 def _write_all(out: Path, files: dict[str, bytes]) -> None:
-    """Write every file atomically; remove files an earlier report wrote that this one no longer has."""
-    previous = out / "report.json"
-    old: list[str] = []
-    if previous.is_file():
-        try:
-            old = json.loads(previous.read_text()).get("files", [])
-        except (OSError, ValueError):
-            old = []
+    """Write every file atomically; remove files an earlier report wrote that this one no longer has.
+
+    Every file's place is checked before the first is written, so a clash leaves the folder as it was rather
+    than half an old report and half a new one."""
+    root = out.resolve()
+    for name in files:
+        path = out / name
+        if path.is_dir():
+            raise BenchError(f"cannot write the report: {path} is a folder")
+        for folder in reversed(Path(name).parents[:-1]):  # img/ for img/x.png: a file there, or a link out of `out`
+            if (out / folder).exists() and not (out / folder).is_dir():
+                raise BenchError(f"cannot write the report: {out / folder} is a file, not a folder")
+            if not (out / folder).resolve().is_relative_to(root):
+                raise BenchError(f"cannot write the report: {out / folder} is a link out of {out}; remove it")
+    stale = [out / name for name in sorted(_previous_files(out) - set(files)) if _removable(out, root, name)]
     for name, data in files.items():
         atomic_write_bytes(out / name, data)
-    for name in set(old) - set(files):
-        stale = out / name
-        if stale.is_file() and ".." not in Path(name).parts:
-            stale.unlink()
+    for path in stale:
+        path.unlink(missing_ok=True)
 
 
-def _update_index(root: Path) -> None:
-    """Rewrite the report table of root/README.md (between the markers) from every */report.json."""
+# The shape of every name write_report gives a file: a top-level name or img/<name>, of _SAFE's characters and never
+# starting with a dot (so never `.` or `..`). Only names of this shape are ever removed as stale.
+_OWN_NAME = re.compile(r"(img/)?[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def _previous_files(out: Path) -> set[str]:
+    """The names out/report.json lists, if it has the shape bench writes (an object whose "files" is a list of
+    names); else none, and nothing is removed. It is a file in the output folder: anything can be in it (hand
+    edits, another tool's report.json, a planted one), and it is overwritten with this report's all the same."""
+    try:
+        meta = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # missing, a folder, unreadable, not JSON, nested past the limit
+        return set()
+    names = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return set()
+    return set(names)
+
+
+def _removable(out: Path, root: Path, name: str) -> bool:
+    """Whether a stale name from the earlier report.json may be deleted: only a regular file (not a folder, not a
+    symlink) under a name bench gives its files, that stays inside the report folder once the links of the folders
+    above it are followed. Anything else was not written by bench, and is left alone: an absolute path or a
+    `..` would otherwise let a report.json delete any file the user can."""
+    path = out / name
+    return (_OWN_NAME.fullmatch(name) is not None and not path.is_symlink() and path.is_file()
+            and path.resolve().is_relative_to(root))
+
+
+def _update_index(root: Path) -> list[str]:
+    """Rewrite the report table of root/README.md (between the markers) from every */report.json; returns notes
+    on what it left out.
+
+    A report.json there that bench did not write (not JSON, not an object of text fields) is left out of the table
+    with a note, not made an error: the index is a by-product of this command, whose report is already written by
+    then, and one damaged or foreign folder beside it should neither fail the command nor keep every other report
+    out of the index. Its own `bench report` rewrites it."""
     readme = root / "README.md"
     if not readme.is_file():
-        return
-    text = readme.read_text(encoding="utf-8")
+        return []
+    try:
+        text = readme.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"the report index {readme} was not updated: cannot read it as text ({type(exc).__name__})"]
     if INDEX_BEGIN not in text or INDEX_END not in text:
-        return
+        return []
+    fields = ("protocol", "fingerprint", "parent_run_id", "run_started", "command")
     lines = ["| report | protocol | fingerprint | protocol run | written by |", "|---|---|---|---|---|"]
+    skipped = []
     for meta_path in sorted(root.glob("*/report.json")):
         try:
-            m = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
+            m = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            m = None
+        if not (isinstance(m, dict) and all(isinstance(m.get(k, ""), str) for k in fields)):
+            skipped.append(meta_path)
             continue
+        m = {k: m.get(k, "") for k in fields}
         folder = meta_path.parent.name
-        lines.append(f"| [`{folder}/`]({folder}/index.html) ([md]({folder}/README.md)) | {m.get('protocol', '')} | "
-                     f"`{m.get('fingerprint', '')[:12]}` | `{m.get('parent_run_id', '')}` "
-                     f"({m.get('run_started', '')}) | `{m.get('command', '')}` |")
+        lines.append(f"| [`{folder}/`]({folder}/index.html) ([md]({folder}/README.md)) | {m['protocol']} | "
+                     f"`{m['fingerprint'][:12]}` | `{m['parent_run_id']}` ({m['run_started']}) | `{m['command']}` |")
     head, rest = text.split(INDEX_BEGIN, 1)
     tail = rest.split(INDEX_END, 1)[1]
     atomic_write_bytes(readme, (head + INDEX_BEGIN + "\n" + "\n".join(lines) + "\n" + INDEX_END + tail).encode())
+    return [f"left {p} out of the report index in {readme}: not a report.json bench writes" for p in skipped]

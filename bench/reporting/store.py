@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.tracking import layout
-from bench.tracking.mlflow_tracker import quiet_libraries
+from bench.tracking.mlflow_tracker import check_sqlite_store, quiet_libraries
 
 CHILD_COLUMNS = ["run_id", "parent_run_id", "experiment", "protocol", "fingerprint", "entry", "zoo",
                  "train_seed", "status", "failure", "start_time", "end_time", "metrics", "baseline", "extractor",
@@ -49,17 +49,42 @@ def client(uri: str):
 
     quiet_libraries()
     if uri.startswith("sqlite:///"):
-        # Opening a missing SQLite file would silently create an empty store; a typo should be an error.
-        db = Path(uri[len("sqlite:///"):]).expanduser()
-        if not db.is_file():
-            raise BenchError(f"MLflow store {uri}: no such database file ({db.resolve()}); "
-                             "run `bench run` first or pass --uri")
+        _check_sqlite_store(uri, Path(uri[len("sqlite:///"):]).expanduser().resolve())
     try:
         c = MlflowClient(tracking_uri=uri)
         c.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any failure to open the store is the user's to fix
         raise BenchError(f"MLflow store {uri} is not usable: {_first_line(exc)}") from None
     return c
+
+
+def _check_sqlite_store(uri: str, db: Path) -> None:
+    """Refuse, before MLflow opens it, an SQLite path a reader would change: everything here only reads.
+
+    MLflow writes into whatever file it is given: a missing one it creates as an empty store (a typo should be an
+    error); a folder, or a file that is not an MLflow store, check_sqlite_store refuses for the writer and the
+    readers alike (an empty file became a 954 KB store from `bench leaderboard --no-log`). A reader also refuses
+    what only a writer may do: a store lacking tables this MLflow defines (one an older MLflow wrote) MLflow
+    migrates in place on opening, by the same test (mlflow.store.db.utils._all_tables_exist)."""
+    import sqlite3
+    from contextlib import closing
+
+    if not db.exists():
+        raise BenchError(f"MLflow store {uri}: no such database file ({db}); run `bench run` first or pass --uri")
+    check_sqlite_store(db, uri)
+    try:
+        with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+            tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:  # read a moment ago; locked or replaced since
+        raise BenchError(f"MLflow store {uri} is not usable: {_first_line(exc)}") from None
+    from mlflow.store.db import utils as db_utils
+
+    missing = sorted(set(db_utils.Base.metadata.tables) - tables)
+    if missing:
+        named = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise BenchError(f"MLflow store {uri}: {db} lacks tables this MLflow uses ({named}; an older MLflow wrote "
+                         "it?) and opening it would migrate it; it was left as it is. Back it up and run "
+                         f"`mlflow db upgrade {uri}`, or read it with the MLflow version that wrote it")
 
 
 def _first_line(exc: BaseException) -> str:
