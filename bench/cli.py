@@ -164,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="fail (exit 1) when a protocol run moved beyond its baseline's tolerance")
     ck.add_argument("protocol")
     ck.add_argument("--baseline", default=None, help="baseline JSON (default: reports/baselines/<protocol>.json)")
-    ck.add_argument("--run", default=None, help="MLflow run id to check (default: the protocol's newest run)")
+    ck.add_argument("--run", type=_run_id, default=None, help="MLflow run id to check (default: the protocol's newest run)")
     ck.add_argument("--rerun", action="store_true", help="score the protocol now (bench run), then check that run")
     ck.add_argument("--workdir", default="runs", help="with --rerun: checkpoints and results.jsonl (default: runs)")
     ck.add_argument("--uri", default=None, help="MLflow tracking URI to read (default: the protocol's)")
@@ -175,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     blsub = bl.add_subparsers(dest="baseline_command", required=True)
     bu = blsub.add_parser("update", help="write a baseline JSON from a protocol run")
     bu.add_argument("protocol")
-    bu.add_argument("--run", default=None, help="MLflow run id (default: the protocol's newest finished run)")
+    bu.add_argument("--run", type=_run_id, default=None, help="MLflow run id (default: the protocol's newest finished run)")
     bu.add_argument("--out", default=None, help="file (default: reports/baselines/<protocol>.json)")
     bu.add_argument("--uri", default=None, help="MLflow tracking URI to read (default: the protocol's)")
     bu.add_argument("--rel", type=float, default=None, help="default relative tolerance (kept from the file, else 0.05)")
@@ -423,6 +423,13 @@ def _at_least(low: int, high: Optional[int] = None):
             raise argparse.ArgumentTypeError(f"must be at most {high:,}, got {value}")
         return value
     return parse
+
+
+def _run_id(text: str) -> str:
+    """An MLflow run id: `--run ""` silently meant the newest run."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an MLflow run id, not an empty string (leave --run out for the newest run)")
+    return text.strip()
 
 
 def _fraction_of_gpus(text: str) -> float:

@@ -296,6 +296,7 @@ def test_an_unreachable_tracking_server_is_one_line_from_the_command_line(tmp_pa
     (["perf", "coverage", "--dims", "0"], "--dims: must be at least 1"),
     (["perf", "coverage", "--n", "1"], "--n: must be at least 20"),
     ([], "the following arguments are required: command"),
+    (["check", "p.yaml", "--run", ""], "--run: an MLflow run id, not an empty string"),
 ])
 def test_a_bad_command_line_is_one_line_exit_2(argv, msg, capsys):
     """Each was a traceback deep in the command (ZeroDivisionError, StatisticsError, MemoryError, ...), silently
