@@ -47,6 +47,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def handler(signum, frame):
+        # A second SIGTERM (a process-group kill after ours, a scheduler repeating itself) must not interrupt the
+        # cleanup the first one started (marking runs KILLED): ignored from here; die_of_sigterm restores it.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, handler)

@@ -141,10 +141,18 @@ class Sweep:
             backend = _backend(self, threads, len(todo), session)
             say(f"{len(todo)} unit(s) as {backend.describe} ({threads} torch thread(s) each); logs in "
                 f"{session.run_root / 'units'}")
+            stopping = False
             try:
                 unfinished = _schedule(todo, backend, base, session.run_root)
+            except KeyboardInterrupt as exc:
+                # Ctrl-C reached the local workers too (one process group); SIGTERM (kill, a scheduler's stop)
+                # reached only this process, so it is passed on. Either way the units in flight are not waited
+                # for: each marks its own MLflow run KILLED, and a re-run resumes them from their checkpoints.
+                stopping = True
+                backend.stop(forward_sigterm=isinstance(exc, Terminated))
+                raise
             finally:
-                backend.close()
+                backend.close(wait=not stopping)
             if unfinished:  # a dead worker left its child run RUNNING: close it now (a re-run would too)
                 session.tracker.close_stale(session.fingerprint)
         rows = _rows_since(results_path, start, session.fingerprint)
@@ -248,9 +256,15 @@ class _Local:
         gpus = torch.cuda.device_count() if device_type == "cuda" else 0
         self.free_gpus = list(range(jobs)) if gpus > 1 else []
         self.gpus = gpus
+        self.procs: set[subprocess.Popen] = set()  # workers in flight, for stop()
 
     def submit(self, spec: dict) -> cf.Future:
         return self.pool.submit(self._run, spec)
+
+    def stop(self, forward_sigterm: bool) -> None:
+        for proc in list(self.procs):
+            if forward_sigterm and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
 
     def _run(self, spec: dict) -> dict:
         env = {**os.environ, **spec["env"], "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
@@ -258,9 +272,14 @@ class _Local:
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
         try:
-            out = subprocess.run(same_bench_argv(__name__, json.dumps(spec)), env=env,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                 text=True)
+            with subprocess.Popen(same_bench_argv(__name__, json.dumps(spec)), env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
+                self.procs.add(proc)
+                try:
+                    stdout, _ = proc.communicate()
+                finally:
+                    self.procs.discard(proc)
+            out = subprocess.CompletedProcess(proc.args, proc.returncode, stdout)
         finally:
             if slot is not None:
                 self.free_gpus.append(slot)
@@ -270,8 +289,8 @@ class _Local:
             raise RuntimeError(f"worker exited with status {out.returncode}: {_last_line(spec['log'])}")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
+    def close(self, wait: bool = True) -> None:
+        self.pool.shutdown(wait=wait, cancel_futures=not wait)
 
 
 class _Ray:
@@ -296,7 +315,10 @@ class _Ray:
     def submit(self, spec: dict) -> cf.Future:
         return self.remote.remote(spec).future()
 
-    def close(self) -> None:
+    def stop(self, forward_sigterm: bool) -> None:
+        pass  # ray.shutdown() in close() ends the tasks; a re-run resumes their units
+
+    def close(self, wait: bool = True) -> None:
         self.ray.shutdown()
 
 
@@ -329,8 +351,11 @@ class _Submitit:
         job = self.executor.submit(run_unit, spec)
         return self.waiters.submit(job.result)
 
-    def close(self) -> None:
-        self.waiters.shutdown(wait=True)
+    def stop(self, forward_sigterm: bool) -> None:
+        pass  # Slurm jobs run on (each resumable by a re-run); only this process's waiting ends
+
+    def close(self, wait: bool = True) -> None:
+        self.waiters.shutdown(wait=wait, cancel_futures=not wait)
 
 
 def _backend(sweep: Sweep, threads: int, n_units: int, session):

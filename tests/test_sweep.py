@@ -292,3 +292,52 @@ def test_a_worker_started_inside_another_checkout_runs_the_coordinators_bench(tm
                            text=True)
     assert fixed.returncode == 0 and "decoy" not in fixed.stderr, fixed.stderr[-1000:]
     assert fixed.stdout.startswith("usage: bench")
+
+
+@needs_data
+@pytest.mark.skipif(sys.platform != "linux", reason="finds the workers through /proc")
+def test_sigterm_to_a_local_sweep_stops_its_workers_without_waiting_for_their_units(tmp_path):
+    """SIGTERM reached only the coordinator, which then waited for every unit in flight to finish (hours, for a
+    real protocol) with its workers training on. Now it passes the SIGTERM on: each worker marks its run KILLED
+    and the coordinator marks the parent run KILLED and dies of the signal. Sent once both units have a
+    checkpoint (progress markers, not a timer)."""
+    entries = """  - name: long
+    zoo: mnist_gan
+    train_seeds: [0, 1]
+    train: {steps: 100000, batch_size: 16, checkpoint_every: 10}
+"""
+    proto = tiny_protocol(tmp_path, name="sweep", entries=entries, n_samples=100)
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(_cmd(proto, tmp_path / "w", "--jobs", "2", "--threads", "1"), env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        while len(list((tmp_path / "w").glob("sweep-*/long/seed-*/latest.pt.sha256"))) < 2:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)  # not the 100,000 steps
+        deadline = time.monotonic() + 120
+        while _workers(proto) and time.monotonic() < deadline:  # each worker closes its run, then dies
+            time.sleep(0.1)
+        assert _workers(proto) == [], "workers outlived the sweep"
+    finally:
+        for pid in _workers(proto) + ([proc.pid] if proc.poll() is None else []):
+            os.kill(pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGTERM, log.read_text()[-2000:]
+    assert sorted(_statuses(tmp_path)) == ["KILLED"] * 3  # the parent run and both units' runs
+
+
+def _workers(protocol) -> list[int]:
+    """pids of live (not zombie) processes whose command line names `protocol`, a file unique to the test."""
+    pids = []
+    for d in os.listdir("/proc"):
+        try:
+            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+            state = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if str(protocol).encode() in cmd and state != "Z" and int(d) != os.getpid():
+            pids.append(int(d))
+    return pids
