@@ -227,6 +227,8 @@ def child_run(tracker, child: str, result: results_mod.EvalResult, label: str):
         if oom is None:
             end_quietly(tracker, child, "FAILED")
             raise
+        if isinstance(exc, torch.OutOfMemoryError) and torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the failed entry's cached blocks would crowd out the next entry
         _failed(tracker, child, result, label, oom)
 
 def _failed(tracker, child: str, result: results_mod.EvalResult, label: str, reason: str) -> None:

@@ -60,10 +60,6 @@ def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int
     out = out.expanduser().resolve()  # `--out .` names the current folder, whose Path name is empty
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BenchError(f"{out} exists and is not an empty folder; export into a new folder")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BenchError(f"--out {out}: cannot create its parent folder ({exc.strerror or exc})") from None
     device, data, loaded_ckpts = preflight(loaded)
     extractor = make_extractor(ev.extractor, data, derive(protocol.seed, "judge"), device, ev.weights)
     fp = run_fingerprint(protocol, data, extractor, loaded_ckpts, device, world_size)
@@ -101,9 +97,13 @@ def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int
     # The name is made unique here (mkdtemp): a fixed `<out>.partial` was removed if it existed, which deleted
     # a user's folder of that name.
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     except OSError as exc:
-        raise BenchError(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc})") from None
+        raise BenchError(f"--out {out}: cannot create it in {out.parent} ({exc.strerror or exc})") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would stay with the renamed folder: others could not read the samples
     try:
         n_fake = _write_folder(fake_batches(model, ev.n_samples, seed, ev.batch_size, protocol.dataset.resolution,
                                             protocol.dataset.channels, entry.fit), tmp / "fake", ev.n_samples, "fake")

@@ -152,7 +152,7 @@ def _check_memory(entry, built, task: str, protocol) -> None:
     image = ch * h * w * 4  # one float32 image at the data's size
     gib = lambda b: f"{b / 2**30:.1f} GiB"  # noqa: E731
     where = f"this machine's {gib(ram)} of memory"
-    if entry.train:
+    if entry.train and entry.train.steps:  # an untrained floor (steps: 0) never draws a training batch
         stacks = 1 if task == "unconditional" else 2  # translation draws an input and a target per pair
         need = entry.train.batch_size * stacks * image
         if need > ram:

@@ -2,6 +2,7 @@
 exported folders with the same weights file, reproduces bench's FID and KID."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,9 @@ def test_torch_fidelity_cli_on_exported_folders_matches_bench(tmp_path, capsys):
     assert main(["export-samples", str(p), "--entry", "g", "--out", str(tmp_path / "again"),
                  "--workdir", str(tmp_path / "w")]) == 0
     assert (mine / "important.txt").read_text() == "keep"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "again").stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0700
     assert sorted(q.name for q in tmp_path.iterdir() if "again" in q.name) == ["again", "again.partial"]
     # --out under a file: one line, exit 2, nothing written
     (tmp_path / "afile").write_text("x")

@@ -30,7 +30,7 @@ def test_out_of_memory_fails_the_entry_with_one_line_and_the_protocol_goes_on(tm
   - {name: small, zoo: mnist_gan, train: {steps: 2, batch_size: 16}}"""
     proto = tiny_protocol(tmp_path, name="oom", entries=entries, n_samples=200)
     work = tmp_path / "w"
-    done = subprocess.run([sys.executable, "-m", "bench", "run", str(proto), "--workdir", str(work)],
+    done = subprocess.run([sys.executable, "-m", "bench", "run", str(proto), "--workdir", str(work), "--device", "cpu"],
                           capture_output=True, text=True,
                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT)))
     assert done.returncode == 1, done.stderr[-2000:]  # a failed entry, not bad input and not a crash

@@ -153,7 +153,7 @@ def decode_image(source: Path | bytes, mode: str = "RGB", where: Optional[str] =
         raise BenchError(f"{where}: not a readable image (Pillow cannot identify it)") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise BenchError(f"{where}: not decoded: it declares more pixels than Pillow's decompression-bomb limit "
-                         f"({Image.MAX_IMAGE_PIXELS:,}); raise PIL.Image.MAX_IMAGE_PIXELS if it is a real image") from None
+                         f"({Image.MAX_IMAGE_PIXELS:,}); if it is a real image, resize it first") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         msg = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise BenchError(f"{where}: not a readable image ({msg})") from None
