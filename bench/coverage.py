@@ -231,7 +231,11 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
         earlier += rec["seconds"]
     t0 = time.perf_counter()
     if done:
-        rng.bit_generator.state = done[-1]["state"]
+        try:
+            rng.bit_generator.state = done[-1]["state"]
+        except (TypeError, ValueError, KeyError) as exc:  # a hand-edited or foreign log: the draws cannot resume
+            raise BenchError(f"--log {log}: draw {done[-1]['draw']} of this cell has a generator state numpy "
+                             f"cannot restore ({exc}); remove that line to make the draw again") from None
     else:
         for _ in range(first_draw):  # the draws before this piece: their data only, no intervals
             _next_draw(pop, n_gen, n_real, rng, metrics)

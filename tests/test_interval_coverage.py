@@ -453,3 +453,9 @@ def test_a_coverage_log_that_is_a_folder_or_holds_foreign_records(tmp_path, caps
     log.write_text("\n".join(json.dumps(r) for r in (good, {**good, "draw": "abc"}, {**good, "draw": 1, "seconds": None},
                                                       {"cell": key})) + "\n")
     assert _logged_draws(log, key) == [good]
+    # a whole record whose generator state numpy cannot restore: one line naming the draw (was a traceback)
+    from bench.coverage import simulate_cell
+    from bench.errors import BenchError
+
+    with pytest.raises(BenchError, match="draw 0 of this cell has a generator state numpy cannot restore"):
+        simulate_cell("same", 8, 20, 20, 2, metrics=("fid",), log=log)
