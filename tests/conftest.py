@@ -154,3 +154,18 @@ def inception_standin(tmp_path_factory):
     from bench.features.standin import build_test_inception_weights
 
     return build_test_inception_weights(tmp_path_factory.mktemp("inception") / "inception-standin.pth", seed=0)
+
+
+def processes_naming(path) -> list[int]:
+    """pids of live (not zombie) processes whose command line names `path`, a file unique to the calling test:
+    how the signal tests find workers and torchrun ranks, which run in sessions of their own (Linux /proc)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        try:
+            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+            state = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if str(path).encode() in cmd and state != "Z" and int(d) != os.getpid():
+            pids.append(int(d))
+    return pids

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench.cli import main
-from tests.conftest import needs_data, tiny_protocol
+from tests.conftest import needs_data, processes_naming, tiny_protocol
 
 ENTRY = """  - name: mlp
     zoo: mlp_gan
@@ -92,9 +92,9 @@ def test_sigterm_to_bench_run_nproc_stops_every_rank_and_marks_the_runs_killed(t
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=300)
-        assert _running(p) == [], "ranks outlived the command"  # torchrun starts them in sessions of their own
+        assert processes_naming(p) == [], "ranks outlived the command"  # torchrun starts them in sessions of their own
     finally:
-        for pid in _running(p) + ([proc.pid] if proc.poll() is None else []):
+        for pid in processes_naming(p) + ([proc.pid] if proc.poll() is None else []):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -105,17 +105,3 @@ def test_sigterm_to_bench_run_nproc_stops_every_rank_and_marks_the_runs_killed(t
     exp = client.get_experiment_by_name("ddpterm")
     statuses = sorted(r.info.status for r in client.search_runs([exp.experiment_id]))
     assert statuses == ["KILLED", "KILLED"], statuses  # not RUNNING: every rank ended, rank 0 closed its runs
-
-
-def _running(protocol) -> list[int]:
-    """pids of live processes (not zombies) whose command line names `protocol` (a file unique to the test)."""
-    pids = []
-    for d in os.listdir("/proc"):
-        try:
-            cmd = open(f"/proc/{d}/cmdline", "rb").read()
-            state = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if str(protocol).encode() in cmd and state != "Z" and int(d) != os.getpid():
-            pids.append(int(d))
-    return pids

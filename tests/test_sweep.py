@@ -18,7 +18,7 @@ import torch
 
 from bench.errors import BenchError
 from bench.sweep import Sweep, Unit, UnitsUnfinished, _schedule, same_bench_argv, units_of
-from tests.conftest import needs_data, tiny_protocol
+from tests.conftest import needs_data, processes_naming, tiny_protocol
 
 ENTRIES = """  - name: a
     zoo: mlp_gan
@@ -318,26 +318,12 @@ def test_sigterm_to_a_local_sweep_stops_its_workers_without_waiting_for_their_un
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)  # not the 100,000 steps
         deadline = time.monotonic() + 120
-        while _workers(proto) and time.monotonic() < deadline:  # each worker closes its run, then dies
+        while processes_naming(proto) and time.monotonic() < deadline:  # each worker closes its run, then dies
             time.sleep(0.1)
-        assert _workers(proto) == [], "workers outlived the sweep"
+        assert processes_naming(proto) == [], "workers outlived the sweep"
     finally:
-        for pid in _workers(proto) + ([proc.pid] if proc.poll() is None else []):
+        for pid in processes_naming(proto) + ([proc.pid] if proc.poll() is None else []):
             os.kill(pid, signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGTERM, log.read_text()[-2000:]
     assert sorted(_statuses(tmp_path)) == ["KILLED"] * 3  # the parent run and both units' runs
-
-
-def _workers(protocol) -> list[int]:
-    """pids of live (not zombie) processes whose command line names `protocol`, a file unique to the test."""
-    pids = []
-    for d in os.listdir("/proc"):
-        try:
-            cmd = open(f"/proc/{d}/cmdline", "rb").read()
-            state = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if str(protocol).encode() in cmd and state != "Z" and int(d) != os.getpid():
-            pids.append(int(d))
-    return pids

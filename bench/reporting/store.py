@@ -66,17 +66,9 @@ def _check_sqlite_store(uri: str, db: Path) -> None:
     readers alike (an empty file became a 954 KB store from `bench leaderboard --no-log`). A reader also refuses
     what only a writer may do: a store lacking tables this MLflow defines (one an older MLflow wrote) MLflow
     migrates in place on opening, by the same test (mlflow.store.db.utils._all_tables_exist)."""
-    import sqlite3
-    from contextlib import closing
-
     if not db.exists():
         raise BenchError(f"MLflow store {uri}: no such database file ({db}); run `bench run` first or pass --uri")
-    check_sqlite_store(db, uri)
-    try:
-        with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
-            tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.Error as exc:  # read a moment ago; locked or replaced since
-        raise BenchError(f"MLflow store {uri} is not usable: {_first_line(exc)}") from None
+    tables = check_sqlite_store(db, uri)
     from mlflow.store.db import utils as db_utils
 
     missing = sorted(set(db_utils.Base.metadata.tables) - tables)

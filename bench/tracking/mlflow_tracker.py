@@ -129,8 +129,9 @@ def _empty_store(dest: Path, artifact_root: str) -> None:
         _migrate(dest, artifact_root)
 
 
-def check_sqlite_store(db: Path, uri: str) -> None:
+def check_sqlite_store(db: Path, uri: str) -> set[str]:
     """An existing file a sqlite URI names must be an MLflow store; checked read-only, before MLflow opens it.
+    Returns its table names (none for a missing file).
 
     MLflow runs its schema migrations on whatever database it is given: a folder gave ~110 s of retries and
     dozens of warning lines, and an empty file or another program's SQLite database was turned into an MLflow
@@ -138,7 +139,7 @@ def check_sqlite_store(db: Path, uri: str) -> None:
     import sqlite3
 
     if not db.exists():
-        return
+        return set()
     if not db.is_file():
         raise BenchError(f"MLflow tracking store {uri}: {db} is a folder; name a database file, e.g. {db / 'mlflow.db'}")
     try:
@@ -153,6 +154,7 @@ def check_sqlite_store(db: Path, uri: str) -> None:
     if not {"alembic_version", "runs"} <= tables:
         raise BenchError(f"MLflow tracking store {uri}: {db} is not an MLflow store (no MLflow tables); it was left "
                          "as it is: name a new file or an existing MLflow database")
+    return tables
 
 
 def _create_sqlite_store(db: Path, artifact_root: str) -> None:
