@@ -26,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--nproc", type=_at_least(1, 1024), default=1,
                      help="data-parallel processes on this machine (re-launches itself under torchrun)")
     run.add_argument("--dry-run", action="store_true",
-                     help="check the data, weights and checkpoints and print the fingerprint; train, score and log nothing")
+                     help="check the data, weights and checkpoints and print the fingerprint and the decoded "
+                          "data's sha256; train, score and log nothing")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one protocol key before it is checked, e.g. entries.dcgan.train.steps=10 or "
                           "evaluation.seeds=[0] (repeatable; entries by name; VALUE is YAML)")
@@ -489,8 +490,9 @@ def _run(args) -> int:
     if args.dry_run:
         from bench.pipeline import dry_run
 
-        fp = dry_run(loaded, max(1, args.nproc))  # a run with --nproc N > 1 scores under its own fingerprint
-        print(f"{loaded.protocol.name}  fingerprint {fp[:12]}  (dry run: nothing trained, scored or logged)\n{fp}")
+        fp, pixels = dry_run(loaded, max(1, args.nproc))  # a run with --nproc N > 1 scores under its own fingerprint
+        print(f"{loaded.protocol.name}  fingerprint {fp[:12]}  (dry run: nothing trained, scored or logged)\n{fp}\n"
+              f"decoded data sha256 {pixels}")
         return 0
     sweep = _sweep_of(args, overrides)
     if sweep is not None and (args.nproc > 1 or distributed.launched_by_torchrun()):

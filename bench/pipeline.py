@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from bench.data.base import pixel_digest
 from bench.entries import (build_entry, end_quietly, entry_dir, reference_row_of, run_entry, run_reference,
                            runs_of)
 from bench.evaluation import real_features, seed_features
@@ -42,14 +43,15 @@ class RunSummary:
     real_cache: str  # "hit" or "miss": whether the real side's features came from the cache
     table: str
 
-def dry_run(loaded: LoadedProtocol, world_size: int = 1) -> str:
-    """The fingerprint `run_protocol` would score under, after the same preflight (data, weights,
-    checkpoints) and the same extractor, without training, scoring or opening the store."""
+def dry_run(loaded: LoadedProtocol, world_size: int = 1) -> tuple[str, str]:
+    """(the fingerprint `run_protocol` would score under, the sha256 of the pixels its data decode to), after the
+    same preflight (data, weights, checkpoints) and the same extractor, without training, scoring or opening the
+    store."""
     protocol = loaded.protocol
     device, data, loaded_ckpts = preflight(loaded)
     extractor = make_extractor(protocol.evaluation.extractor, data, derive(protocol.seed, "judge"), device,
                                protocol.evaluation.weights)
-    return run_fingerprint(protocol, data, extractor, loaded_ckpts, device, world_size)
+    return run_fingerprint(protocol, data, extractor, loaded_ckpts, device, world_size), pixel_digest(data)
 
 
 def run_fingerprint(protocol, data, extractor, loaded_ckpts, device: torch.device, world_size: int = 1) -> str:
@@ -141,6 +143,8 @@ def open_session(loaded: LoadedProtocol, workdir: Path, world_size: int = 1) -> 
                               world_size)
     env = results_mod.environment(device)
     env["world_size"] = world_size
+    # The decoded pixels: the fingerprint hashes the files, and another decoder may turn them into other pixels.
+    env["data_pixels"] = pixel_digest(data)
     return Session(loaded, device, data, tracker, extractor, segmenters, fp, env,
                    workdir / f"{protocol.name}-{fp[:12]}", workdir / "results.jsonl", t_extractor)
 
@@ -167,7 +171,8 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False, sw
     resume = resume or sweep is not None
     s = open_session(loaded, workdir, world.size)
     fp, run_root, results_path, tracker = s.fingerprint, s.run_root, s.results_path, s.tracker
-    dist.broadcast_object((fp, list(results_mod.finished_rows(results_path, fp) if resume else [])),
+    pixels = s.env["data_pixels"]
+    dist.broadcast_object((fp, list(results_mod.finished_rows(results_path, fp, pixels) if resume else [])),
                           world)  # the other ranks train under the same fingerprint and skip the same runs
     # A run killed inside an atomic write of the comparison table leaves its temp file; nothing reads it,
     # and this run rewrites the table, so clear it (only rank 0 writes here).
@@ -177,7 +182,7 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False, sw
     stale = tracker.close_stale(fp)
     if stale:
         say(f"marked {len(stale)} MLflow run(s) of a killed earlier attempt KILLED")
-    done_before = results_mod.finished_rows(results_path, fp) if resume else {}
+    done_before = results_mod.finished_rows(results_path, fp, pixels) if resume else {}
     if resume and not world.active:  # under torchrun every rank reads the checkpoint and fails together later
         _check_resume_checkpoints(protocol, run_root, done_before)
     parent = tracker.start_run(protocol.name, layout.parent_tags(protocol.name, fp, s.env, s.extractor.name,

@@ -53,6 +53,7 @@ class RunScores:
     fingerprint: str
     git_sha: str
     entries: dict[str, dict[str, Any]]
+    data_pixels: str = ""  # layout.DATA_PIXELS of the protocol run; "" = not recorded
 
 
 def find_parent(protocol_path: str, uri: Optional[str], run_id: Optional[str]):
@@ -92,7 +93,7 @@ def scores(c, uri: str, parent) -> RunScores:
         entries[r["entry"]] = {"status": r["status"], "failure": r["failure"], "metrics": metrics}
     t = parent.data.tags
     return RunScores(uri, parent.info.run_id, t.get(layout.PROTOCOL, ""), t.get(layout.FINGERPRINT, ""),
-                     t.get(layout.GIT_SHA, "unknown"), entries)
+                     t.get(layout.GIT_SHA, "unknown"), entries, t.get(layout.DATA_PIXELS, ""))
 
 
 def _missing(x: Any) -> bool:
@@ -108,6 +109,8 @@ def make_baseline(s: RunScores, tolerance: dict[str, Any]) -> dict[str, Any]:
                          "a baseline is written only from a run whose entries all finished")
     return {
         "format": FORMAT, "protocol": s.protocol, "fingerprint": s.fingerprint,
+        # The fingerprint hashes the data files; these are the pixels the run decoded them to (layout.DATA_PIXELS).
+        **({"data_pixels": s.data_pixels} if s.data_pixels else {}),
         "source": {"parent_run_id": s.parent_run_id, "git_sha": s.git_sha,
                    "written": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
         "tolerance": tolerance,
@@ -138,7 +141,7 @@ def validate(data: Any, where: str) -> dict[str, Any]:
     numbers >= 0. Keys the gate does not read (tolerance.note) are left alone."""
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("entries"), dict):
         raise BenchError(f"{where}: not a ganbench baseline (format {FORMAT} with 'entries')")
-    for key in ("protocol", "fingerprint"):
+    for key in ("protocol", "fingerprint", "data_pixels"):
         if key in data and not isinstance(data[key], str):
             raise BenchError(f"{where}: '{key}' must be a string, got {_shown(data[key])}")
     tol = {} if data.get("tolerance") is None else data["tolerance"]
@@ -265,10 +268,17 @@ class CheckResult:
     baseline_path: str
     run: RunScores
     baseline_fingerprint: str = ""
+    baseline_pixels: str = ""
 
     @property
     def fingerprint_changed(self) -> bool:
         return bool(self.baseline_fingerprint) and self.baseline_fingerprint != self.run.fingerprint
+
+    @property
+    def pixels_changed(self) -> bool:
+        """Both recorded their decoded pixels, and they differ: another decoder read the data files."""
+        theirs, ours = self.baseline_pixels, self.run.data_pixels
+        return bool(theirs) and bool(ours) and theirs != ours
 
     @property
     def failed(self) -> bool:
@@ -325,7 +335,7 @@ def compare(baseline: dict[str, Any], s: RunScores, baseline_path: str = "",
             lines.append(Line(entry, key, value, cur, allowed, verdict))
     for entry in sorted(set(s.entries) - set(baseline["entries"])):
         lines.append(Line(entry, "*", None, None, None, NOT_GATED))
-    return CheckResult(lines, baseline_path, s, baseline.get("fingerprint") or "")
+    return CheckResult(lines, baseline_path, s, baseline.get("fingerprint") or "", baseline.get("data_pixels") or "")
 
 
 def _num(x: Optional[float]) -> str:
@@ -341,6 +351,15 @@ def fingerprint_line(r: CheckResult) -> str:
     return (f"FINGERPRINT CHANGED: run {r.run.fingerprint[:12]}… vs baseline {r.baseline_fingerprint[:12]}… — "
             "scores are from a different instrument/protocol (checkpoint, family default, data, extractor or "
             "device); compared anyway")
+
+
+def pixels_line(r: CheckResult) -> str:
+    """The line under the title when the run decoded the data to other pixels than the baseline's run ("" else)."""
+    if not r.pixels_changed:
+        return ""
+    return (f"DATA PIXELS CHANGED: run {r.run.data_pixels[:12]}… vs baseline {r.baseline_pixels[:12]}… — "
+            "the same data files decoded to other pixels (another Pillow or libjpeg-turbo: see the runs' bench.version.pillow* "
+            "tags), so the scores measure other images; compared anyway")
 
 
 def summary_line(r: CheckResult) -> str:
@@ -364,6 +383,8 @@ def summary_line(r: CheckResult) -> str:
         text = f"ok: {len(gated)} checks within tolerance"
     if r.fingerprint_changed:
         text += f"; FINGERPRINT CHANGED (run {r.run.fingerprint[:12]}… vs baseline {r.baseline_fingerprint[:12]}…)"
+    if r.pixels_changed:
+        text += f"; DATA PIXELS CHANGED (run {r.run.data_pixels[:12]}… vs baseline {r.baseline_pixels[:12]}…)"
     return text
 
 
@@ -384,6 +405,8 @@ def format_check(r: CheckResult) -> str:
            f"code {r.run.git_sha}) vs {r.baseline_path}"]
     if r.fingerprint_changed:
         out.append(fingerprint_line(r))
+    if r.pixels_changed:
+        out.append(pixels_line(r))
     out += [fmt(header), fmt(["-" * w for w in widths]), *map(fmt, body), summary_line(r)]
     return "\n".join(out) + "\n"
 

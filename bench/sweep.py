@@ -134,7 +134,7 @@ class Sweep:
         (session.run_root / "units").mkdir(parents=True, exist_ok=True)
         base = {"protocol": str(session.loaded.path.resolve()), "overrides": list(self.overrides),
                 "workdir": str(results_path.parent.resolve()), "parent": parent,
-                "fingerprint": session.fingerprint, "threads": threads,
+                "fingerprint": session.fingerprint, "data_pixels": session.env["data_pixels"], "threads": threads,
                 "env": {k: os.environ[k] for k in SHARED_ENV if k in os.environ}}
         unfinished: dict[str, str] = {}
         if todo:
@@ -391,11 +391,19 @@ def run_unit(spec: dict) -> dict:
     if session.fingerprint != spec["fingerprint"]:
         raise BenchError(f"worker on {socket.gethostname()} computes fingerprint {session.fingerprint[:12]} but the "
                          f"sweep runs {spec['fingerprint'][:12]}: its data, weights, packages or device differ")
+    # The same files may decode to other pixels on a node with another Pillow, libjpeg-turbo or CPU (docs/results.md,
+    # "Decoded pixels"): its scores would measure other images under this protocol run. (A spec from an older
+    # coordinator has no digest.)
+    if spec.get("data_pixels") and session.env["data_pixels"] != spec["data_pixels"]:
+        ours, theirs = session.env["data_pixels"][:12], spec["data_pixels"][:12]
+        raise BenchError(f"worker on {socket.gethostname()} decodes the data to other pixels (sha256 {ours}) than the "
+                         f"sweep's ({theirs}): its Pillow, libjpeg-turbo or CPU differ; run this sweep on nodes that "
+                         "decode alike")
     unit = Unit(spec["entry"], spec["train_seed"])
     _, marker = unit_files(session.run_root, unit)
     atomic_write_bytes(marker, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                                            "threads": spec["threads"]}).encode())
-    if unit.key in results_mod.finished_rows(session.results_path, session.fingerprint):
+    if unit.key in results_mod.finished_rows(session.results_path, session.fingerprint, session.env["data_pixels"]):
         say(f"unit {unit}: finished earlier (results.jsonl), not redone")
         return {"status": "SKIPPED"}
     entry = next((e for e in session.protocol.entries if e.name == unit.entry), None)

@@ -255,6 +255,25 @@ def test_a_worker_that_computes_another_fingerprint_refuses(tmp_path):
 
 
 @needs_data
+def test_a_worker_that_decodes_other_pixels_refuses(tmp_path):
+    """A node with another Pillow, libjpeg-turbo or CPU computes the same fingerprint from the same files but may
+    decode them to other pixels (docs/results.md, "Decoded pixels"): its unit would measure other images."""
+    from bench.pipeline import dry_run
+    from bench.protocol.load import load_protocol
+    from bench.sweep import run_unit
+
+    proto = tiny_protocol(tmp_path, name="sweep", entries=ENTRIES, n_samples=200)
+    fingerprint, _ = dry_run(load_protocol(str(proto)))
+    spec = {"protocol": str(proto), "overrides": [], "workdir": str(tmp_path / "w"), "parent": "x",
+            "fingerprint": fingerprint, "data_pixels": "0" * 64, "threads": torch.get_num_threads(), "env": {},
+            "entry": "a", "train_seed": 0}
+    with pytest.raises(BenchError, match=r"decodes the data to other pixels \(sha256 [0-9a-f]{12}\) than the sweep's "
+                                         r"\(000000000000\)"):
+        run_unit(spec)
+    assert not (tmp_path / "w" / "results.jsonl").exists()
+
+
+@needs_data
 def test_submitit_runs_a_unit_in_a_process_of_its_own(tmp_path, sequential):
     """The Slurm path (`--executor slurm`) minus the cluster: submitit's local executor pickles run_unit and its
     spec into a fresh process, which rebuilds the session, checks the fingerprint and, the unit being finished

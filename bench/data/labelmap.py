@@ -120,6 +120,10 @@ class LabelMaps:
         if instances is not None and instances.shape != ids.shape:
             raise ValueError(f"instance ids {tuple(instances.shape)} do not match the label ids {tuple(ids.shape)}")
 
+    def digest_parts(self) -> dict[str, Optional[torch.Tensor]]:
+        """What `bench.data.base.pixel_digest` hashes of label-map inputs: the decoded ids, edges and instances."""
+        return {"ids": self.ids, "edges": self.edges, "instances": self.instances}
+
     @property
     def has_instances(self) -> bool:
         return self.instances is not None

@@ -1,7 +1,10 @@
 """The leaderboard: MLflow entry runs -> one ranked table per protocol fingerprint (pandas).
 
 Scores are only ever compared inside one fingerprint (same resolved protocol, data, extractor weights,
-device and loaded checkpoints), so each fingerprint is its own group and no number crosses groups.
+device and loaded checkpoints), so each fingerprint is its own group and no number crosses groups. The one
+exception splits a fingerprint further: protocol runs that recorded different decoded pixels of the same files
+(layout.DATA_PIXELS: another Pillow or libjpeg) were measured against different images, so each set of pixels
+is a group of its own, and says so.
 Within a group, the unit is (entry, training seed): when a protocol was run several times, the newest
 finished run of each (entry, training seed) counts and the older ones are repeats, which on CPU are
 bit-identical and would otherwise be counted twice as if they were independent evidence. The values
@@ -42,6 +45,8 @@ class Group:
     latest_time: int = 0
     notes: list[str] = field(default_factory=list)
     extractor: str = ""  # the feature space of IS/FID/KID (one per fingerprint); "" = not recorded
+    data_pixels: str = ""  # the decoded pixels' sha256 its protocol runs recorded; "" = not recorded
+    pixels_split: bool = False  # the fingerprint's runs recorded several: this group is one of them
 
 
 def interval_keys(key: str) -> tuple[str, str]:
@@ -64,8 +69,21 @@ def build(runs: pd.DataFrame, per_seed: PerSeed, sort: Optional[str] = None) -> 
     if sort is not None and sort not in KEY_DIRECTION:
         raise BenchError(f"cannot sort by '{sort}': not a metric with a known direction; valid: "
                          f"{', '.join(sorted(KEY_DIRECTION))}")
-    groups = [_group(g, per_seed, sort) for _, g in runs.groupby("fingerprint", sort=False)]
+    groups = [_group(part, per_seed, sort, pixels, split)
+              for _, g in runs.groupby("fingerprint", sort=False) for part, pixels, split in _by_pixels(g)]
     return sorted(groups, key=lambda g: -g.latest_time)
+
+
+def _by_pixels(g: pd.DataFrame) -> list[tuple[pd.DataFrame, str, bool]]:
+    """One fingerprint's runs as (runs, their decoded pixels' sha256, split?): one part while every run that
+    recorded its pixels recorded the same ones (runs logged before the tag join it), else one part per digest
+    and one for the runs that recorded none, since those cannot be placed."""
+    pixels = (g["data_pixels"].fillna("").astype(str) if "data_pixels" in g
+              else pd.Series("", index=g.index, dtype=str))
+    known = sorted(set(pixels) - {""})
+    if len(known) <= 1:
+        return [(g, known[0] if known else "", False)]
+    return [(g[pixels == digest], digest, True) for digest in known + [""] if (pixels == digest).any()]
 
 
 def _newest_per_unit(g: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -75,12 +93,18 @@ def _newest_per_unit(g: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return kept, len(g) - len(kept)
 
 
-def _group(g: pd.DataFrame, per_seed: PerSeed, sort: Optional[str]) -> Group:
+def _group(g: pd.DataFrame, per_seed: PerSeed, sort: Optional[str], pixels: str = "",
+           pixels_split: bool = False) -> Group:
     kept, repeats = _newest_per_unit(g)
     finished = kept[kept["status"] == "FINISHED"]
     keys = display_keys({k for m in finished["metrics"] for k in m})
     sort_key = sort if sort is not None else default_sort_key(keys)
     notes = []
+    if pixels_split:
+        notes.append("the protocol runs of this fingerprint decoded its image files to different pixels (another "
+                     "Pillow or libjpeg-turbo: compare their `bench.version.pillow*` tags), so they were measured "
+                     "against different images and are not pooled: this table holds only the runs "
+                     + (f"whose pixels have sha256 {pixels[:12]}" if pixels else "that did not record their pixels"))
     if sort is not None and sort not in keys:
         notes.append(f"no entry has '{sort}'; rows are in entry order")
     rows = [_entry_row(entry, e_runs, keys, per_seed) for entry, e_runs in kept.groupby("entry", sort=True)]
@@ -92,7 +116,7 @@ def _group(g: pd.DataFrame, per_seed: PerSeed, sort: Optional[str]) -> Group:
     return Group(protocol=first["protocol"], experiment=first["experiment"], fingerprint=first["fingerprint"],
                  parent_run_ids=[p for p in parents if p], sort_key=sort_key if sort_key in keys else None,
                  keys=keys, rows=df, repeats=repeats, latest_time=int(g["start_time"].max()), notes=notes,
-                 extractor=extractors[0] if extractors else "")
+                 extractor=extractors[0] if extractors else "", data_pixels=pixels, pixels_split=pixels_split)
 
 
 def _entry_row(entry: str, runs: pd.DataFrame, keys: list[str], per_seed: PerSeed) -> dict:

@@ -160,6 +160,8 @@ def title(g: Group) -> str:
     runs = f"{len(g.parent_run_ids)} run{'s' if len(g.parent_run_ids) != 1 else ''}"
     rep = f", {g.repeats} older repeat{'s' if g.repeats != 1 else ''} superseded" if g.repeats else ""
     space = f" · features {g.extractor}" if g.extractor else ""
+    if g.pixels_split:  # one fingerprint, several decoded versions of its data: say which this table is
+        space += f" · pixels {g.data_pixels[:12] or 'not recorded'}"
     return f"{g.protocol} · fingerprint {g.fingerprint[:12]}{space} · experiment {g.experiment} · {runs}{rep}"
 
 
@@ -208,11 +210,12 @@ def markdown(groups: list[Group], heading: str = "###") -> str:
 
 
 def to_csv(groups: list[Group]) -> str:
-    """Every number, unformatted: one line per (fingerprint, entry)."""
+    """Every number, unformatted: one line per (fingerprint, decoded pixels, entry)."""
     frames = []
     for g in groups:
         df = g.rows.drop(columns=[c for c in g.rows if c.endswith("/by_seed")] + ["run_ids", "train_seeds"])
         df.insert(0, "experiment", g.experiment)
+        df.insert(0, "data_pixels", g.data_pixels)  # tells apart the groups of a fingerprint split by its pixels
         df.insert(0, "fingerprint", g.fingerprint)
         df.insert(0, "protocol", g.protocol)
         df["sort_key"] = g.sort_key or ""

@@ -219,6 +219,8 @@ def _environment(parent, group) -> list[tuple[str, str]]:
             ("CPU", " — ".join(x for x in (t.get(layout.CPU, ""), t.get(layout.CPU_DETAIL, "")) if x) or "unknown"),
             ("torch threads", t.get(layout.THREADS, "unknown")),
             ("extractor", f"{t.get(layout.EXTRACTOR, '')} (sha256 {t.get(layout.EXTRACTOR_SHA256, '')})"),
+            # the fingerprint hashes the data files; these are the pixels this run's decoder made of them
+            ("decoded data (sha256)", t.get(layout.DATA_PIXELS, "not recorded")),
             ("started", _when(parent.info.start_time))]
     if parent.info.end_time:
         rows.append(("protocol run wall time", f"{(parent.info.end_time - parent.info.start_time) / 1000:.1f} s"))

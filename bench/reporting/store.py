@@ -23,7 +23,7 @@ from bench.tracking.mlflow_tracker import check_sqlite_store, quiet_libraries
 
 CHILD_COLUMNS = ["run_id", "parent_run_id", "experiment", "protocol", "fingerprint", "entry", "zoo",
                  "train_seed", "status", "failure", "start_time", "end_time", "metrics", "baseline", "extractor",
-                 "untrained", "eval_outputs"]
+                 "untrained", "eval_outputs", "data_pixels"]
 
 
 # MLflow's SQL store keeps a metric of ±inf as ±(largest float64) (checked with mlflow's SqlAlchemyStore: +inf is read
@@ -160,16 +160,17 @@ def child_runs(c, exps: dict[str, str], fingerprint: Optional[str] = None,
             "untrained": layout.untrained_of(t),  # runs logged before the tag read as trained
             "eval_outputs": t.get(layout.EVAL_OUTPUTS, ""),  # identical / varying; "" = not recorded
         })
-    # The feature space is a run-wide fact on the parent run: one lookup per protocol run.
-    extractors: dict[str, str] = {}
+    # The feature space and the decoded pixels are run-wide facts on the parent run: one lookup per protocol run.
+    parents: dict[str, tuple[str, str]] = {}
     for row in rows:
         pid = row["parent_run_id"]
-        if pid and pid not in extractors:
+        if pid and pid not in parents:
             try:
-                extractors[pid] = c.get_run(pid).data.tags.get(layout.EXTRACTOR, "")
-            except Exception:  # noqa: BLE001 - a deleted parent: the label just cannot name the space
-                extractors[pid] = ""
-        row["extractor"] = extractors.get(pid, "")
+                tags = c.get_run(pid).data.tags
+                parents[pid] = (tags.get(layout.EXTRACTOR, ""), tags.get(layout.DATA_PIXELS, ""))
+            except Exception:  # noqa: BLE001 - a deleted parent: the label cannot name the space nor the pixels
+                parents[pid] = ("", "")
+        row["extractor"], row["data_pixels"] = parents.get(pid, ("", ""))
     return pd.DataFrame(rows, columns=CHILD_COLUMNS)
 
 
@@ -180,6 +181,8 @@ def protocol_run_units(c, exps: dict[str, str], parent) -> tuple[pd.DataFrame, i
     only the units that had not finished; the others finished under earlier protocol runs. A unit this run ran,
     finished or not, is never replaced: a unit it ran and failed stays failed. The report and the regression gate
     both read a protocol run through this, so `bench check` after a resume sees the rows its report shows.
+    An earlier unit whose protocol run recorded other decoded pixels (layout.DATA_PIXELS: another decoder read the
+    same files) is never carried over: it was measured against other images.
     Returns (runs, units carried over from earlier runs)."""
     runs = child_runs(c, exps, parent_run_id=parent.info.run_id)
     fingerprint = parent.data.tags.get(layout.FINGERPRINT, "")
@@ -187,8 +190,10 @@ def protocol_run_units(c, exps: dict[str, str], parent) -> tuple[pd.DataFrame, i
         return runs, 0
     earlier = child_runs(c, exps, fingerprint=fingerprint)
     end = parent.info.end_time or parent.info.start_time
+    pixels = parent.data.tags.get(layout.DATA_PIXELS, "")
     earlier = earlier[(earlier["parent_run_id"] != parent.info.run_id) & (earlier["status"] == "FINISHED")
-                      & (earlier["start_time"] <= end)]
+                      & (earlier["start_time"] <= end)
+                      & ((earlier["data_pixels"] == "") | (earlier["data_pixels"] == pixels) | (pixels == ""))]
     have = {(e, str(t)) for e, t in zip(runs["entry"], runs["train_seed"])}
     earlier = earlier.sort_values("start_time", ascending=False).drop_duplicates(["entry", "train_seed"])
     add = earlier[[(e, str(t)) not in have for e, t in zip(earlier["entry"], earlier["train_seed"])]]

@@ -27,6 +27,10 @@ THREADS = "bench.threads"
 EXTRACTOR = "bench.extractor"
 EXTRACTOR_SHA256 = "bench.extractor_sha256"
 VERSION_PREFIX = "bench.version."  # + package name: its installed version
+# sha256 of the decoded training and held-out tensors (bench/data/base.py `pixel_digest`). The fingerprint hashes
+# the files; runs whose decoders made other pixels of them share it but are not comparable, and the readers
+# (leaderboard, report, regression gate) never pool such runs. Absent on runs logged before the tag.
+DATA_PIXELS = "bench.data_pixels"
 
 # -- child runs (one per entry and training seed, and the real-data row) ---------------------------------
 ENTRY = "bench.entry"
@@ -58,6 +62,7 @@ def parent_tags(protocol: str, fingerprint: str, env: Mapping[str, Any], extract
     return {PROTOCOL: protocol, FINGERPRINT: fingerprint, GIT_SHA: env["git_sha"], DEVICE: env["device"],
             CPU: env["cpu"], CPU_DETAIL: env["cpu_detail"], THREADS: str(env["torch_threads"]), EXTRACTOR: extractor,
             EXTRACTOR_SHA256: extractor_sha256,
+            **({DATA_PIXELS: env["data_pixels"]} if env.get("data_pixels") else {}),
             **{f"{VERSION_PREFIX}{k}": v for k, v in env["packages"].items()}}
 
 

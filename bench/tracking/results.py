@@ -21,7 +21,10 @@ import torch
 from bench import machine
 from bench.errors import BenchError
 
-_PACKAGES = ("torch", "torchvision", "torch-fidelity", "mlflow", "numpy", "scipy", "pydantic", "ganbench")
+# Recorded with every result. Pillow decodes and resizes the image files, scikit-image computes SSIM and lpips
+# holds LPIPS's network code: each can move a score without changing the fingerprint.
+_PACKAGES = ("torch", "torchvision", "torch-fidelity", "mlflow", "numpy", "scipy", "pydantic", "pillow",
+             "scikit-image", "lpips", "ganbench")
 
 
 @dataclass
@@ -41,9 +44,13 @@ class EvalResult:
     train_seed: Optional[int] = None  # None: the entry's single default training run (protocol without train_seeds)
 
 
-def finished_rows(path: Path, fingerprint: str) -> dict[tuple[str, Optional[int]], dict[str, Any]]:
+def finished_rows(path: Path, fingerprint: str,
+                  pixels: Optional[str] = None) -> dict[tuple[str, Optional[int]], dict[str, Any]]:
     """The newest FINISHED row of every (entry, training seed) of one fingerprint (what `bench run --resume`
-    need not redo). A torn last line (a kill mid-append) is ignored: it was never a complete result."""
+    need not redo). A torn last line (a kill mid-append) is ignored: it was never a complete result.
+    `pixels` (bench.data.base.pixel_digest of this run's data): a finished row that recorded other decoded
+    pixels under the same fingerprint (another Pillow or libjpeg decoded the same files) is an error, since
+    its scores were measured against other images; rows from before the digest was recorded are taken."""
     rows: dict[tuple[str, Optional[int]], dict[str, Any]] = {}
     if not path.is_file():
         return rows
@@ -61,8 +68,23 @@ def finished_rows(path: Path, fingerprint: str) -> dict[tuple[str, Optional[int]
         if problem:
             raise BenchError(f"{path} line {number}: not a ganbench result row ({problem}); fix or remove that line")
         if row.get("fingerprint") == fingerprint and row.get("status") == "FINISHED":
+            theirs = row.get("env", {}).get("data_pixels") if isinstance(row.get("env"), dict) else None
+            if pixels and isinstance(theirs, str) and theirs != pixels:
+                raise BenchError(
+                    f"{path} line {number}: entry '{row['entry']}' was scored on data decoded to other pixels "
+                    f"(sha256 {theirs[:12]}, now {pixels[:12]}: {_decoder_change(row)}), so --resume would pool "
+                    "scores of different images; run without --resume in another --workdir")
             rows[(row["entry"], row.get("train_seed"))] = row
     return rows
+
+
+def _decoder_change(row: dict[str, Any]) -> str:
+    """What differs between the image decoder a row recorded and this process's, for the error above."""
+    packages = row.get("env", {}).get("packages", {})
+    now = environment_packages()
+    changed = [f"{k} {packages.get(k, 'unrecorded')} then, {now[k]} now" for k in ("pillow", "pillow.libjpeg_turbo")
+               if isinstance(packages, dict) and packages.get(k) != now[k]]
+    return "; ".join(changed) if changed else "the same Pillow and libjpeg-turbo versions, so the files or the build"
 
 
 def _row_problem(row: Any, fingerprint: str) -> str:
@@ -120,13 +142,27 @@ def git_sha() -> str:
     return "unknown"
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment_packages() -> dict[str, str]:
+    """package -> installed version ("absent"), as every result records them."""
     versions = {}
     for pkg in _PACKAGES:
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = "absent"
+    # The JPEG decoder inside Pillow's wheel: the library that turns CIFAR-10's, CelebA's and the translation
+    # sets' files into pixels (its version can change under an unchanged Pillow built elsewhere).
+    try:
+        from PIL import features
+
+        versions["pillow.libjpeg_turbo"] = features.version("libjpeg_turbo") or "absent"
+    except ImportError:
+        versions["pillow.libjpeg_turbo"] = "absent"
+    return versions
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    versions = environment_packages()
     return {
         "git_sha": git_sha(),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
