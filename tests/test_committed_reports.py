@@ -15,11 +15,14 @@ from tests.conftest import REPO, needs_data
 # Every committed report must be current: its fingerprint is what its protocol gives now (no stale report can
 # sit beside current ones), and every shipped CPU protocol has one.
 CURRENT = sorted(p.parent.name for p in (REPO / "reports").glob("*/report.json"))
+# The decoded pixels of each protocol's data: the fingerprint hashes the files, these what they decode to here.
+PINNED_PIXELS = json.loads((REPO / "tests" / "regression" / "pinned-pixels.json").read_text())["protocols"]
 
 
 def test_every_shipped_protocol_has_a_committed_report():
     shipped = sorted(p.stem for p in (REPO / "protocols").glob("*.yaml"))
     assert CURRENT == shipped
+    assert sorted(PINNED_PIXELS) == shipped
 
 
 @needs_data
@@ -30,6 +33,12 @@ def test_committed_report_fingerprint_is_what_the_protocol_gives_now(name, capsy
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith(f"{name}  fingerprint {committed[:12]}  (dry run"), printed
     assert printed[1] == committed
+    # Another Pillow, libjpeg-turbo or CPU without AVX2 (torch's resize rounds ~1e-5 of the pixels the other way)
+    # may decode the same files to other pixels: then this machine cannot reproduce the committed numbers exactly,
+    # and its runs are kept apart from runs of the pinned pixels (tests/test_data_pixels.py).
+    assert printed[2] == f"decoded data sha256 {PINNED_PIXELS[name]}", (
+        f"{name}: the data decode to other pixels here than tests/regression/pinned-pixels.json pins; compare "
+        "Pillow, libjpeg-turbo (PIL.features.version('libjpeg_turbo')) and torch's CPU capability with its note")
 
 
 @needs_data
