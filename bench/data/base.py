@@ -75,7 +75,7 @@ def pixel_digest(data: RealData) -> str:
     The protocol fingerprint hashes the image files' bytes (CIFAR-10: its decoded pixels), so two machines
     whose Pillow or libjpeg decode or resize the same files differently share a fingerprint but not the pixels:
     runs recording different digests are not comparable (bench/reporting/leaderboard.py splits them, `--resume`
-    and the report refuse to pool them). Hashes ~200 MB a second per core: CIFAR-10's 60,000 images in ~1 s."""
+    and the report refuse to pool them). Costs ~0.07 s for cifar10-zoo's 18,000 images (55 MB, 2026-12-05)."""
     h = hashlib.sha256()
     for name in _PIXEL_FIELDS:
         value = getattr(data, name)
