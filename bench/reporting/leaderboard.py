@@ -102,8 +102,9 @@ def _group(g: pd.DataFrame, per_seed: PerSeed, sort: Optional[str], pixels: str 
     notes = []
     if pixels_split:
         notes.append("the protocol runs of this fingerprint decoded its image files to different pixels (another "
-                     "Pillow or libjpeg-turbo: compare their `bench.version.pillow*` tags), so they were measured "
-                     "against different images and are not pooled: this table holds only the runs "
+                     "Pillow, libjpeg-turbo, torch or CPU without AVX2: compare their `bench.version.*` and "
+                     "`bench.cpu_detail` tags), so they were measured against different images and are not pooled: "
+                     "this table holds only the runs "
                      + (f"whose pixels have sha256 {pixels[:12]}" if pixels else "that did not record their pixels"))
     if sort is not None and sort not in keys:
         notes.append(f"no entry has '{sort}'; rows are in entry order")

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import subprocess
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -48,10 +49,12 @@ def finished_rows(path: Path, fingerprint: str,
                   pixels: Optional[str] = None) -> dict[tuple[str, Optional[int]], dict[str, Any]]:
     """The newest FINISHED row of every (entry, training seed) of one fingerprint (what `bench run --resume`
     need not redo). A torn last line (a kill mid-append) is ignored: it was never a complete result.
-    `pixels` (bench.data.base.pixel_digest of this run's data): a finished row that recorded other decoded
-    pixels under the same fingerprint (another Pillow or libjpeg decoded the same files) is an error, since
-    its scores were measured against other images; rows from before the digest was recorded are taken."""
+    `pixels` (bench.data.base.pixel_digest of this run's data): when a unit's newest finished row recorded other
+    decoded pixels under the same fingerprint (another Pillow, libjpeg-turbo or CPU decoded the same files), that
+    is an error, since its scores were measured against other images. Rows from before the digest was recorded
+    are taken; an older row of other pixels that a newer one of these pixels replaced is only history."""
     rows: dict[tuple[str, Optional[int]], dict[str, Any]] = {}
+    lines: dict[tuple[str, Optional[int]], int] = {}
     if not path.is_file():
         return rows
     for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
@@ -68,23 +71,49 @@ def finished_rows(path: Path, fingerprint: str,
         if problem:
             raise BenchError(f"{path} line {number}: not a ganbench result row ({problem}); fix or remove that line")
         if row.get("fingerprint") == fingerprint and row.get("status") == "FINISHED":
-            theirs = row.get("env", {}).get("data_pixels") if isinstance(row.get("env"), dict) else None
-            if pixels and isinstance(theirs, str) and theirs != pixels:
-                raise BenchError(
-                    f"{path} line {number}: entry '{row['entry']}' was scored on data decoded to other pixels "
-                    f"(sha256 {theirs[:12]}, now {pixels[:12]}: {_decoder_change(row)}), so --resume would pool "
-                    "scores of different images; run without --resume in another --workdir")
-            rows[(row["entry"], row.get("train_seed"))] = row
+            key = (row["entry"], row.get("train_seed"))
+            rows[key], lines[key] = row, number
+    for key, row in rows.items():
+        theirs = row.get("env", {}).get("data_pixels")
+        if pixels and theirs is not None and theirs != pixels:
+            change = decoder_change(row.get("env", {}), decoder_environment())
+            raise BenchError(
+                f"{path} line {lines[key]}: entry '{row['entry']}' was scored on data decoded to other pixels "
+                f"(sha256 {theirs[:12]}, now {pixels[:12]}; {change}), so --resume would pool scores of different "
+                "images; run without --resume in another --workdir")
     return rows
 
 
-def _decoder_change(row: dict[str, Any]) -> str:
-    """What differs between the image decoder a row recorded and this process's, for the error above."""
-    packages = row.get("env", {}).get("packages", {})
-    now = environment_packages()
-    changed = [f"{k} {packages.get(k, 'unrecorded')} then, {now[k]} now" for k in ("pillow", "pillow.libjpeg_turbo")
-               if isinstance(packages, dict) and packages.get(k) != now[k]]
-    return "; ".join(changed) if changed else "the same Pillow and libjpeg-turbo versions, so the files or the build"
+# What turns the same data files into pixels, as every result records it: a change in any of them can change
+# the pixels (measured: torch's resize without AVX2, docs/results.md "Decoded pixels").
+_DECODERS = ("pillow", "pillow.libjpeg_turbo", "torch")
+
+
+def decoder_change(then: Any, now: dict[str, Any]) -> str:
+    """What differs between two recorded environments in what decodes and resizes images (Pillow, its
+    libjpeg-turbo, torch and the CPU kernels torch dispatches to), for the messages that refuse to pool them."""
+    then = then if isinstance(then, dict) else {}
+    old, new = then.get("packages"), now.get("packages", {})
+    old = old if isinstance(old, dict) else {}
+    changed = [f"{k} {old.get(k, 'unrecorded')} then, {new.get(k)} now" for k in _DECODERS if old.get(k) != new.get(k)]
+    kernels_then, kernels_now = _kernels(then.get("cpu_detail")), _kernels(now.get("cpu_detail"))
+    if kernels_then != kernels_now:
+        changed.append(f"torch CPU kernels {kernels_then} then, {kernels_now} now")
+    return "; ".join(changed) if changed else "Pillow, libjpeg-turbo, torch and its CPU kernels recorded alike"
+
+
+def _kernels(cpu_detail: Any) -> str:
+    """The ISA torch's CPU kernels dispatch to, from a recorded `cpu_detail` (bench/machine.py): "unrecorded"
+    when absent."""
+    if not isinstance(cpu_detail, str):
+        return "unrecorded"
+    for part in cpu_detail.split(";"):
+        if part.strip().startswith("torch kernels "):
+            return part.strip()[len("torch kernels "):]
+    return "unrecorded"
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _row_problem(row: Any, fingerprint: str) -> str:
@@ -101,6 +130,12 @@ def _row_problem(row: Any, fingerprint: str) -> str:
         mean = value.get("mean") if isinstance(value, dict) else None
         if isinstance(mean, bool) or not isinstance(mean, (int, float)):
             return f"metric '{key}' has no numeric mean"
+    env = row.get("env", {})
+    if not isinstance(env, dict):
+        return "'env' is not a mapping"
+    # A row that cannot say which pixels it measured must not pass as one from before the digest was recorded.
+    if "data_pixels" in env and not (isinstance(env["data_pixels"], str) and _SHA256.fullmatch(env["data_pixels"])):
+        return "'env.data_pixels' is not a sha256"
     return ""
 
 
@@ -159,6 +194,11 @@ def environment_packages() -> dict[str, str]:
     except ImportError:
         versions["pillow.libjpeg_turbo"] = "absent"
     return versions
+
+
+def decoder_environment() -> dict[str, Any]:
+    """The parts of `environment` that decode and resize images (for `decoder_change`), without the git call."""
+    return {"packages": environment_packages(), "cpu_detail": machine.cpu_detail()}
 
 
 def environment(device: torch.device) -> dict[str, Any]:
