@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from bench.errors import BenchError
 from bench.features.extractors import make_extractor
+from bench.data.base import pixel_digest
 from bench.entries import entry_dir
 from bench.preflight import preflight, resolve_checkpoint
 from bench.protocol.load import resolved_config
@@ -113,7 +114,8 @@ def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int
         shutil.rmtree(tmp, ignore_errors=True)  # interrupted or failed: no half folder is left beside OUT
         raise
     info = {"protocol": protocol.name, "fingerprint": fp if scored else None, "entry": entry.name,
-            "eval_seed": seed, "checkpoint": str(path), "fake": n_fake, "real": n_real, "extractor": extractor.name,
+            # real/ holds this machine's decoding of the data files (docs/results.md, "Decoded pixels")
+            "data_pixels": pixel_digest(data), "eval_seed": seed, "checkpoint": str(path), "fake": n_fake, "real": n_real, "extractor": extractor.name,
             "note": "fake/ and real/ hold the exact uint8 pixels bench feeds its feature extractor"}
     (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
     if out.exists():

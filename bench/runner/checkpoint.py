@@ -38,12 +38,15 @@ def capture_rank_rng() -> dict[str, Any]:
 
 def payload(model, step: int, generators: dict[str, torch.Generator], fingerprint: str, entry: str,
             schedulers: dict[str, Any] | None = None, rank_rng: list[dict[str, Any]] | None = None,
-            runner: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The whole training state as one dict (what `latest.pt` holds)."""
+            runner: dict[str, Any] | None = None, data_pixels: str = "") -> dict[str, Any]:
+    """The whole training state as one dict (what `latest.pt` holds). `data_pixels`: the sha256 of the decoded
+    data it trains on (bench/data/base.py `pixel_digest`; "" = not known, nothing recorded)."""
     from zoo.base import config_record
 
     rank_rng = rank_rng or [capture_global_rng()]
     return {
+        # the same fingerprint's files can decode to other pixels elsewhere: a resume checks these (train.py)
+        **({"data_pixels": data_pixels} if data_pixels else {}),
         "format": FORMAT,
         "entry": entry,
         "family": model.family,

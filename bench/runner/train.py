@@ -24,6 +24,7 @@ import torch
 from torchvision.utils import save_image
 from tqdm import tqdm
 
+from bench.data.base import pixel_digest
 from bench.data.labelmap import instance_ids_of
 from bench.data.transforms import Size, fit_float, hw, to_float
 from bench.io import atomic_write_bytes, say
@@ -301,9 +302,16 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
         # A writer killed mid-write leaves its temp file behind (the target itself is never half-written).
         for tmp in run_dir.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
+    # The decoded training data's sha256: a checkpoint trained on other pixels of the same files (another Pillow,
+    # libjpeg-turbo or CPU, docs/results.md "Decoded pixels") is not continued, as one of another fingerprint is not.
+    pixels = pixel_digest(data) if data is not None else ""
     if resume and latest.is_file():
         payload = checkpoint.read(latest)
-        if payload["fingerprint"] == fingerprint and payload["entry"] == entry:
+        theirs = payload.get("data_pixels")
+        if pixels and theirs is not None and theirs != pixels:
+            logger.warning("%s: %s was trained on data decoded to other pixels (sha256 %s, now %s); training from "
+                           "scratch", entry, latest, str(theirs)[:12], pixels[:12])
+        elif payload["fingerprint"] == fingerprint and payload["entry"] == entry:
             checkpoint.load_into(payload, model, latest)
             start = checkpoint.restore_training_state(payload, generators, model, schedulers, world.rank)
             state.update(payload.get("runner", {}))
@@ -313,7 +321,7 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
 
     def save(step: int) -> str:
         payload = checkpoint.payload(model, step, generators, fingerprint, entry, schedulers,
-                                     dist.gather_objects(checkpoint.capture_rank_rng(), world), state)
+                                     dist.gather_objects(checkpoint.capture_rank_rng(), world), state, pixels)
         sha = ""
         if world.is_main:
             sha = checkpoint.write(latest, payload)
@@ -379,7 +387,7 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
                         state["best"] = {"step": done, "fid": fid}
                         checkpoint.write(run_dir / "best.pt", checkpoint.payload(
                             model, done, generators, fingerprint, entry, schedulers,
-                            [checkpoint.capture_rank_rng()], state))
+                            [checkpoint.capture_rank_rng()], state, pixels))
                 state["best"] = dist.broadcast_object(state["best"], world)
                 if spec.patience and done - state["best"]["step"] >= spec.patience and done < spec.steps:
                     # no improvement for `patience` steps: stop here (the course recipe's early stop)
