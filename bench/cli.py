@@ -679,7 +679,8 @@ def _leaderboard(args) -> int:
                 store.log_texts(c, g.parent_run_ids[0], {"leaderboard/leaderboard.md": render.markdown([g]),
                                                          "leaderboard/leaderboard.csv": render.to_csv([g]),
                                                          "leaderboard/leaderboard.html": render.to_html([g])})
-        print(f"logged leaderboard/ to the newest protocol run of {len(groups)} fingerprint(s) in {uri}")
+        # one table per fingerprint, or per set of decoded pixels where a fingerprint's runs decoded differently
+        print(f"logged leaderboard/ to the newest protocol run of each of {len(groups)} table(s) in {uri}")
     return 0
 
 

@@ -10,12 +10,13 @@ Why the result equals a sequential `bench run`:
 - Before any unit starts, the coordinator builds the pinned extractor and segmenters and the real side's
   features, which land in the content-hashed cache (`BENCH_CACHE_DIR`). Every worker rebuilds its session
   from the same protocol and finds them there (on a cluster the cache must be on a shared path), and checks
-  that it computes the coordinator's fingerprint: a worker with other data, weights or packages refuses.
+  that it computes the coordinator's fingerprint and decodes the data to the coordinator's pixels: a worker with
+  other data, weights or packages, or whose Pillow, libjpeg-turbo or CPU decode the files differently, refuses.
 - Each unit is seeded by (protocol seed, entry, training seed) alone, so where and when it runs does not
   matter. Training is bit-exact only for the same CPU and thread count (DESIGN.md), so each unit runs with
   the coordinator's torch thread count unless `--threads` says otherwise; its row records the count.
 
-Units are idempotent. A unit whose FINISHED row is in results.jsonl under this fingerprint is skipped; any
+Units are idempotent. A unit whose FINISHED row is in results.jsonl under this fingerprint (and pixels) is skipped; any
 other unit resumes from its latest checkpoint (a sweep always runs as `--resume`). A worker that dies
 (killed, pre-empted, out of memory) costs only its own unit: the others go on, the command ends with exit
 status 1 naming the unfinished units, and the same command run again finishes them.
@@ -155,7 +156,7 @@ class Sweep:
                 backend.close(wait=not stopping)
             if unfinished:  # a dead worker left its child run RUNNING: close it now (a re-run would too)
                 session.tracker.close_stale(session.fingerprint)
-        rows = _rows_since(results_path, start, session.fingerprint)
+        rows = _rows_since(results_path, start, session.fingerprint, session.env["data_pixels"])
         missing = {str(u): unfinished.get(str(u), "its job ended without a result row")
                    for u in todo if u.key not in rows}
         if missing:
@@ -208,8 +209,9 @@ def _last_line(path: str) -> str:
     return lines[-1][:300] if lines else "(empty log)"
 
 
-def _rows_since(path: Path, offset: int, fingerprint: str) -> dict[tuple, dict[str, Any]]:
-    """The rows of this fingerprint appended after byte `offset` (this sweep's), newest per unit."""
+def _rows_since(path: Path, offset: int, fingerprint: str, pixels: str = "") -> dict[tuple, dict[str, Any]]:
+    """The rows of this fingerprint and these decoded pixels appended after byte `offset` (this sweep's), newest
+    per unit."""
     if not path.is_file():
         return {}
     with open(path, "rb") as f:
@@ -224,6 +226,9 @@ def _rows_since(path: Path, offset: int, fingerprint: str) -> dict[tuple, dict[s
         # rows of this fingerprint the workers appended; another writer's line is not one (the run checked every
         # row of the fingerprint when it started: results.finished_rows)
         if isinstance(row, dict) and row.get("fingerprint") == fingerprint and isinstance(row.get("entry"), str):
+            env = row.get("env")
+            if pixels and isinstance(env, dict) and env.get("data_pixels") not in (None, pixels):
+                continue  # another sweep's worker, on a node that decodes the data to other pixels
             rows[(row["entry"], row.get("train_seed"))] = row
     return rows
 

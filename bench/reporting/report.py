@@ -95,9 +95,15 @@ def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = N
         notes.append(f"protocol run {pid} is {parent.info.status}; entries it did not reach are missing")
     others = [p for p in store.parent_runs(c, exps, protocol)
               if p.info.run_id != pid and p.data.tags.get(layout.FINGERPRINT) == fingerprint]
-    if others:
-        notes.append(f"{len(others)} other run(s) of this fingerprint are in the store; "
+    # Runs of other decoded pixels (layout.DATA_PIXELS) get a leaderboard table of their own, not this one's.
+    pixels = tags.get(layout.DATA_PIXELS, "")
+    apart = [p for p in others if p.data.tags.get(layout.DATA_PIXELS, "") not in ("", pixels)]
+    if len(others) > len(apart):
+        notes.append(f"{len(others) - len(apart)} other run(s) of this fingerprint are in the store; "
                      "`bench leaderboard` pools them")
+    if apart:
+        notes.append(f"{len(apart)} other run(s) of this fingerprint decoded the data to other pixels (another "
+                     "Pillow, libjpeg-turbo, torch or CPU without AVX2); `bench leaderboard` keeps them apart")
 
     out = Path(out) if out else Path("reports") / protocol
     try:  # before the figures are drawn: `--out FILE` or `--out FILE/x` fails at once, with nothing written

@@ -182,7 +182,8 @@ def protocol_run_units(c, exps: dict[str, str], parent) -> tuple[pd.DataFrame, i
     finished or not, is never replaced: a unit it ran and failed stays failed. The report and the regression gate
     both read a protocol run through this, so `bench check` after a resume sees the rows its report shows.
     An earlier unit whose protocol run recorded other decoded pixels (layout.DATA_PIXELS: another decoder read the
-    same files) is never carried over: it was measured against other images.
+    same files) is never carried over: it was measured against other images. A protocol run that recorded none
+    (logged before the tag) carries over only units that recorded none either.
     Returns (runs, units carried over from earlier runs)."""
     runs = child_runs(c, exps, parent_run_id=parent.info.run_id)
     fingerprint = parent.data.tags.get(layout.FINGERPRINT, "")
@@ -193,7 +194,7 @@ def protocol_run_units(c, exps: dict[str, str], parent) -> tuple[pd.DataFrame, i
     pixels = parent.data.tags.get(layout.DATA_PIXELS, "")
     earlier = earlier[(earlier["parent_run_id"] != parent.info.run_id) & (earlier["status"] == "FINISHED")
                       & (earlier["start_time"] <= end)
-                      & ((earlier["data_pixels"] == "") | (earlier["data_pixels"] == pixels) | (pixels == ""))]
+                      & (earlier["data_pixels"].isin(["", pixels]) if pixels else earlier["data_pixels"] == "")]
     have = {(e, str(t)) for e, t in zip(runs["entry"], runs["train_seed"])}
     earlier = earlier.sort_values("start_time", ascending=False).drop_duplicates(["entry", "train_seed"])
     add = earlier[[(e, str(t)) not in have for e, t in zip(earlier["entry"], earlier["train_seed"])]]
