@@ -11,7 +11,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -64,9 +64,11 @@ class RealData:
     def reference_digests(self) -> torch.Tensor:
         return self.eval_digests if self.eval_digests is not None else image_digests(self.eval_images)
 
-
-# The tensors a run trains on and measures against, in a fixed order (pixel_digest).
-_PIXEL_FIELDS = ("train_images", "train_labels", "eval_images", "eval_labels", "train_inputs", "eval_inputs")
+    def pixel_tensors(self) -> dict[str, Any]:
+        """name -> every decoded tensor a run trains on or measures against (None = absent), in a fixed order, for
+        `pixel_digest`; label-map inputs give their parts (`digest_parts`). Subclasses add what they carry."""
+        return {name: getattr(self, name) for name in ("train_images", "train_labels", "eval_images", "eval_labels",
+                                                        "train_inputs", "eval_inputs")}
 
 
 def pixel_digest(data: RealData) -> str:
@@ -77,8 +79,7 @@ def pixel_digest(data: RealData) -> str:
     runs recording different digests are not comparable (bench/reporting/leaderboard.py splits them, `--resume`
     and the report refuse to pool them). Costs ~0.07 s for cifar10-zoo's 18,000 images (55 MB, 2026-12-05)."""
     h = hashlib.sha256()
-    for name in _PIXEL_FIELDS:
-        value = getattr(data, name)
+    for name, value in data.pixel_tensors().items():
         if value is None:
             continue
         parts = {"": value} if isinstance(value, torch.Tensor) else value.digest_parts()

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -76,6 +76,13 @@ class SuperResData(RealData):
     @property
     def has_label_maps(self) -> bool:
         return bool(self.class_names) and self.seg_train is not None
+
+    def pixel_tensors(self) -> dict[str, Any]:
+        """RealData's, and the maps `seg_agreement` scores against and S's photos and maps."""
+        seg = {f"{split}.{part}": (pair[i] if pair is not None else None)
+               for split, pair in (("seg_train", self.seg_train), ("seg_heldout", self.seg_heldout))
+               for i, part in enumerate(("photos", "maps"))}
+        return {**super().pixel_tensors(), "eval_label_maps": self.eval_label_maps, **seg}
 
 
 def degrade(images: torch.Tensor, scale: int, batch: int = 64) -> torch.Tensor:
