@@ -46,10 +46,14 @@ def test_pixel_digest_sees_one_pixel_a_label_and_which_tensor_holds_what():
     labels = base.train_labels.clone()
     labels[0] = 5
     assert pixel_digest(replace(base, train_labels=labels)) != d
-    # The same bytes moved from one tensor to another are other data (names and shapes are hashed too).
-    swapped = replace(base, train_images=base.eval_images, eval_images=base.train_images)
-    assert pixel_digest(swapped) != d
     assert pixel_digest(replace(base, train_labels=None)) != d
+    # Plain-tensor inputs (paired photos, colourisation's grey images) are hashed, and the same bytes in another
+    # tensor are other data: swapping two tensors of one shape moves the digest (their names are hashed).
+    a, b = base.eval_images[:2].clone(), base.eval_images[2:].clone()
+    paired = replace(base, train_inputs=a, eval_inputs=b, task="paired")
+    assert pixel_digest(paired) not in (d, pixel_digest(replace(paired, train_inputs=b, eval_inputs=a)))
+    reshaped = base.eval_images.reshape(4, 3, 16, 4)  # the same bytes in another shape
+    assert pixel_digest(replace(base, eval_images=reshaped)) != d
 
 
 def test_pixel_digest_covers_label_map_inputs():
@@ -64,10 +68,37 @@ def test_pixel_digest_covers_label_map_inputs():
     edges[0, 0, 0] = True
     assert pixel_digest(replace(base, eval_inputs=LabelMaps(ids, edges, 3))) != d
     assert pixel_digest(replace(base, eval_inputs=LabelMaps(ids, None, 3))) != d
+    inst = torch.zeros(2, 8, 8, dtype=torch.uint8)
+    with_inst = replace(base, eval_inputs=LabelMaps(ids, maps.edges, 3, inst))
+    other_inst = inst.clone()
+    other_inst[0, 3, 3] = 1
+    assert pixel_digest(with_inst) != pixel_digest(replace(base, eval_inputs=LabelMaps(ids, maps.edges, 3, other_inst)))
 
 
-def _row(entry: str, pixels: str | None, fp: str = "fp") -> str:
-    env = {"packages": {"pillow": "9.0.0", "pillow.libjpeg_turbo": "2.1.0"}}
+def test_pixel_digest_covers_what_seg_agreement_and_its_segmenter_read():
+    from bench.data.superres import SuperResData
+
+    base = _data()
+    maps = torch.zeros(4, 8, 8, dtype=torch.uint8)
+    photos = base.train_images.clone()
+    sr = SuperResData(**{f: getattr(base, f) for f in ("spec", "train_images", "train_labels", "eval_images",
+                                                        "eval_labels", "fingerprint", "source")},
+                      eval_label_maps=maps, seg_train=(photos, maps[:2].repeat(3, 1, 1)),
+                      seg_heldout=(photos[:2], maps[:2]))
+    d = pixel_digest(sr)
+    assert d != pixel_digest(base)
+    moved = maps.clone()
+    moved[0, 0, 0] = 1
+    assert pixel_digest(replace(sr, eval_label_maps=moved)) != d
+    other = photos.clone()
+    other[5, 0, 0, 0] ^= 1
+    assert pixel_digest(replace(sr, seg_train=(other, sr.seg_train[1]))) != d
+    assert pixel_digest(replace(sr, seg_heldout=(photos[:2], moved[:2]))) != d
+
+
+def _row(entry: str, pixels, fp: str = "fp", env=None) -> str:
+    env = {"packages": {"pillow": "9.0.0", "pillow.libjpeg_turbo": "2.1.0", "torch": "2.14.1"},
+           "cpu_detail": "GenuineIntel family 6; torch kernels DEFAULT; fma"} if env is None else env
     if pixels is not None:
         env["data_pixels"] = pixels
     return json.dumps({"protocol": "p", "fingerprint": fp, "entry": entry, "zoo": "mnist_gan", "status": "FINISHED",
@@ -82,9 +113,41 @@ def test_resume_refuses_finished_rows_of_other_pixels(tmp_path):
     assert set(results_mod.finished_rows(path, "fp")) == {("old", None), ("same", None)}
     with open(path, "a") as f:
         f.write(_row("moved", "c" * 64))
+    # The message names what decodes differently: here Pillow and libjpeg-turbo, and the CPU kernels torch used.
+    now = results_mod.decoder_environment()
     with pytest.raises(BenchError, match=r"line 4: entry 'moved' was scored on data decoded to other pixels "
-                                         r"\(sha256 cccccccccccc, now aaaaaaaaaaaa: pillow 9.0.0 then, .* now"):
+                                         r"\(sha256 cccccccccccc, now aaaaaaaaaaaa; pillow 9.0.0 then, .* now; "
+                                         r".*torch CPU kernels DEFAULT then, " + now["cpu_detail"].split("kernels ")[1]
+                                         .split(";")[0] + " now\\)"):
         results_mod.finished_rows(path, "fp", "a" * 64)
+    # A newer row of this unit with these pixels (a plain re-run in the same workdir) replaces it: resume again works.
+    with open(path, "a") as f:
+        f.write(_row("moved", "a" * 64))
+    assert set(results_mod.finished_rows(path, "fp", "a" * 64)) == {("old", None), ("same", None), ("moved", None)}
+
+
+@pytest.mark.parametrize("env", [[], 7, "x", None, {"data_pixels": ["a" * 64]}, {"data_pixels": 3},
+                                 {"data_pixels": ""}, {"data_pixels": "A" * 64}, {"data_pixels": "a" * 63}])
+def test_a_row_that_cannot_say_its_pixels_is_refused_in_one_line(tmp_path, env):
+    """Not taken for a row from before the digest was recorded: a row bench wrote has a mapping env and, if it has
+    data_pixels, a lowercase sha256."""
+    path = tmp_path / "results.jsonl"
+    row = json.loads(_row("e", None))
+    row["env"] = env
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(BenchError, match=r"line 1: not a ganbench result row \('env"):
+        results_mod.finished_rows(path, "fp", "a" * 64)
+
+
+def test_decoder_change_names_what_differs():
+    now = {"packages": {"pillow": "13.0.0", "pillow.libjpeg_turbo": "3.2.0", "torch": "2.14.1"},
+           "cpu_detail": "x; torch kernels AVX2; fma avx2"}
+    assert results_mod.decoder_change(now, now) == "Pillow, libjpeg-turbo, torch and its CPU kernels recorded alike"
+    old = {"packages": {**now["packages"], "pillow": "12.1.0"}, "cpu_detail": "y; torch kernels DEFAULT; fma"}
+    assert results_mod.decoder_change(old, now) == ("pillow 12.1.0 then, 13.0.0 now; torch CPU kernels DEFAULT then, "
+                                                    "AVX2 now")
+    assert results_mod.decoder_change({"packages": [1]}, now).startswith("pillow unrecorded then, 13.0.0 now")
+    assert "torch CPU kernels unrecorded then, AVX2 now" in results_mod.decoder_change(7, now)
 
 
 def _run(parent: str, entry: str, pixels, fid: float, start: int) -> dict:
@@ -106,7 +169,8 @@ def test_leaderboard_pools_one_set_of_pixels_and_splits_several():
 
     split = _groups([_run("p1", "a", "a" * 64, 10.0, 1), _run("p2", "a", "b" * 64, 11.0, 2),
                      _run("p0", "c", "", 30.0, 0)])
-    assert [(g.data_pixels, list(g.rows["entry"])) for g in split] == [("b" * 64, ["a"]), ("a" * 64, ["a"]), ("", ["c"])]
+    assert [(g.data_pixels, list(g.rows["entry"])) for g in split] == [("b" * 64, ["a"]), ("a" * 64, ["a"]),
+                                                                         ("", ["c"])]
     for g in split:
         assert g.pixels_split and "decoded its image files to different pixels" in g.notes[0]
         assert f"pixels {g.data_pixels[:12] or 'not recorded'}" in render.title(g)
@@ -119,9 +183,8 @@ def test_leaderboard_pools_one_set_of_pixels_and_splits_several():
 def test_regression_gate_says_when_the_pixels_changed():
     from bench import regression
 
-    run = regression.RunScores("u", "r1", "p", "fp", "sha", {"m": {"status": "FINISHED", "failure": "",
-                                                                  "metrics": {"fid": {"mean": 10.0, "std": 0, "n": 2}}}},
-                               data_pixels="a" * 64)
+    scores = {"m": {"status": "FINISHED", "failure": "", "metrics": {"fid": {"mean": 10.0, "std": 0, "n": 2}}}}
+    run = regression.RunScores("u", "r1", "p", "fp", "sha", scores, data_pixels="a" * 64)
     baseline = regression.make_baseline(run, {})
     assert baseline["data_pixels"] == "a" * 64
     same = regression.compare(baseline, run)
@@ -177,6 +240,35 @@ def test_runs_record_their_pixels_and_never_pool_other_ones(tmp_path, capsys, mo
     assert all(g.pixels_split and len(g.rows) == 1 for g in groups)
 
 
+@needs_data
+def test_a_checkpoint_trained_on_other_pixels_is_not_continued(tmp_path, monkeypatch, caplog):
+    """A unit killed mid-training and resumed where the files decode to other pixels trains from scratch, as with a
+    checkpoint of another fingerprint: continuing would mix two data sets in one model."""
+    import logging
+
+    import bench.pipeline
+    import bench.runner.train
+    from bench.runner import checkpoint
+
+    entries = """  - name: mnist_gan
+    zoo: mnist_gan
+    train: {steps: 4, batch_size: 16, checkpoint_every: 2}
+"""
+    proto = tiny_protocol(tmp_path, entries=entries, n_samples=200)
+    assert main(["run", str(proto), "--workdir", str(tmp_path / "w")]) == 0
+    (latest,) = (tmp_path / "w").glob("*/mnist_gan/latest.pt")
+    first = checkpoint.read(latest)
+    assert first["step"] == 4 and len(first["data_pixels"]) == 64
+    (tmp_path / "w" / "results.jsonl").unlink()  # as if killed before its row: --resume would continue latest.pt
+    for module in (bench.pipeline, bench.runner.train):
+        monkeypatch.setattr(module, "pixel_digest", lambda data: "e" * 64)
+    with caplog.at_level(logging.WARNING, logger="bench"):
+        assert main(["run", str(proto), "--workdir", str(tmp_path / "w"), "--resume"]) == 0
+    assert "was trained on data decoded to other pixels" in caplog.text
+    again = checkpoint.read(latest)
+    assert again["data_pixels"] == "e" * 64 and again["step"] == 4
+
+
 def test_a_protocol_run_carries_over_no_unit_of_other_pixels(tmp_path):
     """A resumed protocol run's table (report, regression gate) takes the units it did not re-run from earlier runs
     of its fingerprint: only from runs of its own pixels, or runs that recorded none."""
@@ -205,3 +297,8 @@ def test_a_protocol_run_carries_over_no_unit_of_other_pixels(tmp_path):
     runs, carried = store.protocol_run_units(c, store.experiment_ids(c, ["e"]), store.get_run(c, last))
     assert sorted(runs["entry"]) == ["new", "same", "unrecorded"] and carried == 2
     assert set(runs["data_pixels"]) == {"a" * 64, ""}
+    # A protocol run logged before the tag cannot say which pixels it measured: it carries over only the units
+    # that cannot either (taking every digest's units, the report and the gate read only one of their tables).
+    untagged = protocol_run("", ["z"])
+    runs, carried = store.protocol_run_units(c, store.experiment_ids(c, ["e"]), store.get_run(c, untagged))
+    assert sorted(runs["entry"]) == ["unrecorded", "z"] and carried == 1
