@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from bench.data.base import pixel_digest
 from bench.errors import BenchError
 from bench.features.extractors import make_extractor
-from bench.data.base import pixel_digest
 from bench.entries import entry_dir
 from bench.preflight import preflight, resolve_checkpoint
 from bench.protocol.load import resolved_config
@@ -115,7 +115,8 @@ def export_samples(loaded: LoadedProtocol, entry_name: str, out: Path, seed: int
         raise
     info = {"protocol": protocol.name, "fingerprint": fp if scored else None, "entry": entry.name,
             # real/ holds this machine's decoding of the data files (docs/results.md, "Decoded pixels")
-            "data_pixels": pixel_digest(data), "eval_seed": seed, "checkpoint": str(path), "fake": n_fake, "real": n_real, "extractor": extractor.name,
+            "data_pixels": pixel_digest(data), "eval_seed": seed, "checkpoint": str(path), "fake": n_fake,
+            "real": n_real, "extractor": extractor.name,
             "note": "fake/ and real/ hold the exact uint8 pixels bench feeds its feature extractor"}
     (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
     if out.exists():

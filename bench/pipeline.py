@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from bench.data.base import pixel_digest
+from bench.errors import BenchError
 from bench.entries import (build_entry, end_quietly, entry_dir, reference_row_of, run_entry, run_reference,
                            runs_of)
 from bench.evaluation import real_features, seed_features
@@ -174,6 +175,7 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False, sw
     pixels = s.env["data_pixels"]
     dist.broadcast_object((fp, list(results_mod.finished_rows(results_path, fp, pixels) if resume else [])),
                           world)  # the other ranks train under the same fingerprint and skip the same runs
+    _same_pixels_on_every_rank(pixels, world)
     # A run killed inside an atomic write of the comparison table leaves its temp file; nothing reads it,
     # and this run rewrites the table, so clear it (only rank 0 writes here).
     for stale_tmp in run_root.glob(".comparison.*.tmp") if run_root.is_dir() else []:
@@ -236,6 +238,17 @@ def run_protocol(loaded: LoadedProtocol, workdir: Path, resume: bool = False, sw
         end_quietly(tracker, parent, status)
     return RunSummary(fp, parent, summary_results, s.real_cache, table.terminal(summary_results))
 
+def _same_pixels_on_every_rank(pixels: str, world: dist.World) -> None:
+    """Every torchrun rank decodes the data itself; on nodes whose Pillow, libjpeg-turbo or CPU differ the same files
+    can give other pixels (docs/results.md, "Decoded pixels"), so the ranks would train on different data and could
+    even disagree on resuming a checkpoint (a hang). All ranks compare, and all refuse together."""
+    seen = dist.gather_objects(pixels, world)
+    if len(set(seen)) > 1:
+        raise BenchError("torchrun ranks decode the data to different pixels (sha256 "
+                         + ", ".join(f"rank {r}: {p[:12]}" for r, p in enumerate(seen))
+                         + "): their Pillow, libjpeg-turbo or CPU differ; run on nodes that decode alike")
+
+
 def _follow(loaded: LoadedProtocol, workdir: Path, resume: bool, world: dist.World) -> RunSummary:
     """A torchrun rank other than 0: train every entry in step with rank 0 (gradients are averaged at
     every optimiser step) and generate and featurise its share of every evaluation seed; rank 0 alone
@@ -243,6 +256,7 @@ def _follow(loaded: LoadedProtocol, workdir: Path, resume: bool, world: dist.Wor
     protocol = loaded.protocol
     device, data, _ = preflight(loaded, None)
     fp, skip = dist.broadcast_object(None, world)
+    _same_pixels_on_every_rank(pixel_digest(data), world)
     # rank 0 built (and cached) the extractor before it sent the fingerprint: this is a cache hit
     extractor = make_extractor(protocol.evaluation.extractor, data, derive(protocol.seed, "judge"), device,
                                protocol.evaluation.weights)

@@ -225,7 +225,8 @@ def _rows_since(path: Path, offset: int, fingerprint: str, pixels: str = "") -> 
             continue
         # rows of this fingerprint the workers appended; another writer's line is not one (the run checked every
         # row of the fingerprint when it started: results.finished_rows)
-        if isinstance(row, dict) and row.get("fingerprint") == fingerprint and isinstance(row.get("entry"), str):
+        if (isinstance(row, dict) and row.get("fingerprint") == fingerprint and isinstance(row.get("entry"), str)
+                and isinstance(row.get("train_seed"), (int, type(None)))):
             env = row.get("env")
             if pixels and isinstance(env, dict) and env.get("data_pixels") not in (None, pixels):
                 continue  # another sweep's worker, on a node that decodes the data to other pixels

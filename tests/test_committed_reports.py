@@ -42,7 +42,8 @@ def test_committed_report_fingerprint_is_what_the_protocol_gives_now(name, capsy
 @pytest.mark.parametrize("name", CURRENT)
 def test_shipped_data_decode_to_the_pinned_pixels(name):
     """Another Pillow or libjpeg-turbo may decode the same files to other pixels: then this machine cannot reproduce
-    the committed numbers exactly, and its runs are kept apart from runs of the pinned pixels (tests/test_data_pixels.py).
+    the committed numbers exactly, and its runs are kept apart from runs of the pinned pixels
+    (tests/test_data_pixels.py).
     Without AVX2 torch's resize is known to round ~1e-5 of the pixels the other way (docs/results.md, "Decoded
     pixels"), so there the check is skipped, not failed."""
     import torch

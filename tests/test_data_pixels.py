@@ -302,3 +302,38 @@ def test_a_protocol_run_carries_over_no_unit_of_other_pixels(tmp_path):
     untagged = protocol_run("", ["z"])
     runs, carried = store.protocol_run_units(c, store.experiment_ids(c, ["e"]), store.get_run(c, untagged))
     assert sorted(runs["entry"]) == ["unrecorded", "z"] and carried == 1
+
+
+def test_the_report_describes_other_runs_as_the_leaderboard_groups_them():
+    from bench.reporting.report import other_runs_notes
+
+    a, b = "a" * 64, "b" * 64
+    assert other_runs_notes(a, []) == []
+    # One set of pixels: unrecorded runs are pooled with it, whichever side is unrecorded.
+    assert other_runs_notes("", [a]) == other_runs_notes(a, [""]) == other_runs_notes(a, [a]) == [
+        "1 other run(s) of this fingerprint are in the store; `bench leaderboard` pools them"]
+    # Several: only runs of exactly these pixels are pooled; unrecorded ones stand apart too.
+    pooled, apart = other_runs_notes(a, [a, b, ""])
+    assert pooled.startswith("1 other run(s)") and apart.startswith("2 other run(s) of this fingerprint decoded")
+    assert other_runs_notes("", [a, b])[0].startswith("2 other run(s) of this fingerprint decoded")
+
+
+def test_torchrun_ranks_that_decode_differently_all_refuse(monkeypatch):
+    import bench.pipeline
+    from bench.runner import distributed as dist
+
+    world = dist.current()
+    bench.pipeline._same_pixels_on_every_rank("a" * 64, world)  # one process: nothing to compare
+    monkeypatch.setattr(dist, "gather_objects", lambda obj, w: ["a" * 64, "b" * 64])
+    with pytest.raises(BenchError, match="torchrun ranks decode the data to different pixels \\(sha256 rank 0: "
+                                         "aaaaaaaaaaaa, rank 1: bbbbbbbbbbbb\\)"):
+        bench.pipeline._same_pixels_on_every_rank("a" * 64, world)
+
+
+@pytest.mark.parametrize("seed", [[1], {"a": 1}, "1", True, 1.5])
+def test_a_row_with_a_malformed_training_seed_is_refused_in_one_line(tmp_path, seed):
+    row = json.loads(_row("e", None))
+    row["train_seed"] = seed
+    (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(BenchError, match=r"line 1: not a ganbench result row \('train_seed' is not an integer\)"):
+        results_mod.finished_rows(tmp_path / "results.jsonl", "fp", "a" * 64)

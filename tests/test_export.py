@@ -45,7 +45,9 @@ def test_torch_fidelity_cli_on_exported_folders_matches_bench(tmp_path, capsys):
     out = tmp_path / "export"
     assert main(["export-samples", str(p), "--entry", "g", "--out", str(out), "--workdir", str(tmp_path / "w")]) == 0
     assert len(list((out / "fake").glob("*.png"))) == 40 and len(list((out / "real").glob("*.png"))) == 40
-    assert json.loads((out / "export.json").read_text())["fingerprint"] == result["fingerprint"]
+    info = json.loads((out / "export.json").read_text())
+    assert info["fingerprint"] == result["fingerprint"]
+    assert info["data_pixels"] == result["env"]["data_pixels"]  # real/ holds the pixels the run was scored on
     # a second export into the same folder is refused rather than mixing files
     assert main(["export-samples", str(p), "--entry", "g", "--out", str(out), "--workdir", str(tmp_path / "w")]) == 2
     capsys.readouterr()

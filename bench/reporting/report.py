@@ -95,15 +95,8 @@ def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = N
         notes.append(f"protocol run {pid} is {parent.info.status}; entries it did not reach are missing")
     others = [p for p in store.parent_runs(c, exps, protocol)
               if p.info.run_id != pid and p.data.tags.get(layout.FINGERPRINT) == fingerprint]
-    # Runs of other decoded pixels (layout.DATA_PIXELS) get a leaderboard table of their own, not this one's.
-    pixels = tags.get(layout.DATA_PIXELS, "")
-    apart = [p for p in others if p.data.tags.get(layout.DATA_PIXELS, "") not in ("", pixels)]
-    if len(others) > len(apart):
-        notes.append(f"{len(others) - len(apart)} other run(s) of this fingerprint are in the store; "
-                     "`bench leaderboard` pools them")
-    if apart:
-        notes.append(f"{len(apart)} other run(s) of this fingerprint decoded the data to other pixels (another "
-                     "Pillow, libjpeg-turbo, torch or CPU without AVX2); `bench leaderboard` keeps them apart")
+    notes += other_runs_notes(tags.get(layout.DATA_PIXELS, ""),
+                              [p.data.tags.get(layout.DATA_PIXELS, "") for p in others])
 
     out = Path(out) if out else Path("reports") / protocol
     try:  # before the figures are drawn: `--out FILE` or `--out FILE/x` fails at once, with nothing written
@@ -199,6 +192,22 @@ FIGURE_CAPTIONS = {
     "multimodal": "multimodal synthesis (pix2pixHD instance features, Wang et al. 2018 §3.4): one held-out label "
                   "map, then G's outputs for different draws of each instance's k-means feature centre",
 }
+
+
+def other_runs_notes(pixels: str, theirs: list[str]) -> list[str]:
+    """The notes on the other protocol runs of this fingerprint, given this run's decoded pixels and theirs
+    (layout.DATA_PIXELS, "" = not recorded): grouped as `bench leaderboard` groups them (leaderboard._by_pixels),
+    so unrecorded runs join a fingerprint's one set of pixels and stand apart once it has several."""
+    split = len({x for x in theirs + [pixels] if x}) > 1
+    apart = sum(1 for x in theirs if split and x != pixels)
+    notes = []
+    if len(theirs) > apart:
+        notes.append(f"{len(theirs) - apart} other run(s) of this fingerprint are in the store; "
+                     "`bench leaderboard` pools them")
+    if apart:
+        notes.append(f"{apart} other run(s) of this fingerprint decoded the data to other pixels (another "
+                     "Pillow, libjpeg-turbo, torch or CPU without AVX2); `bench leaderboard` keeps them apart")
+    return notes
 
 
 def _figure_artifacts(c, run_id: str) -> list[str]:

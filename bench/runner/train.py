@@ -311,7 +311,7 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
         if pixels and theirs is not None and theirs != pixels:
             logger.warning("%s: %s was trained on data decoded to other pixels (sha256 %s, now %s); training from "
                            "scratch", entry, latest, str(theirs)[:12], pixels[:12])
-        elif payload["fingerprint"] == fingerprint and payload["entry"] == entry:
+        elif payload.get("fingerprint") == fingerprint and payload.get("entry") == entry:
             checkpoint.load_into(payload, model, latest)
             start = checkpoint.restore_training_state(payload, generators, model, schedulers, world.rank)
             state.update(payload.get("runner", {}))

@@ -123,6 +123,9 @@ def _row_problem(row: Any, fingerprint: str) -> str:
         return ""  # another protocol's row, or one resume redoes anyway
     if not isinstance(row.get("entry"), str):
         return "no entry name"
+    seed = row.get("train_seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        return "'train_seed' is not an integer"
     metrics = row.get("metrics")
     if not isinstance(metrics, dict):
         return "'metrics' is not a mapping"
