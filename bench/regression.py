@@ -359,7 +359,8 @@ def pixels_line(r: CheckResult) -> str:
         return ""
     return (f"DATA PIXELS CHANGED: run {r.run.data_pixels[:12]}… vs baseline {r.baseline_pixels[:12]}… — "
             "the same data files decoded to other pixels (another Pillow, libjpeg-turbo, torch or CPU without AVX2: see "
-            "the runs' bench.version.* and bench.cpu_detail tags), so the scores measure other images; compared anyway")
+            f"the runs' {layout.VERSION_PREFIX}* and {layout.CPU_DETAIL} tags), so the scores measure other images; "
+            "compared anyway")
 
 
 def summary_line(r: CheckResult) -> str:

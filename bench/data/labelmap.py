@@ -121,7 +121,7 @@ class LabelMaps:
             raise ValueError(f"instance ids {tuple(instances.shape)} do not match the label ids {tuple(ids.shape)}")
 
     def digest_parts(self) -> dict[str, Optional[torch.Tensor]]:
-        """What `bench.data.base.pixel_digest` hashes of label-map inputs: the decoded ids, edges and instances."""
+        """What `pixel_digest` (bench/data/base.py) hashes of label-map inputs: the decoded ids, edges and instances."""
         return {"ids": self.ids, "edges": self.edges, "instances": self.instances}
 
     @property

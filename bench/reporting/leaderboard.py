@@ -26,6 +26,7 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.metrics import KEY_DIRECTION, TABLE_KEYS
 from bench.reporting import significance
+from bench.tracking import layout
 
 PerSeed = Callable[[str, str], list[float]]  # (run_id, key) -> per-evaluation-seed values
 
@@ -102,8 +103,8 @@ def _group(g: pd.DataFrame, per_seed: PerSeed, sort: Optional[str], pixels: str 
     notes = []
     if pixels_split:
         notes.append("the protocol runs of this fingerprint decoded its image files to different pixels (another "
-                     "Pillow, libjpeg-turbo, torch or CPU without AVX2: compare their `bench.version.*` and "
-                     "`bench.cpu_detail` tags), so they were measured against different images and are not pooled: "
+                     f"Pillow, libjpeg-turbo, torch or CPU without AVX2: compare their `{layout.VERSION_PREFIX}*` and "
+                     f"`{layout.CPU_DETAIL}` tags), so they were measured against different images and are not pooled: "
                      "this table holds only the runs "
                      + (f"whose pixels have sha256 {pixels[:12]}" if pixels else "that did not record their pixels"))
     if sort is not None and sort not in keys:
