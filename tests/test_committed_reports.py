@@ -1,6 +1,6 @@
 """The committed reports that docs/protocols.md calls current carry the fingerprint that the current code gives their
-protocol, on any x86 machine with AVX2 (`bench run --dry-run`, from an empty cache: shipped judges are files, so
-nothing machine-dependent enters it; without AVX2 facades-sr trains its own segmenter, docs/extractors.md), and
+protocol on any machine (`bench run --dry-run`, from an empty cache: shipped judges are files and the resize is
+exact on every CPU, bench/data/resample.py, so nothing machine-dependent enters it), and
 their data decode to the pixels pinned in tests/regression/pinned-pixels.json. A change that moves a shipped
 protocol's fingerprint fails here until its report is re-run (or moved to the stale list in README and
 reports/README.md)."""
@@ -43,18 +43,12 @@ def test_committed_report_fingerprint_is_what_the_protocol_gives_now(name, capsy
 def test_shipped_data_decode_to_the_pinned_pixels(name):
     """Another Pillow or libjpeg-turbo may decode the same files to other pixels: then this machine cannot reproduce
     the committed numbers exactly, and its runs are kept apart from runs of the pinned pixels
-    (tests/test_data_pixels.py).
-    Without AVX2 torch's resize is known to round ~1e-5 of the pixels the other way (docs/results.md, "Decoded
-    pixels"), so there the check is skipped, not failed."""
-    import torch
-
+    (tests/test_data_pixels.py). torch's CPU kernels no longer matter: the resize is bench/data/resample.py's,
+    and tests/test_resample.py decodes these protocols again with torch's default (non-AVX2) kernels."""
     from bench.data.base import pixel_digest
     from bench.preflight import preflight
     from bench.protocol.load import load_protocol
 
-    kernels = torch.backends.cpu.get_cpu_capability()
-    if kernels not in ("AVX2", "AVX512"):
-        pytest.skip(f"torch CPU kernels {kernels}: the pins are of AVX2/AVX-512 resizing")
     _, data, _ = preflight(load_protocol(str(REPO / "protocols" / f"{name}.yaml")))
     assert pixel_digest(data) == PINNED_PIXELS[name], (
         f"{name}: the data decode to other pixels here than tests/regression/pinned-pixels.json pins; compare Pillow "

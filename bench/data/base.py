@@ -199,14 +199,15 @@ class ContentHasher:
 
 
 def cached_arrays(fingerprint: str, decode, **params) -> dict:
-    """Decoded, resized tensors keyed by the files' content hash, the sizes and the Pillow version
-    (JPEG decoding may change with it); a second load of the same data skips decoding."""
+    """Decoded, resized tensors keyed by the files' content hash, the sizes, the Pillow version (JPEG decoding
+    may change with it) and the resize arithmetic's version; a second load of the same data skips decoding."""
     import PIL
 
+    from bench.data.resample import VERSION as resample_version
     from bench.features.cache import DiskCache, cache_key
 
     cache = DiskCache("datasets")
-    key = cache_key(data=fingerprint, pillow=PIL.__version__, **params)
+    key = cache_key(data=fingerprint, pillow=PIL.__version__, resample=resample_version, **params)
     hit = cache.get(key)
     if hit is not None:
         return hit

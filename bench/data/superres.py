@@ -10,8 +10,9 @@ at the data's size" holds, and the runner's random crop and flip (bench/runner/t
 halves of a pair at the same offset, which would misalign them if x were `scale` times smaller.
 
 Degradation, stated because every SR number depends on it: PIL's BICUBIC resize both ways (Keys' cubic
-with a = −0.5, widened by the scale when shrinking, as MATLAB's imresize), computed with torch's
-`interpolate(..., "bicubic", antialias=True)`, which is that filter (tested against Pillow): downscale,
+with a = −0.5, widened by the scale when shrinking, as MATLAB's imresize): torch's
+`interpolate(..., "bicubic", antialias=True)`, which is that filter (tested against Pillow), in the
+arithmetic of bench/data/resample.py (the same bits on every CPU): downscale,
 round to 8 bits as a stored low-resolution image would be, upscale to the original size, round again. `dataset.scale` defaults to 4 (the usual ×4 benchmark
 setting); resolution, and the jitter size `load_size` if set, must be multiples of it. Training pairs are
 degraded at the stored (jitter) size, so every random crop is a ×`scale` degradation of its target.
@@ -43,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.data import resample
 from bench.data.base import (ContentHasher, DataSpec, RealData, cached_arrays, center_square, data_root, decode_image,
                               images_under)
 from bench.data.translation import paired_files, split_one_folder, split_pair, stack_resized
@@ -94,11 +96,8 @@ def degrade(images: torch.Tensor, scale: int, batch: int = 64) -> torch.Tensor:
         raise ValueError(f"a {h}x{w} image cannot be downscaled exactly {scale}x")
     out = torch.empty_like(images)
     for i in range(0, n, batch):
-        y = images[i:i + batch].float()
-        lo = F.interpolate(y, size=(h // scale, w // scale), mode="bicubic", align_corners=False, antialias=True)
-        lo = lo.round().clamp(0, 255)
-        up = F.interpolate(lo, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
-        out[i:i + batch] = up.round().clamp(0, 255).to(torch.uint8)
+        lo = resample.resize(images[i:i + batch], (h // scale, w // scale), "bicubic").round().clamp(0, 255)
+        out[i:i + batch] = resample.resize(lo, (h, w), "bicubic").round().clamp(0, 255).to(torch.uint8)
     return out
 
 

@@ -7,6 +7,8 @@ from typing import Union
 import torch
 import torch.nn.functional as F
 
+from bench.data import resample
+
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1], i.e. (x - 127.5) / 127.5 as in the seed case study."""
@@ -46,10 +48,13 @@ def resize_float(x: torch.Tensor, size: Size) -> torch.Tensor:
 
 
 def resize_uint8(x: torch.Tensor, size: Size) -> torch.Tensor:
+    """8-bit images -> 8-bit images at `size`: bilinear with antialiasing, rounded to the nearest level. The
+    arithmetic is bench/data/resample.py's, the same bits on every CPU (torch's own kernel rounds differently
+    on CPUs without AVX2, and rounding to 8 bits turns that into other pixels)."""
     h, w = hw(size)
     if x.shape[-2] == h and x.shape[-1] == w:
         return x
-    return resize_float(x.float(), size).round().clamp(0, 255).to(torch.uint8)
+    return resample.resize(x, (h, w), "bilinear").round().clamp(0, 255).to(torch.uint8)
 
 
 def fit_float(x: torch.Tensor, size: Size, mode: str = "resize") -> torch.Tensor:
