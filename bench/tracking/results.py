@@ -85,7 +85,8 @@ def finished_rows(path: Path, fingerprint: str,
 
 
 # What turns the same data files into pixels, as every result records it: a change in any of them can change
-# the pixels (measured: torch's resize without AVX2, docs/results.md "Decoded pixels").
+# the pixels. The CPU kernels no longer do (bench/data/resample.py), but rows decoded before that on a CPU without
+# AVX2 hold other pixels, and the kernels they recorded say why.
 _DECODERS = ("pillow", "pillow.libjpeg_turbo", "torch")
 
 
