@@ -118,7 +118,8 @@ def run_entry(entry, protocol, protocol_path, data, extractor, real_feats, real_
                                       entry.name, lambda losses, step: tracker.log_metrics(
                                           child, {k if k.startswith("train/") else f"loss/{k}": v
                                                   for k, v in losses.items()}, step), resume,
-                                      entry.fit, data.train_labels, monitor, dist.current(), data)
+                                      entry.fit, data.train_labels, monitor, dist.current(), data,
+                                      env.get("data_pixels"))
             result.checkpoint, result.checkpoint_sha256 = str(outcome.checkpoint), outcome.checkpoint_sha256
             tracker.log_artifact(child, outcome.grid)
             result.info["resumed_from_step"] = outcome.resumed_from

@@ -256,7 +256,8 @@ def _follow(loaded: LoadedProtocol, workdir: Path, resume: bool, world: dist.Wor
     protocol = loaded.protocol
     device, data, _ = preflight(loaded, None)
     fp, skip = dist.broadcast_object(None, world)
-    _same_pixels_on_every_rank(pixel_digest(data), world)
+    pixels = pixel_digest(data)
+    _same_pixels_on_every_rank(pixels, world)
     # rank 0 built (and cached) the extractor before it sent the fingerprint: this is a cache hit
     extractor = make_extractor(protocol.evaluation.extractor, data, derive(protocol.seed, "judge"), device,
                                protocol.evaluation.weights)
@@ -270,7 +271,8 @@ def _follow(loaded: LoadedProtocol, workdir: Path, resume: bool, world: dist.Wor
                 with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
                     train_entry(model, data.train_images, entry.train, entry_dir(run_root, entry.name, train_seed),
                                 seed, fp, entry.name,
-                                lambda losses, step: None, resume, entry.fit, data.train_labels, None, world, data)
+                                lambda losses, step: None, resume, entry.fit, data.train_labels, None, world, data,
+                                pixels)
             else:
                 path = resolve_checkpoint(entry.checkpoint, loaded.path)
                 checkpoint.load_into(checkpoint.read(path), model, path, weights_only=True)

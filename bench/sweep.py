@@ -228,7 +228,7 @@ def _rows_since(path: Path, offset: int, fingerprint: str, pixels: str = "") -> 
         if (isinstance(row, dict) and row.get("fingerprint") == fingerprint and isinstance(row.get("entry"), str)
                 and isinstance(row.get("train_seed"), (int, type(None)))):
             env = row.get("env")
-            if pixels and isinstance(env, dict) and env.get("data_pixels") not in (None, pixels):
+            if isinstance(env, dict) and results_mod.other_pixels(env.get("data_pixels"), pixels):
                 continue  # another sweep's worker, on a node that decodes the data to other pixels
             rows[(row["entry"], row.get("train_seed"))] = row
     return rows

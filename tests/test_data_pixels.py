@@ -150,6 +150,15 @@ def test_decoder_change_names_what_differs():
     assert "torch CPU kernels unrecorded then, AVX2 now" in results_mod.decoder_change(7, now)
 
 
+def test_other_pixels_is_a_recorded_different_digest():
+    # One rule for result rows, checkpoints and sweep rows: a record made before pixels were recorded pools.
+    ours, theirs = "a" * 64, "b" * 64
+    assert results_mod.other_pixels(theirs, ours)
+    assert not results_mod.other_pixels(ours, ours)
+    assert not results_mod.other_pixels(None, ours)
+    assert not results_mod.other_pixels(theirs, "")  # nothing to compare with (plain tensors, no data set)
+
+
 def _run(parent: str, entry: str, pixels, fid: float, start: int) -> dict:
     return {"run_id": f"{parent}-{entry}", "parent_run_id": parent, "experiment": "exp", "protocol": "p",
             "fingerprint": "fp", "entry": entry, "zoo": "mnist_gan", "train_seed": "", "status": "FINISHED",

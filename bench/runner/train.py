@@ -34,6 +34,7 @@ from bench.runner import distributed as dist
 from bench.runner.gemm_convs import gemm_convs
 from bench.runner.precision import Precision
 from bench.runner.seeding import derive
+from bench.tracking import results as results_mod
 from zoo.base import Training, frame_of, reads_instances, task_of
 from zoo.ema import EMA
 
@@ -265,9 +266,10 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
                 fingerprint: str, entry: str, log: Callable[[dict[str, float], int], None],
                 resume: bool = False, fit: str = "resize", train_labels: Optional[torch.Tensor] = None,
                 monitor: Optional[Callable[[object], float]] = None,
-                world: Optional[dist.World] = None, data=None) -> TrainOutcome:
+                world: Optional[dist.World] = None, data=None, pixels: Optional[str] = None) -> TrainOutcome:
     """Train `model` for `spec.steps`. `data` (a RealData) adds the image-to-image inputs, the training
-    crop size and flips; plain tensors are enough for unconditional families."""
+    crop size and flips; plain tensors are enough for unconditional families. `pixels` is the data's
+    pixel_digest when the caller already has it (a run's session does), computed from `data` otherwise."""
     world = world or dist.current()
     run_dir.mkdir(parents=True, exist_ok=True)
     latest = run_dir / "latest.pt"
@@ -304,11 +306,12 @@ def train_entry(model, train_images: torch.Tensor, spec: TrainSpec, run_dir: Pat
             tmp.unlink(missing_ok=True)
     # The decoded training data's sha256: a checkpoint trained on other pixels of the same files (another Pillow,
     # libjpeg-turbo or CPU, docs/results.md "Decoded pixels") is not continued, as one of another fingerprint is not.
-    pixels = pixel_digest(data) if data is not None else ""
+    if pixels is None:
+        pixels = pixel_digest(data) if data is not None else ""
     if resume and latest.is_file():
         payload = checkpoint.read(latest)
         theirs = payload.get("data_pixels")
-        if pixels and theirs is not None and theirs != pixels:
+        if results_mod.other_pixels(theirs, pixels):
             logger.warning("%s: %s was trained on data decoded to other pixels (sha256 %s, now %s); training from "
                            "scratch", entry, latest, str(theirs)[:12], pixels[:12])
         elif payload.get("fingerprint") == fingerprint and payload.get("entry") == entry:

@@ -75,7 +75,7 @@ def finished_rows(path: Path, fingerprint: str,
             rows[key], lines[key] = row, number
     for key, row in rows.items():
         theirs = row.get("env", {}).get("data_pixels")
-        if pixels and theirs is not None and theirs != pixels:
+        if other_pixels(theirs, pixels):
             change = decoder_change(row.get("env", {}), decoder_environment())
             raise BenchError(
                 f"{path} line {lines[key]}: entry '{row['entry']}' was scored on data decoded to other pixels "
@@ -88,6 +88,12 @@ def finished_rows(path: Path, fingerprint: str,
 # the pixels. The CPU kernels no longer do (bench/data/resample.py), but rows decoded before that on a CPU without
 # AVX2 hold other pixels, and the kernels they recorded say why.
 _DECODERS = ("pillow", "pillow.libjpeg_turbo", "torch")
+
+
+def other_pixels(recorded, ours: str) -> bool:
+    """Whether a record (a result row, a checkpoint, a sweep row) names decoded pixels that are not `ours`. A
+    record without pixels (made before they were recorded) is not "other": it pools with a fingerprint's one set."""
+    return bool(ours) and recorded is not None and recorded != ours
 
 
 def decoder_change(then: Any, now: dict[str, Any]) -> str:
