@@ -98,7 +98,7 @@ def test_pixel_digest_covers_what_seg_agreement_and_its_segmenter_read():
 
 def _row(entry: str, pixels, fp: str = "fp", env=None) -> str:
     env = {"packages": {"pillow": "9.0.0", "pillow.libjpeg_turbo": "2.1.0", "torch": "2.14.1"},
-           "cpu_detail": "GenuineIntel family 6; torch kernels DEFAULT; fma"} if env is None else env
+           "cpu_detail": "ARMv8; torch kernels SVE256; sve"} if env is None else env  # kernels unlike any x86 run
     if pixels is not None:
         env["data_pixels"] = pixels
     return json.dumps({"protocol": "p", "fingerprint": fp, "entry": entry, "zoo": "mnist_gan", "status": "FINISHED",
@@ -117,7 +117,7 @@ def test_resume_refuses_finished_rows_of_other_pixels(tmp_path):
     now = results_mod.decoder_environment()
     with pytest.raises(BenchError, match=r"line 4: entry 'moved' was scored on data decoded to other pixels "
                                          r"\(sha256 cccccccccccc, now aaaaaaaaaaaa; pillow 9.0.0 then, .* now; "
-                                         r".*torch CPU kernels DEFAULT then, " + now["cpu_detail"].split("kernels ")[1]
+                                         r".*torch CPU kernels SVE256 then, " + now["cpu_detail"].split("kernels ")[1]
                                          .split(";")[0] + " now\\)"):
         results_mod.finished_rows(path, "fp", "a" * 64)
     # A newer row of this unit with these pixels (a plain re-run in the same workdir) replaces it: resume again works.

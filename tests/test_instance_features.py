@@ -340,8 +340,12 @@ def test_feat_num_zero_keeps_configs_weights_and_checkpoints():
         set_here = {k for k in NEW_KEYS if k in raw.config}
         assert set(entry["config"]) == fields | set_here
     assert sum(bool({k for k in NEW_KEYS if k in e.config}) for e in proto.entries) == 1  # global_feat only
-    # initial weights of a feat_num-0 model at seed 0, as the code before the encoder made them
+    # initial weights of a feat_num-0 model at seed 0, as the code before the encoder made them (on AVX2/AVX-512:
+    # torch's default-build normal_/uniform_ round their draws otherwise, docs/results.md)
     import hashlib
+
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip("the pinned hash is of torch's AVX2/AVX-512 init draws")
 
     spec = LabelMapSpec("cityscapes", 32, 3, 0, input_channels=36, label_nc=35)
     with torch.random.fork_rng(devices=[]):
