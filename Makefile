@@ -10,7 +10,7 @@ endif
 # Quiet MLflow's chatter about git and env managers; it still records everything.
 export GIT_PYTHON_REFRESH ?= quiet
 
-.PHONY: setup run test clean report quickstart-report
+.PHONY: setup run test test-default-kernels clean report quickstart-report
 
 setup: $(STAMP)
 	@# Headless Chromium for the report browser test: installed from Debian only when missing and allowed
@@ -40,6 +40,12 @@ run: setup
 TEST_WORKERS ?= 2
 test: setup
 	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+
+# The suite as it runs on an x86 CPU without AVX2: torch's default kernels round differently (init draws, the
+# judges' arithmetic), and the fingerprints, pinned pixels and fixed-checkpoint scores must hold there too
+# (docs/results.md). A check for changes that touch decoding, seeding or scoring; CI runs `make test`.
+test-default-kernels: setup
+	ATEN_CPU_CAPABILITY=default $(MAKE) test
 
 # `make report P=mnist-zoo`: run protocols/$(P).yaml, then write reports/<protocol name>/ from the MLflow
 # store with `bench report` (committed).
