@@ -49,7 +49,11 @@ def test_resize_is_torchs_avx2_arithmetic_bit_for_bit(shape, size, mode):
     if kernels not in ("AVX2", "AVX512"):
         pytest.skip(f"torch runs its {kernels} kernels here; the reference is its AVX2/AVX-512 build")
     x = _images(shape, seed=sum(shape) + sum(size))
-    np.testing.assert_array_equal(_bits(resample.resize(x, size, mode)), _bits(_torch(x, size, mode)))
+    theirs = _torch(x, size, mode)
+    np.testing.assert_array_equal(_bits(resample.resize(x, size, mode)), _bits(theirs))
+    # the 8-bit path the data use: the same, rounded half to even and clamped, block by block
+    as_uint8 = theirs.round().clamp(0, 255).to(torch.uint8)
+    assert torch.equal(resample.resize(x, size, mode, to_uint8=True), as_uint8)
 
 
 _IN_DEFAULT_KERNELS = r"""

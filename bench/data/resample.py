@@ -127,24 +127,25 @@ def _resize_last_axis(a: np.ndarray, out_size: int, mode: str) -> np.ndarray:
     return acc
 
 
-def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear", to_uint8: bool = False) -> torch.Tensor:
     """(N, C, H, W) pixel values (uint8, or float32 holding 8-bit levels) -> float32 (N, C, h, w), unrounded:
     bit for bit `F.interpolate(x.float(), size, mode=mode, align_corners=False, antialias=True)` as torch's AVX2
-    build computes it, on any CPU."""
+    build computes it, on any CPU. `to_uint8` rounds to the nearest level (half to even, as torch's round) and
+    clamps, block by block: memory then grows with the uint8 output, not with float copies of the whole set."""
     if mode not in _FILTERS:
         raise ValueError(f"unknown resize mode {mode!r}; one of {', '.join(_FILTERS)}")
     h, w = int(size[0]), int(size[1])
-    src = x.detach().cpu().numpy().astype(f32, copy=False)
+    src = x.detach().cpu().numpy()
     n, c, height, width = src.shape
     if min(height, width, h, w) < 2 and (height, width) != (h, w):
         # torch's own kernel mishandles a 1-pixel-wide input; no image data is that small.
         raise ValueError(f"cannot resize {height}x{width} images to {h}x{w}: sides must be at least 2 pixels")
-    out = np.empty((n, c, h, w), f32)
+    out = np.empty((n, c, h, w), np.uint8 if to_uint8 else f32)
     for i in range(0, n, _BLOCK):
-        y = src[i:i + _BLOCK]
+        y = src[i:i + _BLOCK].astype(f32)
         if width != w:
             y = _resize_last_axis(y, w, mode)
         if height != h:
             y = np.swapaxes(_resize_last_axis(np.ascontiguousarray(np.swapaxes(y, -1, -2)), h, mode), -1, -2)
-        out[i:i + _BLOCK] = y
+        out[i:i + _BLOCK] = np.clip(np.rint(y), 0, 255) if to_uint8 else y
     return torch.from_numpy(out)

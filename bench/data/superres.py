@@ -96,8 +96,8 @@ def degrade(images: torch.Tensor, scale: int, batch: int = 64) -> torch.Tensor:
         raise ValueError(f"a {h}x{w} image cannot be downscaled exactly {scale}x")
     out = torch.empty_like(images)
     for i in range(0, n, batch):
-        lo = resample.resize(images[i:i + batch], (h // scale, w // scale), "bicubic").round().clamp(0, 255)
-        out[i:i + batch] = resample.resize(lo, (h, w), "bicubic").round().clamp(0, 255).to(torch.uint8)
+        lo = resample.resize(images[i:i + batch], (h // scale, w // scale), "bicubic", to_uint8=True)
+        out[i:i + batch] = resample.resize(lo, (h, w), "bicubic", to_uint8=True)
     return out
 
 

@@ -54,7 +54,7 @@ def resize_uint8(x: torch.Tensor, size: Size) -> torch.Tensor:
     h, w = hw(size)
     if x.shape[-2] == h and x.shape[-1] == w:
         return x
-    return resample.resize(x, (h, w), "bilinear").round().clamp(0, 255).to(torch.uint8)
+    return resample.resize(x, (h, w), "bilinear", to_uint8=True)
 
 
 def fit_float(x: torch.Tensor, size: Size, mode: str = "resize") -> torch.Tensor:
