@@ -87,18 +87,15 @@ class SuperResData(RealData):
         return {**super().pixel_tensors(), "eval_label_maps": self.eval_label_maps, **seg}
 
 
-def degrade(images: torch.Tensor, scale: int, batch: int = 64) -> torch.Tensor:
+def degrade(images: torch.Tensor, scale: int) -> torch.Tensor:
     """uint8 (N, C, H, W) -> the low-resolution input at the same size: bicubic ↓scale, 8-bit rounding,
     bicubic ↑scale, 8-bit rounding (antialias=True selects PIL's a = −0.5 kernel in both directions; without
-    it torch upsamples with a = −0.75)."""
-    n, _, h, w = images.shape
+    it torch upsamples with a = −0.75). resample.resize works in bounded blocks itself."""
+    _, _, h, w = images.shape
     if h % scale or w % scale:
         raise ValueError(f"a {h}x{w} image cannot be downscaled exactly {scale}x")
-    out = torch.empty_like(images)
-    for i in range(0, n, batch):
-        lo = resample.resize(images[i:i + batch], (h // scale, w // scale), "bicubic", to_uint8=True)
-        out[i:i + batch] = resample.resize(lo, (h, w), "bicubic", to_uint8=True)
-    return out
+    lo = resample.resize(images, (h // scale, w // scale), "bicubic", to_uint8=True)
+    return resample.resize(lo, (h, w), "bicubic", to_uint8=True)
 
 
 def label_ids(rgb: np.ndarray, palette=FACADES_PALETTE) -> np.ndarray:
