@@ -64,7 +64,7 @@ def test_blocks_bound_memory_and_do_not_change_the_sums(monkeypatch):
     np.testing.assert_allclose(blocked.rows.numpy(), whole.rows.numpy(), rtol=1e-12)
     np.testing.assert_allclose(blocked.cols.numpy(), whole.cols.numpy(), rtol=1e-12)
     assert blocked.squares == pytest.approx(whole.squares, rel=1e-12)
-    k = real_cubic(real.double(), fake.double())
+    k = ks.kernel_matrix(real.double(), fake.double())
     assert whole.squares == pytest.approx(float((k * k).sum()), rel=1e-12)
     assert whole.rows.numpy() == pytest.approx(k.sum(1).numpy(), rel=1e-12)
 
@@ -115,5 +115,5 @@ def test_float32_torch_fidelity_agrees_to_its_rounding():
     fidelity = np.mean([kernel_mmd(r[rng.choice(400, 400, replace=False)], f[rng.choice(400, 400, replace=False)],
                                    kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
                                    kid_kernel_poly_coef0=1) for _ in range(5)])
-    scale = float(ks.cubic_kernel(real.double(), real.double()).mean())  # size of one kernel entry
+    scale = float(ks.kernel_matrix(real.double(), real.double()).mean())  # size of one kernel entry
     assert abs(ours - fidelity) < 1e-6 * scale
