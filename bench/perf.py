@@ -34,6 +34,7 @@ from bench.features.cache import ALLOWED
 from bench.features.extractors import INCEPTION, make_extractor
 from bench.io import atomic_torch_save, safe_torch_load
 from bench.metrics import METRICS, MetricContext, real_side
+from bench.perf_floor import floor_seconds, ops_for
 from bench.protocol.schema import DatasetSpec, EvaluationSpec, WeightsSpec
 from bench.runner.sampling import fake_batches, stream_features
 
@@ -244,8 +245,12 @@ def perf_metrics(extractor_name: str, sizes: list[int], n_small: int | None, n_l
                 progress(f"{extractor.name} N={n} repeat {rep + 1}/{repeats}: bare {times['bare'][-1]:.2f}s, "
                          f"all metrics {times['full'][-1]:.2f}s, torch-fidelity {times['fidelity'][-1]:.2f}s")
         med = {k: statistics.median(v) for k, v in times.items()}
+        if progress:
+            progress(f"{extractor.name} N={n}: the arithmetic floor (the metrics' dense products and factorisations alone)")
+        floor = floor_seconds(ops_for(n, n_real, real_feats["pool"].shape[1], _eval_spec(n)))
         rows.append({"n": n, "n_real": n_real, "repeats": repeats, **{f"{k}_s": _spread(v) for k, v in times.items()},
-                     "P1": med["full"] / med["bare"], "P2": med["fidelity"] / med["full"]})
+                     "P1": med["full"] / med["bare"], "P2": med["fidelity"] / med["full"],
+                     "floor_s": floor, "P1_floor": (med["bare"] + floor["total"]) / med["bare"]})
     # Peak RSS of one evaluation differed between identical fresh processes by up to ~490 MiB here (glibc kept
     # churned distance blocks; docs/metrics.md): each size is measured `repeats` times, medians. All 2 x repeats
     # processes run at once (one thread each; a peak RSS does not depend on the load, and ~1.2 GB each fits).
@@ -273,6 +278,11 @@ def perf_metrics(extractor_name: str, sizes: list[int], n_small: int | None, n_l
             "rss_large_range_mib": [min(large) / 1024, max(large) / 1024]}
 
 
+def _floor_parts(floor: dict[str, float]) -> str:
+    parts = ", ".join(f"{k} {v:.3f}s" for k, v in floor.items() if k != "total")
+    return f"{floor['total']:.3f}s ({parts})"
+
+
 def format_report(r: dict) -> str:
     def cell(t: dict) -> str:
         return f"{t['median']:.2f}s [{t['min']:.2f}, {t['max']:.2f}]"
@@ -282,6 +292,9 @@ def format_report(r: dict) -> str:
         lines += [f"  N={row['n']} fakes vs {row['n_real']} cached reals, {row['repeats']} repeats",
                   f"    P1 all metrics / bare extraction = {cell(row['full_s'])} / {cell(row['bare_s'])} = "
                   f"{row['P1']:.2f}  (target <= 1.10)",
+                  f"    P1 floor (bench/perf_floor.py: the dense products and factorisations these metric definitions need, "
+                  f"alone) = {_floor_parts(row['floor_s'])}: (bare + {row['floor_s']['total']:.2f}s) / bare = "
+                  f"{row['P1_floor']:.2f}",
                   f"    P2 fresh torch-fidelity / bench with cached reals = {cell(row['fidelity_s'])} / "
                   f"{cell(row['full_s'])} = {row['P2']:.2f}x  (target >= 1.8)"]
     if "P4" not in r:

@@ -47,13 +47,18 @@ def headline_fid(stats_real: dict, stats_fake: dict, real, fake) -> float:
     return frechet(stats_real, stats_fake)
 
 
+def fid_inf_sizes(n: int, points: int) -> np.ndarray:
+    """The generated subset sizes FID_inf fits (`points` evenly spaced from N/4 to N, duplicates dropped)."""
+    return np.unique(np.linspace(max(n // 4, 2), n, points).astype(int))
+
+
 def fid_infinity(real: torch.Tensor, fake: torch.Tensor, points: int, seed: int) -> float:
     """FID_inf from FIDs on random subsets of the generated features, each against all real features. The FIDs
     come from the interval code's exact replicate formula (bench/metrics/intervals.py `fid_value`): its
     cross-Gram form when neither side has more points than dimensions, so Inception's 2,048 dimensions at a
     few hundred images need no d x d eigendecomposition."""
     n = len(fake)
-    sizes = np.unique(np.linspace(max(n // 4, 2), n, points).astype(int))
+    sizes = fid_inf_sizes(n, points)
     rng = np.random.default_rng(derive_seed(seed, "fid-inf"))
     real_side, fake_side = as_side(real), as_side(fake)
     cross = gram_form(real_side, fake_side)
