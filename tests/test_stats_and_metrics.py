@@ -209,6 +209,28 @@ def test_precision_recall_equals_torch_fidelity():
     assert p == pytest.approx(ref["precision"], abs=2e-3) and r == pytest.approx(ref["recall"], abs=2e-3)
 
 
+def test_squared_thresholds_decide_exactly_as_square_roots_do():
+    """precision/recall compares squared distances with `sq_threshold(r)` instead of square-rooting every block:
+    every decision must be the one sqrt(max(d², 0)) <= r makes. Integer lattice points put many distances
+    exactly on a radius (ties), where r² rounded alone would decide wrongly."""
+    import bench.metrics.precision_recall as pr
+
+    g = torch.Generator().manual_seed(11)
+    for fake, real in [(torch.randint(-2, 3, (500, 6), generator=g).float(), torch.randint(-2, 3, (450, 6), generator=g).float()),
+                       (torch.randn(500, 16, generator=g), torch.randn(450, 16, generator=g) * 1.1)]:
+        fake_r, real_r = pr.knn_radii(fake, 3), pr.knn_radii(real, 3)
+        d2 = pr._raw_sq_dist_block(fake, real, (real * real).sum(1))
+        dist = d2.clamp_min(0).sqrt()
+        assert torch.equal(d2 <= pr.sq_threshold(real_r)[None, :], dist <= real_r[None, :])
+        assert torch.equal(d2 <= pr.sq_threshold(fake_r)[:, None], dist <= fake_r[:, None])
+        p, r = pr.both_ways(fake, real, fake_r, real_r)
+        assert (p, r) == ((dist <= real_r[None, :]).any(1).float().mean().item(),
+                          (dist <= fake_r[:, None]).any(0).float().mean().item())
+    radii = torch.cat([torch.tensor([0.0, 1.0, 2.0, 3.0]).sqrt(), torch.rand(20000, generator=g) * 50])
+    t = pr.sq_threshold(radii)
+    assert bool((t.sqrt() <= radii).all()) and bool((torch.nextafter(t, torch.tensor(float("inf"))).sqrt() > radii).all())
+
+
 def test_precision_recall_blocks_bounded_in_elements_give_the_same_counts(monkeypatch):
     """Blocks of at most BLOCK_ELEMENTS distances (several ragged blocks here) give the one-block answer."""
     import bench.metrics.precision_recall as pr
