@@ -99,7 +99,8 @@ def test_with_a_trained_control_the_untrained_entry_is_a_floor_outside_the_holm_
 
 @needs_data
 @pytest.mark.parametrize("edit,what", [("# a comment fixed after the run\n", "only in comments or layout (the same protocol);"),
-                                       ("control: untrained\n", "in content;")])
+                                       ("control: untrained\n", "in content;"),
+                                       ("tracking", "only in `tracking`, where runs are logged")])
 def test_a_protocol_file_edited_after_its_run_is_noted_as_comment_only_or_content(report, tmp_path, monkeypatch,
                                                                                    capsys, edit, what):
     runs, _, _ = report
@@ -108,7 +109,11 @@ def test_a_protocol_file_edited_after_its_run_is_noted_as_comment_only_or_conten
     real = store.download_text
     # the logged text is what was run; the file on disk gained `edit` afterwards
     edited = tmp_path / "regression-tiny.yaml"
-    edited.write_text(runs.changed.read_text() + edit)
+    text = runs.changed.read_text()
+    # "tracking": another store named in the file (as a run made with `bench run --uri` logs it)
+    edited.write_text(re.sub(r"tracking: \{.*\}", 'tracking: {uri: "sqlite:///elsewhere.db"}', text) if edit == "tracking"
+                      else text + edit)
+    assert edited.read_text() != text
     monkeypatch.setattr(store, "download_text", lambda c, rid, name: (
         runs.changed.read_text() if name == "protocol.yaml" else real(c, rid, name)))
     assert main(["report", str(edited), "--uri", runs.uri, "--out", str(tmp_path / "out")]) == 0

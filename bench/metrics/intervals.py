@@ -205,7 +205,7 @@ class _Side:
     @property
     def group_scatter(self) -> list[torch.Tensor]:
         if self._group_scatter is None:
-            self._group_scatter = [self.x[torch.as_tensor(idx)].T @ self.x[torch.as_tensor(idx)] for idx in self.groups]
+            self._group_scatter = [rows.T @ rows for rows in (self.x[torch.as_tensor(idx)] for idx in self.groups)]
         return self._group_scatter
 
     def kept_sum(self, idx: np.ndarray, units: tuple[int, ...] | None = None) -> tuple[torch.Tensor, int]:

@@ -41,6 +41,10 @@ class Report:
     notes: list[str]
 
 
+def _without_tracking(doc: Any) -> Any:
+    return {k: v for k, v in doc.items() if k != "tracking"} if isinstance(doc, dict) else doc
+
+
 def resolve(target: str, uri: Optional[str]) -> tuple[Any, Any, str, list[str]]:
     """(client, parent run, uri, notes) for a protocol file (its newest run) or a run id."""
     from bench.tracking.mlflow_tracker import resolve_uri
@@ -57,11 +61,19 @@ def resolve(target: str, uri: Optional[str]) -> tuple[Any, Any, str, list[str]]:
         logged = store.download_text(c, parent.info.run_id, "protocol.yaml")
         if logged is not None and logged != loaded.text:
             try:
-                same = yaml.safe_load(logged) == yaml.safe_load(loaded.text)
+                logged_doc, file_doc = yaml.safe_load(logged), yaml.safe_load(loaded.text)
             except yaml.YAMLError:
-                same = False
-            # A comment fixed after the run (a wall time, a citation) is not a different protocol: say which it is.
-            what = "only in comments or layout (the same protocol)" if same else "in content"
+                logged_doc, file_doc = None, {}
+            # A comment fixed after the run (a wall time, a citation) is not a different protocol, nor is the store
+            # the run logged to (`bench run --uri` logs the protocol with tracking.uri set, and tracking is outside
+            # the fingerprint): say which it is.
+            if logged_doc == file_doc:
+                what = "only in comments or layout (the same protocol)"
+            elif _without_tracking(logged_doc) == _without_tracking(file_doc):
+                what = ("only in `tracking`, where runs are logged (`bench run --uri` records it; not part of the "
+                        "fingerprint: the same protocol)")
+            else:
+                what = "in content"
             notes.append(f"{target} differs from the protocol text logged with run {parent.info.run_id} {what}; "
                          "the report shows the logged text")
         return c, parent, uri, notes
