@@ -32,9 +32,11 @@ from bench.metrics.kid import subset_size
 @dataclass(frozen=True)
 class Op:
     """`count` times one dense operation: a (rows x inner) @ (inner x cols) product, or a factorisation of a
-    `rows` x `rows` symmetric positive definite matrix (kind "cholesky" or "eigvalsh")."""
+    `rows` x `rows` symmetric positive definite matrix (kind "cholesky" or "eigvalsh"); `what` names its part
+    ("kernel", "indicator", "distance", "replicate")."""
 
     metric: str
+    what: str
     kind: str
     rows: int
     inner: int
@@ -49,29 +51,30 @@ class Op:
 
 def _kid_ops(n: int, n_real: int, d: int, subsets: int, requested: int, interval: bool) -> list[Op]:
     """KID's generated-side products (the real-real sums come from the real-side cache), path by path as
-    bench/metrics/kid.py `kid_subsets` and `kid_summary` choose them. Lifted operands have d + 1 columns."""
+    bench/metrics/kid.py `kid_subsets` and `kid_summary` choose them."""
     m = subset_size(requested, n, n_real)
     f64 = torch.float64
     shared = interval and variance_uses_all_points(n_real, n) and shared_pass_is_cheaper(n_real, n, subsets, m, d)
     ops = []
     for n_a, same in ((n, True), (n_real, False)):  # fake x fake, real x fake
         if shared or fused_is_cheaper(n_a, n, subsets, m, d):
-            ops += [Op("kid", "matmul", n_a, d + 1, n, f64, 1), Op("kid", "matmul", subsets, n_a, n, f64, 1)]
+            ops += [Op("kid", "kernel", "matmul", n_a, d, n, f64, 1),
+                    Op("kid", "indicator", "matmul", subsets, n_a, n, f64, 1)]
         elif same:  # a subset's symmetric matrix as three half-size blocks (kernel_sums.direct_subset_sums)
-            ops.append(Op("kid", "matmul", m // 2, d + 1, m - m // 2, f64, 3 * subsets))
+            ops.append(Op("kid", "kernel", "matmul", m // 2, d, m - m // 2, f64, 3 * subsets))
         else:
-            ops.append(Op("kid", "matmul", m, d + 1, m, f64, subsets))
+            ops.append(Op("kid", "kernel", "matmul", m, d, m, f64, subsets))
     if interval and not shared:  # the variance's own all-pairs pass on at most KID_VARIANCE_MAX points a side
         p, q = min(n, intervals.KID_VARIANCE_MAX), min(n_real, intervals.KID_VARIANCE_MAX)
-        ops += [Op("kid", "matmul", p, d + 1, p, f64, 1), Op("kid", "matmul", q, d + 1, p, f64, 1)]
+        ops += [Op("kid", "kernel", "matmul", p, d, p, f64, 1), Op("kid", "kernel", "matmul", q, d, p, f64, 1)]
     return ops
 
 
 def _pr_ops(n: int, n_real: int, d: int) -> list[Op]:
     """Precision/recall: the generated k-NN radii (fake x fake) and the fake x real distances, float32; the
     real radii are cached."""
-    return [Op("precision_recall", "matmul", n, d, n, torch.float32, 1),
-            Op("precision_recall", "matmul", n, d, n_real, torch.float32, 1)]
+    return [Op("precision_recall", "distance", "matmul", n, d, n, torch.float32, 1),
+            Op("precision_recall", "distance", "matmul", n, d, n_real, torch.float32, 1)]
 
 
 def _fid_ops(n: int, n_real: int, d: int, groups: int, inf_points: int) -> list[Op]:
@@ -83,7 +86,8 @@ def _fid_ops(n: int, n_real: int, d: int, groups: int, inf_points: int) -> list[
         return []
     g = fid_groups(groups, n_real, n) if groups else 0
     fits = g + g * (g - 1) // 2 + (len(fid_inf_sizes(n, inf_points)) if inf_points and n >= 8 else 0)
-    return [Op("fid", "cholesky", d, d, d, torch.float64, fits), Op("fid", "eigvalsh", d, d, d, torch.float64, fits)]
+    return [Op("fid", "replicate", "cholesky", d, d, d, torch.float64, fits),
+            Op("fid", "replicate", "eigvalsh", d, d, d, torch.float64, fits)]
 
 
 def ops_for(n: int, n_real: int, d: int, settings) -> list[Op]:

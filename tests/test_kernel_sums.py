@@ -117,3 +117,16 @@ def test_float32_torch_fidelity_agrees_to_its_rounding():
                                    kid_kernel_poly_coef0=1) for _ in range(5)])
     scale = float(ks.kernel_matrix(real.double(), real.double()).mean())  # size of one kernel entry
     assert abs(ours - fidelity) < 1e-6 * scale
+
+
+def test_the_kernel_base_is_the_product_then_divided_then_plus_one():
+    """kernel_base folds "/d + 1" into the product (addmm, alpha = 1/d): for d a power of two that is the
+    product's own rounding then two exact-by-design steps, so it must agree with the three-step form to within
+    an ulp (bit for bit with MKL here; another BLAS may round its final combine once more)."""
+    g = torch.Generator().manual_seed(4)
+    a, b = torch.randn(70, 128, generator=g, dtype=torch.float64), torch.randn(50, 128, generator=g, dtype=torch.float64)
+    three_step = (a @ b.T) / 128 + 1
+    np.testing.assert_allclose(ks.kernel_base(a, b).numpy(), three_step.numpy(), rtol=3e-16, atol=0)
+    buffers = ks.kernel_buffers(70, 50)
+    total, u = ks.cube_sum(a, b, *buffers)
+    assert total == pytest.approx(float((three_step ** 3).sum()), rel=1e-13)

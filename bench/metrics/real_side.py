@@ -26,7 +26,7 @@ import torch
 from bench.features.cache import DiskCache, cache_key
 from bench.io import sha256_tensor
 
-CODE_VERSION = 2  # 2: KID kernel sums from lifted operands (kernel_sums.lift), other last bits
+CODE_VERSION = 2  # 2: KID's direct subset sums as dot(u², u) (kernel_sums.cube_sum), other last bits
 MEMORY_ENTRIES = 64  # each value is O(N) numbers (radii, row sums); 64 of them at N = 50,000 are ~50 MB
 
 ROOT: Path | None = None  # None: the cache folder (bench/io.py cache_dir); a fresh folder means a cold cache
