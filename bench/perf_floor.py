@@ -5,8 +5,9 @@ P1 divides one evaluation (generate, extract, all metrics) by its generate-and-e
 implementation does around them, the exact metrics cannot skip their dense linear algebra: KID's kernel
 products over its subsets (and its variance's all-pairs sums), precision/recall's generated k-NN radii and
 generated x real distances, and FID's interval replicates (a Cholesky factor and an eigendecomposition each).
-`floor` lists exactly those operations for one evaluation, choosing each kernel matrix's path by the same
-functions the metrics use (bench/metrics/kernel_sums.py, bench/metrics/intervals.py), in the metrics' dtypes,
+`ops_for` lists those operations for one evaluation, choosing each kernel matrix's path by the same functions
+the metrics use (bench/metrics/kernel_sums.py, bench/metrics/intervals.py) and each FID fit's form as
+`fid_value` picks it (tests/test_perf_floor.py records both from the metric code), in the metrics' dtypes,
 with the real-only terms left out as the real-side cache leaves them out, and times them on random operands
 of the same shapes: products through torch.matmul, factorisations through torch.linalg, nothing elementwise.
 (bare + floor) / bare is then a lower bound on P1 for these definitions on this CPU, whatever the code
@@ -19,7 +20,9 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from itertools import combinations
 
+import numpy as np
 import torch
 
 from bench.metrics import intervals
@@ -77,17 +80,36 @@ def _pr_ops(n: int, n_real: int, d: int) -> list[Op]:
             Op("precision_recall", "distance", "matmul", n, d, n_real, torch.float32, 1)]
 
 
+def _fit_ops(kept: list[int], d: int) -> list[Op]:
+    """One FID fit per entry of `kept` (generated rows it keeps), in the form bench/metrics/intervals.py
+    `fid_value` takes for it in the covariance form: more rows than dimensions, a Cholesky factor of Σ_r and an
+    eigendecomposition of Lᵀ Σ_g L (d x d); otherwise the eigenproblem of the rows' own (c-1) x (c-1) form
+    (its products are not counted: the floor is only lower for them)."""
+    counts: dict[tuple[str, int], int] = {}
+    for c in kept:
+        for kind, size in ((("cholesky", d), ("eigvalsh", d)) if c > d else (("eigvalsh", c - 1),)):
+            counts[(kind, size)] = counts.get((kind, size), 0) + 1
+    return [Op("fid", "replicate", kind, size, size, size, torch.float64, n) for (kind, size), n in counts.items()]
+
+
 def _fid_ops(n: int, n_real: int, d: int, groups: int, inf_points: int) -> list[Op]:
-    """FID's interval replicates (delete-one and delete-two) and FID_inf's fits in the covariance form, each a
-    Cholesky factor of Σ_r and an eigendecomposition of Lᵀ Σ_g L. The headline's own matrix square root is not
-    counted (the floor is only lower for it). With no more generated points than dimensions the replicates
-    use n x n forms instead (not modelled: nothing counted)."""
+    """FID's interval replicates (delete-one, and delete-two from 4 groups on, as bench/metrics/intervals.py
+    `jackknife` makes them) and FID_inf's fits (`fid_inf_sizes`), each in the form `fid_value` takes for the
+    rows it keeps (`_fit_ops`). The headline's own matrix square root is not counted (the floor is only lower
+    for it). With no more generated points than dimensions in all, the replicates use the cross-Gram or
+    projected forms instead (not modelled: nothing counted)."""
     if n <= d:
         return []
     g = fid_groups(groups, n_real, n) if groups else 0
-    fits = g + g * (g - 1) // 2 + (len(fid_inf_sizes(n, inf_points)) if inf_points and n >= 8 else 0)
-    return [Op("fid", "replicate", "cholesky", d, d, d, torch.float64, fits),
-            Op("fid", "replicate", "eigvalsh", d, d, d, torch.float64, fits)]
+    kept = []
+    if g:
+        sizes = [len(part) for part in np.array_split(np.arange(n), g)]
+        kept += [n - sizes[k] for k in range(g)]
+        if g >= 4:
+            kept += [n - sizes[k] - sizes[j] for k, j in combinations(range(g), 2)]
+    if inf_points and n >= 8:
+        kept += [int(k) for k in fid_inf_sizes(n, inf_points)]
+    return _fit_ops(kept, d)
 
 
 def ops_for(n: int, n_real: int, d: int, settings) -> list[Op]:

@@ -63,18 +63,30 @@ def test_a_wrong_kid_floor_is_caught(monkeypatch, tmp_path):
     assert sum(op.flops for op in ops) < _kid_recorded(monkeypatch, tmp_path, real, fake, 3, 50)[0]
 
 
-def test_the_fid_floor_counts_the_eigendecompositions_fid_makes(monkeypatch):
+@pytest.mark.parametrize("n_r,n_f,d,groups", [
+    (300, 200, 16, 10),  # every fit in the covariance form: 10 + 45 replicates and 5 FID_inf fits
+    (300, 200, 16, 3),   # three groups: delete-one replicates only (the jackknife needs 4 for delete-two)
+    (300, 60, 32, 10),   # FID_inf's smaller subsets (15, 26 rows) have fewer rows than dimensions
+])
+def test_the_fid_floor_counts_the_factorisations_fid_makes(monkeypatch, n_r, n_f, d, groups):
     from bench.metrics.fid import compute
 
-    real, fake = _features(300, 200, 16)
-    spec = EvaluationSpec(n_samples=200, seeds=[0], batch_size=100, metrics=["fid"])
-    calls = []
-    eig = torch.linalg.eigvalsh
-    monkeypatch.setattr(torch.linalg, "eigvalsh", lambda *a, **k: calls.append(1) or eig(*a, **k))
+    real, fake = _features(n_r, n_f, d)
+    spec = EvaluationSpec(n_samples=n_f, seeds=[0], batch_size=10, metrics=["fid"], fid_interval_groups=groups)
+    seen = {}
+    for name in ("eigvalsh", "cholesky"):
+        original = getattr(torch.linalg, name)
+
+        def recording(x, *a, _name=name, _original=original, **k):
+            key = (_name, x.shape[-1])
+            seen[key] = seen.get(key, 0) + 1
+            return _original(x, *a, **k)
+
+        monkeypatch.setattr(torch.linalg, name, recording)
     stats = lambda x: {"mu": x.double().mean(0).numpy(), "sigma": np.cov(x.double().numpy(), rowvar=False)}  # noqa: E731
     compute(MetricContext(0, spec, {"pool": fake}, {"pool": real}, stats(fake), stats(real)))
-    (eig_op,) = [op for op in _fid_ops(200, 300, 16, spec.fid_interval_groups, spec.fid_inf_points) if op.kind == "eigvalsh"]
-    assert eig_op.count == len(calls) == 10 + 45 + 5
+    listed = {(op.kind, op.rows): op.count for op in _fid_ops(n_f, n_r, d, groups, spec.fid_inf_points)}
+    assert listed == seen
 
 
 def test_precision_recall_floor_and_the_evaluation_list():
@@ -83,7 +95,7 @@ def test_precision_recall_floor_and_the_evaluation_list():
     spec = EvaluationSpec(n_samples=2000, seeds=[0], batch_size=100, metrics=["is", "fid", "kid", "precision_recall"])
     assert {op.metric for op in ops_for(2000, 2000, 128, spec)} == {"kid", "precision_recall", "fid"}
     # with no FID interval and no FID_inf there is nothing of FID's to count
-    assert [op.count for op in _fid_ops(2000, 2000, 128, 0, 0)] == [0, 0]
+    assert _fid_ops(2000, 2000, 128, 0, 0) == []
 
 
 def test_floor_seconds_multiplies_by_count_and_sums_by_metric():

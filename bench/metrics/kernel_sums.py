@@ -20,12 +20,14 @@ a fresh mmap whose pages the kernel zeroes on first touch; that made the element
 matrix product (15.8 ms per subset against 5.2 ms with the buffers, 2 threads), for bit-identical values.
 
 The elementwise part is further cut by letting the matrix product add the kernel's "/d + 1" itself: addmm
-with alpha = 1/d onto a broadcast 1 computes fl(fl(a·b)/d + 1) for d a power of two (the judges' 128,
-Inception's 2,048), the very bits of the product followed by the two elementwise steps, with no copy of
-either operand; only the cube is left elementwise, and where only a subset's total is needed it is dot(u², u)
-without the cube stored (a 1,000 x 1,000 subset: 3.2-3.4 ms -> 2.4-2.9 ms, the product alone 1.7 ms). The
-dot's summation order differs from .sum()'s: KID moves by ~1e-13 relative (tests/test_kernel_sums.py holds
-both paths to torch-fidelity's float64 estimator at 1e-11).
+with alpha = 1/d onto a broadcast 1, with no copy of either operand, so only the cube is left elementwise, and
+where only a subset's total is needed it is dot(u², u) without the cube stored (a 1,000 x 1,000 subset:
+3.2-3.4 ms -> 2.4-2.9 ms, the product alone 1.7 ms). At the judges' d = 128 the base has the very bits of the
+product followed by /d and + 1 (MKL here); at d = 2,048 MKL adds its inner-dimension chunks onto the 1 one by
+one, and about half the entries differ by an ulp. With the dot's other summation order, KID moved by ~1e-13
+relative at d = 128 and by up to ~2e-11 for a near-zero KID (1.9e-5) at d = 2,048, where the MMD²'s
+cancellation magnifies it (a review measured it; tests/test_kernel_sums.py holds both paths to
+torch-fidelity's float64 estimator at 1e-11).
 """
 
 from __future__ import annotations
@@ -52,9 +54,9 @@ def cubic_kernel(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = No
 
 
 def kernel_base(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """u = a·b/d + 1 in one addmm (module doc: the same bits as the product, then /d, then + 1, for d a power of
-    two)."""
-    return torch.addmm(_ONE.expand(len(a), len(b)), a, b.T, beta=1.0, alpha=1.0 / a.shape[1], out=out)
+    """u = a·b/d + 1 in one addmm (module doc: at d = 128 the same bits as the product, then /d, then + 1)."""
+    one = _ONE if a.dtype == torch.float64 else torch.ones(1, 1, dtype=a.dtype)
+    return torch.addmm(one.expand(len(a), len(b)), a, b.T, beta=1.0, alpha=1.0 / a.shape[1], out=out)
 
 
 def cube_sum(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor) -> tuple[float, torch.Tensor]:

@@ -60,9 +60,10 @@ def sq_threshold(radii: torch.Tensor) -> torch.Tensor:
     for _ in range(4):
         nxt = torch.nextafter(t, up)
         t = torch.where(nxt.sqrt() <= radii, nxt, t)
+    # a NaN radius (NaN features) keeps a NaN threshold: every comparison with it is false, as with the root
     finite = torch.isfinite(radii)
-    if not bool((t.sqrt() <= radii).all()) or not bool((torch.nextafter(t, up).sqrt() > radii)[finite].all()):
-        raise RuntimeError("sq_threshold did not converge")  # not reachable for finite radii >= 0
+    if not bool((t.sqrt() <= radii)[~radii.isnan()].all()) or not bool((torch.nextafter(t, up).sqrt() > radii)[finite].all()):
+        raise RuntimeError("sq_threshold did not converge")  # not reachable for radii >= 0
     return t
 
 
