@@ -236,6 +236,9 @@ def test_set_overrides_keys_by_dotted_path_and_entries_by_name(tmp_path, capsys)
     assert p.tracking.uri == "sqlite:///x.db"
     assert loaded.text.startswith("# quickstart.yaml with --set entries.dcgan.train.steps=10")  # the record says so
     assert plain.protocol.evaluation.seeds != [0]  # the file itself is untouched
+    # only where runs are logged (`bench run --uri`): the file stays the record, no store path written into it
+    uri_only = load_protocol(path, ["tracking.uri=sqlite:////some/machine/mlflow.db"])
+    assert uri_only.text == plain.text and uri_only.protocol.tracking.uri == "sqlite:////some/machine/mlflow.db"
     with pytest.raises(BenchError, match="no entry named 'dcgn'.*entries: "):
         load_protocol(path, ["entries.dcgn.train.steps=10"])
     with pytest.raises(BenchError, match="expected KEY=VALUE"):

@@ -119,6 +119,9 @@ def test_a_protocol_file_edited_after_its_run_is_noted_as_comment_only_or_conten
     assert main(["report", str(edited), "--uri", runs.uri, "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert "differs from the protocol text logged with run" in printed and f" {what}" in printed
+    shown = (tmp_path / "out" / "protocol.yaml").read_text()
+    # tracking only: the file is shown (no other store's path, its comments kept); otherwise the logged text
+    assert shown == (edited.read_text() if edit == "tracking" else runs.changed.read_text())
 
 
 @needs_data

@@ -131,8 +131,11 @@ def load_protocol(path: str | Path, overrides: list[str] | None = None) -> Loade
         raise BenchError(f"{path}: a protocol is a YAML mapping with keys {', '.join(Protocol.model_fields)}")
     if overrides:
         raw = apply_overrides(raw, overrides, str(path))
-        text = (f"# {path.name} with --set {' --set '.join(overrides)}\n"
-                + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+        # Only where runs are logged (`--uri`) changes nothing measured: the file itself stays the record, comments
+        # and all, and no machine's store path is written into it.
+        if not all(o.split("=", 1)[0].strip().startswith("tracking.") for o in overrides):
+            text = (f"# {path.name} with --set {' --set '.join(overrides)}\n"
+                    + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
     raw = lift_metric_settings(raw, str(path))
     try:
         protocol = Protocol.model_validate(raw)

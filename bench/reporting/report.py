@@ -45,8 +45,9 @@ def _without_tracking(doc: Any) -> Any:
     return {k: v for k, v in doc.items() if k != "tracking"} if isinstance(doc, dict) else doc
 
 
-def resolve(target: str, uri: Optional[str]) -> tuple[Any, Any, str, list[str]]:
-    """(client, parent run, uri, notes) for a protocol file (its newest run) or a run id."""
+def resolve(target: str, uri: Optional[str]) -> tuple[Any, Any, str, list[str], Optional[str]]:
+    """(client, parent run, uri, notes, the protocol text to show instead of the logged one or None) for a
+    protocol file (its newest run) or a run id."""
     from bench.tracking.mlflow_tracker import resolve_uri
 
     notes: list[str] = []
@@ -70,13 +71,17 @@ def resolve(target: str, uri: Optional[str]) -> tuple[Any, Any, str, list[str]]:
             if logged_doc == file_doc:
                 what = "only in comments or layout (the same protocol)"
             elif _without_tracking(logged_doc) == _without_tracking(file_doc):
-                what = ("only in `tracking`, where runs are logged (`bench run --uri` records it; not part of the "
-                        "fingerprint: the same protocol)")
+                # the file is the record then: the logged copy differs only in the store's (machine-specific) path
+                # and has lost the file's comments; what was measured is the same
+                notes.append(f"{target} differs from the protocol text logged with run {parent.info.run_id} only in "
+                             "`tracking`, where runs are logged (not part of the fingerprint: the same protocol); "
+                             "the report shows the protocol file")
+                return c, parent, uri, notes, loaded.text
             else:
                 what = "in content"
             notes.append(f"{target} differs from the protocol text logged with run {parent.info.run_id} {what}; "
                          "the report shows the logged text")
-        return c, parent, uri, notes
+        return c, parent, uri, notes, None
     uri = uri or resolve_uri(None)
     c = store.client(uri)
     run = store.get_run(c, target)
@@ -87,12 +92,12 @@ def resolve(target: str, uri: Optional[str]) -> tuple[Any, Any, str, list[str]]:
         run = store.get_run(c, parent_id)
     if layout.FINGERPRINT not in run.data.tags:
         raise BenchError(f"MLflow run {target} is not a `bench run` protocol run (no bench.fingerprint tag)")
-    return c, run, uri, notes
+    return c, run, uri, notes, None
 
 
 def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = None,
                  command: Optional[str] = None) -> Report:
-    c, parent, uri, notes = resolve(target, uri)
+    c, parent, uri, notes, shown_text = resolve(target, uri)
     tags = parent.data.tags
     protocol, fingerprint, pid = tags.get(layout.PROTOCOL, "?"), tags[layout.FINGERPRINT], parent.info.run_id
     exps = {parent.info.experiment_id: c.get_experiment(parent.info.experiment_id).name}
@@ -130,7 +135,7 @@ def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = N
     entries = []
     for _, row in group.rows.iterrows():
         entries.append(_entry_assets(c, row, files))
-    protocol_text = store.download_text(c, pid, "protocol.yaml") or "(protocol.yaml artifact missing)"
+    protocol_text = shown_text or store.download_text(c, pid, "protocol.yaml") or "(protocol.yaml artifact missing)"
     env = _environment(parent, group)
     control = _control(protocol_text)
     cmd = command or f"bench report {shlex.quote(target)}"
