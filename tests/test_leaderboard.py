@@ -341,6 +341,53 @@ def test_entries_against_the_control_use_training_seeds_and_holm():
         leaderboard.against_control(g, "nope")
 
 
+# --- literature claims against the table ------------------------------------------------------------
+
+def _claim(better, than, metric="fid", **kw):
+    from bench.protocol.schema import LiteratureClaim
+
+    return LiteratureClaim(better=better, than=than, metric=metric, source="Someone et al. 2020, Table 1", **kw)
+
+
+def test_literature_claims_use_the_metric_direction_and_the_training_seed_test():
+    fp, rows, seeds = "E" * 64, [], {}
+    rng = np.random.default_rng(2)
+    # FID is lower-better, IS higher-better: 'good' is far better than 'base' on both, 'close' inside the noise
+    offsets = {"base": 0.0, "good": -6.0, "close": -0.1}
+    for entry, off in offsets.items():
+        for ts in range(3):
+            fid = list(20 + off + rng.normal(0, 1.0) + rng.normal(0, 0.1, 4))
+            is_ = list(5 - off + rng.normal(0, 0.1, 4))
+            rows.append(_run(fp, entry, "r", 1, {"fid": float(np.mean(fid)), "is": float(np.mean(is_))},
+                             train_seed=str(ts)))
+            seeds[(f"r-{entry}-{ts}", "fid")], seeds[(f"r-{entry}-{ts}", "is")] = fid, is_
+    (g,) = _build(rows, seeds)
+    checks = leaderboard.against_literature(g, [
+        _claim("good", "base"), _claim("base", "good"), _claim("good", "base", "is"), _claim("base", "good", "is"),
+        _claim("close", "base"), _claim("nope", "base"), _claim("good", "base", "ssim")])
+    agrees = [c.agrees for c in checks]
+    assert agrees[:4] == [True, False, True, False]  # lower FID is ahead, higher IS is ahead
+    assert checks[0].p < 0.05 and checks[1].p == checks[0].p and checks[0].test.startswith("3 vs 3 training seeds, Welch t")
+    assert checks[4].p > 0.05  # a lead inside the run-to-run spread
+    assert agrees[5:] == [None, None] and "no row `nope`" in checks[5].missing and "ssim" in checks[6].missing
+    lines = render.literature_lines(g, checks)
+    assert "agrees; significant, p=" in lines[0] and "**contradicts the source**; significant, p=" in lines[1]
+    assert "Why: not investigated" in lines[1] and "Why:" not in lines[0]
+    assert lines[5].endswith("Not checked: no row `nope` in this run.")
+
+
+def test_a_literature_claim_names_entries_and_a_metric_with_a_direction(tmp_path):
+    from pydantic import ValidationError
+
+    from bench.protocol.schema import LiteratureClaim
+
+    with pytest.raises(ValidationError, match="compares two entries"):
+        _claim("a", "a")
+    with pytest.raises(ValidationError, match="no known direction; use one of: .*fid"):
+        _claim("a", "b", "fdi")
+    assert LiteratureClaim.model_fields["evidence"].default is None
+
+
 def test_an_untrained_floor_is_tested_against_the_control_but_stays_out_of_the_holm_family():
     """A protocol compares k treatments with a control; its untrained entry answers another question (did the
     control learn anything?), and counting it would multiply every treatment's p by k + 1 instead of k."""

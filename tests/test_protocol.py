@@ -287,3 +287,29 @@ def test_a_non_finite_family_setting_is_refused_before_training(key, value):
     with pytest.raises(BenchError, match=f"dcgan.{key}: expected a finite number"):
         parse_config(ZOO.get("dcgan").Config, {key: value}, "dcgan")
     assert parse_config(ZOO.get("dcgan").Config, {key: 0.5}, "dcgan")  # a finite value is fine
+
+
+@pytest.mark.parametrize("claim,message", [
+    ("{better: mnist_gan, than: nobody, metric: fid, source: 'X 2020'}", "'nobody' is not an entry; entries: mnist_gan"),
+    ("{better: mnist_gan, than: mnist_gan, metric: fid, source: 'X 2020'}", "compares two entries"),
+    ("{better: mnist_gan, than: real_data, metric: fdi, source: 'X 2020'}", "'fdi' has no known direction"),
+    ("{better: mnist_gan, than: real_data, metric: fid}", "source"),
+])
+def test_a_bad_literature_claim_is_one_line_and_exit_2(tmp_path, capsys, claim, message):
+    p = tiny_protocol(tmp_path, reference=True)
+    p.write_text(p.read_text() + f"literature:\n  - {claim}\n")
+    assert main(["validate", str(p)]) == 2
+    assert message in _err(capsys)
+
+
+def test_literature_claims_change_no_fingerprint(tmp_path):
+    """What papers report is a reading of the scores (like `control`): adding a claim, or its evidence after the
+    run, must not split one protocol's runs into two fingerprints."""
+    p = tiny_protocol(tmp_path, reference=True)
+    plain = load_protocol(p).protocol
+    p.write_text(p.read_text() + "literature:\n  - {better: mnist_gan, than: real_data, metric: fid, source: 'X 2020', "
+                 "evidence: 'a longer run'}\n")
+    claimed = load_protocol(p).protocol
+    assert claimed.literature and claimed.literature[0].evidence == "a longer run"
+    assert fingerprint(claimed, "d", "w") == fingerprint(plain, "d", "w")
+    assert "literature" not in canonical(claimed)

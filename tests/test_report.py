@@ -65,14 +65,18 @@ def test_report_has_leaderboard_figures_protocol_and_environment(report):
 def _report_with_control(report, tmp_path, monkeypatch, control: str) -> Path:
     """The report of the changed run as if its logged protocol text had named `control` (it changes no score and
     no fingerprint)."""
-    runs, _, _ = report
-    from bench.reporting import store
+    return _report_with(report, tmp_path, f"control: {control}\n", f"control-{control}")
 
-    real = store.download_text
-    monkeypatch.setattr(store, "download_text", lambda c, rid, name: (real(c, rid, name) or "") + (
-        f"control: {control}\n" if name == "protocol.yaml" else ""))
-    out = tmp_path / f"control-{control}"
-    assert main(["report", str(runs.changed), "--out", str(out)]) == 0
+
+def _report_with(report, tmp_path, addition: str, name: str) -> Path:
+    """The report of the changed run from its protocol file with `addition` written after the run: keys that
+    change no score (control, literature), so the report reads the file, as a user's edit would be read."""
+    runs, _, _ = report
+    edited = tmp_path / name / "regression-tiny.yaml"
+    edited.parent.mkdir()
+    edited.write_text(runs.changed.read_text() + addition)
+    out = tmp_path / name / "report"
+    assert main(["report", str(edited), "--uri", runs.uri, "--out", str(out)]) == 0
     return out
 
 
@@ -97,10 +101,46 @@ def test_with_a_trained_control_the_untrained_entry_is_a_floor_outside_the_holm_
     assert "the untrained floor `untrained`" in readme
 
 
+LITERATURE = """literature:
+  - {better: trained, than: untrained, metric: fid, source: "Paper A 2020, Table 1"}
+  - {better: untrained, than: trained, metric: fid, source: "Paper B 2021, Fig. 2", evidence: "the logged D loss says so"}
+  - {better: untrained, than: trained, metric: kid/mean, source: "Paper C 2019, §4"}
+  - {better: trained, than: untrained, metric: ssim, source: "Paper D 2018, §5"}
+"""
+
+
+@needs_data
+def test_literature_claims_are_checked_against_the_measured_rows(report, tmp_path, monkeypatch):
+    """Each claim gets the measured means, agrees or **contradicts**, and the two rows' test; a contradiction
+    without `evidence` says it was not investigated; a metric the run did not measure is not checked."""
+    out = _report_with(report, tmp_path, LITERATURE, "literature")
+    readme, page = (out / "README.md").read_text(), (out / "index.html").read_text()
+    assert "## Against the literature" in readme and "<h2>Against the literature</h2>" in page
+    lines = [x for x in readme.splitlines() if x.startswith("- Paper ")]
+    assert len(lines) == 4
+    a, b, c, d = lines
+    import csv
+
+    rows = {r["entry"]: r for r in csv.DictReader((out / "leaderboard.csv").read_text().splitlines())}
+    trained_fid, untrained_fid = float(rows["trained"]["fid/mean"]), float(rows["untrained"]["fid/mean"])
+    assert trained_fid < untrained_fid  # the fixture's premise: training lowered FID
+    assert a.startswith("- Paper A 2020, Table 1: `trained` ahead of `untrained` on FID (judge:mnist). Measured ")
+    assert "agrees; **not significant**, p=0.5 (n=2)" in a and "contradicts" not in a and "Why" not in a
+    assert "**contradicts the source**; **not significant**, p=0.5 (n=2)" in b and "Why: the logged D loss says so" in b
+    assert "**contradicts the source**" in c and "Why: not investigated (the claim has no `evidence`)." in c
+    assert d.endswith("Not checked: ssim was not measured for both rows.")
+    assert "<strong>contradicts the source</strong>" in page and "Paper D 2018" in page
+    meta = json.loads((out / "report.json").read_text())["literature"]
+    assert [m["agrees"] for m in meta] == [True, False, False, None]
+    assert meta[0]["p"] == pytest.approx(0.5) and meta[3]["p"] is None and meta[1]["evidence"]
+
+
 @needs_data
 @pytest.mark.parametrize("edit,what", [("# a comment fixed after the run\n", "only in comments or layout (the same protocol);"),
-                                       ("control: untrained\n", "in content;"),
-                                       ("tracking", "only in `tracking`, where runs are logged")])
+                                       ("control: untrained\n", "only in `control` (where runs are logged"),
+                                       (LITERATURE, "only in `literature` (where runs are logged"),
+                                       ("dataset", "in content;"),
+                                       ("tracking", "only in `tracking` (where runs are logged")])
 def test_a_protocol_file_edited_after_its_run_is_noted_as_comment_only_or_content(report, tmp_path, monkeypatch,
                                                                                    capsys, edit, what):
     runs, _, _ = report
@@ -111,8 +151,12 @@ def test_a_protocol_file_edited_after_its_run_is_noted_as_comment_only_or_conten
     edited = tmp_path / "regression-tiny.yaml"
     text = runs.changed.read_text()
     # "tracking": another store named in the file (as a run made with `bench run --uri` logs it)
-    edited.write_text(re.sub(r"tracking: \{.*\}", 'tracking: {uri: "sqlite:///elsewhere.db"}', text) if edit == "tracking"
-                      else text + edit)
+    if edit == "tracking":
+        edited.write_text(re.sub(r"tracking: \{.*\}", 'tracking: {uri: "sqlite:///elsewhere.db"}', text))
+    elif edit == "dataset":  # a change that would change a score: the logged text stays the record
+        edited.write_text(text.replace("eval_size: ", "eval_size: 1", 1))
+    else:
+        edited.write_text(text + edit)
     assert edited.read_text() != text
     monkeypatch.setattr(store, "download_text", lambda c, rid, name: (
         runs.changed.read_text() if name == "protocol.yaml" else real(c, rid, name)))
@@ -120,8 +164,10 @@ def test_a_protocol_file_edited_after_its_run_is_noted_as_comment_only_or_conten
     printed = capsys.readouterr().out
     assert "differs from the protocol text logged with run" in printed and f" {what}" in printed
     shown = (tmp_path / "out" / "protocol.yaml").read_text()
-    # tracking only: the file is shown (no other store's path, its comments kept); otherwise the logged text
-    assert shown == (edited.read_text() if edit == "tracking" else runs.changed.read_text())
+    # readings only (tracking, control, literature): the file is shown (no other store's path, its comments and
+    # its claims kept); otherwise the logged text
+    readings_only = "only in `" in what
+    assert shown == (edited.read_text() if readings_only else runs.changed.read_text())
 
 
 @needs_data

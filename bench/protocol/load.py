@@ -344,6 +344,7 @@ def canonical(protocol: Protocol) -> dict[str, Any]:
     d["device"] = Protocol.model_fields["device"].default
     d.pop("tracking", None)
     d.pop("control", None)  # which entry reports test the others against: a reading of the scores, not a score
+    d.pop("literature", None)  # what papers report about the entries: checked against the scores, not one of them
     d["dataset"].pop("root", None)
     d["evaluation"].pop("weights", None)  # the weights' sha256 enters the fingerprint instead
     d["evaluation"].pop("batch_size", None)  # scores do not depend on it (tested), only speed and memory

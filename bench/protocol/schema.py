@@ -255,6 +255,33 @@ class TrackingSpec(_Strict):
     experiment: Optional[str] = Field(None, description="MLflow experiment; default the protocol name")
 
 
+class LiteratureClaim(_Strict):
+    """What a paper (or a reference run) reports about two entries of this protocol, written down before the
+    run. Every report checks it against the measured scores with the leaderboard's own test and says whether
+    this protocol agrees, contradicts it, and whether that is significant (bench/reporting/leaderboard.py:
+    against_literature). A reading of the scores, like `control`: outside the fingerprint."""
+
+    better: str = Field(description="the entry the source reports ahead")
+    than: str = Field(description="the entry the source reports behind")
+    metric: str = Field(description="a metric key with a direction (bench/metrics: KEY_DIRECTION), e.g. fid, "
+                        "kid/mean, is, ssim, psnr, classifier_accuracy")
+    source: str = Field(min_length=1, description="the paper and where in it (section, table or figure)")
+    evidence: Optional[str] = Field(None, min_length=1, description="what was measured about why this protocol "
+                                    "disagrees, when it does (a longer run, the logged losses, an investigation "
+                                    "report); shown under the verdict")
+
+    @model_validator(mode="after")
+    def _a_comparison(self):
+        from bench.metrics import KEY_DIRECTION
+
+        if self.better == self.than:
+            raise ValueError(f"a literature claim compares two entries; both are '{self.better}'")
+        if self.metric not in KEY_DIRECTION:
+            raise ValueError(f"literature metric '{self.metric}' has no known direction; use one of: "
+                             + ", ".join(sorted(KEY_DIRECTION)))
+        return self
+
+
 class Protocol(_Strict):
     name: str
     seed: int = Field(0, ge=0, lt=2**62)
@@ -267,6 +294,9 @@ class Protocol(_Strict):
                                              "per seed; unset = one run with the protocol's own seed (seed 0)")
     control: Optional[str] = Field(None, description="the entry every other entry is tested against in reports "
                                    "(e.g. the plain backbone of a techniques comparison); changes no score")
+    literature: list[LiteratureClaim] = Field(default_factory=list, description="what papers report about these "
+                                              "entries; reports check each claim against the scores; changes no "
+                                              "score")
 
     @field_validator("name")
     @classmethod
@@ -307,4 +337,10 @@ class Protocol(_Strict):
             seen.add(e.name)
         if self.control is not None and self.control not in seen:
             raise ValueError(f"control '{self.control}' is not an entry; entries: {', '.join(e.name for e in self.entries)}")
+        rows = seen | (set(REFERENCE_ROW_NAMES) if self.evaluation.reference else set())
+        for claim in self.literature:
+            for name in (claim.better, claim.than):
+                if name not in rows:
+                    raise ValueError(f"literature claim ({claim.source}): '{name}' is not an entry; entries: "
+                                     + ", ".join(e.name for e in self.entries))
         return self

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -313,6 +313,53 @@ def against_control(g: Group, control: str) -> list[ControlTest]:
         for t, adj in zip(family, significance.holm([t.p for t in family])):
             t.p_holm = adj
         out += tests
+    return out
+
+
+@dataclass
+class LiteratureCheck:
+    """One literature claim (bench/protocol/schema.py: LiteratureClaim) against the measured scores."""
+
+    claim: Any
+    better_mean: float = math.nan  # the entry the source reports ahead
+    than_mean: float = math.nan
+    agrees: Optional[bool] = None  # None: the claim could not be checked here (see missing)
+    p: float = math.nan  # the leaderboard's test between the two rows (two_sample); NaN: not testable
+    test: str = ""
+    n_pairs: int = 0  # paired evaluation seeds when each row has one training run
+    missing: str = ""  # why the claim could not be checked
+
+
+def against_literature(g: Group, claims: list[Any]) -> list[LiteratureCheck]:
+    """Each claim "`better` ahead of `than` on `metric`" against this table: the measured means, whether they
+    point the claimed way, and the `vs next` test between the two rows (the same units: training seeds when
+    either row has several, else paired evaluation seeds), so a report can say whether a disagreement with
+    the paper is beyond noise."""
+    rows = g.rows.set_index("entry", drop=False)
+    out = []
+    for claim in claims:
+        check = LiteratureCheck(claim)
+        out.append(check)
+        col = f"{claim.metric}/by_seed"
+        absent = [n for n in (claim.better, claim.than) if n not in rows.index]
+        if absent:
+            check.missing = f"no row `{absent[0]}` in this run"
+            continue
+        a, b = rows.loc[claim.better], rows.loc[claim.than]
+        unfinished = [r["entry"] for r in (a, b) if r["status"] != "FINISHED"]
+        if unfinished:
+            check.missing = f"`{unfinished[0]}` did not finish"
+            continue
+        if not (isinstance(a.get(col), dict) and isinstance(b.get(col), dict)):
+            check.missing = f"{claim.metric} was not measured for both rows"
+            continue
+        check.better_mean, check.than_mean = float(a[f"{claim.metric}/mean"]), float(b[f"{claim.metric}/mean"])
+        if check.better_mean != check.than_mean:
+            ahead = check.better_mean > check.than_mean
+            check.agrees = ahead if KEY_DIRECTION[claim.metric] else not ahead
+        else:
+            check.agrees = False  # a tie does not bear out a claimed lead
+        check.p, check.test, check.n_pairs = two_sample(a[col], b[col], identical=_both_identical(a, b))
     return out
 
 

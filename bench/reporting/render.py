@@ -5,7 +5,7 @@ from __future__ import annotations
 import html as _html
 import io
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import pandas as pd
 
@@ -65,12 +65,30 @@ def cell(row: pd.Series, key: str) -> str:
 
 
 def p_cell(row: pd.Series) -> str:
-    p = row.get("p_next")
-    test = row.get("test_next") or ""
+    return p_text(row.get("p_next"), row.get("test_next") or "", row.get("n_pairs_next"))
+
+
+def p_text(p: Optional[float], test: str, n_pairs: Any) -> str:
+    """A test's p with its units (leaderboard.two_sample's (p, test, n))."""
     if p is None or pd.isna(p):
         return test if test.startswith("no test") else ""
-    units = f"n={int(row['n_pairs_next'])}" if test in ("", "paired") else test  # e.g. "3 vs 3 training seeds"
+    units = f"n={int(n_pairs or 0)}" if test in ("", "paired") else test  # e.g. "3 vs 3 training seeds"
     return f"p={significance.format_p(p)}" + (" *" if p < significance.ALPHA else "") + f" ({units})"
+
+
+def verdict(p: Optional[float], test: str, n_pairs: Any) -> str:
+    """Whether a two-row test calls the difference significant, in words, or why it was not tested."""
+    if test.startswith("no test"):
+        return f"not tested ({test.removeprefix('no test: ')})" + (
+            ": only training seeds can decide it" if "deterministic" in test else "")
+    if p is None or pd.isna(p):
+        return "not tested (too few paired values)"
+    text = ("significant" if p < significance.ALPHA else "**not significant**") + f", {p_text(p, test, n_pairs)}"
+    if test in ("", "paired"):
+        # One training run per row: the test sees evaluation noise only. Re-running a one-seed protocol
+        # has reordered trained entries (cifar10-zoo, 2026-12-01), so the sentence must say so.
+        text += " over evaluation seeds only (one training run each; training-seed variance not measured)"
+    return text
 
 
 def comparisons(g: Group) -> list[str]:
@@ -85,19 +103,35 @@ def comparisons(g: Group) -> list[str]:
         va, vb = a.get(f"{g.sort_key}/mean"), b.get(f"{g.sort_key}/mean")
         if va is None or vb is None or pd.isna(va) or pd.isna(vb):
             continue
-        p, test = a.get("p_next"), a.get("test_next") or ""
-        if test.startswith("no test"):
-            verdict = f"not tested ({test.removeprefix('no test: ')})" + (
-                ": only training seeds can decide it" if "deterministic" in test else "")
-        elif p is None or pd.isna(p):
-            verdict = "not tested (too few paired values)"
-        else:
-            verdict = ("significant" if p < significance.ALPHA else "**not significant**") + f", {p_cell(a)}"
-            if test in ("", "paired"):
-                # One training run per row: the test sees evaluation noise only. Re-running a one-seed protocol
-                # has reordered trained entries (cifar10-zoo, 2026-12-01), so the sentence must say so.
-                verdict += " over evaluation seeds only (one training run each; training-seed variance not measured)"
-        out.append(f"`{a['entry']}` ahead of `{b['entry']}` on {name}: {_num(va)} vs {_num(vb, va)}; {verdict}")
+        said = verdict(a.get("p_next"), a.get("test_next") or "", a.get("n_pairs_next"))
+        out.append(f"`{a['entry']}` ahead of `{b['entry']}` on {name}: {_num(va)} vs {_num(vb, va)}; {said}")
+    return out
+
+
+LITERATURE_INTRO = ("What the papers report about these entries (the protocol's `literature`, written before the "
+                    "run), against the measured means, with the `vs next` test between the two rows (significant: "
+                    "p < {alpha}). Where this protocol contradicts a paper, the line says so and gives what was "
+                    "measured about why.")
+
+
+def literature_lines(g: Group, checks: list[Any]) -> list[str]:
+    """One sentence per checked literature claim (leaderboard.against_literature): the claim and its source,
+    the measured means, agreement or contradiction, and whether the test calls the gap significant."""
+    out = []
+    for c in checks:
+        claim = c.claim
+        name = key_label(claim.metric, g.extractor)
+        text = f"{claim.source}: `{claim.better}` ahead of `{claim.than}` on {name}. "
+        if c.agrees is None:
+            out.append(text + f"Not checked: {c.missing}.")
+            continue
+        text += f"Measured {_num(c.better_mean)} vs {_num(c.than_mean, c.better_mean)}: "
+        text += ("agrees" if c.agrees else "**contradicts the source**") + f"; {verdict(c.p, c.test, c.n_pairs)}."
+        if claim.evidence:
+            text += f" Why: {claim.evidence}"
+        elif not c.agrees:
+            text += " Why: not investigated (the claim has no `evidence`)."
+        out.append(text)
     return out
 
 

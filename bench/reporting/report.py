@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import math
 import re
 import shlex
 import tempfile
@@ -41,8 +42,14 @@ class Report:
     notes: list[str]
 
 
-def _without_tracking(doc: Any) -> Any:
-    return {k: v for k, v in doc.items() if k != "tracking"} if isinstance(doc, dict) else doc
+# Top-level protocol keys that change no score and no fingerprint (bench/protocol/load.py: canonical): where runs
+# are logged, and how reports read the scores (the control every entry is tested against, the literature claims
+# checked against them).
+READINGS = ("tracking", "control", "literature")
+
+
+def _without_readings(doc: Any) -> Any:
+    return {k: v for k, v in doc.items() if k not in READINGS} if isinstance(doc, dict) else doc
 
 
 def resolve(target: str, uri: Optional[str]) -> tuple[Any, Any, str, list[str], Optional[str]]:
@@ -70,12 +77,15 @@ def resolve(target: str, uri: Optional[str]) -> tuple[Any, Any, str, list[str], 
             # the fingerprint): say which it is.
             if logged_doc == file_doc:
                 what = "only in comments or layout (the same protocol)"
-            elif _without_tracking(logged_doc) == _without_tracking(file_doc):
-                # the file is the record then: the logged copy differs only in the store's (machine-specific) path
-                # and has lost the file's comments; what was measured is the same
+            elif _without_readings(logged_doc) == _without_readings(file_doc):
+                # the file is the record then: the logged copy differs only in the store's (machine-specific) path,
+                # or in how the scores are read (a literature claim's evidence, written after the run had measured
+                # it), and has lost the file's comments; what was measured is the same
+                keys = [k for k in READINGS if (logged_doc or {}).get(k) != (file_doc or {}).get(k)]
                 notes.append(f"{target} differs from the protocol text logged with run {parent.info.run_id} only in "
-                             "`tracking`, where runs are logged (not part of the fingerprint: the same protocol); "
-                             "the report shows the protocol file")
+                             + ", ".join(f"`{k}`" for k in keys) + " (where runs are logged and how reports read "
+                             "the scores; not part of the fingerprint: the same protocol); the report shows the "
+                             "protocol file")
                 return c, parent, uri, notes, loaded.text
             else:
                 what = "in content"
@@ -138,11 +148,16 @@ def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = N
     protocol_text = shown_text or store.download_text(c, pid, "protocol.yaml") or "(protocol.yaml artifact missing)"
     env = _environment(parent, group)
     control = _control(protocol_text)
+    claims = _literature(protocol_text)
+    checked = leaderboard.against_literature(group, claims)
     cmd = command or f"bench report {shlex.quote(target)}"
     meta = {"command": cmd, "protocol": protocol, "fingerprint": fingerprint, "parent_run_id": pid,
             "experiment": next(iter(exps.values())), "uri": uri,
-            "run_started": _when(parent.info.start_time), "notes": notes, "control": control}
-    ctx = dict(meta=meta, group=group, bars=bars, entries=entries, protocol_text=protocol_text, env=env)
+            "run_started": _when(parent.info.start_time), "notes": notes, "control": control,
+            # each claim with what this run measured: `agrees` null = not checked (see `missing`); p null = no test
+            "literature": [{**k.claim.model_dump(), "agrees": k.agrees, "p": None if math.isnan(k.p) else k.p,
+                            "test": k.test, "missing": k.missing} for k in checked]}
+    ctx = dict(meta=meta, group=group, bars=bars, entries=entries, protocol_text=protocol_text, env=env, checked=checked)
     files["README.md"] = _markdown(**ctx).encode()
     files["index.html"] = _html(**ctx).encode()
     files["leaderboard.csv"] = render.to_csv([group]).encode()
@@ -267,6 +282,19 @@ def _when(ms: Optional[int]) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if ms else ""
 
 
+def _literature(protocol_text: str) -> list[Any]:
+    """The shown protocol's literature claims (bench/protocol/schema.py: LiteratureClaim). A logged text from before
+    claims existed has none; the file shown instead was validated when it was loaded."""
+    from bench.protocol.schema import LiteratureClaim
+
+    try:
+        doc = yaml.safe_load(protocol_text)
+    except yaml.YAMLError:
+        return []
+    items = doc.get("literature") if isinstance(doc, dict) else None
+    return [LiteratureClaim(**item) for item in items] if isinstance(items, list) else []
+
+
 def _control(protocol_text: str) -> Optional[str]:
     """The logged protocol's `control` entry (the one reports test every other entry against), if any."""
     try:
@@ -277,7 +305,7 @@ def _control(protocol_text: str) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
-def _markdown(meta, group, bars, entries, protocol_text, env) -> str:
+def _markdown(meta, group, bars, entries, protocol_text, env, checked) -> str:
     out = [f"# {meta['protocol']}", "",
            f"Written by `{meta['command']}` from MLflow run `{meta['parent_run_id']}` (experiment "
            f"`{meta['experiment']}`, started {meta['run_started']}). Fingerprint `{meta['fingerprint']}`: "
@@ -294,6 +322,9 @@ def _markdown(meta, group, bars, entries, protocol_text, env) -> str:
         head, lines = render.control_lines(group, meta["control"])
         out += [f"## Against the control `{meta['control']}`", "", render.CONTROL_INTRO.format(c=meta["control"]), ""]
         out += [f"- **{line}**" for line in head] + [""] + [f"- {line}" for line in lines] + [""]
+    if checked:
+        out += ["## Against the literature", "", render.LITERATURE_INTRO.format(alpha=significance.ALPHA), ""]
+        out += [f"- {line}" for line in render.literature_lines(group, checked)] + [""]
     out += ["## Metrics", ""]
     out += [f"![{render.label(k, group.extractor)}]({name})" for k, name, _ in bars] + [""]
     out += ["## Entries", ""]
@@ -312,7 +343,7 @@ def _markdown(meta, group, bars, entries, protocol_text, env) -> str:
     return "\n".join(out)
 
 
-def _html(meta, group, bars, entries, protocol_text, env) -> str:
+def _html(meta, group, bars, entries, protocol_text, env, checked) -> str:
     e = html.escape
     body = [f"<p>Written by <code>{e(meta['command'])}</code> from MLflow run <code>{e(meta['parent_run_id'])}"
             f"</code> (experiment <code>{e(meta['experiment'])}</code>, started {e(meta['run_started'])}). "
@@ -332,6 +363,11 @@ def _html(meta, group, bars, entries, protocol_text, env) -> str:
                  f"<p>{_inline_html(render.CONTROL_INTRO.format(c=meta['control']))}</p>", "<ul>"]
         body += [f"<li><strong>{_inline_html(line)}</strong></li>" for line in head] + ["</ul>", "<ul>"]
         body += [f"<li>{_inline_html(line)}</li>" for line in lines] + ["</ul>"]
+    if checked:
+        body += ["<h2>Against the literature</h2>",
+                 f"<p>{_inline_html(render.LITERATURE_INTRO.format(alpha=significance.ALPHA))}</p>", "<ul>"]
+        body += [f"<li>{_inline_html(line)}</li>" for line in render.literature_lines(group, checked)]
+        body += ["</ul>"]
     body.append("<h2>Metrics</h2>")
     body += [f"<figure><img class='bar' src='{e(name)}' alt='{e(render.label(k, group.extractor))}'>"
              f"<figcaption>{e(render.label(k, group.extractor))}; whiskers: {e(w)}</figcaption></figure>"
