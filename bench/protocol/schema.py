@@ -256,8 +256,8 @@ class TrackingSpec(_Strict):
 
 
 class LiteratureClaim(_Strict):
-    """What a paper (or a reference run) reports about two entries of this protocol, written down before the
-    run. Every report checks it against the measured scores with the leaderboard's own test and says whether
+    """What a paper (or a reference run) reports about two entries of this protocol, best written down before
+    the run. Every report checks it against the measured scores with the leaderboard's own test and says whether
     this protocol agrees, contradicts it, and whether that is significant (bench/reporting/leaderboard.py:
     against_literature). A reading of the scores, like `control`: outside the fingerprint."""
 

@@ -108,8 +108,8 @@ def comparisons(g: Group) -> list[str]:
     return out
 
 
-LITERATURE_INTRO = ("What the papers report about these entries (the protocol's `literature`, written before the "
-                    "run), against the measured means, with the `vs next` test between the two rows (significant: "
+LITERATURE_INTRO = ("What the papers report about these entries (the protocol's `literature`), against the "
+                    "measured means, with the `vs next` test between the two rows (significant: "
                     "p < {alpha}). Where this protocol contradicts a paper, the line says so and gives what was "
                     "measured about why.")
 
