@@ -370,22 +370,64 @@ def test_literature_claims_use_the_metric_direction_and_the_training_seed_test()
     assert checks[0].p < 0.05 and checks[1].p == checks[0].p and checks[0].test.startswith("3 vs 3 training seeds, Welch t")
     assert checks[4].p > 0.05  # a lead inside the run-to-run spread
     assert agrees[5:] == [None, None] and "no row `nope`" in checks[5].missing and "ssim" in checks[6].missing
+    # Holm over the five tested claims: the smallest p times 5, ..., monotone; verdicts on the adjusted p
+    tested = [c for c in checks if not np.isnan(c.p)]
+    assert len(tested) == 5 and all(c.p_holm >= c.p for c in tested)
+    assert min(c.p_holm for c in tested) == pytest.approx(min(1.0, 5 * min(c.p for c in tested)))
     lines = render.literature_lines(g, checks)
     assert "agrees; significant, p=" in lines[0] and "**contradicts the source**; significant, p=" in lines[1]
+    assert "Holm-adjusted over the 5 claims tested" in lines[0]
     assert "Why: not investigated" in lines[1] and "Why:" not in lines[0]
     assert lines[5].endswith("Not checked: no row `nope` in this run.")
 
 
-def test_a_literature_claim_names_entries_and_a_metric_with_a_direction(tmp_path):
-    from pydantic import ValidationError
+def test_a_lead_significant_only_before_adjustment_is_not_called_significant():
+    """Raw p under 0.05 but Holm-adjusted over the claims above it: the verdict is the adjusted one."""
+    fp, rows, seeds = "F" * 64, [], {}
+    for entry, vals in {"a": [10.0, 10.5, 11.0], "b": [11.5, 12.0, 12.5], "c": [10.0, 14.0, 12.0]}.items():
+        for ts, v in enumerate(vals):
+            rows.append(_run(fp, entry, "r", 1, {"fid": v}, train_seed=str(ts)))
+            seeds[(f"r-{entry}-{ts}", "fid")] = [v - 0.01, v + 0.01]
+    (g,) = _build(rows, seeds)
+    checks = leaderboard.against_literature(g, [_claim("a", "b"), _claim("a", "c"), _claim("c", "b")])
+    assert checks[0].p < 0.05 <= checks[0].p_holm  # Welch on 10.5 ± 0.5 vs 12 ± 0.5 (p = 0.021), times 3
+    line = render.literature_lines(g, checks)[0]
+    assert "agrees; **not significant**, p=0.021 (3 vs 3" in line and "p=0.021 *" not in line  # no star: not the verdict
+    assert "Holm-adjusted over the 3 claims tested, p=0.064." in line
 
-    from bench.protocol.schema import LiteratureClaim
+
+def test_literature_ties_nan_means_and_baseline_rows_are_not_verdicts():
+    fp, rows, seeds = "G" * 64, [], {}
+    for entry, v in {"x": 5.0, "y": 5.0}.items():  # identical means: a tie
+        rows.append(_run(fp, entry, "r", 1, {"fid": v, "is": v}))
+        seeds[(f"r-{entry}-", "fid")] = [v, v]
+    rows.append(_run(fp, "z", "r", 1, {"fid": float("nan")}))
+    seeds[("r-z-", "fid")] = [float("nan"), float("nan")]
+    real = _run(fp, "real_data", "r", 1, {"fid": 1.0})
+    real["baseline"] = "real_data"
+    rows.append(real)
+    seeds[("r-real_data-", "fid")] = [1.0, 1.0]
+    for ts in range(3):
+        rows.append(_run(fp, "w", "r", 1, {"fid": 9.0 + ts}, train_seed=str(ts)))
+        seeds[(f"r-w-{ts}", "fid")] = [9.0 + ts, 9.0 + ts]
+    (g,) = _build(rows, seeds)
+    tie, nan_a, nan_b, base = leaderboard.against_literature(g, [
+        _claim("x", "y"), _claim("z", "x"), _claim("x", "z"), _claim("real_data", "w")])
+    assert tie.tie and tie.agrees is None and not tie.missing
+    lines = render.literature_lines(g, [tie])
+    assert "a tie, neither row ahead" in lines[0] and "contradicts" not in lines[0] and "Why" not in lines[0]
+    # NaN would otherwise "agree" with a claim and with its opposite
+    assert nan_a.agrees is None and nan_b.agrees is None and "not finite" in nan_a.missing
+    assert base.agrees is True and base.test == leaderboard.NO_TEST_BASELINE and np.isnan(base.p)
+
+
+def test_a_literature_claim_names_entries_and_a_metric_with_a_direction():
+    from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match="compares two entries"):
         _claim("a", "a")
     with pytest.raises(ValidationError, match="no known direction; use one of: .*fid"):
         _claim("a", "b", "fdi")
-    assert LiteratureClaim.model_fields["evidence"].default is None
 
 
 def test_an_untrained_floor_is_tested_against_the_control_but_stays_out_of_the_holm_family():

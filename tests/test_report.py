@@ -125,14 +125,39 @@ def test_literature_claims_are_checked_against_the_measured_rows(report, tmp_pat
     trained_fid, untrained_fid = float(rows["trained"]["fid/mean"]), float(rows["untrained"]["fid/mean"])
     assert trained_fid < untrained_fid  # the fixture's premise: training lowered FID
     assert a.startswith("- Paper A 2020, Table 1: `trained` ahead of `untrained` on FID (judge:mnist). Measured ")
-    assert "agrees; **not significant**, p=0.5 (n=2)" in a and "contradicts" not in a and "Why" not in a
+    assert "agrees; **not significant**, p=0.5 (n=2) over evaluation seeds only" in a
+    assert "Holm-adjusted over the 3 claims tested, p=1." in a and "contradicts" not in a and "Why" not in a
     assert "**contradicts the source**; **not significant**, p=0.5 (n=2)" in b and "Why: the logged D loss says so" in b
     assert "**contradicts the source**" in c and "Why: not investigated (the claim has no `evidence`)." in c
     assert d.endswith("Not checked: ssim was not measured for both rows.")
     assert "<strong>contradicts the source</strong>" in page and "Paper D 2018" in page
     meta = json.loads((out / "report.json").read_text())["literature"]
     assert [m["agrees"] for m in meta] == [True, False, False, None]
-    assert meta[0]["p"] == pytest.approx(0.5) and meta[3]["p"] is None and meta[1]["evidence"]
+    assert meta[0]["p"] == pytest.approx(0.5) and meta[0]["p_holm"] == pytest.approx(1.0)
+    assert meta[3]["p"] is None and meta[3]["better_mean"] is None and meta[1]["evidence"]
+    assert meta[0]["better_mean"] == pytest.approx(trained_fid) and meta[0]["than_mean"] == pytest.approx(untrained_fid)
+
+
+@needs_data
+def test_a_logged_claim_that_does_not_read_is_a_note_not_a_failed_report(report, tmp_path, monkeypatch):
+    """A logged protocol text is not re-validated (a plugin's metric may be gone): an unreadable claim is skipped
+    with a note naming it, and the readable ones are still checked."""
+    bad = "literature:\n  - just a string\n  - {better: trained, than: untrained, metric: gone_metric, source: S}\n" + \
+          "  - {better: trained, than: untrained, metric: fid, source: 'Paper E'}\n"
+    out = tmp_path / "bad"
+    runs, _, _ = report
+    from bench.reporting import store
+
+    real = store.download_text
+    monkeypatch.setattr(store, "download_text", lambda c, rid, name: (real(c, rid, name) or "") + (
+        bad if name == "protocol.yaml" else ""))
+    # by run id: the logged text is what the report reads
+    run_id = json.loads((report[2] / "report.json").read_text())["parent_run_id"]
+    assert main(["report", run_id, "--uri", runs.uri, "--out", str(out)]) == 0
+    readme = (out / "README.md").read_text()
+    assert "literature claim 1 not checked: it does not read as a claim" in readme
+    assert "literature claim 2 not checked" in readme and "gone_metric" in readme
+    assert "- Paper E: `trained` ahead of `untrained`" in readme
 
 
 @needs_data

@@ -318,6 +318,11 @@ class Protocol(_Strict):
         seeds = entry.train_seeds if entry.train_seeds is not None else self.train_seeds
         return [None] if seeds is None else list(seeds)
 
+    @field_validator("literature", mode="before")
+    @classmethod
+    def _no_claims(cls, v: Any) -> Any:
+        return [] if v is None else v  # `literature:` with every claim commented out
+
     @model_validator(mode="after")
     def _eval_part_large_enough(self):
         ev = self.evaluation

@@ -323,18 +323,24 @@ class LiteratureCheck:
     claim: Any
     better_mean: float = math.nan  # the entry the source reports ahead
     than_mean: float = math.nan
-    agrees: Optional[bool] = None  # None: the claim could not be checked here (see missing)
+    agrees: Optional[bool] = None  # None: not checked (see missing) or a tie
+    tie: bool = False  # the two means are equal: neither row is ahead
     p: float = math.nan  # the leaderboard's test between the two rows (two_sample); NaN: not testable
+    p_holm: float = math.nan  # p Holm-adjusted over the tested claims of the report
     test: str = ""
     n_pairs: int = 0  # paired evaluation seeds when each row has one training run
     missing: str = ""  # why the claim could not be checked
+
+
+NO_TEST_BASELINE = "no test: a baseline row (one evaluation, no training runs) against several training runs"
 
 
 def against_literature(g: Group, claims: list[Any]) -> list[LiteratureCheck]:
     """Each claim "`better` ahead of `than` on `metric`" against this table: the measured means, whether they
     point the claimed way, and the `vs next` test between the two rows (the same units: training seeds when
     either row has several, else paired evaluation seeds), so a report can say whether a disagreement with
-    the paper is beyond noise."""
+    the paper is beyond noise. A report that checks k claims makes k tests, so each p is also given
+    Holm-adjusted over the tested ones (as the control's k treatments are), and verdicts use that."""
     rows = g.rows.set_index("entry", drop=False)
     out = []
     for claim in claims:
@@ -354,12 +360,24 @@ def against_literature(g: Group, claims: list[Any]) -> list[LiteratureCheck]:
             check.missing = f"{claim.metric} was not measured for both rows"
             continue
         check.better_mean, check.than_mean = float(a[f"{claim.metric}/mean"]), float(b[f"{claim.metric}/mean"])
-        if check.better_mean != check.than_mean:
+        if not (math.isfinite(check.better_mean) and math.isfinite(check.than_mean)):
+            # NaN compares unequal and not greater: it would "agree" with a claim and with its opposite
+            check.missing = f"a mean of {claim.metric} is not finite"
+            continue
+        if check.better_mean == check.than_mean:
+            check.tie = True  # neither bears the claim out nor contradicts it
+        else:
             ahead = check.better_mean > check.than_mean
             check.agrees = ahead if KEY_DIRECTION[claim.metric] else not ahead
-        else:
-            check.agrees = False  # a tie does not bear out a claimed lead
+        if (a["baseline"] or b["baseline"]) and max(len(a[col]), len(b[col])) > 1:
+            # The real-data/identity row is one evaluation; against several training runs the exact permutation
+            # test cannot go below 1/(k+1) and Welch's t has no spread on the baseline side: not a test.
+            check.test = NO_TEST_BASELINE
+            continue
         check.p, check.test, check.n_pairs = two_sample(a[col], b[col], identical=_both_identical(a, b))
+    tested = [c for c in out if not math.isnan(c.p)]
+    for c, adj in zip(tested, significance.holm([c.p for c in tested])):
+        c.p_holm = adj
     return out
 
 

@@ -109,27 +109,45 @@ def comparisons(g: Group) -> list[str]:
 
 
 LITERATURE_INTRO = ("What the papers report about these entries (the protocol's `literature`), against the "
-                    "measured means, with the `vs next` test between the two rows (significant: "
-                    "p < {alpha}). Where this protocol contradicts a paper, the line says so and gives what was "
+                    "measured means, with the `vs next` test between the two rows; the p-values are also "
+                    "Holm-adjusted over the claims tested here, and a verdict of significant uses the adjusted p "
+                    "(p < {alpha}). Where this protocol contradicts a paper, the line says so and gives what was "
                     "measured about why.")
 
 
 def literature_lines(g: Group, checks: list[Any]) -> list[str]:
     """One sentence per checked literature claim (leaderboard.against_literature): the claim and its source,
-    the measured means, agreement or contradiction, and whether the test calls the gap significant."""
+    the measured means, agreement or contradiction, and whether the Holm-adjusted test calls the gap
+    significant."""
     out = []
+    k = sum(1 for c in checks if not pd.isna(c.p))
     for c in checks:
         claim = c.claim
         name = key_label(claim.metric, g.extractor)
         text = f"{claim.source}: `{claim.better}` ahead of `{claim.than}` on {name}. "
-        if c.agrees is None:
+        if c.missing:
             out.append(text + f"Not checked: {c.missing}.")
             continue
         text += f"Measured {_num(c.better_mean)} vs {_num(c.than_mean, c.better_mean)}: "
-        text += ("agrees" if c.agrees else "**contradicts the source**") + f"; {verdict(c.p, c.test, c.n_pairs)}."
-        if claim.evidence:
+        text += "a tie, neither row ahead" if c.tie else "agrees" if c.agrees else "**contradicts the source**"
+        if pd.isna(c.p):
+            text += f"; {verdict(c.p, c.test, c.n_pairs)}."
+        else:
+            paired = c.test in ("", "paired")
+            units = f"n={c.n_pairs}" if paired else c.test
+            # significant or not: on the adjusted p (the raw p carries no star, it is not the verdict)
+            text += "; " + ("significant" if c.p_holm < significance.ALPHA else "**not significant**")
+            text += f", p={significance.format_p(c.p)} ({units})"
+            if paired:
+                text += " over evaluation seeds only (one training run each; training-seed variance not measured)"
+            if k > 1:
+                text += f"; Holm-adjusted over the {k} claims tested, p={significance.format_p(c.p_holm)}"
+            text += "."
+        if claim.evidence and not c.agrees:
             text += f" Why: {claim.evidence}"
-        elif not c.agrees:
+        elif claim.evidence:
+            text += f" (Evidence on record from when it did not agree: {claim.evidence})"
+        elif not c.agrees and not c.tie:
             text += " Why: not investigated (the claim has no `evidence`)."
         out.append(text)
     return out

@@ -81,7 +81,8 @@ def resolve(target: str, uri: Optional[str]) -> tuple[Any, Any, str, list[str], 
                 # the file is the record then: the logged copy differs only in the store's (machine-specific) path,
                 # or in how the scores are read (a literature claim's evidence, written after the run had measured
                 # it), and has lost the file's comments; what was measured is the same
-                keys = [k for k in READINGS if (logged_doc or {}).get(k) != (file_doc or {}).get(k)]
+                absent = object()  # `control: ~` in one and no control in the other differ too
+                keys = [k for k in READINGS if logged_doc.get(k, absent) != file_doc.get(k, absent)]
                 notes.append(f"{target} differs from the protocol text logged with run {parent.info.run_id} only in "
                              + ", ".join(f"`{k}`" for k in keys) + " (where runs are logged and how reports read "
                              "the scores; not part of the fingerprint: the same protocol); the report shows the "
@@ -148,15 +149,17 @@ def write_report(target: str, out: Optional[Path] = None, uri: Optional[str] = N
     protocol_text = shown_text or store.download_text(c, pid, "protocol.yaml") or "(protocol.yaml artifact missing)"
     env = _environment(parent, group)
     control = _control(protocol_text)
-    claims = _literature(protocol_text)
+    claims, unread = _literature(protocol_text)
+    notes += unread
     checked = leaderboard.against_literature(group, claims)
     cmd = command or f"bench report {shlex.quote(target)}"
     meta = {"command": cmd, "protocol": protocol, "fingerprint": fingerprint, "parent_run_id": pid,
             "experiment": next(iter(exps.values())), "uri": uri,
             "run_started": _when(parent.info.start_time), "notes": notes, "control": control,
             # each claim with what this run measured: `agrees` null = not checked (see `missing`); p null = no test
-            "literature": [{**k.claim.model_dump(), "agrees": k.agrees, "p": None if math.isnan(k.p) else k.p,
-                            "test": k.test, "missing": k.missing} for k in checked]}
+            "literature": [{**k.claim.model_dump(), "agrees": k.agrees, "tie": k.tie, "better_mean": _finite(k.better_mean),
+                            "than_mean": _finite(k.than_mean), "p": _finite(k.p), "p_holm": _finite(k.p_holm),
+                            "test": k.test, "n_pairs": k.n_pairs, "missing": k.missing} for k in checked]}
     ctx = dict(meta=meta, group=group, bars=bars, entries=entries, protocol_text=protocol_text, env=env, checked=checked)
     files["README.md"] = _markdown(**ctx).encode()
     files["index.html"] = _html(**ctx).encode()
@@ -282,17 +285,35 @@ def _when(ms: Optional[int]) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if ms else ""
 
 
-def _literature(protocol_text: str) -> list[Any]:
-    """The shown protocol's literature claims (bench/protocol/schema.py: LiteratureClaim). A logged text from before
-    claims existed has none; the file shown instead was validated when it was loaded."""
+def _finite(x: float) -> Optional[float]:
+    return x if math.isfinite(x) else None  # JSON has no NaN
+
+
+def _literature(protocol_text: str) -> tuple[list[Any], list[str]]:
+    """(claims, notes): the shown protocol's literature claims (bench/protocol/schema.py: LiteratureClaim), and a
+    note for each one that cannot be read (a logged text is not re-validated: a metric a plugin registered may be
+    gone). A logged text from before claims existed has none."""
+    from pydantic import ValidationError
+
     from bench.protocol.schema import LiteratureClaim
 
     try:
         doc = yaml.safe_load(protocol_text)
     except yaml.YAMLError:
-        return []
+        return [], []
     items = doc.get("literature") if isinstance(doc, dict) else None
-    return [LiteratureClaim(**item) for item in items] if isinstance(items, list) else []
+    if items is None:
+        return [], []
+    if not isinstance(items, list):
+        return [], ["the protocol's `literature` is not a list: no claim checked"]
+    claims, notes = [], []
+    for i, item in enumerate(items):
+        try:
+            claims.append(LiteratureClaim(**item))
+        except (TypeError, ValidationError) as exc:
+            reason = str(exc).splitlines()[-1 if isinstance(exc, ValidationError) else 0].strip()
+            notes.append(f"literature claim {i + 1} not checked: it does not read as a claim ({reason})")
+    return claims, notes
 
 
 def _control(protocol_text: str) -> Optional[str]:
