@@ -379,6 +379,11 @@ def test_literature_claims_use_the_metric_direction_and_the_training_seed_test()
     assert "Holm-adjusted over the 5 claims tested" in lines[0]
     assert "Why: not investigated" in lines[1] and "Why:" not in lines[0]
     assert lines[5].endswith("Not checked: no row `nope` in this run.")
+    # evidence under an agreeing claim is on record, not a "why" of a contradiction that is not there
+    (line,) = render.literature_lines(g, leaderboard.against_literature(g, [_claim("good", "base", evidence="E.")]))
+    assert line.endswith("Evidence on record: E.") and "Why" not in line
+    (line,) = render.literature_lines(g, leaderboard.against_literature(g, [_claim("base", "good", evidence="E.")]))
+    assert line.endswith("Why: E.")
 
 
 def test_a_lead_significant_only_before_adjustment_is_not_called_significant():

@@ -146,7 +146,7 @@ def literature_lines(g: Group, checks: list[Any]) -> list[str]:
         if claim.evidence and not c.agrees:
             text += f" Why: {claim.evidence}"
         elif claim.evidence:
-            text += f" (Evidence on record from when it did not agree: {claim.evidence})"
+            text += f" Evidence on record: {claim.evidence}"
         elif not c.agrees and not c.tie:
             text += " Why: not investigated (the claim has no `evidence`)."
         out.append(text)
