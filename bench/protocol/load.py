@@ -257,6 +257,12 @@ def check_references(protocol: Protocol, where: str) -> None:
     check_frames(protocol, where)
     for name in protocol.evaluation.metrics:
         METRICS.get(name)
+    from bench.metrics import KEY_DIRECTION
+
+    for i, claim in enumerate(protocol.literature):
+        if claim.metric not in KEY_DIRECTION:
+            raise BenchError(f"{where}: literature[{i}]: metric '{claim.metric}' has no known direction; use one of: "
+                             + ", ".join(sorted(KEY_DIRECTION)))
     # What each entry's family can feed is declared on the class, so `bench validate` refuses an inapplicable
     # metric without data or a built model (preflight checks again with the data's labels).
     from bench.metrics.base import check_applicable, inputs_of

@@ -347,6 +347,9 @@ def against_literature(g: Group, claims: list[Any]) -> list[LiteratureCheck]:
         check = LiteratureCheck(claim)
         out.append(check)
         col = f"{claim.metric}/by_seed"
+        if claim.metric not in KEY_DIRECTION:
+            check.missing = f"{claim.metric} has no known direction"
+            continue
         absent = [n for n in (claim.better, claim.than) if n not in rows.index]
         if absent:
             check.missing = f"no row `{absent[0]}` in this run"

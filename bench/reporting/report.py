@@ -306,13 +306,20 @@ def _literature(protocol_text: str) -> tuple[list[Any], list[str]]:
         return [], []
     if not isinstance(items, list):
         return [], ["the protocol's `literature` is not a list: no claim checked"]
+    from bench.metrics import KEY_DIRECTION
+
     claims, notes = [], []
     for i, item in enumerate(items):
         try:
-            claims.append(LiteratureClaim(**item))
+            claim = LiteratureClaim(**item)
         except (TypeError, ValidationError) as exc:
             reason = str(exc).splitlines()[-1 if isinstance(exc, ValidationError) else 0].strip()
             notes.append(f"literature claim {i + 1} not checked: it does not read as a claim ({reason})")
+            continue
+        if claim.metric not in KEY_DIRECTION:
+            notes.append(f"literature claim {i + 1} not checked: metric '{claim.metric}' has no known direction")
+            continue
+        claims.append(claim)
     return claims, notes
 
 
