@@ -129,8 +129,19 @@ def _empty_store(dest: Path, artifact_root: str) -> None:
         _migrate(dest, artifact_root)
 
 
+def _table_names(db: Path, *, read_only: bool) -> set[str]:
+    import sqlite3
+
+    con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) if read_only else sqlite3.connect(db)
+    try:
+        return {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        con.close()
+
+
 def check_sqlite_store(db: Path, uri: str) -> set[str]:
-    """An existing file a sqlite URI names must be an MLflow store; checked read-only, before MLflow opens it.
+    """An existing file a sqlite URI names must be an MLflow store; checked without writing to it, before MLflow
+    opens it (only a killed writer's unfinished transaction is rolled back, as every SQLite client does).
     Returns its table names (none for a missing file).
 
     MLflow runs its schema migrations on whatever database it is given: a folder gave ~110 s of retries and
@@ -143,14 +154,21 @@ def check_sqlite_store(db: Path, uri: str) -> set[str]:
     if not db.is_file():
         raise BenchError(f"MLflow tracking store {uri}: {db} is a folder; name a database file, e.g. {db / 'mlflow.db'}")
     try:
-        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            con.close()
+        tables = _table_names(db, read_only=True)
     except sqlite3.Error as exc:
-        raise BenchError(f"MLflow tracking store {uri}: {db} is not an SQLite database ({exc}); it was left as "
-                         "it is") from None
+        if not getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY"):
+            what = "is not an SQLite database" if getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB" \
+                else "cannot be read"
+            raise BenchError(f"MLflow tracking store {uri}: {db} {what} ({exc}); it was left as it is") from None
+        # A writer killed mid-transaction (SIGKILL, power loss) leaves a hot journal: SQLite rolls it back on
+        # the next read-write open, but a read-only connection cannot, and refuses (SQLITE_READONLY_ROLLBACK).
+        # The rollback only restores the last committed state, which every SQLite client does on open; no
+        # table is added, so a read-write connection that only reads is still a check that leaves the file be.
+        try:
+            tables = _table_names(db, read_only=False)
+        except sqlite3.Error as exc2:
+            raise BenchError(f"MLflow tracking store {uri}: {db} has an unfinished transaction of a killed writer "
+                             f"that cannot be rolled back here ({exc2}); it was left as it is") from None
     if not {"alembic_version", "runs"} <= tables:
         raise BenchError(f"MLflow tracking store {uri}: {db} is not an MLflow store (no MLflow tables); it was left "
                          "as it is: name a new file or an existing MLflow database")
