@@ -26,6 +26,16 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "ganbench"
 
 
+def home_relative(text: str) -> str:
+    """`text` with this user's home folder written as ~. Messages that end up in logged runs and committed
+    reports (a weights file "not found in ~/.cache/torch/hub/checkpoints") then name the place every user has,
+    not the machine and account that happened to run them."""
+    home = str(Path.home()).rstrip("/")
+    if len(home) < 2:  # home is / (some containers): nothing to shorten
+        return text
+    return re.sub(re.escape(home) + r"(?=/|\b|$)", "~", text)
+
+
 def offline() -> bool:
     """BENCH_OFFLINE=1 means nothing may touch the network (no dataset or weights downloads)."""
     return os.environ.get("BENCH_OFFLINE", "").lower() in ("1", "true", "yes")

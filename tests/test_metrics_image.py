@@ -188,6 +188,21 @@ def test_lpips_is_unavailable_with_the_file_named_when_weights_are_missing(monke
         _compute("lpips_diversity", _ctx(fake_images=lambda: iter(_batched(x))))
 
 
+
+def test_a_missing_weights_message_names_the_hub_folder_from_home_not_this_machine(monkeypatch, tmp_path):
+    """The message is logged with the run and printed in committed reports: it must say ~/.cache/torch/hub,
+    which is where the file goes on any machine, not the account of the one that ran the protocol."""
+    home = tmp_path / "some-user"
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("TORCH_HOME", "XDG_CACHE_HOME", "BENCH_WEIGHTS_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(lpips_metric, "_CACHE", {})
+    x = _images(2)
+    with pytest.raises(MetricUnavailable) as info:
+        _compute("lpips", _paired(x, x))
+    assert "not found in ~/.cache/torch/hub/checkpoints" in str(info.value), str(info.value)
+    assert str(home) not in str(info.value)
+
 # --- cycle / identity -------------------------------------------------------------------------------------
 
 def _cycle_stream(a, b, g=lambda t: t, f=lambda t: t, fg=None, gf=None):

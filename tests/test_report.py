@@ -15,7 +15,7 @@ from bench import machine
 from bench.cli import main
 from bench.reporting.report import INDEX_BEGIN, INDEX_END
 from tests.conftest import needs_data
-from tests.report_runs import shared_runs
+from tests.report_runs import NAME, shared_runs
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +194,32 @@ def test_a_protocol_file_edited_after_its_run_is_noted_as_comment_only_or_conten
     readings_only = "only in `" in what
     assert shown == (edited.read_text() if readings_only else runs.changed.read_text())
 
+
+@needs_data
+def test_a_logged_note_naming_the_home_folder_is_shown_from_home(report, tmp_path):
+    """Runs logged before the weights message wrote ~ name the runner's home ("not found in /root/.cache/torch/
+    hub/checkpoints"); a report must not print the account of the machine that ran the protocol."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    from bench.tracking import layout
+
+    runs, _, _ = report
+    store = tmp_path / "copy.db"
+    shutil.copyfile(runs.uri[len("sqlite:///"):], store)
+    uri = f"sqlite:///{store}"
+    client = MlflowClient(uri)
+    home = str(Path.home())
+    reason = f"lpips: alexnet weights missing: alexnet.pth not found in {home}/.cache/torch/hub/checkpoints"
+    for run in client.search_runs([client.get_experiment_by_name(NAME).experiment_id]):
+        client.set_tag(run.info.run_id, f"{layout.UNAVAILABLE_PREFIX}lpips", reason)
+    out = tmp_path / "out"
+    assert main(["report", str(runs.changed), "--uri", uri, "--out", str(out)]) == 0
+    readme = (out / "README.md").read_text()
+    assert "not computed: `lpips`: lpips: alexnet weights missing: alexnet.pth not found in " \
+           "~/.cache/torch/hub/checkpoints" in readme
+    assert f"{home}/.cache" not in readme and f"{home}/.cache" not in (out / "index.html").read_text()
 
 @needs_data
 def test_index_lists_the_report_with_its_command(report):

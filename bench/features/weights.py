@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from bench.errors import BenchError
-from bench.io import offline, sha256_file
+from bench.io import home_relative, offline, sha256_file
 from bench.registry import Registry
 
 
@@ -209,7 +209,7 @@ def candidates(entry: WeightsEntry) -> list[Path]:
 
 
 def missing_message(entry: WeightsEntry) -> str:
-    where = " or ".join(str(p.parent) for p in candidates(entry))
+    where = " or ".join(home_relative(str(p.parent)) for p in candidates(entry))
     if entry.packaged:
         return (f"{entry.name} missing: {entry.file} (sha256 {entry.digest_text()}) not found in {where}; it ships "
                 "with ganbench (bench/judges/): restore it from the repository, or copy it into $BENCH_WEIGHTS_DIR")

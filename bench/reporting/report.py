@@ -23,7 +23,7 @@ from typing import Any, Optional
 import yaml
 
 from bench.errors import BenchError
-from bench.io import atomic_write_bytes
+from bench.io import atomic_write_bytes, home_relative
 from bench.reporting import leaderboard, plots, render, significance, store
 from bench.tracking import layout
 
@@ -204,7 +204,7 @@ def _entry_assets(c, row, files: dict[str, bytes]) -> dict[str, Any]:
                                                                                  if several else "")))
         run = c.get_run(run_id)
         for metric, reason in layout.unavailable_of(run.data.tags).items():  # metrics with no number, and why
-            unavailable.setdefault(metric, reason)
+            unavailable.setdefault(metric, home_relative(reason))  # runs logged before messages said ~
         for key in sorted(run.data.metrics):
             if key.startswith(("loss/", "train/")):
                 curves[f"{key}@seed {seed}" if several else key] = store.history(c, run_id, key)
