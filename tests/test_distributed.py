@@ -10,6 +10,7 @@ import torch
 
 from bench.cli import main
 from tests.conftest import needs_data, processes_naming, tiny_protocol
+from tests.progress import FileChanges, wait_for
 
 ENTRY = """  - name: mlp
     zoo: mlp_gan
@@ -90,8 +91,13 @@ def test_sigterm_to_bench_run_nproc_stops_every_rank_and_marks_the_runs_killed(t
         while not list((tmp_path / "w").glob("ddpterm-*/long/latest.pt.sha256")):
             assert proc.poll() is None, log.read_text()[-2000:]
             time.sleep(0.05)
+        ranks, checkpoint = processes_naming(p), FileChanges(tmp_path / "w", "ddpterm-*/long/latest.pt.sha256")
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=300)
+        # waited for while torchrun and the ranks make progress (tests/progress.py), however slow the machine;
+        # ranks that train on (a checkpoint every 10 steps) fail the test at their fourth new checkpoint
+        wait_for(lambda: proc.poll() is not None, lambda: [proc.pid, *ranks], "bench run --nproc did not stop",
+                 describe=lambda: log.read_text()[-2000:],
+                 wrong=lambda: "the ranks trained on after SIGTERM" if checkpoint.most() > 3 else None)
         assert processes_naming(p) == [], "ranks outlived the command"  # torchrun starts them in sessions of their own
     finally:
         for pid in processes_naming(p) + ([proc.pid] if proc.poll() is None else []):

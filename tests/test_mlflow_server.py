@@ -18,10 +18,10 @@ import pytest
 
 from bench.cli import main
 from tests.conftest import needs_data
+from tests.progress import group_pids, wait_for
 from tests.report_runs import ENTRIES, NAME, tiny_protocol
 
 pytestmark = needs_data
-READY_TIMEOUT_S = 180  # a cold start under a busy CPU can be slow; the loop below is bounded by it
 
 
 def _free_port() -> int:
@@ -51,21 +51,20 @@ def mlflow_server(tmp: Path):
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "GIT_PYTHON_REFRESH": "quiet"})
     url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{(tmp / 'server.log').read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{(tmp / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not ready after {READY_TIMEOUT_S} s:\n"
-                            f"{(tmp / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        # however long a cold start takes on a busy machine, as long as the server's processes are working
+        wait_for(ready, lambda: group_pids(proc.pid), "mlflow server not ready", poll_s=0.5,
+                 describe=lambda: (tmp / "server.log").read_text()[-3000:])
         yield url, proc.pid
     finally:
         pgid = proc.pid

@@ -19,6 +19,7 @@ import torch
 from bench.errors import BenchError
 from bench.sweep import Sweep, Unit, UnitsUnfinished, _schedule, same_bench_argv, units_of
 from tests.conftest import needs_data, processes_naming, tiny_protocol
+from tests.progress import FileChanges, wait_for
 
 ENTRIES = """  - name: a
     zoo: mlp_gan
@@ -334,11 +335,17 @@ def test_sigterm_to_a_local_sweep_stops_its_workers_without_waiting_for_their_un
         while len(list((tmp_path / "w").glob("sweep-*/long/seed-*/latest.pt.sha256"))) < 2:
             assert proc.poll() is None, log.read_text()[-2000:]
             time.sleep(0.05)
+        workers = processes_naming(proto)
+        checkpoints = FileChanges(tmp_path / "w", "sweep-*/long/seed-*/latest.pt.sha256")
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)  # not the 100,000 steps
-        deadline = time.monotonic() + 120
-        while processes_naming(proto) and time.monotonic() < deadline:  # each worker closes its run, then dies
-            time.sleep(0.1)
+        # not the 100,000 steps: each worker closes its run and dies, then the coordinator. Waited for while they
+        # make progress (tests/progress.py), however slow the machine; a worker that trains on (a checkpoint every
+        # 10 steps) fails the test at its fourth new checkpoint (one in flight and one on the signal are fine).
+        wait_for(lambda: proc.poll() is not None, lambda: [proc.pid, *workers], "the sweep did not stop",
+                 describe=lambda: log.read_text()[-2000:],
+                 wrong=lambda: "a unit trained on after SIGTERM" if checkpoints.most() > 3 else None)
+        wait_for(lambda: not processes_naming(proto), lambda: processes_naming(proto), "workers did not exit",
+                 wrong=lambda: "a unit trained on after the sweep ended" if checkpoints.most() > 3 else None)
         assert processes_naming(proto) == [], "workers outlived the sweep"
     finally:
         for pid in processes_naming(proto) + ([proc.pid] if proc.poll() is None else []):

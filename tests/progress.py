@@ -1,0 +1,100 @@
+"""Waiting for another process by its progress, not by the clock.
+
+A test that waits "up to 120 s" for a server to answer or for killed workers to exit fails on a busy machine
+where the same work simply takes longer (CI shares 2 cores between test workers). These waits instead ask
+whether the processes behind the event are still getting anywhere: the CPU time they have used (Linux
+/proc), and which of them are alive. While either changes the wait goes on, however long that takes; only
+when nothing has changed for `stall_s` seconds does the test fail. A process that is running gets CPU
+within milliseconds even on a loaded machine, so `stall_s` of quiet means a hang (a deadlock, a process
+waiting on something that never comes), not a slow machine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Iterable
+
+STALL_S = 120.0
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()  # the name may hold spaces and ')'
+    except (OSError, IndexError):
+        return None
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """User + system time of `pid` and of its children it has reaped, in clock ticks; None once it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    # after the name: state(0) ppid(1) pgrp(2) ... utime(11) stime(12) cutime(13) cstime(14)
+    return sum(int(fields[i]) for i in (11, 12, 13, 14))
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live processes of process group `pgid`."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            fields = _stat_fields(int(d))
+            if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
+                pids.append(int(d))
+    return pids
+
+
+def progress_marker(pids: Iterable[int]) -> tuple:
+    """What changes while these processes get anywhere: each one's CPU time, and which are alive."""
+    return tuple(sorted((pid, cpu_ticks(pid)) for pid in pids))
+
+
+def wait_for(done: Callable[[], bool], watched: Callable[[], Iterable[int]], what: str,
+             stall_s: float = STALL_S, poll_s: float = 0.1, describe: Callable[[], str] = lambda: "",
+             wrong: Callable[[], str | None] = lambda: None) -> None:
+    """Return once `done()`; fail the test if the processes `watched()` names make no progress (no CPU time,
+    none starting or ending) for `stall_s` seconds before that, or as soon as `wrong()` names a progress marker
+    of the failure itself (busy processes doing the wrong thing would otherwise be waited for forever)."""
+    import pytest
+
+    marker, since = None, time.monotonic()
+    while not done():
+        failure = wrong()
+        if failure:
+            pytest.fail(f"{what}: {failure}\n{describe()}")
+        now = progress_marker(watched())
+        if now != marker:
+            marker, since = now, time.monotonic()
+        elif time.monotonic() - since > stall_s:
+            pytest.fail(f"{what}: no progress for {stall_s:.0f} s (processes and their CPU ticks: {marker})\n"
+                        f"{describe()}")
+        time.sleep(poll_s)
+
+
+class FileChanges:
+    """Counts how often the files matching `pattern` under `root` change content: a training process that
+    writes a checkpoint every few steps and should have stopped shows itself by going on changing them."""
+
+    def __init__(self, root, pattern: str):
+        self.root, self.pattern = root, pattern
+        self.last = self._read()
+        self.changes = {path: 0 for path in self.last}
+
+    def _read(self) -> dict:
+        out = {}
+        for path in self.root.glob(self.pattern):
+            try:
+                out[path] = path.read_bytes()
+            except OSError:  # replaced between glob and read (atomic rename): read again next poll
+                pass
+        return out
+
+    def most(self) -> int:
+        """The most changes any one file has had since this object was made."""
+        for path, data in self._read().items():
+            if self.last.get(path) != data:
+                self.last[path] = data
+                self.changes[path] = self.changes.get(path, 0) + 1
+        return max(self.changes.values(), default=0)
