@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.progress import stat_fields
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -161,11 +163,13 @@ def processes_naming(path) -> list[int]:
     how the signal tests find workers and torchrun ranks, which run in sessions of their own (Linux /proc)."""
     pids = []
     for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
         try:
             cmd = open(f"/proc/{d}/cmdline", "rb").read()
-            state = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
+        except OSError:
             continue
-        if str(path).encode() in cmd and state != "Z" and int(d) != os.getpid():
+        fields = stat_fields(int(d))
+        if fields is not None and str(path).encode() in cmd and fields[0] != "Z" and int(d) != os.getpid():
             pids.append(int(d))
     return pids

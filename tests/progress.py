@@ -18,7 +18,8 @@ from typing import Callable, Iterable
 STALL_S = 120.0
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the process name (state first); None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()  # the name may hold spaces and ')'
@@ -28,7 +29,7 @@ def _stat_fields(pid: int) -> list[str] | None:
 
 def cpu_ticks(pid: int) -> int | None:
     """User + system time of `pid` and of its children it has reaped, in clock ticks; None once it is gone."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     if fields is None:
         return None
     # after the name: state(0) ppid(1) pgrp(2) ... utime(11) stime(12) cutime(13) cstime(14)
@@ -40,7 +41,7 @@ def group_pids(pgid: int) -> list[int]:
     pids = []
     for d in os.listdir("/proc"):
         if d.isdigit():
-            fields = _stat_fields(int(d))
+            fields = stat_fields(int(d))
             if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
                 pids.append(int(d))
     return pids
