@@ -99,3 +99,98 @@ class FileChanges:
                 self.last[path] = data
                 self.changes[path] = self.changes.get(path, 0) + 1
         return max(self.changes.values(), default=0)
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid`'s live descendants (children, their children, ...), by the parent pids in /proc."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            fields = stat_fields(int(d))
+            if fields is not None and fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(d))
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` itself (while it has not been reaped) and its live descendants: the processes doing its work. Its
+    own CPU time counts its reaped children's, so work done by a child that has ended is not lost from view."""
+    return ([pid] if stat_fields(pid) is not None else []) + descendants(pid)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL `pid` and its descendants (a failed wait must not leave a busy process behind)."""
+    import signal
+
+    for p in [*descendants(pid), pid]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class Child:
+    """A started process whose pipes are read by threads from the start (so it never blocks on a full pipe
+    while the test waits on another one) and which is waited for by its progress, like `wait_for`."""
+
+    def __init__(self, proc):
+        import threading
+
+        self.proc, self._out, self._readers = proc, {}, []
+        self._empty = "" if getattr(proc.stdout or proc.stderr, "encoding", None) else b""  # text=True: str
+        for name in ("stdout", "stderr"):
+            stream = getattr(proc, name)
+            if stream is not None:
+                self._out[name] = []
+                t = threading.Thread(target=self._read, args=(stream, self._out[name]), daemon=True)
+                t.start()
+                self._readers.append(t)
+
+    @staticmethod
+    def _read(stream, into: list) -> None:
+        for line in stream:  # as each line comes, so a failed wait can show the latest
+            into.append(line)
+        stream.close()
+
+    def text(self, name: str):
+        """What the process has written to `name` ("stdout", "stderr") so far; None for a pipe not captured."""
+        if name not in self._out:
+            return None
+        return self._empty.join(list(self._out[name]))
+
+    def wait(self, what: str, stall_s: float = STALL_S):
+        """(stdout, stderr) once the process has ended and its pipes are read to the end; the test fails (and
+        the process tree is killed) if it makes no progress for `stall_s` seconds first."""
+        pid = self.proc.pid
+        try:
+            wait_for(lambda: self.proc.poll() is not None, lambda: tree(pid), what, stall_s=stall_s,
+                     describe=lambda: f"stderr so far (end): {(self.text('stderr') or '')[-2000:]}")
+            # the pipes end when every process holding them has: normally at once; a descendant left running
+            # with them open is itself watched
+            wait_for(lambda: not any(t.is_alive() for t in self._readers), lambda: descendants(pid),
+                     f"{what} (its output pipes after it ended)", stall_s=stall_s)
+        except BaseException:
+            kill_tree(pid)
+            raise
+        return self.text("stdout"), self.text("stderr")
+
+
+def run(args, what: str, stall_s: float = STALL_S, check: bool = False, capture_output: bool = True,
+        text: bool = True, **popen_kwargs):
+    """`subprocess.run` without a timeout: it waits however long the process needs while it (or a process it
+    started) uses CPU, and fails the test after `stall_s` seconds of none (a hang)."""
+    import subprocess
+
+    pipe = subprocess.PIPE if capture_output else None
+    proc = subprocess.Popen(args, stdout=popen_kwargs.pop("stdout", pipe), stderr=popen_kwargs.pop("stderr", pipe),
+                            text=text, **popen_kwargs)
+    out, err = Child(proc).wait(what, stall_s)
+    done = subprocess.CompletedProcess(args, proc.returncode, out, err)
+    if check:
+        done.check_returncode()
+    return done

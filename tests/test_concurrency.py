@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from tests import progress
 from tests.conftest import needs_data, tiny_protocol
 
 pytestmark = needs_data
@@ -26,12 +27,13 @@ def test_four_concurrent_runs_on_one_sqlite_store(tmp_path):
                       store=store)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # torch reads MKL_NUM_THREADS last
     # warm the judge cache once (both protocols share it), so the four runs race on the store
-    subprocess.run([sys.executable, "-m", "bench", "run", str(a), "--workdir", str(tmp_path / "warm")], env=env,
-                   check=True, capture_output=True)
+    progress.run([sys.executable, "-m", "bench", "run", str(a), "--workdir", str(tmp_path / "warm")], "warm-up run",
+                 env=env, check=True)
     procs = [subprocess.Popen([sys.executable, "-m", "bench", "run", str(p), "--workdir", str(tmp_path / f"w{i}")],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i, p in enumerate((a, a, b, a))]
-    outs = [p.communicate(timeout=600) for p in procs]
+    children = [progress.Child(p) for p in procs]  # every pipe read from the start: none blocks the others
+    outs = [c.wait(f"concurrent run {i}") for i, c in enumerate(children)]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
         assert "locked" not in err.lower()

@@ -10,6 +10,7 @@ import torch
 
 from bench.cli import main
 from tests.conftest import needs_data, processes_naming, tiny_protocol
+from tests import progress
 from tests.progress import FileChanges, wait_for
 
 ENTRY = """  - name: mlp
@@ -27,8 +28,8 @@ def test_two_gloo_processes_reach_the_weights_of_one_process(tmp_path):
     p = tiny_protocol(tmp_path, name="ddp", entries=ENTRY, n_samples=100)
     assert main(["run", str(p), "--workdir", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # torch reads MKL_NUM_THREADS last
-    proc = subprocess.run([sys.executable, "-m", "bench", "run", str(p), "--workdir", str(tmp_path / "two"),
-                           "--nproc", "2"], env=env, capture_output=True, text=True, timeout=600)
+    proc = progress.run([sys.executable, "-m", "bench", "run", str(p), "--workdir", str(tmp_path / "two"),
+                         "--nproc", "2"], "bench run --nproc 2", env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     one = torch.load(next((tmp_path / "one").glob("ddp-*/mlp/latest.pt")), weights_only=False)
     two = torch.load(next((tmp_path / "two").glob("ddp-*/mlp/latest.pt")), weights_only=False)

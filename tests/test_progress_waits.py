@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 
+from tests import progress
 from tests.progress import FileChanges, cpu_ticks, group_pids, wait_for
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
@@ -59,3 +61,49 @@ def test_a_busy_process_doing_the_wrong_thing_is_caught_by_its_marker(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_run_waits_for_work_done_in_a_grandchild_and_returns_its_output():
+    # the direct child only waits; the CPU is used by its own child: watched through the process tree
+    code = ("import subprocess, sys\n"
+            "subprocess.run([sys.executable, '-c', 'import time\\nend = time.process_time() + 3\\n"
+            "while time.process_time() < end: pass\\nprint(\\'x\\' * 200_000)'], check=True)\n"
+            "print('child done', file=sys.stderr)")
+    done = progress.run([sys.executable, "-c", code], "grandchild", stall_s=1.0)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "x" * 200_000 + "\n"  # more than a pipe holds: read while running, all of it
+    assert done.stderr == "child done\n"
+
+
+def test_run_fails_a_hung_process_and_kills_its_tree():
+    tag = f"sleeper-{uuid.uuid4().hex}"  # names this test's processes among every process on the machine
+    code = ("import subprocess, sys, time\n"
+            f"g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', '{tag}'])\n"
+            "time.sleep(600)")
+    with pytest.raises(pytest.fail.Exception, match="sleeper: no progress for 1 s"):
+        progress.run([sys.executable, "-c", code, tag], "sleeper", stall_s=1.0)
+
+    # The wait killed the process and the grandchild it started (which, its parent gone, is no longer in the
+    # test's process tree: looked for among all processes). A killed process takes a moment to go; one that was
+    # never killed sleeps on and stalls this wait.
+    def tagged() -> list[int]:
+        return [int(d) for d in os.listdir("/proc") if d.isdigit() and tag in _cmdline(int(d))]
+
+    wait_for(lambda: not tagged(), tagged, "a process the failed wait should have killed", stall_s=5.0)
+
+
+def test_child_reads_every_pipe_while_the_test_waits_on_another_process():
+    # two writers of more than a pipe's 64 KiB: waiting on the second first must not block the first
+    procs = [subprocess.Popen([sys.executable, "-c", f"import sys; sys.stderr.write('{c}' * 300_000)"],
+                              stderr=subprocess.PIPE, text=True) for c in "ab"]
+    children = [progress.Child(p) for p in procs]
+    assert children[1].wait("second")[1] == "b" * 300_000
+    assert children[0].wait("first")[1] == "a" * 300_000
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

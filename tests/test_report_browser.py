@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from bench.cli import main
+from tests import progress
 from tests.conftest import needs_data
 from tests.report_runs import shared_runs
 
@@ -32,8 +33,7 @@ PROBE = """<script>window.addEventListener('load', () => { for (const img of doc
 
 def _chromium(*args: str) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                              text=True, timeout=120)
+        return progress.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], "headless chromium")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import logging
 import os
 import pickle
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +27,7 @@ from bench.features.cache import DiskCache
 from bench.features.stats import RunningStats, load_reference_stats, save_reference_stats
 from bench.io import safe_torch_load, safe_unpickle, sha256_file
 from bench.runner import checkpoint
+from tests import progress
 from tests.conftest import needs_data
 from zoo import ZOO
 from zoo.base import DataSpec
@@ -82,7 +82,7 @@ def assert_runs_when_loaded_unsafely(tmp: Path, make, loader: str) -> None:
     marker = tmp / "control-marker"
     path = tmp / "control-copy"
     path.write_bytes(make(marker))
-    subprocess.run([sys.executable, "-c", UNSAFE_LOADERS[loader], str(path)], capture_output=True, timeout=120)
+    progress.run([sys.executable, "-c", UNSAFE_LOADERS[loader], str(path)], f"unsafe {loader} load")
     assert marker.exists(), f"control: {loader} did not run the payload, so the test could not fail"
 
 

@@ -18,6 +18,7 @@ import torch
 
 from bench.errors import BenchError
 from bench.sweep import Sweep, Unit, UnitsUnfinished, _schedule, same_bench_argv, units_of
+from tests import progress
 from tests.conftest import needs_data, processes_naming, tiny_protocol
 from tests.progress import FileChanges, wait_for
 
@@ -108,7 +109,7 @@ def test_sweep_killed_worker_resumes_and_equals_the_sequential_run(tmp_path, seq
                             stderr=subprocess.PIPE, text=True)
     try:
         _kill_victim_when_checkpointed(proc, work)
-        _, err = proc.communicate(timeout=600)
+        _, err = progress.Child(proc).wait("the sweep after its worker was killed")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -289,7 +290,10 @@ def test_submitit_runs_a_unit_in_a_process_of_its_own(tmp_path, sequential):
             "threads": 1, "env": {k: os.environ[k] for k in SHARED_ENV if k in os.environ}, "entry": "a",
             "train_seed": 0, "log": str(tmp_path / "a-seed-0.log")}
     try:
-        assert backend.submit(spec).result(timeout=300) == {"status": "SKIPPED"}
+        job = backend.submit(spec)
+        # the job is a process of this test's: waited for while it (or anything it starts) runs
+        wait_for(job.done, lambda: progress.descendants(os.getpid()), "submitit's local job")
+        assert job.result() == {"status": "SKIPPED"}
     finally:
         backend.close()
     marker = json.loads(unit_files(next(work.glob(f"sweep-{fp[:12]}")), Unit("a", 0))[1].read_text())
