@@ -218,6 +218,7 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
     pop = Population(d, shift, scale)
     rng = _cell_rng(d, n_gen, n_real, seed, shift, scale)
     fid_est, fid_lo, fid_hi, kid_est, kid_lo, kid_hi = ([] for _ in range(6))
+    fid_parts = None  # this draw's FID variance parts (first-order, second-order), logged with it
     key = _cell_key(population, d, n_gen, n_real, seed, groups, kid_subsets, kid_subset_size, metrics)
     done = _logged_draws(log, key, first_draw)[:draws - first_draw]
     earlier = 0.0
@@ -251,6 +252,7 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
             est = _fid_point(real_side, fake_side)
             lo, hi = interval_from(est, jk)
             fid_est.append(est), fid_lo.append(lo), fid_hi.append(hi)
+            fid_parts = [jk["v1"], jk["v2"]]
         if "kid" in metrics:
             values = _kid_point(real, fake, kid_subsets, size, np.random.RandomState(kid_seeds[0]))
             est = float(values.mean())
@@ -260,6 +262,10 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
             rec = {"cell": key, "draw": r, "state": rng.bit_generator.state,
                    "fid": [fid_est[-1], fid_lo[-1], fid_hi[-1]] if "fid" in metrics else None,
                    "kid": [kid_est[-1], kid_lo[-1], kid_hi[-1]] if "kid" in metrics else None,
+                   # the jackknife's first- and second-order variance parts (se² = v1 + v2): an interval rule
+                   # other than t on G - 1 df (a df from the parts' shares, say) can be counted on logged draws
+                   # without making them again; not read back by a resume
+                   "fid_var_parts": fid_parts if "fid" in metrics else None,
                    "seconds": time.perf_counter() - t_draw}
             with open(log, "a") as f:  # one whole line per draw, flushed: an interruption loses one draw at most
                 f.write(json.dumps(rec) + "\n")

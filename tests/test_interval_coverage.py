@@ -291,6 +291,28 @@ def test_an_interrupted_coverage_run_resumes_with_the_uninterrupted_numbers(tmp_
     assert simulate_cell("near", 16, 120, 400, **settings, log=log)["fid"] != whole["fid"]
 
 
+def test_logged_variance_parts_give_each_draws_interval(tmp_path):
+    """Each logged draw carries FID's jackknife variance parts, so another interval rule can be counted on logged
+    draws: t(G - 1) * sqrt(v1 + v2) is the draw's upper half-width, and the parts are the jackknife's own (a
+    second-order part that is not zero where it should matter: `same`, everything second-order)."""
+    import json
+
+    from bench.metrics.intervals import t_quantile
+
+    log = tmp_path / "draws.jsonl"
+    simulate_cell("same", 16, 120, 400, draws=4, kid_subsets=3, kid_subset_size=100, log=log)
+    records = [json.loads(x) for x in log.read_text().splitlines()]
+    assert len(records) == 4
+    for rec in records:
+        v1, v2 = rec["fid_var_parts"]
+        est, _, hi = rec["fid"]
+        assert v2 > 0 and v1 >= 0
+        assert hi - est == pytest.approx(t_quantile(9) * np.sqrt(v1 + v2), rel=1e-12)
+    # the check can fail: parts that are not the draw's (another draw's) give another half-width
+    a, b = records[0], records[1]
+    assert a["fid"][2] - a["fid"][0] != pytest.approx(t_quantile(9) * np.sqrt(sum(b["fid_var_parts"])), rel=1e-6)
+
+
 def test_a_cell_split_into_pieces_makes_the_whole_cells_draws(tmp_path):
     """`--first-draw`: a piece computes only its own draws, yet the very draws a whole run makes there (the
     generator is replayed through the earlier ones); the pieces' logs concatenated resume as the whole cell."""
