@@ -36,15 +36,18 @@ def cpu_ticks(pid: int) -> int | None:
     return sum(int(fields[i]) for i in (11, 12, 13, 14))
 
 
-def group_pids(pgid: int) -> list[int]:
-    """Live processes of process group `pgid`."""
-    pids = []
+def _live() -> Iterable[tuple[int, list[str]]]:
+    """(pid, stat fields) of every live (not zombie) process."""
     for d in os.listdir("/proc"):
         if d.isdigit():
             fields = stat_fields(int(d))
-            if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
-                pids.append(int(d))
-    return pids
+            if fields is not None and fields[0] != "Z":
+                yield int(d), fields
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live processes of process group `pgid`."""
+    return [pid for pid, fields in _live() if int(fields[2]) == pgid]
 
 
 def progress_marker(pids: Iterable[int]) -> tuple:
@@ -104,11 +107,8 @@ class FileChanges:
 def descendants(pid: int) -> list[int]:
     """`pid`'s live descendants (children, their children, ...), by the parent pids in /proc."""
     children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            fields = stat_fields(int(d))
-            if fields is not None and fields[0] != "Z":
-                children.setdefault(int(fields[1]), []).append(int(d))
+    for p, fields in _live():
+        children.setdefault(int(fields[1]), []).append(p)
     out, todo = [], list(children.get(pid, []))
     while todo:
         p = todo.pop()

@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from tests import progress
+from tests.conftest import processes_naming
 from tests.progress import FileChanges, cpu_ticks, group_pids, wait_for
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
@@ -86,10 +87,8 @@ def test_run_fails_a_hung_process_and_kills_its_tree():
     # The wait killed the process and the grandchild it started (which, its parent gone, is no longer in the
     # test's process tree: looked for among all processes). A killed process takes a moment to go; one that was
     # never killed sleeps on and stalls this wait.
-    def tagged() -> list[int]:
-        return [int(d) for d in os.listdir("/proc") if d.isdigit() and tag in _cmdline(int(d))]
-
-    wait_for(lambda: not tagged(), tagged, "a process the failed wait should have killed", stall_s=5.0)
+    wait_for(lambda: not processes_naming(tag), lambda: processes_naming(tag),
+             "a process the failed wait should have killed", stall_s=5.0)
 
 
 def test_child_reads_every_pipe_while_the_test_waits_on_another_process():
@@ -100,10 +99,3 @@ def test_child_reads_every_pipe_while_the_test_waits_on_another_process():
     assert children[1].wait("second")[1] == "b" * 300_000
     assert children[0].wait("first")[1] == "a" * 300_000
 
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
