@@ -222,7 +222,8 @@ def _extractor_args(parser) -> None:
 def _coverage(args) -> int:
     from tqdm import tqdm
 
-    from bench.coverage import fid_spread, format_se_dispersion, format_spread, format_table, simulate_cell, verdict
+    from bench.coverage import (fid_spread, format_candidate, format_se_dispersion, format_spread, format_table,
+                                simulate_cell, verdict)
     from bench.io import atomic_write_bytes
 
     if args.spread < 0 or args.spread == 1:
@@ -245,6 +246,7 @@ def _coverage(args) -> int:
                       flush=True)
                 if "fid" in cells[-1]:
                     print(format_se_dispersion(cells[-1]), flush=True)
+                    print(format_candidate(cells[-1]), flush=True)
                 if args.spread and "fid" in cells[-1]:
                     with tqdm(total=args.spread, desc=f"spread {pop} d={d} N={n}", unit="draw", leave=False,
                               disable=None, dynamic_ncols=True) as bar:

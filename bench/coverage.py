@@ -29,7 +29,9 @@ degrees of freedom is exact only if its squared standard errors vary like a chi-
 `se_dispersion` reads the df they actually vary like from a cell's half-widths, and what coverage that alone
 gives when the widths are right on average; every cell prints it. The corrected jackknife's variance subtracts a
 delete-two term from the delete-one one, and that difference varies more than G - 1 df allow: at d = 2,048
-`near` and `same` read 3-7 df, which puts their expected coverage near 93% (docs/metrics.md).
+`near` and `same` read 3-7 df, which puts their expected coverage near 93% (docs/metrics.md). The candidate rule
+that gives each interval degrees of freedom from its variance's two parts (bench/metrics/intervals.py `shares_df`)
+is counted on the same draws beside the current intervals (`_candidate`), so one grid run validates both.
 
 The `same` population (a generator equal to the data) is the hard case: both statistics are degenerate
 there — their first-order fluctuation vanishes and a second-order term is all that is left. A plain
@@ -53,8 +55,8 @@ import torch
 from scipy.special import chdtri, ndtr
 from bench.errors import BenchError
 
-from bench.metrics.intervals import (METHOD, _Side, fid_groups, fid_jackknife, fid_value, gram_form, interval_from,
-                                    kid_interval, mmd2_unbiased, t_quantile)
+from bench.metrics.intervals import (METHOD, SHARES_DF_FLOOR, _Side, fid_groups, fid_jackknife, fid_value, gram_form,
+                                    interval_from, kid_interval, mmd2_unbiased, shares_df, t_quantile)
 
 POPULATIONS = {"far": (0.5, 1.5), "near": (0.1, 1.1), "same": (0.0, 1.0)}
 
@@ -219,6 +221,7 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
     rng = _cell_rng(d, n_gen, n_real, seed, shift, scale)
     fid_est, fid_lo, fid_hi, kid_est, kid_lo, kid_hi = ([] for _ in range(6))
     fid_parts = None  # this draw's FID variance parts (first-order, second-order), logged with it
+    all_parts = []  # every draw's, logged or fresh (None for a draw logged before the parts were): the candidate rule
     key = _cell_key(population, d, n_gen, n_real, seed, groups, kid_subsets, kid_subset_size, metrics)
     done = _logged_draws(log, key, first_draw)[:draws - first_draw]
     earlier = 0.0
@@ -226,6 +229,7 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
         if rec.get("fid"):
             for acc, v in zip((fid_est, fid_lo, fid_hi), rec["fid"]):
                 acc.append(v)
+            all_parts.append(_parts(rec.get("fid_var_parts")))
         if rec.get("kid"):
             for acc, v in zip((kid_est, kid_lo, kid_hi), rec["kid"]):
                 acc.append(v)
@@ -253,6 +257,7 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
             lo, hi = interval_from(est, jk)
             fid_est.append(est), fid_lo.append(lo), fid_hi.append(hi)
             fid_parts = [jk["v1"], jk["v2"]]
+            all_parts.append(fid_parts)
         if "kid" in metrics:
             values = _kid_point(real, fake, kid_subsets, size, np.random.RandomState(kid_seeds[0]))
             est = float(values.mean())
@@ -285,7 +290,8 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
                       "mean_half_width": float(((hi - lo) / 2).mean()), "sd": float(est.std(ddof=1)),
                       # upper half-widths: the lower ones are clipped at 0 (`interval_from`)
                       "half_widths": (hi - est).tolist(),
-                      "t_df": fid_groups(groups, n_real, n_gen) - 1}  # the intervals' t quantile's
+                      "t_df": fid_groups(groups, n_real, n_gen) - 1,  # the intervals' t quantile's
+                      "candidate": _candidate(est, all_parts, truth, fid_groups(groups, n_real, n_gen))}
     if kid_est:
         est, lo, hi = map(np.asarray, (kid_est, kid_lo, kid_hi))
         truth = pop.mmd2()
@@ -295,6 +301,43 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
                       "estimate_inside": bool(((lo <= est) & (est <= hi)).all()),
                       "mean_half_width": float(((hi - lo) / 2).mean())}
     return out
+
+
+def _parts(value) -> list[float] | None:
+    """A logged draw's [v1, v2], or None when it has none (logged before 2026-12-05) or they are not two numbers."""
+    if isinstance(value, list) and len(value) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value):
+        return [float(value[0]), float(value[1])]
+    return None
+
+
+def _candidate(est: np.ndarray, parts: list, truth: float, g: int) -> dict | None:
+    """The candidate FID rule (`bench/metrics/intervals.py` `shares_df`) counted on the cell's own draws: each draw's
+    interval is its estimate ± t(df from its variance parts) · sqrt(v1 + v2), clipped at 0 like the current one.
+    None when a draw has no logged parts (its interval under the rule cannot be formed without making it again)."""
+    if not parts or any(p is None for p in parts):
+        return None
+    v = np.asarray(parts, dtype=np.float64)
+    df = np.array([shares_df(v1, v2, g) for v1, v2 in v])
+    half = np.array([t_quantile(k) for k in df]) * np.sqrt(v.sum(1))
+    lo, hi = np.maximum(est - half, 0.0), est + half
+    return {"coverage": float(((lo <= truth) & (truth <= hi)).mean()),
+            "estimate_inside": bool(((lo <= est) & (est <= hi)).all()),
+            "mean_half_width": float(half.mean()), "mean_df": float(df.mean()),
+            "at_floor": float((df <= SHARES_DF_FLOOR).mean())}
+
+
+def format_candidate(cell: dict) -> str:
+    f = cell["fid"]
+    c = f.get("candidate")
+    if c is None:
+        return ("  candidate FID rule (t on df from the variance parts' shares): not counted, some of the cell's draws "
+                "were logged before their variance parts were")
+    inside = "every estimate inside" if c["estimate_inside"] else "an estimate OUTSIDE its interval"
+    return (f"  candidate FID rule (t on df from the variance parts' shares, at least {SHARES_DF_FLOOR:g}; not yet the "
+            f"method): covered {c['coverage']:.1%} (current {f['coverage']:.1%}), mean df {c['mean_df']:.1f} "
+            f"({c['at_floor']:.0%} of draws at the floor), mean half-width {c['mean_half_width']:.4f} "
+            f"(current {f['mean_half_width']:.4f}), {inside}")
 
 
 SPREAD_STREAM = 1  # appended to a cell's seed: `fid_spread`'s draws never repeat the cell's own

@@ -238,6 +238,9 @@ def test_coverage_on_a_small_grid(population, d, n_gen, n_real):
         assert 0.90 <= cell[metric]["coverage"] <= 0.99, (metric, cell[metric])
         assert cell[metric]["estimate_inside"], (metric, cell[metric])
     assert passes(cell) and verdict(cell) == "ok"
+    # the candidate FID rule (`shares_df`) must hold the same band on the same draws before it can become the method
+    candidate = cell["fid"]["candidate"]
+    assert 0.90 <= candidate["coverage"] <= 0.99 and candidate["estimate_inside"], candidate
 
 
 def test_a_too_narrow_interval_would_fail_the_check(monkeypatch):
@@ -311,6 +314,53 @@ def test_logged_variance_parts_give_each_draws_interval(tmp_path):
     # the check can fail: parts that are not the draw's (another draw's) give another half-width
     a, b = records[0], records[1]
     assert a["fid"][2] - a["fid"][0] != pytest.approx(t_quantile(9) * np.sqrt(sum(b["fid_var_parts"])), rel=1e-6)
+
+
+def test_shares_df_of_known_parts():
+    """Satterthwaite's df for the corrected variance (`shares_df`): G - 1 with no second-order part, the floor when it
+    dominates, and (G-1)((v1 + v2)/(v1 + 2.25 v2))² between (G = 10)."""
+    from bench.metrics.intervals import SHARES_DF_FLOOR, shares_df
+
+    assert shares_df(1.0, 0.0, 10) == 9
+    assert shares_df(0.0, 1.0, 10) == SHARES_DF_FLOOR == 5
+    assert shares_df(3.0, 1.0, 10) == pytest.approx(9 * (4 / 5.25) ** 2)  # 5.22
+    assert shares_df(1.0, 1.0, 10) == 5  # 9 (2 / 3.25)² = 3.4, below the floor
+    assert shares_df(0.0, 0.0, 10) == 9
+    assert shares_df(0.0, 1.0, 5) == 4  # never above G - 1, even at the floor
+    assert shares_df(0.0, 0.0, 3) == 2  # no delete-two part below G = 4
+
+
+def test_candidate_rule_is_counted_from_each_draws_parts(tmp_path, capsys):
+    """The candidate rule's count is each draw's estimate ± t(shares_df) · sqrt(v1 + v2) against the cell's target,
+    from the logged parts; a resumed cell counts it the same; a cell with a draw logged without parts (before they
+    were logged) is not counted rather than counted on part of its draws."""
+    import json
+
+    from scipy import stats
+
+    from bench.coverage import format_candidate
+    from bench.metrics.intervals import shares_df
+
+    log = tmp_path / "draws.jsonl"
+    settings = dict(draws=8, kid_subsets=3, kid_subset_size=100, metrics=("fid",))
+    cell = simulate_cell("same", 16, 120, 400, **settings, log=log)
+    records = [json.loads(x) for x in log.read_text().splitlines()]
+    est = np.array([r["fid"][0] for r in records])
+    parts = np.array([r["fid_var_parts"] for r in records])
+    half = np.array([stats.t.ppf(0.975, shares_df(*p, 10)) for p in parts]) * np.sqrt(parts.sum(1))
+    truth = est.mean()
+    lo, hi = np.maximum(est - half, 0), est + half
+    candidate = cell["fid"]["candidate"]
+    assert candidate["coverage"] == ((lo <= truth) & (truth <= hi)).mean()
+    assert candidate["mean_half_width"] == pytest.approx(half.mean(), rel=1e-12)
+    # wider than the current intervals here (`same`: df at the floor, 5 < 9), and the check can tell
+    assert candidate["mean_half_width"] > cell["fid"]["mean_half_width"] * 1.1
+    assert simulate_cell("same", 16, 120, 400, **settings, log=log)["fid"] == cell["fid"]  # resumed: the same
+    records[2].pop("fid_var_parts")
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    resumed = simulate_cell("same", 16, 120, 400, **settings, log=log)
+    assert resumed["resumed_draws"] == 8 and resumed["fid"]["candidate"] is None
+    assert "not counted" in format_candidate(resumed)
 
 
 def test_a_cell_split_into_pieces_makes_the_whole_cells_draws(tmp_path):
