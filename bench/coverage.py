@@ -56,7 +56,7 @@ from scipy.special import chdtri, ndtr
 from bench.errors import BenchError
 
 from bench.metrics.intervals import (METHOD, SHARES_DF_FLOOR, _Side, fid_groups, fid_jackknife, fid_value, gram_form,
-                                    interval_from, kid_interval, mmd2_unbiased, shares_df, t_quantile)
+                                    interval_from, kid_interval, mmd2_unbiased, shares_half_width, t_quantile)
 
 POPULATIONS = {"far": (0.5, 1.5), "near": (0.1, 1.1), "same": (0.0, 1.0)}
 
@@ -317,9 +317,7 @@ def _candidate(est: np.ndarray, parts: list, truth: float, g: int) -> dict | Non
     None when a draw has no logged parts (its interval under the rule cannot be formed without making it again)."""
     if not parts or any(p is None for p in parts):
         return None
-    v = np.asarray(parts, dtype=np.float64)
-    df = np.array([shares_df(v1, v2, g) for v1, v2 in v])
-    half = np.array([t_quantile(k) for k in df]) * np.sqrt(v.sum(1))
+    half, df = np.array([shares_half_width(v1, v2, g) for v1, v2 in parts]).T
     lo, hi = np.maximum(est - half, 0.0), est + half
     return {"coverage": float(((lo <= truth) & (truth <= hi)).mean()),
             "estimate_inside": bool(((lo <= est) & (est <= hi)).all()),

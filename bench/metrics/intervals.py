@@ -83,8 +83,7 @@ def jackknife(value: Callable[[tuple[int, ...]], float], g: int) -> dict[str, fl
     truth: conservative, and measured by tests/test_interval_coverage.py)."""
     reps = np.array([value((k,)) for k in range(g)])
     v_j = (g - 1) / g * float(((reps - reps.mean()) ** 2).sum())
-    inflation = 2 * (g - 1) / (g - 2) if g > 2 else 1.0
-    v2 = v2_raw = 0.0
+    v2_raw = 0.0
     if g >= 4:
         pairs = list(combinations(range(g), 2))
         y = np.array([value(p) for p in pairs])
@@ -96,9 +95,21 @@ def jackknife(value: Callable[[tuple[int, ...]], float], g: int) -> dict[str, fl
         per_pair = float(resid @ resid) / (len(pairs) - g)  # variance of one interaction term at G-2 units
         # a U-statistic's pairwise term at n units is weighted 2/(n(n-1)): rescale from G-2 units to G.
         v2_raw = len(pairs) * per_pair * ((g - 2) * (g - 3) / (g * (g - 1))) ** 2
-        v2 = min(v2_raw, v_j / inflation)
-    v1 = v_j - inflation * v2
-    return {"var": v1 + v2, "v1": v1, "v2": v2, "v2_raw": v2_raw, "df": g - 1, "df_shares": shares_df(v1, v2, g)}
+    v1, v2 = corrected_parts(v_j, v2_raw, g)
+    return {"var": v1 + v2, "v1": v1, "v2": v2, "v2_raw": v2_raw, "df": g - 1}
+
+
+def _inflation(g: int) -> float:
+    """How much the delete-one jackknife over-counts the second-order variance: 2(G-1)/(G-2) (module doc)."""
+    return 2 * (g - 1) / (g - 2) if g > 2 else 1.0
+
+
+def corrected_parts(v_j: float, v2_raw: float, g: int) -> tuple[float, float]:
+    """(v1, v2) from the delete-one variance v_J and the delete-two estimate of V2: v1 = v_J - c·v2 with v2 capped
+    at v_J / c, so v1 is never negative (c = `_inflation`)."""
+    c = _inflation(g)
+    v2 = min(v2_raw, v_j / c)
+    return v_j - c * v2, v2
 
 
 # The candidate for FID's next interval rule (not yet METHOD: protocols still use t on G - 1 df). `bench perf
@@ -107,7 +118,7 @@ def jackknife(value: Callable[[tuple[int, ...]], float], g: int) -> dict[str, fl
 SHARES_DF_FLOOR = 5.0
 
 
-def shares_df(v1: float, v2: float, g: int) -> float:
+def shares_df(v1: float, v2: float, g: int, floor: float = SHARES_DF_FLOOR) -> float:
     """Degrees of freedom for a t interval on the corrected jackknife's variance v1 + v2 (candidate rule, above).
 
     The t quantile on G - 1 df assumes the variance estimate varies like a chi-square on G - 1 df. Its noise comes
@@ -117,13 +128,18 @@ def shares_df(v1: float, v2: float, g: int) -> float:
     second-order part dominates it would be (G-1)/c² = 1.8, but the cap that keeps v1 >= 0 holds the measured
     dispersion at 3.2-4.7 df there (d = 128 and 2,048, `same`) while making the variance run high, so the rule
     never goes below SHARES_DF_FLOOR. The floor was chosen on d = 128 draws from a seed stream of their own
-    (docs/metrics.md), not on the grid that validates it."""
+    (docs/metrics.md, `floor`: for that comparison), not on the grid that validates it."""
     if g < 4:  # no delete-two part (`jackknife`): the plain jackknife's G - 1
         return float(g - 1)
-    c = 2 * (g - 1) / (g - 2)
     total = v1 + v2
-    satterthwaite = (g - 1) * (total / (v1 + c * v2)) ** 2 if total > 0 else float(g - 1)
-    return float(min(g - 1, max(min(SHARES_DF_FLOOR, g - 1), satterthwaite)))
+    satterthwaite = (g - 1) * (total / (v1 + _inflation(g) * v2)) ** 2 if total > 0 else float(g - 1)
+    return float(min(g - 1, max(min(floor, g - 1), satterthwaite)))
+
+
+def shares_half_width(v1: float, v2: float, g: int) -> tuple[float, float]:
+    """(half-width, df) of the candidate rule's 95% interval on the parts v1, v2: t(`shares_df`) · sqrt(v1 + v2)."""
+    df = shares_df(v1, v2, g)
+    return t_quantile(df) * float(np.sqrt(v1 + v2)), df
 
 
 def _centred_trace_sqrt(m: torch.Tensor) -> float:
@@ -412,7 +428,7 @@ def fid_jackknife(real_feats, fake_feats, groups: int, seed: int) -> dict[str, f
     # few points in many dimensions (Inception's 2,048 with a few hundred images): no d x d matrices
     cross = gram_form(real, fake)
     jk = jackknife(lambda units: fid_value(real, fake, _union(rg, units), _union(fg, units), units, cross), g)
-    return {"se": float(np.sqrt(jk["var"])), "df": jk["df"], "v1": jk["v1"], "v2": jk["v2"], "df_shares": jk["df_shares"]}
+    return {"se": float(np.sqrt(jk["var"])), "df": jk["df"], "v1": jk["v1"], "v2": jk["v2"]}
 
 
 def fid_interval(estimate: float, real_feats, fake_feats, groups: int, seed: int) -> tuple[float, float]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import sys
-from itertools import combinations
 
 import numpy as np
 import torch
@@ -47,21 +46,18 @@ def make(out: str, pop: str, n: int, draws: int) -> None:
         value = lambda units: iv.fid_value(rs, fs, iv._union(rg, units), iv._union(fg, units), units, cross)  # noqa: E731
         jk = iv.jackknife(value, G)
         est = iv.fid_value(rs, fs, np.array([], int), np.array([], int), None, cross)
-        v_j = jk["v1"] + 2 * (G - 1) / (G - 2) * jk["v2"]  # the delete-one variance, undone from the parts
+        v_j = jk["v1"] + iv._inflation(G) * jk["v2"]  # the delete-one variance, undone from the parts
         with open(out, "a") as f:
             f.write(json.dumps({"pop": pop, "n": n, "draw": draw, "est": est, "v_j": v_j, "v2_raw": jk["v2_raw"]}) + "\n")
 
 
 def rule(v_j: np.ndarray, v2_raw: np.ndarray, floor: float | None):
-    """The corrected variance (as `jackknife` caps it) and each draw's df: 9 (floor None) or Satterthwaite's with
-    that floor (`shares_df`'s formula)."""
-    c = 2 * (G - 1) / (G - 2)
-    v2 = np.minimum(v2_raw, v_j / c)
-    v1 = v_j - c * v2
-    var = v1 + v2
+    """The corrected variance (capped as `jackknife` caps it) and each draw's df: G - 1 (floor None, the method now)
+    or `shares_df` with that floor."""
+    v1, v2 = np.array([iv.corrected_parts(a, b, G) for a, b in zip(v_j, v2_raw)]).T
     if floor is None:
-        return var, np.full_like(var, G - 1.0)
-    return var, np.clip((G - 1) * (var / (v1 + c * v2)) ** 2, floor, G - 1)
+        return v1 + v2, np.full(len(v1), G - 1.0)
+    return v1 + v2, np.array([iv.shares_df(a, b, G, floor) for a, b in zip(v1, v2)])
 
 
 def table(path: str) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from bench.coverage import POPULATIONS, Population, _cell_rng, _fid_point, _next_draw
-from bench.metrics.intervals import SHARES_DF_FLOOR, _Side, fid_jackknife, interval_from, shares_df, t_quantile
+from bench.metrics.intervals import SHARES_DF_FLOOR, _Side, fid_jackknife, interval_from, shares_half_width, t_quantile
 
 
 def recount(log: str, draws: int | None = None, out: str | None = None, part: str = "1/1",
@@ -64,9 +64,7 @@ def recount(log: str, draws: int | None = None, out: str | None = None, part: st
         t0 = time.perf_counter()
         if i in known:  # made again before: its parts, once its interval is checked against the log's
             assert np.allclose(known[i]["fid"], recs[i]["fid"], rtol=1e-9, atol=0), (i, known[i]["fid"], recs[i]["fid"])
-            v1, v2 = known[i]["fid_var_parts"]
-            df = shares_df(v1, v2, g)
-            candidate[i] = abs(est[i] - truth) <= t_quantile(df) * np.sqrt(v1 + v2)
+            candidate[i] = abs(est[i] - truth) <= shares_half_width(*known[i]["fid_var_parts"], g)[0]
             continue
         if not allow_remake:
             raise ValueError(f"draw {i} would have to be made again: it is not in {remade}")
@@ -80,8 +78,7 @@ def recount(log: str, draws: int | None = None, out: str | None = None, part: st
         e = _fid_point(real_side, fake_side)
         remade = [e, *interval_from(e, jk)]
         assert np.allclose(remade, recs[i]["fid"], rtol=1e-9, atol=0), (i, remade, recs[i]["fid"])
-        df = shares_df(jk["v1"], jk["v2"], g)
-        half = t_quantile(df) * np.sqrt(jk["v1"] + jk["v2"])
+        half, df = shares_half_width(jk["v1"], jk["v2"], g)
         candidate[i] = abs(e - truth) <= half
         print(f"draw {i}: miss at {ratio[i]:.3f} half-widths; parts {jk['v1']:.3e} {jk['v2']:.3e}, df {df:.2f} "
               f"(x{t_quantile(df) / t9:.3f}): {'covered' if candidate[i] else 'still missed'} "
