@@ -244,9 +244,13 @@ def _coverage(args) -> int:
                                            log=Path(args.log) if args.log else None, first_draw=args.first_draw))
                 print(format_table(cells[-1:]).splitlines()[-1] if len(cells) > 1 else format_table(cells),
                       flush=True)
+                if cells[-1].get("reformed_draws"):
+                    print(f"  {cells[-1]['reformed_draws']} draws resumed from records of another FID rule: their "
+                          "intervals formed by this one from each draw's logged variance parts", flush=True)
                 if "fid" in cells[-1]:
                     print(format_se_dispersion(cells[-1]), flush=True)
-                    print(format_candidate(cells[-1]), flush=True)
+                    if format_candidate(cells[-1]):
+                        print(format_candidate(cells[-1]), flush=True)
                 if args.spread and "fid" in cells[-1]:
                     with tqdm(total=args.spread, desc=f"spread {pop} d={d} N={n}", unit="draw", leave=False,
                               disable=None, dynamic_ncols=True) as bar:

@@ -26,7 +26,7 @@ cell's own coverage.
 
 The level of the widths is one thing, their draw-to-draw variation another: the interval's t quantile on G - 1
 degrees of freedom is exact only if its squared standard errors vary like a chi-square on G - 1 df.
-`se_dispersion` reads the df they actually vary like from a cell's half-widths, and what coverage that alone
+`se_dispersion` reads the df they actually vary like from a cell's standard errors, and what coverage that alone
 gives when the widths are right on average; every cell prints it. The corrected jackknife's variance subtracts a
 delete-two term from the delete-one one, and that difference varies more than G - 1 df allow: at d = 2,048
 `near` and `same` read 3-7 df, which puts their expected coverage near 93% (docs/metrics.md). The candidate rule
@@ -55,8 +55,9 @@ import torch
 from scipy.special import chdtri, ndtr
 from bench.errors import BenchError
 
-from bench.metrics.intervals import (METHOD, SHARES_DF_FLOOR, _Side, fid_groups, fid_jackknife, fid_value, gram_form,
-                                    interval_from, kid_interval, mmd2_unbiased, shares_half_width, t_quantile)
+from bench.metrics.intervals import (FID_CANDIDATE, FID_RULE, FID_RULES, SHARES_DF_FLOOR, _Side, fid_groups,
+                                    fid_jackknife, fid_value, gram_form, interval_from, interval_from_parts,
+                                    kid_interval, method_for, mmd2_unbiased, t_quantile)
 
 POPULATIONS = {"far": (0.5, 1.5), "near": (0.1, 1.1), "same": (0.0, 1.0)}
 
@@ -128,7 +129,8 @@ def _kid_point(real: np.ndarray, fake: np.ndarray, subsets: int, size: int, rng:
 
 def simulate_cell(population: str, d: int, n_gen: int, n_real: int, draws: int, seed: int = 0, groups: int = 10,
                   kid_subsets: int = 10, kid_subset_size: int = 1000,
-                  metrics: tuple[str, ...] = ("fid", "kid"), log: Path | None = None, first_draw: int = 0) -> dict:
+                  metrics: tuple[str, ...] = ("fid", "kid"), log: Path | None = None, first_draw: int = 0,
+                  fid_rule: str | None = None) -> dict:
     """One cell's coverage over `draws` simulated draws. `log`: a JSONL file each draw is appended to as it
     finishes; a cell found there continues after its last logged draw, with the generator state that draw
     left, so an interrupted grid (d = 2,048 at N = 10,000 is ~45 s a draw on one CPU thread) ends with exactly
@@ -137,12 +139,20 @@ def simulate_cell(population: str, d: int, n_gen: int, n_real: int, draws: int, 
     `first_draw` K: only draws K .. draws - 1, the same draws a whole run makes there (the generator is replayed
     through draws 0 .. K - 1 without computing their intervals, under a second a draw at d = 2,048), so one cell can
     be split between processes or machines. Concatenating the pieces' logs gives the whole cell: a run with
-    K = 0 over it resumes every draw."""
+    K = 0 over it resumes every draw.
+
+    `fid_rule`: FID's interval rule (bench/metrics/intervals.py FID_RULES; default FID_RULE, the method's). Draws
+    logged under another rule with their variance parts are resumed with this rule's intervals formed from those
+    parts (the data, estimate and parts do not depend on the rule), so a change of rule does not make the grid
+    again; the other rule of FID_RULE and FID_CANDIDATE is counted beside it (`candidate`)."""
     if not 0 <= first_draw < draws:
         raise ValueError(f"first_draw must be in [0, draws = {draws}), got {first_draw}")
+    rule = fid_rule or FID_RULE
+    if rule not in FID_RULES:
+        raise ValueError(f"unknown FID interval rule {rule!r}; known: {', '.join(FID_RULES)}")
     with _threads_for(d):
         return _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, kid_subset_size,
-                         metrics, log, first_draw)
+                         metrics, log, first_draw, rule)
 
 
 @contextmanager
@@ -163,12 +173,13 @@ def _cell_rng(d: int, n_gen: int, n_real: int, seed: int, shift: float, scale: f
     return np.random.default_rng([seed, d, n_gen, n_real, int(shift * 1000), int(scale * 1000), *stream])
 
 
-def _cell_key(population, d, n_gen, n_real, seed, groups, kid_subsets, kid_subset_size, metrics) -> str:
+def _cell_key(population, d, n_gen, n_real, seed, groups, kid_subsets, kid_subset_size, metrics,
+              fid_rule: str = FID_RULE) -> str:
     """What a logged draw belongs to: the cell, its settings and the interval method (a changed method must
-    not resume from draws the old one made)."""
+    not resume from draws the old one made as if they were its own; a changed FID rule re-forms them, `_simulate`)."""
     return json.dumps({"population": population, "d": d, "n_gen": n_gen, "n_real": n_real, "seed": seed,
                        "groups": groups, "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size,
-                       "metrics": sorted(metrics), "method": METHOD}, sort_keys=True)
+                       "metrics": sorted(metrics), "method": method_for(fid_rule)}, sort_keys=True)
 
 
 def _whole_record(rec: dict) -> bool:
@@ -181,15 +192,17 @@ def _whole_record(rec: dict) -> bool:
                     for m in ("fid", "kid")))
 
 
-def _logged_draws(log: Path | None, key: str, start: int = 0) -> list[dict]:
+def _logged_draws(log: Path | None, key: str, start: int = 0, others: tuple[str, ...] = ()) -> list[dict]:
     """This cell's draws start, start + 1, ... from the log, as far as they run unbroken. A line cut short by an
     interrupted write, and anything after a gap, is ignored: those draws are made again, from the state the last
-    whole record left."""
+    whole record left. `others`: the same cell's keys under other FID rules; their records fill in draws `key` has
+    not logged when they carry the variance parts that re-form the interval (or have no FID)."""
     if log is None or not log.exists():
         return []
     if not log.is_file():
         raise BenchError(f"--log {log} is a folder; give a JSONL file")
     found: dict[int, dict] = {}
+    own: set[int] = set()
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             rec = json.loads(line)
@@ -199,6 +212,11 @@ def _logged_draws(log: Path | None, key: str, start: int = 0) -> list[dict]:
             if not _whole_record(rec):  # not what this module writes (an edit, another tool): made again
                 continue
             found[rec["draw"]] = rec
+            own.add(rec["draw"])
+        elif isinstance(rec, dict) and rec.get("cell") in others and _whole_record(rec) and (
+                rec.get("fid") is None or _parts(rec.get("fid_var_parts")) is not None):
+            if rec["draw"] not in own:  # this rule's own record of the draw, wherever it is, wins
+                found[rec["draw"]] = rec
     out = []
     while start + len(out) in found:
         out.append(found[start + len(out)])
@@ -215,21 +233,27 @@ def _next_draw(pop: Population, n_gen: int, n_real: int, rng: np.random.Generato
 
 
 def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, kid_subset_size, metrics,
-              log: Path | None = None, first_draw: int = 0):
+              log: Path | None = None, first_draw: int = 0, rule: str = FID_RULE):
     shift, scale = POPULATIONS[population]
     pop = Population(d, shift, scale)
     rng = _cell_rng(d, n_gen, n_real, seed, shift, scale)
     fid_est, fid_lo, fid_hi, kid_est, kid_lo, kid_hi = ([] for _ in range(6))
     fid_parts = None  # this draw's FID variance parts (first-order, second-order), logged with it
     all_parts = []  # every draw's, logged or fresh (None for a draw logged before the parts were): the candidate rule
-    key = _cell_key(population, d, n_gen, n_real, seed, groups, kid_subsets, kid_subset_size, metrics)
-    done = _logged_draws(log, key, first_draw)[:draws - first_draw]
-    earlier = 0.0
+    cell = (population, d, n_gen, n_real, seed, groups, kid_subsets, kid_subset_size, metrics)
+    key = _cell_key(*cell, rule)
+    others = tuple(_cell_key(*cell, r) for r in FID_RULES if r != rule)
+    g = fid_groups(groups, n_real, n_gen)
+    done = _logged_draws(log, key, first_draw, others)[:draws - first_draw]
+    earlier, reformed = 0.0, 0
     for rec in done:  # resume: the logged draws, then the generator exactly where the last one left it
         if rec.get("fid"):
-            for acc, v in zip((fid_est, fid_lo, fid_hi), rec["fid"]):
+            fid, parts = rec["fid"], _parts(rec.get("fid_var_parts"))
+            if rec["cell"] != key:  # logged under another FID rule: this rule's interval from the draw's parts
+                fid, reformed = [fid[0], *interval_from_parts(fid[0], *parts, g, rule)], reformed + 1
+            for acc, v in zip((fid_est, fid_lo, fid_hi), fid):
                 acc.append(v)
-            all_parts.append(_parts(rec.get("fid_var_parts")))
+            all_parts.append(parts)
         if rec.get("kid"):
             for acc, v in zip((kid_est, kid_lo, kid_hi), rec["kid"]):
                 acc.append(v)
@@ -254,7 +278,7 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
             real_side, fake_side = _Side(real), _Side(fake)
             jk = fid_jackknife(real_side, fake_side, groups, fid_seed)
             est = _fid_point(real_side, fake_side)
-            lo, hi = interval_from(est, jk)
+            lo, hi = interval_from(est, jk, rule)
             fid_est.append(est), fid_lo.append(lo), fid_hi.append(hi)
             fid_parts = [jk["v1"], jk["v2"]]
             all_parts.append(fid_parts)
@@ -278,7 +302,9 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
                 os.fsync(f.fileno())
     count = draws - first_draw
     out = {"population": population, "d": d, "n_gen": n_gen, "n_real": n_real, "draws": count,
-           "seconds": earlier + time.perf_counter() - t0, "resumed_draws": len(done)}
+           "seconds": earlier + time.perf_counter() - t0, "resumed_draws": len(done), "fid_rule": rule}
+    if reformed:
+        out["reformed_draws"] = reformed  # resumed from another FID rule's records
     if first_draw:
         out["first_draw"] = first_draw
     if fid_est:
@@ -290,8 +316,9 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
                       "mean_half_width": float(((hi - lo) / 2).mean()), "sd": float(est.std(ddof=1)),
                       # upper half-widths: the lower ones are clipped at 0 (`interval_from`)
                       "half_widths": (hi - est).tolist(),
-                      "t_df": fid_groups(groups, n_real, n_gen) - 1,  # the intervals' t quantile's
-                      "candidate": _candidate(est, all_parts, truth, fid_groups(groups, n_real, n_gen))}
+                      "t_df": g - 1,  # the jackknife's usual degrees of freedom (`se_dispersion`)
+                      "standard_errors": _standard_errors(hi - est, all_parts, g),
+                      "candidate": _candidate(est, all_parts, truth, g, _compared_rule(rule))}
     if kid_est:
         est, lo, hi = map(np.asarray, (kid_est, kid_lo, kid_hi))
         truth = pop.mmd2()
@@ -311,31 +338,51 @@ def _parts(value) -> list[float] | None:
     return None
 
 
-def _candidate(est: np.ndarray, parts: list, truth: float, g: int) -> dict | None:
-    """The candidate FID rule (`bench/metrics/intervals.py` `shares_df`) counted on the cell's own draws: each draw's
-    interval is its estimate ± t(df from its variance parts) · sqrt(v1 + v2), clipped at 0 like the current one.
-    None when a draw has no logged parts (its interval under the rule cannot be formed without making it again)."""
-    if not parts or any(p is None for p in parts):
+def _standard_errors(half_widths: np.ndarray, parts: list, g: int) -> list[float]:
+    """Each draw's FID standard error sqrt(v1 + v2), from its parts; a cell with draws logged before the parts were
+    (all of them made under t on G - 1, the only rule then) reads them back from those half-widths instead."""
+    if parts and all(p is not None for p in parts):
+        return np.sqrt(np.sum(parts, axis=1)).tolist()
+    return (half_widths / t_quantile(g - 1)).tolist()
+
+
+def _compared_rule(rule: str) -> str | None:
+    """The FID rule counted beside `rule` on the same draws: the candidate, or the method's own rule when `rule` is
+    the candidate; None when there is no other."""
+    return next((r for r in (FID_CANDIDATE, FID_RULE) if r and r != rule), None)
+
+
+def _candidate(est: np.ndarray, parts: list, truth: float, g: int, rule: str | None) -> dict | None:
+    """FID rule `rule` (the candidate, `_compared_rule`) counted on the cell's own draws: each draw's interval is its
+    estimate ± the rule's half-width from its variance parts, clipped at 0 like the cell's own. None when a draw has
+    no logged parts (its interval under the rule cannot be formed without making it again) or there is no rule."""
+    if rule is None or not parts or any(p is None for p in parts):
         return None
-    half, df = np.array([shares_half_width(v1, v2, g) for v1, v2 in parts]).T
+    half, df = np.array([FID_RULES[rule].half_width(v1, v2, g) for v1, v2 in parts]).T
     lo, hi = np.maximum(est - half, 0.0), est + half
-    return {"coverage": float(((lo <= truth) & (truth <= hi)).mean()),
+    return {"rule": rule, "coverage": float(((lo <= truth) & (truth <= hi)).mean()),
             "estimate_inside": bool(((lo <= est) & (est <= hi)).all()),
             "mean_half_width": float(half.mean()), "mean_df": float(df.mean()),
             "at_floor": float((df <= SHARES_DF_FLOOR).mean())}
 
 
 def format_candidate(cell: dict) -> str:
-    f = cell["fid"]
+    """The line for the FID rule counted beside the cell's own (`_compared_rule`); empty when there is none."""
+    f, other = cell["fid"], _compared_rule(cell["fid_rule"])
+    if other is None:
+        return ""
+    label = "candidate FID rule" if other == FID_CANDIDATE else "the method's FID rule"
+    status = "not yet the method" if other != FID_RULE else "the method's"
+    mine = "current" if cell["fid_rule"] == FID_RULE else "this run's rule"
     c = f.get("candidate")
     if c is None:
-        return ("  candidate FID rule (t on df from the variance parts' shares): not counted, some of the cell's draws "
-                "were logged before their variance parts were")
+        return (f"  {label} ({FID_RULES[other].description}): not counted, some of the cell's draws were logged "
+                "before their variance parts were")
     inside = "every estimate inside" if c["estimate_inside"] else "an estimate OUTSIDE its interval"
-    return (f"  candidate FID rule (t on df from the variance parts' shares, at least {SHARES_DF_FLOOR:g}; not yet the "
-            f"method): covered {c['coverage']:.1%} (current {f['coverage']:.1%}), mean df {c['mean_df']:.1f} "
-            f"({c['at_floor']:.0%} of draws at the floor), mean half-width {c['mean_half_width']:.4f} "
-            f"(current {f['mean_half_width']:.4f}), {inside}")
+    return (f"  {label} ({FID_RULES[other].description}; {status}): covered {c['coverage']:.1%} ({mine} "
+            f"{f['coverage']:.1%}), mean df {c['mean_df']:.1f} ({c['at_floor']:.0%} of draws at df "
+            f"{SHARES_DF_FLOOR:g} or below), mean half-width {c['mean_half_width']:.4f} ({mine} "
+            f"{f['mean_half_width']:.4f}), {inside}")
 
 
 SPREAD_STREAM = 1  # appended to a cell's seed: `fid_spread`'s draws never repeat the cell's own
@@ -375,15 +422,15 @@ def expected_coverage(half_widths, sd: float) -> float:
     return float((2 * ndtr(h / sd) - 1).mean())
 
 
-def se_dispersion(half_widths, quantile: float) -> dict[str, float]:
-    """How much a cell's FID standard errors (half-width / t quantile) vary from draw to draw, and what that alone
-    costs in coverage. A t interval with k degrees of freedom is exact when the squared standard error is the
+def se_dispersion(half_widths, standard_errors) -> dict[str, float]:
+    """How much a cell's FID standard errors vary from draw to draw, and what that alone costs its intervals of these
+    half-widths in coverage. A t interval with k degrees of freedom is exact when the squared standard error is the
     true variance times a chi-square on k df over k, whose variance is 2/k of its squared mean: `df` =
     2 mean(se²)² / var(se²) is the k the cell's standard errors behave like (the quantile assumes G - 1).
     `expected_at_rms`: the mean coverage if the estimates spread exactly as the root-mean-square standard error
     says; below 95% when `df` is below the quantile's, whatever the widths' average level."""
     h = np.asarray(half_widths, dtype=np.float64)
-    s2 = np.square(h / quantile)
+    s2 = np.square(np.asarray(standard_errors, dtype=np.float64))
     var = float(s2.var(ddof=1))
     return {"df": float(2 * s2.mean() ** 2 / var) if var > 0 else float("inf"),
             "expected_at_rms": expected_coverage(h, float(np.sqrt(s2.mean())))}
@@ -391,8 +438,8 @@ def se_dispersion(half_widths, quantile: float) -> dict[str, float]:
 
 def format_se_dispersion(cell: dict) -> str:
     f = cell["fid"]
-    disp = se_dispersion(f["half_widths"], t_quantile(f["t_df"]))
-    return (f"  FID standard errors vary like a chi-square on {disp['df']:.1f} df (the t quantile assumes "
+    disp = se_dispersion(f["half_widths"], f["standard_errors"])
+    return (f"  FID standard errors vary like a chi-square on {disp['df']:.1f} df (t on G - 1 assumes "
             f"{f['t_df']}); at their own rms the intervals would cover "
             f"{disp['expected_at_rms']:.1%} on average (counted {f['coverage']:.1%})")
 

@@ -493,13 +493,13 @@ def test_se_dispersion_reads_the_degrees_of_freedom_of_known_standard_errors():
     q = t_quantile(9)
     for k in (9, 5):
         se = 0.02 * np.sqrt(rng.chisquare(k, 40_000) / k)
-        disp = se_dispersion(q * se, q)
+        disp = se_dispersion(q * se, se)
         assert disp["df"] == pytest.approx(k, rel=0.06), disp
         want = 1 - 2 * stats.t.sf(q, k)
         assert disp["expected_at_rms"] == pytest.approx(want, abs=0.003), (disp, want)
     assert 1 - 2 * stats.t.sf(q, 5) == pytest.approx(0.927, abs=5e-4)
     # one width for every draw: no dispersion, and the t_9 quantile is then a normal interval at 2.262 sd
-    assert se_dispersion([0.1] * 5, q) == {"df": float("inf"), "expected_at_rms": pytest.approx(2 * stats.norm.cdf(q) - 1,
+    assert se_dispersion([0.1] * 5, [0.1 / q] * 5) == {"df": float("inf"), "expected_at_rms": pytest.approx(2 * stats.norm.cdf(q) - 1,
                                                                                                    abs=1e-12)}
     cell = simulate_cell("near", 16, 200, 1000, draws=20, kid_subsets=3, kid_subset_size=100, metrics=("fid",))
     assert cell["fid"]["t_df"] == 9
@@ -605,3 +605,59 @@ def test_committed_logs_with_parts_give_the_documented_candidate_counts(file, po
     assert cell["resumed_draws"] == 200
     assert round(cell["fid"]["coverage"] * 200) == current
     assert round(cell["fid"]["candidate"]["coverage"] * 200) == candidate and cell["fid"]["candidate"]["estimate_inside"]
+    # and once the candidate is the method's rule, the same logs are its cells: re-read, nothing made again
+    from bench.metrics.intervals import FID_CANDIDATE
+
+    switched = simulate_cell(population, 2048, n_gen, 10000, draws=200, log=log, fid_rule=FID_CANDIDATE)
+    assert switched["resumed_draws"] == switched["reformed_draws"] == 200
+    assert round(switched["fid"]["coverage"] * 200) == candidate and switched["fid"]["estimate_inside"]
+    assert round(switched["fid"]["candidate"]["coverage"] * 200) == current
+
+
+def test_a_log_resumes_across_a_change_of_fid_rule(tmp_path):
+    """Making FID_CANDIDATE the method's rule must not make the logged grid again: draws logged under one rule with
+    their variance parts resume under another with exactly the intervals a fresh run under that rule makes, the rule
+    they were logged under is then the one counted beside it, and a draw whose record has no parts is made again."""
+    import json
+
+    from bench.metrics.intervals import FID_CANDIDATE, FID_RULE
+
+    settings = dict(kid_subsets=3, kid_subset_size=100)
+    log = tmp_path / "draws.jsonl"
+    old = simulate_cell("near", 16, 40, 400, 8, **settings, log=log)
+    assert old["fid_rule"] == FID_RULE != FID_CANDIDATE
+    fresh = simulate_cell("near", 16, 40, 400, 8, **settings, fid_rule=FID_CANDIDATE)
+    resumed = simulate_cell("near", 16, 40, 400, 8, **settings, log=log, fid_rule=FID_CANDIDATE)
+    assert resumed["resumed_draws"] == resumed["reformed_draws"] == 8 and "reformed_draws" not in fresh
+    for key in ("coverage", "half_widths", "mean_half_width", "truth_at_n", "estimate_inside"):
+        assert resumed["fid"][key] == fresh["fid"][key], key
+    assert resumed["kid"] == fresh["kid"]
+    # the intervals really are the other rule's (wider here: N < d, second-order parts matter) ...
+    assert resumed["fid"]["mean_half_width"] > old["fid"]["mean_half_width"] * 1.01
+    # ... and the rule counted beside them is now the one the draws were logged under, giving the old run's count
+    beside = resumed["fid"]["candidate"]
+    assert beside["rule"] == FID_RULE and old["fid"]["candidate"]["rule"] == FID_CANDIDATE
+    assert beside["coverage"] == old["fid"]["coverage"]
+    assert beside["mean_half_width"] == pytest.approx(old["fid"]["mean_half_width"], rel=1e-12)
+    # the standard errors (`se_dispersion`) are the draws', whatever the rule: t on G - 1 is 2.262 of them
+    from bench.metrics.intervals import t_quantile
+    assert resumed["fid"]["standard_errors"] == old["fid"]["standard_errors"] == pytest.approx(
+        np.array(old["fid"]["half_widths"]) / t_quantile(9), rel=1e-12)
+    assert resumed["fid"]["half_widths"] != pytest.approx(np.array(old["fid"]["standard_errors"]) * t_quantile(9))
+    # more draws continue the stream under the new rule, logged under its own key
+    more = simulate_cell("near", 16, 40, 400, 10, **settings, log=log, fid_rule=FID_CANDIDATE)
+    assert more["resumed_draws"] == 8 and more["fid"]["half_widths"] == simulate_cell(
+        "near", 16, 40, 400, 10, **settings, fid_rule=FID_CANDIDATE)["fid"]["half_widths"]
+    records = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [json.loads(r["cell"])["method"].startswith(f"fid:{FID_CANDIDATE};") for r in records] == [False] * 8 + [True] * 2
+    # a rule's own record of a draw wins over another rule's, wherever it stands in the log
+    own = {**records[0], "cell": records[8]["cell"], "fid": [1.0, 0.5, 1.5]}
+    log.write_text("".join(json.dumps(r) + "\n" for r in [*records, own]))
+    assert simulate_cell("near", 16, 40, 400, 8, **settings, log=log, fid_rule=FID_CANDIDATE)["fid"]["half_widths"][0] == 0.5
+    # another rule's record without the parts cannot give this rule's interval: that draw is made again
+    records[3].pop("fid_var_parts")
+    log.write_text("".join(json.dumps(r) + "\n" for r in records[:8]))
+    partial = simulate_cell("near", 16, 40, 400, 8, **settings, log=log, fid_rule=FID_CANDIDATE)
+    assert partial["resumed_draws"] == 3 and partial["fid"]["half_widths"] == fresh["fid"]["half_widths"]
+    with pytest.raises(ValueError, match="unknown FID interval rule 'bogus'; known: group-jackknife"):
+        simulate_cell("near", 16, 40, 400, 8, fid_rule="bogus")

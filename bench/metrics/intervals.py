@@ -48,7 +48,7 @@ centring puts an exact zero eigenvalue into the matrix, which is projected out b
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -58,9 +58,21 @@ from scipy.special import ndtri as _normal_quantile, stdtrit as _t_quantile
 
 from bench.metrics.kernel_sums import KernelSums, as_float64, kernel_sums
 
+# FID's interval rule, by the name METHOD carries (FID_RULES below lists them): t on G - 1 degrees of freedom.
+# `bench perf coverage` counts FID_CANDIDATE beside it on the same draws; making the candidate the rule is this one
+# assignment, and moves every fingerprint.
+FID_RULE = "group-jackknife-2nd-order-corrected"
+FID_CANDIDATE = "group-jackknife-2nd-order-corrected-t-shares-df5"
+
+
+def method_for(fid_rule: str) -> str:
+    """The interval method string with FID's rule `fid_rule` (KID's is fixed)."""
+    return f"fid:{fid_rule};kid:hoeffding-all-pairs/1"
+
+
 # Part of every protocol fingerprint (bench/protocol/load.py): an interval is a result, so a change of
 # method must not share a fingerprint with runs made by the old one.
-METHOD = "fid:group-jackknife-2nd-order-corrected;kid:hoeffding-all-pairs/1"
+METHOD = method_for(FID_RULE)
 
 KID_VARIANCE_MAX = 4000  # points a side behind KID's variance estimate (a random subsample above)
 
@@ -112,7 +124,7 @@ def corrected_parts(v_j: float, v2_raw: float, g: int) -> tuple[float, float]:
     return v_j - c * v2, v2
 
 
-# The candidate for FID's next interval rule (not yet METHOD: protocols still use t on G - 1 df). `bench perf
+# The candidate for FID's next interval rule (FID_CANDIDATE; protocols still use t on G - 1 df). `bench perf
 # coverage` counts it beside the current rule on the very same draws (bench/coverage.py), so the switch, which
 # moves every fingerprint and so needs every report re-run, is made only once it has passed the whole grid.
 SHARES_DF_FLOOR = 5.0
@@ -140,6 +152,26 @@ def shares_half_width(v1: float, v2: float, g: int) -> tuple[float, float]:
     """(half-width, df) of the candidate rule's 95% interval on the parts v1, v2: t(`shares_df`) · sqrt(v1 + v2)."""
     df = shares_df(v1, v2, g)
     return t_quantile(df) * float(np.sqrt(v1 + v2)), df
+
+
+def t_g_minus_1_half_width(v1: float, v2: float, g: int) -> tuple[float, float]:
+    """(half-width, df) of the 95% interval t(G - 1) · sqrt(v1 + v2): the jackknife's usual degrees of freedom."""
+    return t_quantile(g - 1) * float(np.sqrt(v1 + v2)), float(g - 1)
+
+
+class FidRule(NamedTuple):
+    half_width: Callable[[float, float, int], tuple[float, float]]  # (v1, v2, G) -> (half-width, df)
+    description: str
+
+
+# Every FID interval rule by name. All of them read the same jackknife parts, so a draw computed under one rule gives
+# its interval under any other without being made again (bench/coverage.py resumes a log across a change of rule
+# that way, and counts FID_CANDIDATE beside FID_RULE).
+FID_RULES: dict[str, FidRule] = {
+    "group-jackknife-2nd-order-corrected": FidRule(t_g_minus_1_half_width, "t on G - 1 df"),
+    "group-jackknife-2nd-order-corrected-t-shares-df5": FidRule(
+        shares_half_width, f"t on df from the variance parts' shares, at least {SHARES_DF_FLOOR:g}"),
+}
 
 
 def _centred_trace_sqrt(m: torch.Tensor) -> float:
@@ -428,16 +460,22 @@ def fid_jackknife(real_feats, fake_feats, groups: int, seed: int) -> dict[str, f
     # few points in many dimensions (Inception's 2,048 with a few hundred images): no d x d matrices
     cross = gram_form(real, fake)
     jk = jackknife(lambda units: fid_value(real, fake, _union(rg, units), _union(fg, units), units, cross), g)
-    return {"se": float(np.sqrt(jk["var"])), "df": jk["df"], "v1": jk["v1"], "v2": jk["v2"]}
+    return {"se": float(np.sqrt(jk["var"])), "groups": g, "v1": jk["v1"], "v2": jk["v2"]}
 
 
 def fid_interval(estimate: float, real_feats, fake_feats, groups: int, seed: int) -> tuple[float, float]:
     return interval_from(estimate, fid_jackknife(real_feats, fake_feats, groups, seed))
 
 
-def interval_from(estimate: float, jk: dict[str, float]) -> tuple[float, float]:
-    """FID's 95% interval from its jackknife (`fid_jackknife`): centred on the estimate, clipped at 0."""
-    half = t_quantile(jk["df"]) * jk["se"]
+def interval_from(estimate: float, jk: dict[str, float], rule: str | None = None) -> tuple[float, float]:
+    """FID's 95% interval from its jackknife (`fid_jackknife`) under `rule` (default FID_RULE, the method's):
+    centred on the estimate, clipped at 0."""
+    return interval_from_parts(estimate, jk["v1"], jk["v2"], jk["groups"], rule)
+
+
+def interval_from_parts(estimate: float, v1: float, v2: float, g: int, rule: str | None = None) -> tuple[float, float]:
+    """`interval_from` on the jackknife's variance parts (what a coverage log keeps of each draw)."""
+    half, _ = FID_RULES[rule or FID_RULE].half_width(v1, v2, g)
     return max(estimate - half, 0.0), estimate + half
 
 

@@ -38,6 +38,7 @@ def recount(log: str, draws: int | None = None, out: str | None = None, part: st
     assert [r["draw"] for r in recs] == list(range(len(recs))), "the log must hold draws 0 .. K-1"
     cell = json.loads(recs[0]["cell"])
     g = cell["groups"]
+    logged_rule = cell["method"].split(";")[0].removeprefix("fid:")  # the FID rule the log's intervals were made by
     est = np.array([r["fid"][0] for r in recs])
     hi = np.array([r["fid"][2] for r in recs])
     lo = np.array([r["fid"][1] for r in recs])
@@ -76,7 +77,7 @@ def recount(log: str, draws: int | None = None, out: str | None = None, part: st
         real_side, fake_side = _Side(real), _Side(fake)
         jk = fid_jackknife(real_side, fake_side, g, fid_seed)
         e = _fid_point(real_side, fake_side)
-        remade = [e, *interval_from(e, jk)]
+        remade = [e, *interval_from(e, jk, logged_rule)]
         assert np.allclose(remade, recs[i]["fid"], rtol=1e-9, atol=0), (i, remade, recs[i]["fid"])
         half, df = shares_half_width(jk["v1"], jk["v2"], g)
         candidate[i] = abs(e - truth) <= half
