@@ -196,13 +196,14 @@ def _logged_draws(log: Path | None, key: str, start: int = 0, others: tuple[str,
     """This cell's draws start, start + 1, ... from the log, as far as they run unbroken. A line cut short by an
     interrupted write, and anything after a gap, is ignored: those draws are made again, from the state the last
     whole record left. `others`: the same cell's keys under other FID rules; their records fill in draws `key` has
-    not logged when they carry the variance parts that re-form the interval (or have no FID)."""
+    not logged when they carry the variance parts that re-form the interval (or the cell has no FID)."""
     if log is None or not log.exists():
         return []
     if not log.is_file():
         raise BenchError(f"--log {log} is a folder; give a JSONL file")
     found: dict[int, dict] = {}
     own: set[int] = set()
+    with_fid = "fid" in json.loads(key)["metrics"]  # another rule's record can stand in only with its FID's parts
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             rec = json.loads(line)
@@ -214,7 +215,8 @@ def _logged_draws(log: Path | None, key: str, start: int = 0, others: tuple[str,
             found[rec["draw"]] = rec
             own.add(rec["draw"])
         elif isinstance(rec, dict) and rec.get("cell") in others and _whole_record(rec) and (
-                rec.get("fid") is None or _parts(rec.get("fid_var_parts")) is not None):
+                (rec.get("fid") is not None and _parts(rec.get("fid_var_parts")) is not None) if with_fid
+                else rec.get("fid") is None):
             if rec["draw"] not in own:  # this rule's own record of the draw, wherever it is, wins
                 found[rec["draw"]] = rec
     out = []
@@ -292,8 +294,8 @@ def _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, ki
                    "fid": [fid_est[-1], fid_lo[-1], fid_hi[-1]] if "fid" in metrics else None,
                    "kid": [kid_est[-1], kid_lo[-1], kid_hi[-1]] if "kid" in metrics else None,
                    # the jackknife's first- and second-order variance parts (se² = v1 + v2): an interval rule
-                   # other than t on G - 1 df (a df from the parts' shares, say) can be counted on logged draws
-                   # without making them again; not read back by a resume
+                   # other than this one (bench/metrics/intervals.py FID_RULES) can be counted on logged draws, and
+                   # a resume under another rule can re-form their intervals, without making them again
                    "fid_var_parts": fid_parts if "fid" in metrics else None,
                    "seconds": time.perf_counter() - t_draw}
             with open(log, "a") as f:  # one whole line per draw, flushed: an interruption loses one draw at most
@@ -347,9 +349,10 @@ def _standard_errors(half_widths: np.ndarray, parts: list, g: int) -> list[float
 
 
 def _compared_rule(rule: str) -> str | None:
-    """The FID rule counted beside `rule` on the same draws: the candidate, or the method's own rule when `rule` is
-    the candidate; None when there is no other."""
-    return next((r for r in (FID_CANDIDATE, FID_RULE) if r and r != rule), None)
+    """The FID rule counted beside `rule` on the same draws: the candidate; when `rule` is the candidate, the method's
+    own rule; once the candidate is the method's (FID_RULE = FID_CANDIDATE), the other registered rule, the one it
+    replaced. None when there is no other."""
+    return next((r for r in (FID_CANDIDATE, FID_RULE, *FID_RULES) if r != rule), None)
 
 
 def _candidate(est: np.ndarray, parts: list, truth: float, g: int, rule: str | None) -> dict | None:
@@ -371,8 +374,8 @@ def format_candidate(cell: dict) -> str:
     f, other = cell["fid"], _compared_rule(cell["fid_rule"])
     if other is None:
         return ""
-    label = "candidate FID rule" if other == FID_CANDIDATE else "the method's FID rule"
-    status = "not yet the method" if other != FID_RULE else "the method's"
+    label = "candidate FID rule" if other == FID_CANDIDATE else "FID rule"
+    status = "the method's" if other == FID_RULE else "not yet the method" if other == FID_CANDIDATE else "not the method"
     mine = "current" if cell["fid_rule"] == FID_RULE else "this run's rule"
     c = f.get("candidate")
     if c is None:

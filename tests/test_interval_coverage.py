@@ -632,7 +632,7 @@ def test_a_log_resumes_across_a_change_of_fid_rule(tmp_path):
     for key in ("coverage", "half_widths", "mean_half_width", "truth_at_n", "estimate_inside"):
         assert resumed["fid"][key] == fresh["fid"][key], key
     assert resumed["kid"] == fresh["kid"]
-    # the intervals really are the other rule's (wider here: N < d, second-order parts matter) ...
+    # the intervals really are the other rule's (wider here: `near` at N = 40, the second-order part matters) ...
     assert resumed["fid"]["mean_half_width"] > old["fid"]["mean_half_width"] * 1.01
     # ... and the rule counted beside them is now the one the draws were logged under, giving the old run's count
     beside = resumed["fid"]["candidate"]
@@ -652,8 +652,13 @@ def test_a_log_resumes_across_a_change_of_fid_rule(tmp_path):
     assert [json.loads(r["cell"])["method"].startswith(f"fid:{FID_CANDIDATE};") for r in records] == [False] * 8 + [True] * 2
     # a rule's own record of a draw wins over another rule's, wherever it stands in the log
     own = {**records[0], "cell": records[8]["cell"], "fid": [1.0, 0.5, 1.5]}
-    log.write_text("".join(json.dumps(r) + "\n" for r in [*records, own]))
-    assert simulate_cell("near", 16, 40, 400, 8, **settings, log=log, fid_rule=FID_CANDIDATE)["fid"]["half_widths"][0] == 0.5
+    for lines in ([*records, own], [own, *records]):
+        log.write_text("".join(json.dumps(r) + "\n" for r in lines))
+        assert simulate_cell("near", 16, 40, 400, 8, **settings, log=log,
+                             fid_rule=FID_CANDIDATE)["fid"]["half_widths"][0] == 0.5
+    # another rule's record without its FID cannot stand in for a draw of a cell that has FID
+    log.write_text("".join(json.dumps({**r, "fid": None} if r["draw"] == 2 else r) + "\n" for r in records[:8]))
+    assert simulate_cell("near", 16, 40, 400, 8, **settings, log=log, fid_rule=FID_CANDIDATE)["resumed_draws"] == 2
     # another rule's record without the parts cannot give this rule's interval: that draw is made again
     records[3].pop("fid_var_parts")
     log.write_text("".join(json.dumps(r) + "\n" for r in records[:8]))
@@ -661,3 +666,22 @@ def test_a_log_resumes_across_a_change_of_fid_rule(tmp_path):
     assert partial["resumed_draws"] == 3 and partial["fid"]["half_widths"] == fresh["fid"]["half_widths"]
     with pytest.raises(ValueError, match="unknown FID interval rule 'bogus'; known: group-jackknife"):
         simulate_cell("near", 16, 40, 400, 8, fid_rule="bogus")
+
+
+def test_once_the_candidate_is_the_method_the_rule_it_replaced_is_counted_beside(tmp_path, monkeypatch):
+    """The documented switch (FID_RULE = FID_CANDIDATE): a cell then runs under the candidate and counts the rule it
+    replaced beside it, from the same draws, so the grid keeps showing both."""
+    from bench import coverage
+    from bench.coverage import format_candidate
+    from bench.metrics.intervals import FID_CANDIDATE, FID_RULE
+
+    log = tmp_path / "draws.jsonl"
+    before = simulate_cell("near", 16, 40, 400, 8, kid_subsets=3, kid_subset_size=40, log=log)
+    monkeypatch.setattr(coverage, "FID_RULE", FID_CANDIDATE)
+    after = simulate_cell("near", 16, 40, 400, 8, kid_subsets=3, kid_subset_size=40, log=log)
+    assert after["fid_rule"] == FID_CANDIDATE and after["reformed_draws"] == 8
+    assert after["fid"]["candidate"]["rule"] == FID_RULE
+    assert after["fid"]["coverage"] == before["fid"]["candidate"]["coverage"]
+    assert after["fid"]["candidate"]["coverage"] == before["fid"]["coverage"]
+    line = format_candidate(after)
+    assert line.startswith("  FID rule (t on G - 1 df; not the method): covered") and "(current " in line

@@ -36,6 +36,7 @@ def recount(log: str, draws: int | None = None, out: str | None = None, part: st
     recs = sorted((json.loads(line) for line in open(log)), key=lambda r: r["draw"])
     recs = recs[:draws] if draws else recs
     assert [r["draw"] for r in recs] == list(range(len(recs))), "the log must hold draws 0 .. K-1"
+    assert len({r["cell"] for r in recs}) == 1, "the log must hold one cell under one interval method"
     cell = json.loads(recs[0]["cell"])
     g = cell["groups"]
     logged_rule = cell["method"].split(";")[0].removeprefix("fid:")  # the FID rule the log's intervals were made by
