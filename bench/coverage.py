@@ -45,6 +45,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -153,6 +156,69 @@ def simulate_cell(population: str, d: int, n_gen: int, n_real: int, draws: int, 
     with _threads_for(d):
         return _simulate(population, d, n_gen, n_real, draws, seed, groups, kid_subsets, kid_subset_size,
                          metrics, log, first_draw, rule)
+
+
+def simulate_cell_in_pieces(population: str, d: int, n_gen: int, n_real: int, draws: int, jobs: int, log: Path,
+                            first_draw: int = 0, metrics: tuple[str, ...] = ("fid", "kid"), progress=None) -> dict:
+    """`simulate_cell` with its draws split between `jobs` one-thread processes side by side (`--jobs`).
+
+    Each process is `bench perf coverage --first-draw` on one contiguous piece, appending its draws to `log` (one
+    whole line per write, so the pieces' lines never mix); then this process reads the whole cell back from the
+    log, so the result is exactly one process's. At d = 2,048 a draw's eigendecompositions do not run faster on a
+    second thread (docs/metrics.md), so on a 2-core machine two one-thread pieces make about twice the draws an hour
+    of one two-thread process. An interrupted run keeps every logged draw: the same command resumes each piece.
+    `progress(done)`: called as the cell's logged draws grow."""
+    if log.exists() and not log.is_file():
+        raise BenchError(f"--log {log} is a folder; give a JSONL file")
+    jobs = max(1, min(jobs, (draws - first_draw) // 2))  # the command refuses a piece of under two draws
+    key = _cell_key(population, d, n_gen, n_real, 0, 10, 10, 1000, metrics)  # the command's own settings
+    bounds = np.linspace(first_draw, draws, jobs + 1).round().astype(int)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    running = []
+    if _count_logged(log, key, first_draw, draws) == draws - first_draw:  # all logged: nothing to start
+        bounds = bounds[:1]
+    with tempfile.TemporaryDirectory(prefix="bench-coverage-") as tmp:
+        try:
+            for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+                cmd = [sys.executable, "-m", "bench", "perf", "coverage", "--dims", str(d), "--n", str(n_gen),
+                       "--n-real", str(n_real), "--populations", population, "--metrics", *metrics,
+                       "--draws", str(b), "--first-draw", str(a), "--log", str(log)]
+                err = open(Path(tmp) / f"piece-{k}.err", "w+")
+                running.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env), err, (a, b)))
+            while any(p.poll() is None for p, _, _ in running):
+                if progress:
+                    progress(_count_logged(log, key, first_draw, draws))
+                time.sleep(2)
+            for p, err, (a, b) in running:
+                if p.returncode:
+                    err.seek(0)
+                    last = (err.read().strip().splitlines() or ["no message"])[-1]
+                    raise BenchError(f"coverage piece draws {a}-{b - 1} ({population}, d = {d}, N = {n_gen}) failed: "
+                                     f"{last}")
+        finally:
+            for p, err, _ in running:
+                if p.poll() is None:
+                    p.terminate()
+                    p.wait()
+                err.close()
+    if progress:
+        progress(_count_logged(log, key, first_draw, draws))
+    return simulate_cell(population, d, n_gen, n_real, draws, metrics=metrics, log=log, first_draw=first_draw)
+
+
+def _count_logged(log: Path, key: str, start: int, stop: int) -> int:
+    """How many of draws start .. stop - 1 of the cell `key` the log holds (a progress count)."""
+    if not log.exists():
+        return 0
+    seen = set()
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        if isinstance(rec, dict) and rec.get("cell") == key and isinstance(rec.get("draw"), int):
+            seen.add(rec["draw"])
+    return len([r for r in seen if start <= r < stop])
 
 
 @contextmanager

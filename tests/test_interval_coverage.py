@@ -687,3 +687,28 @@ def test_once_the_candidate_is_the_method_the_rule_it_replaced_is_counted_beside
     assert after["fid"]["candidate"]["coverage"] == before["fid"]["coverage"]
     line = format_candidate(after)
     assert line.startswith("  FID rule (t on G - 1 df; not the method): covered") and "(current " in line
+
+
+def test_coverage_jobs_split_each_cell_between_processes_with_one_processs_numbers(tmp_path, capsys, monkeypatch):
+    """`bench perf coverage --jobs 2`: each cell's draws in two one-thread processes appending to one log, read back
+    whole: the same cell as one process makes (only the timing and the resumed count differ), every draw logged once;
+    a piece that fails is one line naming its draws."""
+    import json
+    import sys
+
+    from bench.cli import main
+
+    args = ["perf", "coverage", "--dims", "16", "--n", "40", "--n-real", "400", "--populations", "near", "--draws", "9"]
+    log = tmp_path / "draws.jsonl"
+    assert main([*args, "--json", str(tmp_path / "one.json")]) in (0, 1)
+    assert main([*args, "--jobs", "2", "--log", str(log), "--json", str(tmp_path / "two.json")]) in (0, 1)
+    one, two = (json.loads((tmp_path / f"{k}.json").read_text())[0] for k in ("one", "two"))
+    assert two["resumed_draws"] == 9 and one["resumed_draws"] == 0
+    assert {k: v for k, v in two.items() if k not in ("seconds", "resumed_draws")} == \
+        {k: v for k, v in one.items() if k not in ("seconds", "resumed_draws")}
+    assert sorted(json.loads(x)["draw"] for x in log.read_text().splitlines()) == list(range(9))
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # every piece exits 1 without a word
+    assert main([*args, "--draws", "12", "--jobs", "2", "--log", str(tmp_path / "other.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "coverage piece draws 0-5 (near, d = 16, N = 40) failed" in err[0]
