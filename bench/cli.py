@@ -266,8 +266,9 @@ def _coverage(args) -> int:
                           "intervals formed by this one from each draw's logged variance parts", flush=True)
                 if "fid" in cells[-1]:
                     print(format_se_dispersion(cells[-1]), flush=True)
-                    if format_candidate(cells[-1]):
-                        print(format_candidate(cells[-1]), flush=True)
+                    beside = format_candidate(cells[-1])
+                    if beside:
+                        print(beside, flush=True)
                 if args.spread and "fid" in cells[-1]:
                     with tqdm(total=args.spread, desc=f"spread {pop} d={d} N={n}", unit="draw", leave=False,
                               disable=None, dynamic_ncols=True) as bar:

@@ -130,8 +130,12 @@ def _kid_point(real: np.ndarray, fake: np.ndarray, subsets: int, size: int, rng:
     return values
 
 
-def simulate_cell(population: str, d: int, n_gen: int, n_real: int, draws: int, seed: int = 0, groups: int = 10,
-                  kid_subsets: int = 10, kid_subset_size: int = 1000,
+# A cell's settings as `bench perf coverage` runs it (the defaults of `simulate_cell`; `--jobs` pieces are that command)
+SEED, GROUPS, KID_SUBSETS, KID_SUBSET_SIZE = 0, 10, 10, 1000
+
+
+def simulate_cell(population: str, d: int, n_gen: int, n_real: int, draws: int, seed: int = SEED,
+                  groups: int = GROUPS, kid_subsets: int = KID_SUBSETS, kid_subset_size: int = KID_SUBSET_SIZE,
                   metrics: tuple[str, ...] = ("fid", "kid"), log: Path | None = None, first_draw: int = 0,
                   fid_rule: str | None = None) -> dict:
     """One cell's coverage over `draws` simulated draws. `log`: a JSONL file each draw is appended to as it
@@ -168,10 +172,8 @@ def simulate_cell_in_pieces(population: str, d: int, n_gen: int, n_real: int, dr
     second thread (docs/metrics.md), so on a 2-core machine two one-thread pieces make about twice the draws an hour
     of one two-thread process. An interrupted run keeps every logged draw: the same command resumes each piece.
     `progress(done)`: called as the cell's logged draws grow."""
-    if log.exists() and not log.is_file():
-        raise BenchError(f"--log {log} is a folder; give a JSONL file")
     jobs = max(1, min(jobs, (draws - first_draw) // 2))  # the command refuses a piece of under two draws
-    key = _cell_key(population, d, n_gen, n_real, 0, 10, 10, 1000, metrics)  # the command's own settings
+    key = _cell_key(population, d, n_gen, n_real, SEED, GROUPS, KID_SUBSETS, KID_SUBSET_SIZE, metrics)
     bounds = np.linspace(first_draw, draws, jobs + 1).round().astype(int)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     running = []
@@ -208,17 +210,26 @@ def simulate_cell_in_pieces(population: str, d: int, n_gen: int, n_real: int, dr
 
 def _count_logged(log: Path, key: str, start: int, stop: int) -> int:
     """How many of draws start .. stop - 1 of the cell `key` the log holds (a progress count)."""
+    seen = {rec["draw"] for rec in _log_records(log) if rec.get("cell") == key and _whole_record(rec)}
+    return len([r for r in seen if start <= r < stop])
+
+
+def _log_records(log: Path) -> list[dict]:
+    """Every JSON object line of a coverage log (none when it does not exist); a line cut short by an interrupted
+    write is skipped."""
     if not log.exists():
-        return 0
-    seen = set()
+        return []
+    if not log.is_file():
+        raise BenchError(f"--log {log} is a folder; give a JSONL file")
+    out = []
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             rec = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
             continue
-        if isinstance(rec, dict) and rec.get("cell") == key and isinstance(rec.get("draw"), int):
-            seen.add(rec["draw"])
-    return len([r for r in seen if start <= r < stop])
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
 
 
 @contextmanager
@@ -263,24 +274,18 @@ def _logged_draws(log: Path | None, key: str, start: int = 0, others: tuple[str,
     interrupted write, and anything after a gap, is ignored: those draws are made again, from the state the last
     whole record left. `others`: the same cell's keys under other FID rules; their records fill in draws `key` has
     not logged when they carry the variance parts that re-form the interval (or the cell has no FID)."""
-    if log is None or not log.exists():
+    if log is None:
         return []
-    if not log.is_file():
-        raise BenchError(f"--log {log} is a folder; give a JSONL file")
     found: dict[int, dict] = {}
     own: set[int] = set()
     with_fid = "fid" in json.loads(key)["metrics"]  # another rule's record can stand in only with its FID's parts
-    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
-            continue
-        if isinstance(rec, dict) and rec.get("cell") == key:
+    for rec in _log_records(log):
+        if rec.get("cell") == key:
             if not _whole_record(rec):  # not what this module writes (an edit, another tool): made again
                 continue
             found[rec["draw"]] = rec
             own.add(rec["draw"])
-        elif isinstance(rec, dict) and rec.get("cell") in others and _whole_record(rec) and (
+        elif rec.get("cell") in others and _whole_record(rec) and (
                 (rec.get("fid") is not None and _parts(rec.get("fid_var_parts")) is not None) if with_fid
                 else rec.get("fid") is None):
             if rec["draw"] not in own:  # this rule's own record of the draw, wherever it is, wins
