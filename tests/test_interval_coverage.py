@@ -558,6 +558,34 @@ def test_committed_coverage_logs_give_the_documented_rows(file, population, n_ge
     assert row in docs
 
 
+def test_the_coverage_readme_states_the_draws_each_log_holds():
+    """reports/coverage/README.md's table says which draws each d = 2,048 log holds, and for a cell under way that is
+    where the next session continues from: the ranges it prints are exactly the log's draws, each logged once, whole,
+    under the cell the file's name gives. A log appended to (or cut) without its row following fails here."""
+    import re
+
+    from bench.coverage import _cell_key, _log_records, _whole_record
+    from tests.conftest import REPO
+
+    folder = REPO / "reports" / "coverage"
+    text = (folder / "README.md").read_text()
+    table = text[text.index("| file | cell (d = 2,048, 10,000 real) | draws | status |"):].split("\n\n")[0]
+    rows = re.findall(r"^\| `([a-z]+)-2048-(\d+)\.jsonl` \| [^|]+ \| ([^|]+) \|", table, re.M)
+    assert len(rows) >= 13 and len({(p, n) for p, n, _ in rows}) == len(rows)
+    for population, n_gen, column in rows:
+        stated, total = re.fullmatch(r"(.+) of (\d+)", column.strip()).groups()
+        assert re.fullmatch(r"\d+(-\d+)?((, | and )\d+(-\d+)?)*", stated), column
+        want = set()
+        for a, b in re.findall(r"(\d+)(?:-(\d+))?", stated):
+            want |= set(range(int(a), int(b or a) + 1))
+        assert max(want) < int(total)
+        key = _cell_key(population, 2048, int(n_gen), 10000, 0, 10, 10, 1000, ("fid", "kid"))
+        records = _log_records(folder / f"{population}-2048-{n_gen}.jsonl")
+        assert records and all(r.get("cell") == key and _whole_record(r) for r in records), (population, n_gen)
+        draws = [r["draw"] for r in records]
+        assert len(draws) == len(set(draws)) and set(draws) == want, (population, n_gen, column)
+
+
 def test_coverage_command_refuses_a_first_draw_that_leaves_too_few_draws(capsys):
     from bench.cli import main
 
