@@ -536,6 +536,7 @@ def test_coverage_command_refuses_a_spread_of_one_draw(capsys):
     ("far-2048-2000.jsonl", "far", 2000, "far", 200, 0),
     ("same-2048-10000.jsonl", "same", 10000, "same", 200, 0),
     ("far-2048-10000.jsonl", "far", 10000, "far", 200, 0),
+    ("near-2048-10000.jsonl", "near", 10000, "near", 200, 0),
 ])
 def test_committed_coverage_logs_give_the_documented_rows(file, population, n_gen, label, draws, first_draw):
     """reports/coverage/ holds the per-draw logs behind docs/metrics.md's d = 2,048 rows measured since they were
@@ -636,6 +637,7 @@ def test_a_coverage_log_that_is_a_folder_or_holds_foreign_records(tmp_path, caps
     ("far-2048-2000.jsonl", "far", 2000, 188, 188),
     ("same-2048-10000.jsonl", "same", 10000, 189, 192),
     ("far-2048-10000.jsonl", "far", 10000, 194, 195),
+    ("near-2048-10000.jsonl", "near", 10000, 191, 193),
 ])
 def test_committed_logs_with_parts_give_the_documented_candidate_counts(file, population, n_gen, current, candidate):
     """The d = 2,048 logs written with the variance parts give the candidate rule's counts docs/metrics.md quotes,
